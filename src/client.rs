@@ -1,0 +1,221 @@
+//! The client side of the protocol: connect to a node, make requests.
+//! Used by the CLI verbs and by tests.
+//!
+//! A get is verified here too, end to end: the manifest against the content
+//! id, and every chunk against its id, before its bytes reach the caller's
+//! writer. A node with a bad disk or bad intentions cannot make a client
+//! accept wrong bytes.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::cas::{ChunkId, ContentId, Manifest};
+use crate::env::Env;
+use crate::keys::{ClusterKey, StaticKeypair};
+use crate::limits::{CONNECT_TIMEOUT, PUT_DATA_FRAME_BYTES};
+use crate::meta::{VersionRecord, VersionSelector};
+use crate::secure::{Role, SecureError, SecureStream, handshake};
+use crate::wire::{Envelope, ErrorCode, GetTarget, Message, StatusReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach a dfs node at {addr}: {reason}; is `dfs-node serve` running there? (--node / DFS_NODE)")]
+    Unreachable { addr: String, reason: String },
+    #[error("{0}; check that --key-file holds this cluster's key")]
+    Refused(SecureError),
+    #[error("connection to the node failed: {0}")]
+    Connection(#[from] SecureError),
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
+    #[error("the node broke the protocol: {0}")]
+    Protocol(String),
+    #[error("verification failed, nothing was accepted: {0}")]
+    Integrity(String),
+    #[error("local I/O failed: {0}")]
+    Local(#[from] std::io::Error),
+}
+
+impl ClientError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Remote { code: ErrorCode::NotFound, .. })
+    }
+}
+
+/// What a get delivered.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub record: Option<VersionRecord>,
+    pub content: ContentId,
+    pub size: u64,
+}
+
+pub struct Client {
+    stream: SecureStream,
+    next_request_id: u64,
+}
+
+impl Client {
+    /// Dial `addr` and run the handshake with a fresh client identity.
+    pub async fn connect(env: &Env, addr: &str, cluster_key: &ClusterKey) -> Result<Self, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable { addr: addr.to_string(), reason };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, env.net.connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+        };
+        let identity = StaticKeypair::generate(env);
+        let stream = handshake(env, stream, Role::Initiator, &identity, cluster_key).await.map_err(|e| match e {
+            SecureError::HandshakeRefused(_) => ClientError::Refused(e),
+            SecureError::Io(io) => unreachable(io.to_string()),
+            other => ClientError::Connection(other),
+        })?;
+        Ok(Self { stream, next_request_id: 1 })
+    }
+
+    async fn send(&mut self, message: Message) -> Result<u64, ClientError> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.stream.send(&Envelope { request_id, message }).await?;
+        Ok(request_id)
+    }
+
+    /// The next message of request `request_id`; `Error` becomes `Err`.
+    async fn reply(&mut self, request_id: u64) -> Result<Message, ClientError> {
+        let envelope = self.stream.expect().await?;
+        if envelope.request_id != request_id {
+            return Err(ClientError::Protocol(format!("reply to request {} while waiting for {request_id}", envelope.request_id)));
+        }
+        match envelope.message {
+            Message::Error { code, message } => Err(ClientError::Remote { code, message }),
+            message => Ok(message),
+        }
+    }
+
+    async fn call(&mut self, message: Message) -> Result<Message, ClientError> {
+        let id = self.send(message).await?;
+        self.reply(id).await
+    }
+
+    /// Store everything `source` yields under `name`. `progress` gets the
+    /// byte count sent so far.
+    pub async fn put(
+        &mut self,
+        name: &str,
+        source: &mut (impl AsyncRead + Unpin),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VersionRecord, ClientError> {
+        let id = self.send(Message::PutStart { name: name.to_string() }).await?;
+        let mut sent = 0u64;
+        let mut buffer = vec![0u8; PUT_DATA_FRAME_BYTES];
+        loop {
+            let mut filled = 0;
+            while filled < buffer.len() {
+                match source.read(&mut buffer[filled..]).await? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            let envelope = Envelope { request_id: id, message: Message::PutData { bytes: buffer[..filled].to_vec() } };
+            self.stream.send(&envelope).await?;
+            sent += filled as u64;
+            progress(sent);
+            if filled < buffer.len() {
+                break;
+            }
+        }
+        self.stream.send(&Envelope { request_id: id, message: Message::PutFinish }).await?;
+        match self.reply(id).await? {
+            Message::PutDone { record } => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Fetch a file and write it to `sink`, verified chunk by chunk.
+    /// `progress` gets `(bytes so far, total)`. On `Err`, what was written
+    /// to `sink` is incomplete and must be discarded.
+    pub async fn get(
+        &mut self,
+        target: GetTarget,
+        version: Option<VersionSelector>,
+        sink: &mut (impl AsyncWrite + Unpin),
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Fetched, ClientError> {
+        let asked_content = match &target {
+            GetTarget::Content(content) => Some(*content),
+            GetTarget::Name(_) => None,
+        };
+        let id = self.send(Message::Get { target, version }).await?;
+        let (record, content, manifest) = match self.reply(id).await? {
+            Message::GetStart { record, content, manifest } => (record, content, manifest),
+            other => return Err(unexpected(&other)),
+        };
+        if ContentId::of(&manifest) != content {
+            return Err(ClientError::Integrity(format!("manifest does not hash to content id {content}")));
+        }
+        if asked_content.is_some_and(|asked| asked != content) {
+            return Err(ClientError::Integrity(format!("asked for {}, got {content}", asked_content.unwrap())));
+        }
+        if record.as_ref().is_some_and(|r| r.content != Some(content)) {
+            return Err(ClientError::Integrity("version record and content id disagree".into()));
+        }
+        let manifest = Manifest::decode(&manifest).map_err(|e| ClientError::Integrity(e.to_string()))?;
+        let mut received = 0u64;
+        progress(0, manifest.size);
+        for chunk in &manifest.chunks {
+            let bytes = match self.reply(id).await? {
+                Message::ChunkData { bytes } => bytes,
+                other => return Err(unexpected(&other)),
+            };
+            if bytes.len() != chunk.len as usize || ChunkId::of(&bytes) != chunk.id {
+                return Err(ClientError::Integrity(format!("chunk {} does not match its id", chunk.id)));
+            }
+            sink.write_all(&bytes).await?;
+            received += bytes.len() as u64;
+            progress(received, manifest.size);
+        }
+        match self.reply(id).await? {
+            Message::GetEnd => {}
+            other => return Err(unexpected(&other)),
+        }
+        sink.flush().await?;
+        Ok(Fetched { record, content, size: manifest.size })
+    }
+
+    /// Mark `name` deleted (a tombstone version); returns the tombstone.
+    pub async fn remove(&mut self, name: &str) -> Result<VersionRecord, ClientError> {
+        match self.call(Message::Remove { name: name.to_string() }).await? {
+            Message::Removed { record } => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Current versions of all live files; `true` if the list was truncated.
+    pub async fn list(&mut self) -> Result<(Vec<VersionRecord>, bool), ClientError> {
+        match self.call(Message::List).await? {
+            Message::Listing { records, truncated } => Ok((records, truncated)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `name`'s versions, newest first.
+    pub async fn versions(&mut self, name: &str) -> Result<(Vec<VersionRecord>, bool), ClientError> {
+        match self.call(Message::Versions { name: name.to_string() }).await? {
+            Message::History { records, truncated } => Ok((records, truncated)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn status(&mut self) -> Result<StatusReport, ClientError> {
+        match self.call(Message::Status).await? {
+            Message::StatusReply(report) => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(message: &Message) -> ClientError {
+    let text = format!("{message:?}");
+    ClientError::Protocol(format!("unexpected reply {}", text.chars().take(80).collect::<String>()))
+}

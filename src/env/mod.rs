@@ -1,0 +1,234 @@
+//! The I/O seam (DESIGN §3): every byte of I/O, every clock reading and every
+//! random byte the node uses comes through [`Env`].
+//!
+//! Production uses [`TokioEnv`](tokio_env::tokio_env): real sockets, real files,
+//! the OS clock and OS randomness. The `sim` crate builds an `Env` over turmoil,
+//! so the same node code runs in a deterministic simulation where a failure
+//! replays from its seed.
+//!
+//! The disk API is synchronous, like `std::fs` (turmoil's shim and redb's
+//! `StorageBackend` are synchronous too). Async node code runs disk work
+//! through [`Env::blocking`], which the Env maps to tokio's blocking pool in
+//! production and runs inline in the simulation.
+
+pub mod tokio_env;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use tokio_env::tokio_env;
+
+/// A boxed future, for trait methods that must be object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How [`Disk::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; the file is created if absent (mode 0600).
+    CreateOrOpen,
+    /// Write a new file; fails if it exists (mode 0600).
+    CreateNew,
+}
+
+/// An open file. Positional I/O only: no cursor, so a handle can be shared.
+pub trait DiskFile: Send + Sync + fmt::Debug {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    fn len(&self) -> io::Result<u64>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Make the file's data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// One entry of [`Disk::list_dir`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+}
+
+/// A file system, std::fs-like and synchronous.
+pub trait Disk: Send + Sync + 'static {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn DiskFile>>;
+    /// Atomically replace `to` with `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Make the directory's entries durable (fsync of the directory).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Entries of a directory, sorted by name (so callers never depend on the
+    /// order a file system happens to return).
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Take an exclusive lock on `path` (created if absent), held until the
+    /// returned guard drops; fails at once if another process holds it.
+    fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>>;
+}
+
+/// A connected, ordered byte stream (TCP in production, turmoil TCP in the sim).
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+
+/// An owned, type-erased byte stream.
+pub type BoxStream = Box<dyn ByteStream>;
+
+/// A bound listening socket.
+pub trait Listener: Send {
+    /// Wait for the next connection; returns the stream and the peer address.
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, String)>>;
+    fn local_addr(&self) -> io::Result<String>;
+}
+
+/// The network: listen and dial by `host:port`.
+pub trait Transport: Send + Sync + 'static {
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>>;
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>>;
+}
+
+/// Wall-clock time, for hybrid logical clocks. (Timers use `tokio::time`,
+/// which turmoil drives in the simulation.)
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn unix_ms(&self) -> u64;
+}
+
+/// Every random byte the node uses: keys, nonces, temp names, jitter.
+pub trait Random: Send + Sync + 'static {
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// Runs synchronous (disk or CPU-heavy) jobs off the async threads.
+pub trait Executor: Send + Sync + 'static {
+    fn run_blocking(&self, job: Box<dyn FnOnce() + Send>);
+}
+
+/// The bundle of I/O and nondeterminism a node runs on. Cheap to clone.
+#[derive(Clone)]
+pub struct Env {
+    pub disk: Arc<dyn Disk>,
+    pub net: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn Random>,
+    pub executor: Arc<dyn Executor>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Env")
+    }
+}
+
+impl Env {
+    /// Submit `job` now and return a future of its result. The job starts
+    /// before the future is first polled, so several jobs can run at once.
+    ///
+    /// A panic inside the job is a bug; it resurfaces here as a panic.
+    pub fn blocking<T, F>(&self, job: F) -> impl Future<Output = T> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        self.executor.run_blocking(Box::new(move || {
+            // The receiver may be gone if the caller stopped waiting; the
+            // job's effects stand either way.
+            let _ = result_tx.send(job());
+        }));
+        async move {
+            match result_rx.await {
+                Ok(value) => value,
+                Err(_) => panic!("a blocking job panicked or was dropped by its executor"),
+            }
+        }
+    }
+
+    pub fn random_u64(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        self.rng.fill(&mut bytes);
+        u64::from_le_bytes(bytes)
+    }
+
+    pub fn random_array<const N: usize>(&self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        self.rng.fill(&mut bytes);
+        bytes
+    }
+}
+
+/// Read exactly `buf.len()` bytes at `offset`, or fail with `UnexpectedEof`.
+pub fn read_exact_at(file: &dyn DiskFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset)? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file is shorter than expected")),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write all of `buf` at `offset`.
+pub fn write_all_at(file: &dyn DiskFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, offset)? {
+            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "disk accepted no bytes")),
+            n => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read a whole (small) file, refusing files above `bytes_max`.
+pub fn read_file(disk: &dyn Disk, path: &Path, bytes_max: u64) -> io::Result<Vec<u8>> {
+    let file = disk.open(path, OpenMode::Read)?;
+    let len = file.len()?;
+    if len > bytes_max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {len} bytes, more than the {bytes_max} allowed", path.display()),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    read_exact_at(file.as_ref(), &mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Create `path` durably with `contents`: write a temp file beside it, sync,
+/// rename into place, sync the directory. Fails if `path` exists.
+pub fn write_file_durably(env: &Env, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let disk = env.disk.as_ref();
+    if disk.exists(path)? {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    disk.create_dir_all(&dir)?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{file_name}.tmp-{:016x}", env.random_u64()));
+    let result = (|| {
+        let file = disk.open(&tmp, OpenMode::CreateNew)?;
+        write_all_at(file.as_ref(), contents, 0)?;
+        file.sync_data()?;
+        drop(file);
+        disk.rename(&tmp, path)?;
+        disk.sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = disk.remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,27 @@
+//! dfs: a decentralized, content-addressed, replicated and versioned file store.
+//!
+//! The components, from the bottom up (ARCHITECTURE.md has the invariants):
+//! - [`env`]: the I/O seam. Disk, network, clock, randomness and the blocking
+//!   executor; production and simulation implement it.
+//! - [`limits`]: every bound, with its reason.
+//! - [`cas`]: content addressing (pure): chunk and content ids, the FastCDC
+//!   chunker, manifests.
+//! - [`store`]: the chunk store on a `Disk`: sealed at rest, durable puts,
+//!   verified reads, quarantine.
+//! - [`meta`]: the version index: hybrid logical clock, records, CRDT merge
+//!   (pure), persisted in redb over the `Disk`.
+//! - [`wire`]: frames and messages, the protocol specification.
+//! - [`secure`]: Noise handshake and the encrypted record stream.
+//! - [`keys`]: node identity and cluster key files.
+//! - [`node`]: the server; [`client`]: its client, used by the CLI and tests.
+
+pub mod cas;
+pub mod client;
+pub mod env;
+pub mod keys;
+pub mod limits;
+pub mod meta;
+pub mod node;
+pub mod secure;
+pub mod store;
+pub mod wire;

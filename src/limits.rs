@@ -1,0 +1,72 @@
+//! Every bound in one place, each with the reason for its value (DESIGN §10).
+//!
+//! A limit that protects memory is checked *before* the allocation it guards.
+
+use std::time::Duration;
+
+/// Smallest content-defined chunk. Below this, per-chunk overhead (a file, a
+/// manifest entry, a placement decision) outweighs dedup gains.
+pub const CHUNK_MIN_BYTES: usize = 256 * 1024;
+/// Target average chunk: 1 MiB keeps manifests small (36 bytes per MiB) while a
+/// one-byte edit still rewrites only about one MiB.
+pub const CHUNK_AVG_BYTES: usize = 1024 * 1024;
+/// Largest chunk: bounds the memory one chunk in flight can take.
+pub const CHUNK_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Chunks in one manifest. A manifest is stored and read as one blob, so it must
+/// stay small: 262 144 entries x 36 bytes is about 9 MiB, which is a file of at
+/// least 64 GiB (all chunks minimal) and typically 256 GiB.
+pub const MANIFEST_CHUNKS_MAX: usize = 262_144;
+/// Upper bound of an encoded manifest (entries plus varint headers).
+pub const MANIFEST_BYTES_MAX: usize = MANIFEST_CHUNKS_MAX * 48 + 64;
+
+/// Largest blob the store accepts: a chunk or a manifest.
+pub const BLOB_BYTES_MAX: usize = if MANIFEST_BYTES_MAX > CHUNK_MAX_BYTES {
+    MANIFEST_BYTES_MAX
+} else {
+    CHUNK_MAX_BYTES
+};
+
+/// Largest application frame. A manifest travels in one frame, and so will a
+/// whole chunk between peers; the slack covers the envelope around the bytes.
+pub const FRAME_BYTES_MAX: usize = BLOB_BYTES_MAX + 64 * 1024;
+
+/// Size of the data frames a client sends during a put. Small enough that a
+/// frame is a few Noise records, large enough that per-frame cost is invisible.
+pub const PUT_DATA_FRAME_BYTES: usize = 256 * 1024;
+
+/// Chunks of one put that may be hashed, sealed and written concurrently.
+/// With two cores, two jobs keep both busy; more only holds more memory
+/// (each job holds one chunk: at most 4 MiB).
+pub const PUT_CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Chunks of one get read and verified ahead of the network send.
+pub const GET_CHUNKS_PREFETCH: usize = 2;
+
+/// Connections one node serves at once. Each may hold about
+/// `FRAME_BYTES_MAX + CHUNK_MAX_BYTES x PUT_CHUNKS_IN_FLIGHT`, so 64 bounds
+/// the worst case near 1.3 GiB; the common case is far below.
+pub const CONNECTIONS_MAX: usize = 64;
+
+/// A Noise handshake must finish within this time, or the connection is
+/// dropped (slowloris defence: an idle half-open peer cannot hold a slot).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Any single network read or write of an established connection.
+/// Partitions drop packets silently: without this, a request would wait forever.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping node waits for in-flight requests to drain.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest file name in bytes (UTF-8). Names are index keys replicated to
+/// every node; a bound keeps records small.
+pub const NAME_BYTES_MAX: usize = 1024;
+
+/// Records in one listing or history reply; above it the reply is truncated
+/// and says so, so that one reply always fits in one frame.
+pub const RECORDS_PER_REPLY_MAX: usize = 16_384;
+
+/// Dialing a node: a live node on a reachable network answers in
+/// milliseconds; past this, report it unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

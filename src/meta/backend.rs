@@ -1,0 +1,41 @@
+//! redb's `StorageBackend` over the [`Disk`](crate::env::Disk) seam, so the
+//! index is written through the same file API the simulation faults.
+
+use std::io;
+
+use redb::StorageBackend;
+
+use crate::env::{DiskFile, read_exact_at, write_all_at};
+
+#[derive(Debug)]
+pub struct DiskBackend {
+    file: Box<dyn DiskFile>,
+}
+
+impl DiskBackend {
+    pub fn new(file: Box<dyn DiskFile>) -> Self {
+        Self { file }
+    }
+}
+
+impl StorageBackend for DiskBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        read_exact_at(self.file.as_ref(), out, offset)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        write_all_at(self.file.as_ref(), data, offset)
+    }
+}

@@ -1,0 +1,224 @@
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::backend::DiskBackend;
+use super::record::VERSION_KEY_BYTES;
+use super::{History, IndexState, VersionId, VersionRecord, validate_name};
+use crate::env::{Env, OpenMode};
+
+/// `name ‖ 0x00 ‖ VersionId::to_key()` -> postcard(VersionRecord).
+/// Names contain no NUL, so all of a name's records are one key range, in
+/// version order.
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// name -> VersionId::to_key() of its prune floor.
+const FLOORS: TableDefinition<&str, &[u8]> = TableDefinition::new("floors");
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("version index storage failed: {0}")]
+    Storage(String),
+    #[error("version index holds an undecodable entry (disk corruption?): {0}")]
+    Corrupt(String),
+    #[error("cannot open the version index file: {0}")]
+    Open(std::io::Error),
+}
+
+fn storage<E: Into<redb::Error>>(error: E) -> IndexError {
+    IndexError::Storage(error.into().to_string())
+}
+
+fn record_key(name: &str, vid: &VersionId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1 + VERSION_KEY_BYTES);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&vid.to_key());
+    key
+}
+
+/// The key range holding all of `name`'s records: `name ‖ 0x00 ..  name ‖ 0x01`.
+fn name_range(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut start = name.as_bytes().to_vec();
+    start.push(0);
+    let mut end = name.as_bytes().to_vec();
+    end.push(1);
+    (start, end)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<VersionRecord, IndexError> {
+    postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(e.to_string()))
+}
+
+/// The persisted version index. Every mutation is one redb transaction,
+/// committed durably (fsync) before the method returns.
+#[derive(Debug)]
+pub struct VersionIndex {
+    db: Database,
+}
+
+impl VersionIndex {
+    pub fn open(env: &Env, path: &Path) -> Result<Self, IndexError> {
+        let file = env.disk.open(path, OpenMode::CreateOrOpen).map_err(IndexError::Open)?;
+        let db = Database::builder().create_with_backend(DiskBackend::new(file)).map_err(storage)?;
+        let txn = db.begin_write().map_err(storage)?;
+        txn.open_table(RECORDS).map_err(storage)?;
+        txn.open_table(FLOORS).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        Ok(Self { db })
+    }
+
+    /// Merge `records` in (the CRDT insert of [`History`]); returns the ones
+    /// that changed the index. Durable on return.
+    pub fn apply(&self, records: &[VersionRecord]) -> Result<Vec<VersionRecord>, IndexError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let mut changed = Vec::new();
+        {
+            let mut table = txn.open_table(RECORDS).map_err(storage)?;
+            let floors = txn.open_table(FLOORS).map_err(storage)?;
+            for record in records {
+                if validate_name(&record.name).is_err() {
+                    continue;
+                }
+                if let Some(floor) = floors.get(record.name.as_str()).map_err(storage)? {
+                    if VersionId::from_key(floor.value()).is_some_and(|floor| record.vid < floor) {
+                        continue;
+                    }
+                }
+                let key = record_key(&record.name, &record.vid);
+                let newer = match table.get(key.as_slice()).map_err(storage)? {
+                    Some(existing) => decode_record(existing.value())? < *record,
+                    None => true,
+                };
+                if newer {
+                    let value = postcard::to_stdvec(record).expect("a record always serializes");
+                    table.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
+                    changed.push(record.clone());
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok(changed)
+    }
+
+    /// Raise `name`'s prune floor and drop its records below it; returns how
+    /// many records were dropped. Durable on return.
+    pub fn raise_floor(&self, name: &str, floor: VersionId) -> Result<usize, IndexError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let mut removed = 0;
+        {
+            let mut floors = txn.open_table(FLOORS).map_err(storage)?;
+            let current = floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value()));
+            if current.is_none_or(|current| current < floor) {
+                floors.insert(name, floor.to_key().as_slice()).map_err(storage)?;
+                let mut table = txn.open_table(RECORDS).map_err(storage)?;
+                let (start, _) = name_range(name);
+                let below = record_key(name, &floor);
+                let doomed: Vec<Vec<u8>> = table
+                    .range(start.as_slice()..below.as_slice())
+                    .map_err(storage)?
+                    .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+                    .collect::<Result<_, _>>()
+                    .map_err(storage)?;
+                for key in &doomed {
+                    table.remove(key.as_slice()).map_err(storage)?;
+                }
+                removed = doomed.len();
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok(removed)
+    }
+
+    /// `name`'s history: its records oldest first, and its floor.
+    pub fn history(&self, name: &str) -> Result<History, IndexError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let floors = txn.open_table(FLOORS).map_err(storage)?;
+        let mut history = History {
+            floor: floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value())),
+            ..History::default()
+        };
+        let (start, end) = name_range(name);
+        for entry in table.range(start.as_slice()..end.as_slice()).map_err(storage)? {
+            let (_, value) = entry.map_err(storage)?;
+            let record = decode_record(value.value())?;
+            history.records.insert(record.vid, record);
+        }
+        Ok(history)
+    }
+
+    /// The current version of `name` (possibly a tombstone).
+    pub fn current(&self, name: &str) -> Result<Option<VersionRecord>, IndexError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let (start, end) = name_range(name);
+        match table.range(start.as_slice()..end.as_slice()).map_err(storage)?.next_back() {
+            Some(entry) => Ok(Some(decode_record(entry.map_err(storage)?.1.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The current version of every name that is not deleted, by name, at
+    /// most `limit` of them.
+    pub fn list_current(&self, limit: usize) -> Result<Vec<VersionRecord>, IndexError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let mut live = Vec::new();
+        let mut last: Option<VersionRecord> = None;
+        for entry in table.iter().map_err(storage)? {
+            let (_, value) = entry.map_err(storage)?;
+            let record = decode_record(value.value())?;
+            if let Some(previous) = last.take() {
+                if previous.name != record.name && !previous.is_tombstone() {
+                    live.push(previous);
+                    if live.len() >= limit {
+                        return Ok(live);
+                    }
+                }
+            }
+            last = Some(record);
+        }
+        if let Some(previous) = last.filter(|r| !r.is_tombstone()) {
+            live.push(previous);
+        }
+        live.truncate(limit);
+        Ok(live)
+    }
+
+    /// The whole index as a CRDT state (the simulation's convergence check
+    /// and tests compare these).
+    pub fn snapshot(&self) -> Result<IndexState, IndexError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let floors = txn.open_table(FLOORS).map_err(storage)?;
+        let mut state = IndexState::default();
+        for entry in table.iter().map_err(storage)? {
+            let (_, value) = entry.map_err(storage)?;
+            state.insert(decode_record(value.value())?);
+        }
+        for entry in floors.iter().map_err(storage)? {
+            let (name, floor) = entry.map_err(storage)?;
+            if let Some(floor) = VersionId::from_key(floor.value()) {
+                state.names.entry(name.value().to_string()).or_default().floor = Some(floor);
+            }
+        }
+        Ok(state)
+    }
+
+    /// The greatest version id in the index, to seed the clock after a restart.
+    pub fn max_vid(&self) -> Result<Option<VersionId>, IndexError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let mut max: Option<VersionId> = None;
+        for entry in table.iter().map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            let key = key.value();
+            if key.len() >= VERSION_KEY_BYTES {
+                if let Some(vid) = VersionId::from_key(&key[key.len() - VERSION_KEY_BYTES..]) {
+                    max = max.max(Some(vid));
+                }
+            }
+        }
+        Ok(max)
+    }
+}

@@ -1,0 +1,22 @@
+//! The version index (DESIGN §8): every file name's history of versions.
+//!
+//! - [`VersionId`] and [`Hlc`]: hybrid logical clock ids, totally ordered.
+//! - [`VersionRecord`]: one version of a name: content, size, or a tombstone.
+//! - [`History`] and [`IndexState`]: the pure CRDT. A history is the union of
+//!   its records minus those below its prune floor; floors merge by max.
+//!   Merge is commutative, associative and idempotent (proptested), so
+//!   replicas that saw the same records agree exactly.
+//! - [`VersionIndex`]: the CRDT persisted in redb, through a redb
+//!   `StorageBackend` over the [`Disk`](crate::env::Disk) seam, so the
+//!   simulation's crash and disk-fault model covers metadata too.
+
+mod backend;
+mod crdt;
+mod hlc;
+mod index;
+mod record;
+
+pub use crdt::{History, IndexState};
+pub use hlc::Hlc;
+pub use index::{IndexError, VersionIndex};
+pub use record::{NameError, VersionId, VersionRecord, VersionSelector, validate_name};

@@ -1,0 +1,165 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cas::ContentId;
+use crate::keys::NodeId;
+use crate::limits::NAME_BYTES_MAX;
+
+/// A version's id: a hybrid logical clock reading plus the node that took it.
+/// Field order is the total order: wall time, then counter, then node.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VersionId {
+    pub wall_ms: u64,
+    pub counter: u32,
+    pub node: NodeId,
+}
+
+/// Bytes of [`VersionId::to_key`].
+pub const VERSION_KEY_BYTES: usize = 8 + 4 + 32;
+
+impl VersionId {
+    /// Big-endian bytes whose lexicographic order is the id order.
+    pub fn to_key(&self) -> [u8; VERSION_KEY_BYTES] {
+        let mut key = [0u8; VERSION_KEY_BYTES];
+        key[..8].copy_from_slice(&self.wall_ms.to_be_bytes());
+        key[8..12].copy_from_slice(&self.counter.to_be_bytes());
+        key[12..].copy_from_slice(&self.node.0);
+        key
+    }
+
+    pub fn from_key(key: &[u8]) -> Option<Self> {
+        if key.len() != VERSION_KEY_BYTES {
+            return None;
+        }
+        Some(Self {
+            wall_ms: u64::from_be_bytes(key[..8].try_into().ok()?),
+            counter: u32::from_be_bytes(key[8..12].try_into().ok()?),
+            node: NodeId(key[12..].try_into().ok()?),
+        })
+    }
+}
+
+/// Shown as `<wall_ms>-<counter>-<first 8 bytes of the node id in hex>`; the
+/// same text selects the version in `get --version`.
+impl fmt::Display for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.wall_ms, self.counter, self.node.short())
+    }
+}
+
+impl fmt::Debug for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{self}")
+    }
+}
+
+/// A version as a user names it: the text form of a [`VersionId`], whose
+/// node part may be any prefix of the node id's hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSelector {
+    pub wall_ms: u64,
+    pub counter: u32,
+    pub node_prefix: String,
+}
+
+impl VersionSelector {
+    pub fn matches(&self, vid: &VersionId) -> bool {
+        vid.wall_ms == self.wall_ms && vid.counter == self.counter && vid.node.to_hex().starts_with(&self.node_prefix)
+    }
+}
+
+impl fmt::Display for VersionSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.wall_ms, self.counter, self.node_prefix)
+    }
+}
+
+impl FromStr for VersionSelector {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a version id (expected WALLMS-COUNTER-NODE, as `versions` prints)");
+        let mut parts = text.splitn(3, '-');
+        let wall_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let counter = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let node_prefix = parts.next().ok_or_else(bad)?.to_ascii_lowercase();
+        if node_prefix.is_empty() || node_prefix.len() > 64 || !node_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Self { wall_ms, counter, node_prefix })
+    }
+}
+
+/// One version of a name. `content: None` is a tombstone (the name was
+/// removed at this version). The node that created it is `vid.node`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub name: String,
+    pub vid: VersionId,
+    pub content: Option<ContentId>,
+    pub size: u64,
+}
+
+impl VersionRecord {
+    pub fn is_tombstone(&self) -> bool {
+        self.content.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a file name cannot be empty")]
+    Empty,
+    #[error("file name is {0} bytes; the limit is {NAME_BYTES_MAX}")]
+    TooLong(usize),
+    #[error("file name contains a control character (such as NUL or newline)")]
+    ControlCharacter,
+}
+
+/// Names are UTF-8 (guaranteed by `String`), 1 to 1024 bytes, without
+/// control characters. NUL in particular is excluded because the index key
+/// is `name ‖ 0x00 ‖ version`.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(NameError::TooLong(name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::ControlCharacter);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_is_id_order_and_round_trips() {
+        let a = VersionId { wall_ms: 1, counter: 9, node: NodeId([9; 32]) };
+        let b = VersionId { wall_ms: 2, counter: 0, node: NodeId([0; 32]) };
+        assert!(a < b && a.to_key() < b.to_key());
+        assert_eq!(VersionId::from_key(&a.to_key()), Some(a));
+    }
+
+    #[test]
+    fn selector_parses_what_display_prints() {
+        let vid = VersionId { wall_ms: 1_700_000_000_123, counter: 4, node: NodeId([0xab; 32]) };
+        let selector: VersionSelector = vid.to_string().parse().unwrap();
+        assert!(selector.matches(&vid));
+        assert!("12-x-ab".parse::<VersionSelector>().is_err());
+        assert!("12-1-".parse::<VersionSelector>().is_err());
+        assert!("12-1-zz".parse::<VersionSelector>().is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("reports/2026/q3.pdf").is_ok());
+        assert_eq!(validate_name(""), Err(NameError::Empty));
+        assert_eq!(validate_name("a\0b"), Err(NameError::ControlCharacter));
+        assert!(matches!(validate_name(&"x".repeat(2000)), Err(NameError::TooLong(2000))));
+    }
+}

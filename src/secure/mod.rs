@@ -1,0 +1,325 @@
+//! Authenticated, encrypted streams (DESIGN §6).
+//!
+//! Every connection starts with `Noise_XXpsk3_25519_ChaChaPoly_SHA256`
+//! (snow, pure-Rust primitives, randomness from the [`Env`]). The psk is
+//! derived from the cluster key, so a party without it cannot finish a
+//! handshake; the static keys identify the two ends ([`NodeId`]).
+//!
+//! Handshake messages travel as `u16 big-endian length ‖ message`. With
+//! `psk3` the responder learns whether the initiator holds the key from the
+//! third message; the initiator learns it from a confirmation record the
+//! responder sends right after, so both sides can report a wrong key as
+//! such instead of as a broken pipe later.
+//!
+//! After the handshake, [`SecureStream`] carries [frames](crate::wire::frame)
+//! split into Noise transport records of at most 65 535 bytes. Every read and
+//! write has a timeout; any bad record (truncated, bad tag, bad length)
+//! fails the stream, and the caller closes the connection.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use snow::params::NoiseParams;
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::env::{BoxStream, Env, Random};
+use crate::keys::{ClusterKey, NodeId, StaticKeypair};
+use crate::limits::{HANDSHAKE_TIMEOUT, IO_TIMEOUT};
+use crate::wire::{self, Envelope, FrameDecoder, FrameError, WireError, encode_frame_header};
+
+const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
+/// Largest Noise message (the spec's limit).
+const NOISE_MESSAGE_MAX: usize = 65_535;
+const NOISE_TAG_BYTES: usize = 16;
+/// Plaintext bytes one transport record carries at most.
+const RECORD_PLAINTEXT_MAX: usize = NOISE_MESSAGE_MAX - NOISE_TAG_BYTES;
+/// What the responder's confirmation record says.
+const CONFIRMATION: &[u8] = b"dfs ok";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    #[error("the handshake did not finish within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error(
+        "the handshake was refused: the peer does not share this cluster key (or is not a dfs node): {0}"
+    )]
+    HandshakeRefused(String),
+    #[error("the connection was idle past the {0:?} timeout")]
+    Timeout(Duration),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("a record failed authentication (corrupted or forged traffic)")]
+    BadRecord,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+fn params() -> NoiseParams {
+    NOISE_PARAMS.parse().expect("the Noise parameter string is valid")
+}
+
+/// snow's default primitives, with the RNG replaced by the Env's.
+struct EnvResolver {
+    rng: Arc<dyn Random>,
+}
+
+struct EnvRng(Arc<dyn Random>);
+
+impl snow::types::Random for EnvRng {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill(dest);
+        Ok(())
+    }
+}
+
+impl CryptoResolver for EnvResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        Some(Box::new(EnvRng(self.rng.clone())))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn snow::types::Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn snow::types::Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+fn builder(env: &Env) -> snow::Builder<'static> {
+    snow::Builder::with_resolver(params(), Box::new(EnvResolver { rng: env.rng.clone() }))
+}
+
+/// A new static X25519 key pair from the Env's randomness.
+pub fn generate_keypair(env: &Env) -> StaticKeypair {
+    let keypair = builder(env).generate_keypair().expect("X25519 key generation does not fail");
+    StaticKeypair {
+        private: keypair.private.as_slice().try_into().expect("X25519 private keys are 32 bytes"),
+        public: keypair.public.as_slice().try_into().expect("X25519 public keys are 32 bytes"),
+    }
+}
+
+/// Which end of the handshake this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Initiator,
+    Responder,
+}
+
+async fn write_handshake(io: &mut BufReader<BoxStream>, message: &[u8]) -> io::Result<()> {
+    io.write_all(&(message.len() as u16).to_be_bytes()).await?;
+    io.write_all(message).await?;
+    io.flush().await
+}
+
+async fn read_handshake(io: &mut BufReader<BoxStream>, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut len = [0u8; 2];
+    io.read_exact(&mut len).await?;
+    let len = u16::from_be_bytes(len) as usize;
+    io.read_exact(&mut buffer[..len]).await?;
+    Ok(len)
+}
+
+/// Run the handshake over `stream` within [`HANDSHAKE_TIMEOUT`].
+pub async fn handshake(
+    env: &Env,
+    stream: BoxStream,
+    role: Role,
+    identity: &StaticKeypair,
+    cluster_key: &ClusterKey,
+) -> Result<SecureStream, SecureError> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(env, stream, role, identity, cluster_key)).await {
+        Ok(result) => result,
+        Err(_) => Err(SecureError::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
+    }
+}
+
+async fn run_handshake(
+    env: &Env,
+    stream: BoxStream,
+    role: Role,
+    identity: &StaticKeypair,
+    cluster_key: &ClusterKey,
+) -> Result<SecureStream, SecureError> {
+    let psk = cluster_key.derive("dfs noise psk v1");
+    let builder = builder(env)
+        .local_private_key(&identity.private)
+        .and_then(|b| b.psk(3, &psk))
+        .expect("static key and psk have valid lengths");
+    let mut noise = match role {
+        Role::Initiator => builder.build_initiator(),
+        Role::Responder => builder.build_responder(),
+    }
+    .expect("valid Noise parameters");
+    let mut io = BufReader::with_capacity(2 * NOISE_MESSAGE_MAX, stream);
+    let mut message = vec![0u8; NOISE_MESSAGE_MAX];
+    let mut payload = vec![0u8; NOISE_MESSAGE_MAX];
+    let refused = |e: snow::Error| SecureError::HandshakeRefused(e.to_string());
+    // XX: -> e; <- e, ee, s, es; -> s, se, psk. Initiator writes on even steps.
+    for step in 0..3 {
+        let we_write = (step % 2 == 0) == (role == Role::Initiator);
+        if we_write {
+            let len = noise.write_message(&[], &mut message).map_err(refused)?;
+            write_handshake(&mut io, &message[..len]).await?;
+        } else {
+            let len = read_handshake(&mut io, &mut message).await.map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => SecureError::HandshakeRefused("the peer closed the connection".into()),
+                _ => SecureError::Io(e),
+            })?;
+            noise.read_message(&message[..len], &mut payload).map_err(refused)?;
+        }
+    }
+    let remote = NodeId::from_public_key(noise.get_remote_static().expect("XX always reveals the remote static key"));
+    let transport = noise.into_transport_mode().map_err(refused)?;
+    let mut stream = SecureStream {
+        io,
+        noise: transport,
+        remote,
+        plaintext: BytesMut::new(),
+        record: vec![0u8; NOISE_MESSAGE_MAX],
+        outgoing: Vec::new(),
+        frames: FrameDecoder,
+    };
+    match role {
+        Role::Responder => {
+            stream.write_records(CONFIRMATION).await?;
+            stream.io.flush().await?;
+        }
+        Role::Initiator => {
+            let got = stream.read_record().await.map_err(|e| match e {
+                SecureError::Closed | SecureError::Io(_) | SecureError::BadRecord => {
+                    SecureError::HandshakeRefused("the peer closed the connection after the handshake".into())
+                }
+                other => other,
+            })?;
+            if !got {
+                return Err(SecureError::HandshakeRefused("no confirmation from the peer".into()));
+            }
+            if stream.plaintext.split().as_ref() != CONFIRMATION {
+                return Err(SecureError::HandshakeRefused("unexpected confirmation".into()));
+            }
+        }
+    }
+    Ok(stream)
+}
+
+/// An established encrypted stream carrying frames.
+pub struct SecureStream {
+    io: BufReader<BoxStream>,
+    noise: snow::TransportState,
+    remote: NodeId,
+    /// Decrypted bytes not yet cut into frames.
+    plaintext: BytesMut,
+    /// One encrypted record being read.
+    record: Vec<u8>,
+    /// Encrypted records being written.
+    outgoing: Vec<u8>,
+    frames: FrameDecoder,
+}
+
+impl SecureStream {
+    /// The peer's identity, from its static key.
+    pub fn remote(&self) -> NodeId {
+        self.remote
+    }
+
+    /// Encrypt `plaintext` into records appended to `outgoing`, then write them.
+    async fn write_records(&mut self, plaintext: &[u8]) -> Result<(), SecureError> {
+        self.outgoing.clear();
+        for piece in plaintext.chunks(RECORD_PLAINTEXT_MAX) {
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + 2 + piece.len() + NOISE_TAG_BYTES, 0);
+            let len = self
+                .noise
+                .write_message(piece, &mut self.outgoing[start + 2..])
+                .expect("a record below the Noise limit always encrypts");
+            self.outgoing[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+            self.outgoing.truncate(start + 2 + len);
+        }
+        with_timeout(self.io.write_all(&self.outgoing)).await
+    }
+
+    /// Send one frame (and flush).
+    pub async fn send_frame(&mut self, payload: &[u8]) -> Result<(), SecureError> {
+        let mut framed = Vec::with_capacity(4 + payload.len());
+        framed.extend_from_slice(&encode_frame_header(payload.len()));
+        framed.extend_from_slice(payload);
+        self.write_records(&framed).await?;
+        with_timeout(self.io.flush()).await
+    }
+
+    pub async fn send(&mut self, envelope: &Envelope) -> Result<(), SecureError> {
+        self.send_frame(&wire::encode(envelope)).await
+    }
+
+    /// Read one record into `plaintext`. `Ok(false)` on a clean close
+    /// between records.
+    async fn read_record(&mut self) -> Result<bool, SecureError> {
+        let mut len = [0u8; 2];
+        match with_timeout(self.io.read_exact(&mut len)).await {
+            Ok(_) => {}
+            Err(SecureError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let len = u16::from_be_bytes(len) as usize;
+        if len < NOISE_TAG_BYTES {
+            return Err(SecureError::BadRecord);
+        }
+        let record = &mut self.record[..len];
+        with_timeout(self.io.read_exact(record)).await.map_err(|e| match e {
+            SecureError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => SecureError::Closed,
+            other => other,
+        })?;
+        let start = self.plaintext.len();
+        self.plaintext.resize(start + len, 0);
+        let n = self.noise.read_message(record, &mut self.plaintext[start..]).map_err(|_| SecureError::BadRecord)?;
+        self.plaintext.truncate(start + n);
+        Ok(true)
+    }
+
+    /// The next frame's payload; `None` when the peer closed cleanly between
+    /// frames.
+    pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, SecureError> {
+        loop {
+            if let Some(frame) = self.frames.decode(&mut self.plaintext)? {
+                return Ok(Some(frame));
+            }
+            if !self.read_record().await? {
+                return if self.plaintext.is_empty() { Ok(None) } else { Err(SecureError::Closed) };
+            }
+        }
+    }
+
+    /// The next envelope; `None` on a clean close.
+    pub async fn recv(&mut self) -> Result<Option<Envelope>, SecureError> {
+        match self.recv_frame().await? {
+            Some(frame) => Ok(Some(wire::decode(&frame)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next envelope; a close is an error (a reply was expected).
+    pub async fn expect(&mut self) -> Result<Envelope, SecureError> {
+        self.recv().await?.ok_or(SecureError::Closed)
+    }
+
+    /// Close the write side, telling the peer no more frames come.
+    pub async fn shutdown(&mut self) -> Result<(), SecureError> {
+        with_timeout(self.io.get_mut().shutdown()).await
+    }
+}
+
+async fn with_timeout<T>(io: impl Future<Output = io::Result<T>>) -> Result<T, SecureError> {
+    match tokio::time::timeout(IO_TIMEOUT, io).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SecureError::Timeout(IO_TIMEOUT)),
+    }
+}

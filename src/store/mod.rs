@@ -1,0 +1,273 @@
+//! The chunk store of one node, on a [`Disk`](crate::env::Disk) (DESIGN §5).
+//!
+//! Layout under the data dir:
+//! - `chunks/<first 2 hex>/<64 hex>`: one sealed blob per file (chunks and
+//!   manifests alike: both are addressed by the SHA-256 of their plaintext);
+//! - `tmp/`: writes in progress, emptied at every start;
+//! - `quarantine/`: blobs that failed verification, kept for inspection.
+//!
+//! A put is durable before it returns: write `tmp/<random>`, `sync_data`,
+//! rename into place, `sync_dir`. A crash at any point leaves either no blob
+//! or a whole one. A get returns plaintext only after the AEAD tag and the
+//! SHA-256 both check; a blob that fails twice in a row is quarantined and
+//! reported as [`StoreError::Corrupt`]. Plaintext never reaches the disk.
+//!
+//! All methods are synchronous: async callers run them through
+//! [`Env::blocking`](crate::env::Env::blocking).
+
+mod seal;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use seal::{SEAL_OVERHEAD_BYTES, SealError, Sealer};
+
+use crate::cas::{ChunkId, sha256};
+use crate::env::{Env, OpenMode, read_exact_at, write_all_at};
+use crate::keys::ClusterKey;
+use crate::limits::BLOB_BYTES_MAX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob {0} is not stored on this node")]
+    NotFound(ChunkId),
+    #[error("blob {0} failed verification and was quarantined")]
+    Corrupt(ChunkId),
+    #[error("the disk is full ({context})")]
+    DiskFull { context: String },
+    #[error("disk I/O failed while {context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("blob of {0} bytes is above the {BLOB_BYTES_MAX}-byte limit")]
+    TooLarge(usize),
+}
+
+impl StoreError {
+    fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
+            return StoreError::DiskFull { context };
+        }
+        StoreError::Io { context, source }
+    }
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    AlreadyPresent,
+}
+
+/// Space used by the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub blobs: u64,
+    /// Sealed bytes on disk.
+    pub bytes: u64,
+}
+
+/// Events a store has seen since it opened.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Reads that failed verification once and then passed (a transient fault).
+    pub transient_read_faults: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct ChunkStore {
+    env: Env,
+    chunks_dir: PathBuf,
+    tmp_dir: PathBuf,
+    quarantine_dir: PathBuf,
+    sealer: Sealer,
+    usage: Mutex<Usage>,
+    pub counters: StoreCounters,
+}
+
+impl ChunkStore {
+    /// Open (or create) the store in `data_dir`: create its directories,
+    /// delete leftovers of interrupted writes in `tmp/`, and count usage.
+    pub fn open(env: Env, data_dir: &Path, cluster_key: &ClusterKey) -> Result<Self, StoreError> {
+        let store = Self {
+            chunks_dir: data_dir.join("chunks"),
+            tmp_dir: data_dir.join("tmp"),
+            quarantine_dir: data_dir.join("quarantine"),
+            sealer: Sealer::new(cluster_key),
+            usage: Mutex::new(Usage::default()),
+            counters: StoreCounters::default(),
+            env,
+        };
+        let disk = store.env.disk.as_ref();
+        for dir in [&store.chunks_dir, &store.tmp_dir, &store.quarantine_dir] {
+            disk.create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        }
+        disk.sync_dir(data_dir).map_err(|e| StoreError::io("syncing the data dir", e))?;
+        let leftovers = disk.list_dir(&store.tmp_dir).map_err(|e| StoreError::io("listing tmp/", e))?;
+        for entry in leftovers.iter().filter(|e| !e.is_dir) {
+            let path = store.tmp_dir.join(&entry.name);
+            disk.remove_file(&path).map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+        }
+        let mut usage = Usage::default();
+        for id in store.list()? {
+            if let Ok(file) = disk.open(&store.blob_path(&id), OpenMode::Read) {
+                usage.blobs += 1;
+                usage.bytes += file.len().unwrap_or(0);
+            }
+        }
+        *store.usage.lock().unwrap() = usage;
+        Ok(store)
+    }
+
+    pub fn usage(&self) -> Usage {
+        *self.usage.lock().unwrap()
+    }
+
+    fn prefix_dir(&self, id: &ChunkId) -> PathBuf {
+        self.chunks_dir.join(&id.to_hex()[..2])
+    }
+
+    /// Where the sealed blob `id` lives.
+    pub fn blob_path(&self, id: &ChunkId) -> PathBuf {
+        self.prefix_dir(id).join(id.to_hex())
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        self.env.disk.exists(&self.blob_path(id)).map_err(|e| StoreError::io("checking for a blob", e))
+    }
+
+    /// Store `plaintext` (whose SHA-256 is `id`) sealed and durably.
+    /// Returns once the blob survives a crash. An id already present is not
+    /// rewritten.
+    pub fn put(&self, id: &ChunkId, plaintext: &[u8]) -> Result<PutOutcome, StoreError> {
+        if plaintext.len() > BLOB_BYTES_MAX {
+            return Err(StoreError::TooLarge(plaintext.len()));
+        }
+        debug_assert_eq!(ChunkId::of(plaintext), *id, "caller passed a wrong id");
+        if self.contains(id)? {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        let sealed = self.sealer.seal(id, plaintext);
+        let disk = self.env.disk.as_ref();
+        let tmp = self.tmp_dir.join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
+        let written = (|| {
+            let file = disk.open(&tmp, OpenMode::CreateNew).map_err(|e| StoreError::io("creating a temp file", e))?;
+            write_all_at(file.as_ref(), &sealed, 0).map_err(|e| StoreError::io("writing a blob", e))?;
+            file.sync_data().map_err(|e| StoreError::io("syncing a blob", e))?;
+            drop(file);
+            let prefix = self.prefix_dir(id);
+            if !disk.exists(&prefix).map_err(|e| StoreError::io("checking a chunk dir", e))? {
+                disk.create_dir_all(&prefix).map_err(|e| StoreError::io("creating a chunk dir", e))?;
+                disk.sync_dir(&self.chunks_dir).map_err(|e| StoreError::io("syncing chunks/", e))?;
+            }
+            disk.rename(&tmp, &self.blob_path(id)).map_err(|e| StoreError::io("renaming a blob into place", e))?;
+            disk.sync_dir(&prefix).map_err(|e| StoreError::io("syncing a chunk dir", e))
+        })();
+        if let Err(error) = written {
+            // The temp file may or may not exist; either way it must not stay.
+            let _ = disk.remove_file(&tmp);
+            return Err(error);
+        }
+        let mut usage = self.usage.lock().unwrap();
+        usage.blobs += 1;
+        usage.bytes += sealed.len() as u64;
+        Ok(PutOutcome::Written)
+    }
+
+    /// Read, authenticate, decrypt and hash-check blob `id`.
+    ///
+    /// A failed check is read once more: if the second read verifies, the
+    /// fault was transient (a bus or cache error) and is only counted. If it
+    /// fails again, the blob is moved to `quarantine/` and
+    /// [`StoreError::Corrupt`] returned: the caller fetches another replica.
+    pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        match self.read_verified(id)? {
+            Some(plaintext) => return Ok(plaintext),
+            None => tracing::warn!(blob = %id, "blob failed verification; reading it again"),
+        }
+        match self.read_verified(id)? {
+            Some(plaintext) => {
+                self.counters.transient_read_faults.fetch_add(1, Ordering::Relaxed);
+                Ok(plaintext)
+            }
+            None => {
+                self.quarantine(id)?;
+                Err(StoreError::Corrupt(*id))
+            }
+        }
+    }
+
+    /// `Ok(None)` means the bytes are there but do not verify.
+    fn read_verified(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.blob_path(id);
+        let file = match self.env.disk.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(*id)),
+            Err(e) => return Err(StoreError::io("opening a blob", e)),
+        };
+        let len = file.len().map_err(|e| StoreError::io("reading a blob's length", e))? as usize;
+        if len > BLOB_BYTES_MAX + SEAL_OVERHEAD_BYTES {
+            return Ok(None);
+        }
+        let mut sealed = vec![0u8; len];
+        read_exact_at(file.as_ref(), &mut sealed, 0).map_err(|e| StoreError::io("reading a blob", e))?;
+        match self.sealer.open(id, sealed) {
+            Ok(plaintext) if sha256(&plaintext) == id.0 => Ok(Some(plaintext)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Move a blob that failed verification out of the way.
+    fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let disk = self.env.disk.as_ref();
+        let from = self.blob_path(id);
+        let len = disk.open(&from, OpenMode::Read).and_then(|f| f.len()).unwrap_or(0);
+        let to = self.quarantine_dir.join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
+        disk.rename(&from, &to).map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
+        disk.sync_dir(&self.prefix_dir(id)).map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+        self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt on disk; quarantined");
+        let mut usage = self.usage.lock().unwrap();
+        usage.blobs = usage.blobs.saturating_sub(1);
+        usage.bytes = usage.bytes.saturating_sub(len);
+        Ok(())
+    }
+
+    /// Delete blob `id` (absent is fine).
+    pub fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let disk = self.env.disk.as_ref();
+        let path = self.blob_path(id);
+        let len = match disk.open(&path, OpenMode::Read) {
+            Ok(file) => file.len().unwrap_or(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::io("opening a blob", e)),
+        };
+        disk.remove_file(&path).map_err(|e| StoreError::io("deleting a blob", e))?;
+        disk.sync_dir(&self.prefix_dir(id)).map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+        let mut usage = self.usage.lock().unwrap();
+        usage.blobs = usage.blobs.saturating_sub(1);
+        usage.bytes = usage.bytes.saturating_sub(len);
+        Ok(())
+    }
+
+    /// Ids of all stored blobs, sorted. Names that are not blob ids are skipped.
+    pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let disk = self.env.disk.as_ref();
+        let mut ids = Vec::new();
+        for prefix in disk.list_dir(&self.chunks_dir).map_err(|e| StoreError::io("listing chunks/", e))? {
+            if !prefix.is_dir || prefix.name.len() != 2 {
+                continue;
+            }
+            let dir = self.chunks_dir.join(&prefix.name);
+            for entry in disk.list_dir(&dir).map_err(|e| StoreError::io("listing a chunk dir", e))? {
+                if let Ok(id) = entry.name.parse::<ChunkId>() {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
