@@ -48,6 +48,8 @@ pub enum NodeError {
     Index(#[from] IndexError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("cannot create data dir {dir}: {source}")]
+    DataDir { dir: PathBuf, source: std::io::Error },
     #[error("data dir {dir} is in use by another dfs-node process ({source})")]
     Locked { dir: PathBuf, source: std::io::Error },
 }
@@ -112,10 +114,8 @@ impl Server {
             let config = config.clone();
             env.clone()
                 .blocking(move || -> Result<_, NodeError> {
-                    env.disk.create_dir_all(&config.data_dir).map_err(|source| NodeError::Locked {
-                        dir: config.data_dir.clone(),
-                        source,
-                    })?;
+                    crate::env::create_dir_durably(env.disk.as_ref(), &config.data_dir)
+                        .map_err(|source| NodeError::DataDir { dir: config.data_dir.clone(), source })?;
                     let lock = env
                         .disk
                         .lock_exclusive(&config.data_dir.join("LOCK"))

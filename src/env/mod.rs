@@ -208,6 +208,30 @@ pub fn read_file(disk: &dyn Disk, path: &Path, bytes_max: u64) -> io::Result<Vec
     Ok(buf)
 }
 
+/// Create directory `path` and any missing ancestors so that they survive a
+/// crash: each new directory's entry is synced in its parent. (A file or
+/// directory whose entry was never synced can vanish at a crash even though
+/// its contents were synced.)
+pub fn create_dir_durably(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cursor = Some(path);
+    while let Some(dir) = cursor {
+        if dir.as_os_str().is_empty() || disk.exists(dir)? {
+            break;
+        }
+        missing.push(dir);
+        cursor = dir.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        disk.create_dir_all(dir)?;
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => disk.sync_dir(parent)?,
+            _ => disk.sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// Create `path` durably with `contents`: write a temp file beside it, sync,
 /// rename into place, sync the directory. Fails if `path` exists.
 pub fn write_file_durably(env: &Env, path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -215,8 +239,11 @@ pub fn write_file_durably(env: &Env, path: &Path, contents: &[u8]) -> io::Result
     if disk.exists(path)? {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
     }
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    disk.create_dir_all(&dir)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    create_dir_durably(disk, &dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp-{:016x}", env.random_u64()));
     let result = (|| {

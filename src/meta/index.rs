@@ -1,4 +1,5 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -18,6 +19,10 @@ const FLOORS: TableDefinition<&str, &[u8]> = TableDefinition::new("floors");
 pub enum IndexError {
     #[error("version index storage failed: {0}")]
     Storage(String),
+    /// The disk failed under redb; the database is reopened before the next
+    /// operation (redb refuses all work after an I/O error until then).
+    #[error("version index disk I/O failed: {0}")]
+    Io(String),
     #[error("version index holds an undecodable entry (disk corruption?): {0}")]
     Corrupt(String),
     #[error("cannot open the version index file: {0}")]
@@ -25,7 +30,10 @@ pub enum IndexError {
 }
 
 fn storage<E: Into<redb::Error>>(error: E) -> IndexError {
-    IndexError::Storage(error.into().to_string())
+    match error.into() {
+        error @ (redb::Error::Io(_) | redb::Error::PreviousIo) => IndexError::Io(error.to_string()),
+        error => IndexError::Storage(error.to_string()),
+    }
 }
 
 fn record_key(name: &str, vid: &VersionId) -> Vec<u8> {
@@ -53,172 +61,245 @@ fn decode_record(bytes: &[u8]) -> Result<VersionRecord, IndexError> {
 /// committed durably (fsync) before the method returns.
 #[derive(Debug)]
 pub struct VersionIndex {
-    db: Database,
+    env: Env,
+    path: PathBuf,
+    /// `None` after a failed reopen; the next operation tries again.
+    db: RwLock<Option<Database>>,
 }
 
 impl VersionIndex {
+    /// Open the index at `path`, creating it on first start.
+    ///
+    /// Creation is atomic: the database is initialized under a temporary
+    /// name, synced, and renamed into place. A crash during redb's own
+    /// initialization would otherwise leave a file with no valid header,
+    /// which redb (rightly) refuses to open ever after.
     pub fn open(env: &Env, path: &Path) -> Result<Self, IndexError> {
-        let file = env.disk.open(path, OpenMode::CreateOrOpen).map_err(IndexError::Open)?;
+        let disk = env.disk.as_ref();
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !disk.exists(path).map_err(IndexError::Open)? {
+            let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            tmp_name.push(".creating");
+            let tmp = dir.join(tmp_name);
+            if disk.exists(&tmp).map_err(IndexError::Open)? {
+                disk.remove_file(&tmp).map_err(IndexError::Open)?;
+            }
+            let file = disk.open(&tmp, OpenMode::CreateNew).map_err(IndexError::Open)?;
+            let db = Database::builder().create_with_backend(DiskBackend::new(file)).map_err(storage)?;
+            Self::create_tables(&db)?;
+            drop(db);
+            disk.rename(&tmp, path).map_err(IndexError::Open)?;
+            disk.sync_dir(dir).map_err(IndexError::Open)?;
+        }
+        let db = Self::open_existing(env, path)?;
+        Ok(Self { env: env.clone(), path: path.to_path_buf(), db: RwLock::new(Some(db)) })
+    }
+
+    fn open_existing(env: &Env, path: &Path) -> Result<Database, IndexError> {
+        let file = env.disk.open(path, OpenMode::ReadWrite).map_err(IndexError::Open)?;
         let db = Database::builder().create_with_backend(DiskBackend::new(file)).map_err(storage)?;
+        Self::create_tables(&db)?;
+        Ok(db)
+    }
+
+    /// Run `operation` on the database. After an I/O failure, close and
+    /// reopen it (redb recovers to its last durable commit) so that one
+    /// transient disk error does not fail every later request.
+    fn with_db<T>(&self, operation: impl FnOnce(&Database) -> Result<T, IndexError>) -> Result<T, IndexError> {
+        let result = {
+            let guard = self.db.read().unwrap();
+            match guard.as_ref() {
+                Some(db) => operation(db),
+                None => Err(IndexError::Io("the index is closed after a disk failure".into())),
+            }
+        };
+        if matches!(result, Err(IndexError::Io(_))) {
+            let mut guard = self.db.write().unwrap();
+            // Close before reopening: two handles on one file must not coexist.
+            drop(guard.take());
+            match Self::open_existing(&self.env, &self.path) {
+                Ok(db) => *guard = Some(db),
+                Err(error) => tracing::error!(%error, "cannot reopen the version index; will retry"),
+            }
+        }
+        result
+    }
+
+    /// Create the tables if absent (so read transactions always find them).
+    /// The commit is durable, so the database's header is on disk too.
+    fn create_tables(db: &Database) -> Result<(), IndexError> {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(RECORDS).map_err(storage)?;
         txn.open_table(FLOORS).map_err(storage)?;
-        txn.commit().map_err(storage)?;
-        Ok(Self { db })
+        txn.commit().map_err(storage)
     }
 
     /// Merge `records` in (the CRDT insert of [`History`]); returns the ones
     /// that changed the index. Durable on return.
     pub fn apply(&self, records: &[VersionRecord]) -> Result<Vec<VersionRecord>, IndexError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let mut changed = Vec::new();
-        {
-            let mut table = txn.open_table(RECORDS).map_err(storage)?;
-            let floors = txn.open_table(FLOORS).map_err(storage)?;
-            for record in records {
-                if validate_name(&record.name).is_err() {
-                    continue;
-                }
-                if let Some(floor) = floors.get(record.name.as_str()).map_err(storage)? {
-                    if VersionId::from_key(floor.value()).is_some_and(|floor| record.vid < floor) {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let mut changed = Vec::new();
+            {
+                let mut table = txn.open_table(RECORDS).map_err(storage)?;
+                let floors = txn.open_table(FLOORS).map_err(storage)?;
+                for record in records {
+                    if validate_name(&record.name).is_err() {
                         continue;
                     }
-                }
-                let key = record_key(&record.name, &record.vid);
-                let newer = match table.get(key.as_slice()).map_err(storage)? {
-                    Some(existing) => decode_record(existing.value())? < *record,
-                    None => true,
-                };
-                if newer {
-                    let value = postcard::to_stdvec(record).expect("a record always serializes");
-                    table.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
-                    changed.push(record.clone());
+                    if let Some(floor) = floors.get(record.name.as_str()).map_err(storage)? {
+                        if VersionId::from_key(floor.value()).is_some_and(|floor| record.vid < floor) {
+                            continue;
+                        }
+                    }
+                    let key = record_key(&record.name, &record.vid);
+                    let newer = match table.get(key.as_slice()).map_err(storage)? {
+                        Some(existing) => decode_record(existing.value())? < *record,
+                        None => true,
+                    };
+                    if newer {
+                        let value = postcard::to_stdvec(record).expect("a record always serializes");
+                        table.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
+                        changed.push(record.clone());
+                    }
                 }
             }
-        }
-        txn.commit().map_err(storage)?;
-        Ok(changed)
+            txn.commit().map_err(storage)?;
+            Ok(changed)
+        })
     }
 
     /// Raise `name`'s prune floor and drop its records below it; returns how
     /// many records were dropped. Durable on return.
     pub fn raise_floor(&self, name: &str, floor: VersionId) -> Result<usize, IndexError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let mut removed = 0;
-        {
-            let mut floors = txn.open_table(FLOORS).map_err(storage)?;
-            let current = floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value()));
-            if current.is_none_or(|current| current < floor) {
-                floors.insert(name, floor.to_key().as_slice()).map_err(storage)?;
-                let mut table = txn.open_table(RECORDS).map_err(storage)?;
-                let (start, _) = name_range(name);
-                let below = record_key(name, &floor);
-                let doomed: Vec<Vec<u8>> = table
-                    .range(start.as_slice()..below.as_slice())
-                    .map_err(storage)?
-                    .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
-                    .collect::<Result<_, _>>()
-                    .map_err(storage)?;
-                for key in &doomed {
-                    table.remove(key.as_slice()).map_err(storage)?;
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let mut removed = 0;
+            {
+                let mut floors = txn.open_table(FLOORS).map_err(storage)?;
+                let current = floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value()));
+                if current.is_none_or(|current| current < floor) {
+                    floors.insert(name, floor.to_key().as_slice()).map_err(storage)?;
+                    let mut table = txn.open_table(RECORDS).map_err(storage)?;
+                    let (start, _) = name_range(name);
+                    let below = record_key(name, &floor);
+                    let doomed: Vec<Vec<u8>> = table
+                        .range(start.as_slice()..below.as_slice())
+                        .map_err(storage)?
+                        .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+                        .collect::<Result<_, _>>()
+                        .map_err(storage)?;
+                    for key in &doomed {
+                        table.remove(key.as_slice()).map_err(storage)?;
+                    }
+                    removed = doomed.len();
                 }
-                removed = doomed.len();
             }
-        }
-        txn.commit().map_err(storage)?;
-        Ok(removed)
+            txn.commit().map_err(storage)?;
+            Ok(removed)
+        })
     }
 
     /// `name`'s history: its records oldest first, and its floor.
     pub fn history(&self, name: &str) -> Result<History, IndexError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let floors = txn.open_table(FLOORS).map_err(storage)?;
-        let mut history = History {
-            floor: floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value())),
-            ..History::default()
-        };
-        let (start, end) = name_range(name);
-        for entry in table.range(start.as_slice()..end.as_slice()).map_err(storage)? {
-            let (_, value) = entry.map_err(storage)?;
-            let record = decode_record(value.value())?;
-            history.records.insert(record.vid, record);
-        }
-        Ok(history)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let floors = txn.open_table(FLOORS).map_err(storage)?;
+            let mut history = History {
+                floor: floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value())),
+                ..History::default()
+            };
+            let (start, end) = name_range(name);
+            for entry in table.range(start.as_slice()..end.as_slice()).map_err(storage)? {
+                let (_, value) = entry.map_err(storage)?;
+                let record = decode_record(value.value())?;
+                history.records.insert(record.vid, record);
+            }
+            Ok(history)
+        })
     }
 
     /// The current version of `name` (possibly a tombstone).
     pub fn current(&self, name: &str) -> Result<Option<VersionRecord>, IndexError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let (start, end) = name_range(name);
-        match table.range(start.as_slice()..end.as_slice()).map_err(storage)?.next_back() {
-            Some(entry) => Ok(Some(decode_record(entry.map_err(storage)?.1.value())?)),
-            None => Ok(None),
-        }
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let (start, end) = name_range(name);
+            match table.range(start.as_slice()..end.as_slice()).map_err(storage)?.next_back() {
+                Some(entry) => Ok(Some(decode_record(entry.map_err(storage)?.1.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// The current version of every name that is not deleted, by name, at
     /// most `limit` of them.
     pub fn list_current(&self, limit: usize) -> Result<Vec<VersionRecord>, IndexError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let mut live = Vec::new();
-        let mut last: Option<VersionRecord> = None;
-        for entry in table.iter().map_err(storage)? {
-            let (_, value) = entry.map_err(storage)?;
-            let record = decode_record(value.value())?;
-            if let Some(previous) = last.take() {
-                if previous.name != record.name && !previous.is_tombstone() {
-                    live.push(previous);
-                    if live.len() >= limit {
-                        return Ok(live);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let mut live = Vec::new();
+            let mut last: Option<VersionRecord> = None;
+            for entry in table.iter().map_err(storage)? {
+                let (_, value) = entry.map_err(storage)?;
+                let record = decode_record(value.value())?;
+                if let Some(previous) = last.take() {
+                    if previous.name != record.name && !previous.is_tombstone() {
+                        live.push(previous);
+                        if live.len() >= limit {
+                            return Ok(live);
+                        }
                     }
                 }
+                last = Some(record);
             }
-            last = Some(record);
-        }
-        if let Some(previous) = last.filter(|r| !r.is_tombstone()) {
-            live.push(previous);
-        }
-        live.truncate(limit);
-        Ok(live)
+            if let Some(previous) = last.filter(|r| !r.is_tombstone()) {
+                live.push(previous);
+            }
+            live.truncate(limit);
+            Ok(live)
+        })
     }
 
     /// The whole index as a CRDT state (the simulation's convergence check
     /// and tests compare these).
     pub fn snapshot(&self) -> Result<IndexState, IndexError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let floors = txn.open_table(FLOORS).map_err(storage)?;
-        let mut state = IndexState::default();
-        for entry in table.iter().map_err(storage)? {
-            let (_, value) = entry.map_err(storage)?;
-            state.insert(decode_record(value.value())?);
-        }
-        for entry in floors.iter().map_err(storage)? {
-            let (name, floor) = entry.map_err(storage)?;
-            if let Some(floor) = VersionId::from_key(floor.value()) {
-                state.names.entry(name.value().to_string()).or_default().floor = Some(floor);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let floors = txn.open_table(FLOORS).map_err(storage)?;
+            let mut state = IndexState::default();
+            for entry in table.iter().map_err(storage)? {
+                let (_, value) = entry.map_err(storage)?;
+                state.insert(decode_record(value.value())?);
             }
-        }
-        Ok(state)
+            for entry in floors.iter().map_err(storage)? {
+                let (name, floor) = entry.map_err(storage)?;
+                if let Some(floor) = VersionId::from_key(floor.value()) {
+                    state.names.entry(name.value().to_string()).or_default().floor = Some(floor);
+                }
+            }
+            Ok(state)
+        })
     }
 
     /// The greatest version id in the index, to seed the clock after a restart.
     pub fn max_vid(&self) -> Result<Option<VersionId>, IndexError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let mut max: Option<VersionId> = None;
-        for entry in table.iter().map_err(storage)? {
-            let (key, _) = entry.map_err(storage)?;
-            let key = key.value();
-            if key.len() >= VERSION_KEY_BYTES {
-                if let Some(vid) = VersionId::from_key(&key[key.len() - VERSION_KEY_BYTES..]) {
-                    max = max.max(Some(vid));
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let mut max: Option<VersionId> = None;
+            for entry in table.iter().map_err(storage)? {
+                let (key, _) = entry.map_err(storage)?;
+                let key = key.value();
+                if key.len() >= VERSION_KEY_BYTES {
+                    if let Some(vid) = VersionId::from_key(&key[key.len() - VERSION_KEY_BYTES..]) {
+                        max = max.max(Some(vid));
+                    }
                 }
             }
-        }
-        Ok(max)
+            Ok(max)
+        })
     }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use seal::{SEAL_OVERHEAD_BYTES, SealError, Sealer};
 
 use crate::cas::{ChunkId, sha256};
-use crate::env::{Env, OpenMode, read_exact_at, write_all_at};
+use crate::env::{Env, OpenMode, create_dir_durably, read_exact_at, write_all_at};
 use crate::keys::ClusterKey;
 use crate::limits::BLOB_BYTES_MAX;
 
@@ -102,9 +102,8 @@ impl ChunkStore {
         };
         let disk = store.env.disk.as_ref();
         for dir in [&store.chunks_dir, &store.tmp_dir, &store.quarantine_dir] {
-            disk.create_dir_all(dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+            create_dir_durably(disk, dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         }
-        disk.sync_dir(data_dir).map_err(|e| StoreError::io("syncing the data dir", e))?;
         let leftovers = disk.list_dir(&store.tmp_dir).map_err(|e| StoreError::io("listing tmp/", e))?;
         for entry in leftovers.iter().filter(|e| !e.is_dir) {
             let path = store.tmp_dir.join(&entry.name);
@@ -227,6 +226,7 @@ impl ChunkStore {
         let to = self.quarantine_dir.join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
         disk.rename(&from, &to).map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
         disk.sync_dir(&self.prefix_dir(id)).map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+        disk.sync_dir(&self.quarantine_dir).map_err(|e| StoreError::io("syncing quarantine/", e))?;
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt on disk; quarantined");
         let mut usage = self.usage.lock().unwrap();

@@ -1,0 +1,280 @@
+//! `SimEnv`: the node's [`Env`] over turmoil (DESIGN §9).
+//!
+//! - Network: `turmoil::net`, so partitions, holds and latency apply.
+//! - Disk: turmoil's fs shim (crash discards unsynced writes; torn writes
+//!   by `block_size`; random early syncs by `sync_probability`), behind
+//!   [`SimDisk`], which adds what turmoil does not model the way we need:
+//!   injected EIO on reads, writes and syncs, and transient read corruption
+//!   of chunk files, both switchable off for the final checks; and the
+//!   crash *fence*: once set, every call fails without touching the fs, so
+//!   `Drop`s that run during `Sim::crash` cannot make anything durable.
+//! - Clock: turmoil's simulated wall clock. Randomness: ChaCha8 seeded from
+//!   (seed, node, incarnation). Blocking work runs inline (turmoil's fs
+//!   context is the host's task).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dfs::env::{
+    BoxFuture, BoxStream, Clock, DirEntry, Disk, DiskFile, Env, Executor, Listener, OpenMode, Random, Transport,
+};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use turmoil::fs::shim::std::fs as simfs;
+
+/// Fault switches and counters shared by the harness and one node's disk.
+#[derive(Debug, Default)]
+pub struct DiskFaults {
+    /// Set just before a crash: every later call fails.
+    pub fenced: AtomicBool,
+    /// Faults are injected only while this is set.
+    pub enabled: AtomicBool,
+    /// Probability (in millionths) of EIO on a read, write or sync.
+    pub io_error_ppm: AtomicU64,
+    /// Probability (in millionths) of a corrupted chunk read.
+    pub corruption_ppm: AtomicU64,
+    pub injected_io_errors: AtomicU64,
+    pub injected_corruptions: AtomicU64,
+}
+
+impl DiskFaults {
+    pub fn new(io_error_ppm: u64, corruption_ppm: u64) -> Arc<Self> {
+        let faults = Self::default();
+        faults.io_error_ppm.store(io_error_ppm, Ordering::Relaxed);
+        faults.corruption_ppm.store(corruption_ppm, Ordering::Relaxed);
+        faults.enabled.store(true, Ordering::Relaxed);
+        Arc::new(faults)
+    }
+}
+
+/// Build the Env of one node incarnation.
+pub fn sim_env(rng_seed: u64, faults: Arc<DiskFaults>) -> Env {
+    let rng = Arc::new(SimRandom(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))));
+    let disk_rng = ChaCha8Rng::seed_from_u64(rng_seed ^ 0x5EED_D15C);
+    Env {
+        disk: Arc::new(SimDisk { faults, rng: Arc::new(Mutex::new(disk_rng)), last_read_corrupt: Arc::default() }),
+        net: Arc::new(SimNet),
+        clock: Arc::new(SimClock),
+        rng,
+        executor: Arc::new(Inline),
+    }
+}
+
+struct SimRandom(Mutex<ChaCha8Rng>);
+
+impl Random for SimRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        self.0.lock().unwrap().fill_bytes(buf);
+    }
+}
+
+struct SimClock;
+
+impl Clock for SimClock {
+    fn unix_ms(&self) -> u64 {
+        turmoil::since_epoch().map(|d| d.as_millis() as u64).expect("SimClock used outside a turmoil host")
+    }
+}
+
+struct Inline;
+
+impl Executor for Inline {
+    fn run_blocking(&self, job: Box<dyn FnOnce() + Send>) {
+        job();
+    }
+}
+
+struct SimNet;
+
+struct SimListener(turmoil::net::TcpListener);
+
+impl Listener for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, String)>> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            Ok((Box::new(stream) as BoxStream, peer.to_string()))
+        })
+    }
+    fn local_addr(&self) -> io::Result<String> {
+        Ok(self.0.local_addr()?.to_string())
+    }
+}
+
+impl Transport for SimNet {
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            Ok(Box::new(SimListener(turmoil::net::TcpListener::bind(addr).await?)) as Box<dyn Listener>)
+        })
+    }
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
+        Box::pin(async move { Ok(Box::new(turmoil::net::TcpStream::connect(addr).await?) as BoxStream) })
+    }
+}
+
+#[derive(Clone)]
+struct SimDisk {
+    faults: Arc<DiskFaults>,
+    rng: Arc<Mutex<ChaCha8Rng>>,
+    /// Whether the last read of a path was corrupted: a transient fault is
+    /// never injected twice in a row on one file (that would be bit rot,
+    /// which on a single node is data loss, not a transient fault).
+    last_read_corrupt: Arc<Mutex<BTreeMap<PathBuf, bool>>>,
+}
+
+fn fenced() -> io::Error {
+    io::Error::other("simulated crash: the process is gone")
+}
+
+impl SimDisk {
+    fn check_fence(&self) -> io::Result<()> {
+        if self.faults.fenced.load(Ordering::SeqCst) { Err(fenced()) } else { Ok(()) }
+    }
+
+    fn roll(&self, ppm: &AtomicU64) -> bool {
+        if !self.faults.enabled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ppm = ppm.load(Ordering::Relaxed);
+        ppm > 0 && self.rng.lock().unwrap().next_u64() % 1_000_000 < ppm
+    }
+
+    fn maybe_io_error(&self) -> io::Result<()> {
+        if self.roll(&self.faults.io_error_ppm) {
+            self.faults.injected_io_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::other("injected EIO"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    file: simfs::File,
+    path: PathBuf,
+    disk_faults: Arc<DiskFaults>,
+    #[allow(clippy::type_complexity)]
+    disk: DiskHandle,
+}
+
+/// The parts of SimDisk a file needs (SimDisk itself is not Debug).
+#[derive(Clone)]
+struct DiskHandle(SimDisk);
+
+impl std::fmt::Debug for DiskHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimDisk")
+    }
+}
+
+impl SimFile {
+    fn check(&self) -> io::Result<()> {
+        if self.disk_faults.fenced.load(Ordering::SeqCst) { Err(fenced()) } else { Ok(()) }
+    }
+}
+
+impl DiskFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.check()?;
+        self.disk.0.maybe_io_error()?;
+        let n = self.file.read_at(buf, offset)?;
+        let is_chunk = self.path.components().any(|c| c.as_os_str() == "chunks");
+        if is_chunk && n > 0 {
+            let mut last = self.disk.0.last_read_corrupt.lock().unwrap();
+            let was_corrupt = last.get(&self.path).copied().unwrap_or(false);
+            let corrupt = !was_corrupt && self.disk.0.roll(&self.disk_faults.corruption_ppm);
+            if corrupt {
+                let at = (self.disk.0.rng.lock().unwrap().next_u64() % n as u64) as usize;
+                buf[at] ^= 0x10;
+                self.disk_faults.injected_corruptions.fetch_add(1, Ordering::Relaxed);
+            }
+            last.insert(self.path.clone(), corrupt);
+        }
+        Ok(n)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.check()?;
+        self.disk.0.maybe_io_error()?;
+        self.file.write_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.check()?;
+        Ok(self.file.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.check()?;
+        self.disk.0.maybe_io_error()?;
+        self.file.sync_data()
+    }
+}
+
+impl Disk for SimDisk {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check_fence()?;
+        simfs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn DiskFile>> {
+        self.check_fence()?;
+        let mut options = simfs::OpenOptions::new();
+        match mode {
+            OpenMode::Read => options.read(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::CreateOrOpen => options.read(true).write(true).create(true),
+            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+        };
+        let file = options.open(path)?;
+        Ok(Box::new(SimFile {
+            file,
+            path: path.to_path_buf(),
+            disk_faults: self.faults.clone(),
+            disk: DiskHandle(self.clone()),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check_fence()?;
+        simfs::rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.check_fence()?;
+        self.maybe_io_error()?;
+        simfs::sync_dir(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check_fence()?;
+        simfs::remove_file(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        self.check_fence()?;
+        let mut entries = Vec::new();
+        for entry in simfs::read_dir(path)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            entries.push(DirEntry { name, is_dir: entry.file_type()?.is_dir() });
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.check_fence()?;
+        Ok(simfs::exists(path))
+    }
+
+    fn lock_exclusive(&self, _path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        // One process per simulated host: nothing to exclude.
+        self.check_fence()?;
+        Ok(Box::new(()))
+    }
+}
