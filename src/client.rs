@@ -18,7 +18,9 @@ use crate::wire::{Envelope, ErrorCode, GetTarget, Message, StatusReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach a dfs node at {addr}: {reason}; is `dfs-node serve` running there? (--node / DFS_NODE)")]
+    #[error(
+        "cannot reach a dfs node at {addr}: {reason}; is `dfs-node serve` running there? (--node / DFS_NODE)"
+    )]
     Unreachable { addr: String, reason: String },
     #[error("{0}; check that --key-file holds this cluster's key")]
     Refused(SecureError),
@@ -36,7 +38,13 @@ pub enum ClientError {
 
 impl ClientError {
     pub fn is_not_found(&self) -> bool {
-        matches!(self, ClientError::Remote { code: ErrorCode::NotFound, .. })
+        matches!(
+            self,
+            ClientError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        )
     }
 }
 
@@ -55,26 +63,43 @@ pub struct Client {
 
 impl Client {
     /// Dial `addr` and run the handshake with a fresh client identity.
-    pub async fn connect(env: &Env, addr: &str, cluster_key: &ClusterKey) -> Result<Self, ClientError> {
-        let unreachable = |reason: String| ClientError::Unreachable { addr: addr.to_string(), reason };
+    pub async fn connect(
+        env: &Env,
+        addr: &str,
+        cluster_key: &ClusterKey,
+    ) -> Result<Self, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        };
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, env.net.connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(unreachable(error.to_string())),
             Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         };
         let identity = StaticKeypair::generate(env);
-        let stream = handshake(env, stream, Role::Initiator, &identity, cluster_key).await.map_err(|e| match e {
-            SecureError::HandshakeRefused(_) => ClientError::Refused(e),
-            SecureError::Io(io) => unreachable(io.to_string()),
-            other => ClientError::Connection(other),
-        })?;
-        Ok(Self { stream, next_request_id: 1 })
+        let stream = handshake(env, stream, Role::Initiator, &identity, cluster_key)
+            .await
+            .map_err(|e| match e {
+                SecureError::HandshakeRefused(_) => ClientError::Refused(e),
+                SecureError::Io(io) => unreachable(io.to_string()),
+                other => ClientError::Connection(other),
+            })?;
+        Ok(Self {
+            stream,
+            next_request_id: 1,
+        })
     }
 
     async fn send(&mut self, message: Message) -> Result<u64, ClientError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        self.stream.send(&Envelope { request_id, message }).await?;
+        self.stream
+            .send(&Envelope {
+                request_id,
+                message,
+            })
+            .await?;
         Ok(request_id)
     }
 
@@ -82,7 +107,10 @@ impl Client {
     async fn reply(&mut self, request_id: u64) -> Result<Message, ClientError> {
         let envelope = self.stream.expect().await?;
         if envelope.request_id != request_id {
-            return Err(ClientError::Protocol(format!("reply to request {} while waiting for {request_id}", envelope.request_id)));
+            return Err(ClientError::Protocol(format!(
+                "reply to request {} while waiting for {request_id}",
+                envelope.request_id
+            )));
         }
         match envelope.message {
             Message::Error { code, message } => Err(ClientError::Remote { code, message }),
@@ -103,7 +131,11 @@ impl Client {
         source: &mut (impl AsyncRead + Unpin),
         progress: &mut dyn FnMut(u64),
     ) -> Result<VersionRecord, ClientError> {
-        let id = self.send(Message::PutStart { name: name.to_string() }).await?;
+        let id = self
+            .send(Message::PutStart {
+                name: name.to_string(),
+            })
+            .await?;
         let mut sent = 0u64;
         let mut buffer = vec![0u8; PUT_DATA_FRAME_BYTES];
         loop {
@@ -117,7 +149,12 @@ impl Client {
             if filled == 0 {
                 break;
             }
-            let envelope = Envelope { request_id: id, message: Message::PutData { bytes: buffer[..filled].to_vec() } };
+            let envelope = Envelope {
+                request_id: id,
+                message: Message::PutData {
+                    bytes: buffer[..filled].to_vec(),
+                },
+            };
             self.stream.send(&envelope).await?;
             sent += filled as u64;
             progress(sent);
@@ -125,7 +162,12 @@ impl Client {
                 break;
             }
         }
-        self.stream.send(&Envelope { request_id: id, message: Message::PutFinish }).await?;
+        self.stream
+            .send(&Envelope {
+                request_id: id,
+                message: Message::PutFinish,
+            })
+            .await?;
         match self.reply(id).await? {
             Message::PutDone { record } => Ok(record),
             other => Err(unexpected(&other)),
@@ -148,19 +190,31 @@ impl Client {
         };
         let id = self.send(Message::Get { target, version }).await?;
         let (record, content, manifest) = match self.reply(id).await? {
-            Message::GetStart { record, content, manifest } => (record, content, manifest),
+            Message::GetStart {
+                record,
+                content,
+                manifest,
+            } => (record, content, manifest),
             other => return Err(unexpected(&other)),
         };
         if ContentId::of(&manifest) != content {
-            return Err(ClientError::Integrity(format!("manifest does not hash to content id {content}")));
+            return Err(ClientError::Integrity(format!(
+                "manifest does not hash to content id {content}"
+            )));
         }
         if asked_content.is_some_and(|asked| asked != content) {
-            return Err(ClientError::Integrity(format!("asked for {}, got {content}", asked_content.unwrap())));
+            return Err(ClientError::Integrity(format!(
+                "asked for {}, got {content}",
+                asked_content.unwrap()
+            )));
         }
         if record.as_ref().is_some_and(|r| r.content != Some(content)) {
-            return Err(ClientError::Integrity("version record and content id disagree".into()));
+            return Err(ClientError::Integrity(
+                "version record and content id disagree".into(),
+            ));
         }
-        let manifest = Manifest::decode(&manifest).map_err(|e| ClientError::Integrity(e.to_string()))?;
+        let manifest =
+            Manifest::decode(&manifest).map_err(|e| ClientError::Integrity(e.to_string()))?;
         let mut received = 0u64;
         progress(0, manifest.size);
         for chunk in &manifest.chunks {
@@ -169,7 +223,10 @@ impl Client {
                 other => return Err(unexpected(&other)),
             };
             if bytes.len() != chunk.len as usize || ChunkId::of(&bytes) != chunk.id {
-                return Err(ClientError::Integrity(format!("chunk {} does not match its id", chunk.id)));
+                return Err(ClientError::Integrity(format!(
+                    "chunk {} does not match its id",
+                    chunk.id
+                )));
             }
             sink.write_all(&bytes).await?;
             received += bytes.len() as u64;
@@ -180,12 +237,21 @@ impl Client {
             other => return Err(unexpected(&other)),
         }
         sink.flush().await?;
-        Ok(Fetched { record, content, size: manifest.size })
+        Ok(Fetched {
+            record,
+            content,
+            size: manifest.size,
+        })
     }
 
     /// Mark `name` deleted (a tombstone version); returns the tombstone.
     pub async fn remove(&mut self, name: &str) -> Result<VersionRecord, ClientError> {
-        match self.call(Message::Remove { name: name.to_string() }).await? {
+        match self
+            .call(Message::Remove {
+                name: name.to_string(),
+            })
+            .await?
+        {
             Message::Removed { record } => Ok(record),
             other => Err(unexpected(&other)),
         }
@@ -200,8 +266,16 @@ impl Client {
     }
 
     /// `name`'s versions, newest first.
-    pub async fn versions(&mut self, name: &str) -> Result<(Vec<VersionRecord>, bool), ClientError> {
-        match self.call(Message::Versions { name: name.to_string() }).await? {
+    pub async fn versions(
+        &mut self,
+        name: &str,
+    ) -> Result<(Vec<VersionRecord>, bool), ClientError> {
+        match self
+            .call(Message::Versions {
+                name: name.to_string(),
+            })
+            .await?
+        {
             Message::History { records, truncated } => Ok((records, truncated)),
             other => Err(unexpected(&other)),
         }
@@ -217,5 +291,8 @@ impl Client {
 
 fn unexpected(message: &Message) -> ClientError {
     let text = format!("{message:?}");
-    ClientError::Protocol(format!("unexpected reply {}", text.chars().take(80).collect::<String>()))
+    ClientError::Protocol(format!(
+        "unexpected reply {}",
+        text.chars().take(80).collect::<String>()
+    ))
 }

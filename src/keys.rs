@@ -70,7 +70,10 @@ impl ClusterKey {
 
     /// Load the key at `path`, or create a new random one there.
     pub fn load_or_create(env: &Env, path: &Path) -> Result<(Self, bool), KeyError> {
-        let exists = env.disk.exists(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+        let exists = env.disk.exists(path).map_err(|source| KeyError::Read {
+            path: path.into(),
+            source,
+        })?;
         if exists {
             return Ok((Self::load(env, path)?, false));
         }
@@ -135,11 +138,17 @@ impl StaticKeypair {
     /// The file holds the private then the public key, 128 hex digits.
     pub fn load_or_create(env: &Env, data_dir: &Path) -> Result<Self, KeyError> {
         let path = data_dir.join(NODE_KEY_FILE);
-        let exists = env.disk.exists(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+        let exists = env.disk.exists(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
         if exists {
             let both: [u8; 2 * KEY_BYTES] = load_hex(env, &path)?;
             let (private, public) = both.split_at(KEY_BYTES);
-            return Ok(Self { private: private.try_into().unwrap(), public: public.try_into().unwrap() });
+            return Ok(Self {
+                private: private.try_into().unwrap(),
+                public: public.try_into().unwrap(),
+            });
         }
         let keypair = Self::generate(env);
         let mut both = [0u8; 2 * KEY_BYTES];
@@ -151,8 +160,14 @@ impl StaticKeypair {
 }
 
 fn load_hex<const N: usize>(env: &Env, path: &Path) -> Result<[u8; N], KeyError> {
-    let bytes = read_file(env.disk.as_ref(), path, 4096).map_err(|source| KeyError::Read { path: path.into(), source })?;
-    let malformed = || KeyError::Malformed { path: path.into(), expected: 2 * N };
+    let bytes = read_file(env.disk.as_ref(), path, 4096).map_err(|source| KeyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let malformed = || KeyError::Malformed {
+        path: path.into(),
+        expected: 2 * N,
+    };
     let text = std::str::from_utf8(&bytes).map_err(|_| malformed())?.trim();
     let mut out = [0u8; N];
     hex::decode_to_slice(text, &mut out).map_err(|_| malformed())?;
@@ -161,7 +176,10 @@ fn load_hex<const N: usize>(env: &Env, path: &Path) -> Result<[u8; N], KeyError>
 
 fn store_hex(env: &Env, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let text = format!("{}\n", hex::encode(bytes));
-    write_file_durably(env, path, text.as_bytes()).map_err(|source| KeyError::Create { path: path.into(), source })
+    write_file_durably(env, path, text.as_bytes()).map_err(|source| KeyError::Create {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]

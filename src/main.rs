@@ -23,12 +23,21 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Parser, Debug)]
-#[command(name = "dfs-node", version, about = "A decentralized, content-addressed, replicated and versioned file store")]
+#[command(
+    name = "dfs-node",
+    version,
+    about = "A decentralized, content-addressed, replicated and versioned file store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Node to talk to (client verbs).
-    #[arg(long, global = true, env = "DFS_NODE", default_value = "127.0.0.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "DFS_NODE",
+        default_value = "127.0.0.1:7400"
+    )]
     node: String,
     /// Cluster key file [default: DATA_DIR/cluster.key].
     #[arg(long, global = true, env = "DFS_KEY_FILE")]
@@ -122,15 +131,24 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let env = tokio_env();
     match &cli.command {
-        Command::Serve { listen, bootstrap, cluster_key_file } => {
-            serve(&env, &cli, listen, bootstrap, cluster_key_file.as_deref()).await
-        }
+        Command::Serve {
+            listen,
+            bootstrap,
+            cluster_key_file,
+        } => serve(&env, &cli, listen, bootstrap, cluster_key_file.as_deref()).await,
         Command::Put { path, name } => put(&env, &cli, path, name.as_deref()).await,
-        Command::Get { target, output, version } => get(&env, &cli, target, output.as_deref(), version.as_deref()).await,
+        Command::Get {
+            target,
+            output,
+            version,
+        } => get(&env, &cli, target, output.as_deref(), version.as_deref()).await,
         Command::Rm { name } => {
             let record = connect(&env, &cli).await?.remove(name).await?;
             if cli.json {
-                println!("{}", json!({"name": record.name, "version": record.vid.to_string(), "deleted": true}));
+                println!(
+                    "{}",
+                    json!({"name": record.name, "version": record.vid.to_string(), "deleted": true})
+                );
             } else {
                 println!("removed {} (version {})", record.name, record.vid);
             }
@@ -139,7 +157,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ls => {
             let (records, truncated) = connect(&env, &cli).await?.list().await?;
             if cli.json {
-                println!("{}", serde_json::Value::Array(records.iter().map(record_json).collect()));
+                println!(
+                    "{}",
+                    serde_json::Value::Array(records.iter().map(record_json).collect())
+                );
             } else {
                 for record in &records {
                     println!("{}\t{}\t{}", record.name, record.size, record.vid);
@@ -158,7 +179,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}", serde_json::Value::Array(versions.collect()));
             } else {
                 for r in &records {
-                    let content = r.content.map(|c| c.to_string()).unwrap_or_else(|| "(deleted)".into());
+                    let content = r
+                        .content
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "(deleted)".into());
                     println!("{}\t{}\t{}", r.vid, r.size, content);
                 }
             }
@@ -175,7 +199,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 fn warn_truncated(truncated: bool) {
     if truncated {
-        eprintln!("dfs-node: note: the list is longer than one reply; only the first part is shown");
+        eprintln!(
+            "dfs-node: note: the list is longer than one reply; only the first part is shown"
+        );
     }
 }
 
@@ -189,7 +215,9 @@ fn record_json(record: &VersionRecord) -> serde_json::Value {
 }
 
 fn key_path(cli: &Cli) -> PathBuf {
-    cli.key_file.clone().unwrap_or_else(|| cli.data_dir.join(CLUSTER_KEY_FILE))
+    cli.key_file
+        .clone()
+        .unwrap_or_else(|| cli.data_dir.join(CLUSTER_KEY_FILE))
 }
 
 async fn connect(env: &Env, cli: &Cli) -> Result<Client, Failure> {
@@ -215,12 +243,14 @@ async fn serve(
 ) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let data_dir = &cli.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let own_key_path = data_dir.join(CLUSTER_KEY_FILE);
     let cluster_key = match cluster_key_file {
         Some(path) => {
@@ -236,9 +266,11 @@ async fn serve(
                     .into());
                 }
             } else {
-                let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-                dfs::env::write_file_durably(env, &own_key_path, &bytes)
-                    .with_context(|| format!("cannot copy the cluster key to {}", own_key_path.display()))?;
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                dfs::env::write_file_durably(env, &own_key_path, &bytes).with_context(|| {
+                    format!("cannot copy the cluster key to {}", own_key_path.display())
+                })?;
             }
             given
         }
@@ -257,20 +289,26 @@ async fn serve(
         cluster_key,
     };
     let server = Server::start(env.clone(), config).await?;
-    println!("dfs-node {} listening on {} (data dir {})", server.node_id().short(), server.local_addr(), data_dir.display());
+    println!(
+        "dfs-node {} listening on {} (data dir {})",
+        server.node_id().short(),
+        server.local_addr(),
+        data_dir.display()
+    );
     server.run(shutdown_signal()).await;
     Ok(())
 }
 
 async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
@@ -283,11 +321,15 @@ fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
     }
     let bar = match total {
         Some(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
                 .expect("valid template"),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}").expect("valid template")),
     };
     Some(bar)
 }
@@ -301,24 +343,45 @@ async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Result<()
             .file_name()
             .and_then(|n| n.to_str())
             .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("cannot take a name from {}; pass --name", path.display()))?,
+            .ok_or_else(|| {
+                anyhow::anyhow!("cannot take a name from {}; pass --name", path.display())
+            })?,
     };
     let mut client = connect(env, cli).await?;
     let record = if from_stdin {
         let bar = progress_bar(None);
         let mut stdin = tokio::io::stdin();
-        client.put(&name, &mut stdin, &mut |sent| if let Some(bar) = &bar { bar.set_position(sent) }).await
+        client
+            .put(&name, &mut stdin, &mut |sent| {
+                if let Some(bar) = &bar {
+                    bar.set_position(sent)
+                }
+            })
+            .await
     } else {
         let mut file = match tokio::fs::File::open(path).await {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Failure { code: 3, error: anyhow::anyhow!("no such file: {}", path.display()) });
+                return Err(Failure {
+                    code: 3,
+                    error: anyhow::anyhow!("no such file: {}", path.display()),
+                });
             }
-            Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {}", path.display())).into()),
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("cannot open {}", path.display()))
+                    .into());
+            }
         };
         let size = file.metadata().await.map(|m| m.len()).ok();
         let bar = progress_bar(size);
-        client.put(&name, &mut file, &mut |sent| if let Some(bar) = &bar { bar.set_position(sent) }).await
+        client
+            .put(&name, &mut file, &mut |sent| {
+                if let Some(bar) = &bar {
+                    bar.set_position(sent)
+                }
+            })
+            .await
     }?;
     if cli.json {
         println!("{}", record_json(&record));
@@ -334,11 +397,20 @@ async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Result<()
     Ok(())
 }
 
-async fn get(env: &Env, cli: &Cli, target: &str, output: Option<&Path>, version: Option<&str>) -> Result<(), Failure> {
+async fn get(
+    env: &Env,
+    cli: &Cli,
+    target: &str,
+    output: Option<&Path>,
+    version: Option<&str>,
+) -> Result<(), Failure> {
     let version = version
         .map(|v| v.parse::<VersionSelector>())
         .transpose()
-        .map_err(|e| Failure { code: 2, error: anyhow::anyhow!(e) })?;
+        .map_err(|e| Failure {
+            code: 2,
+            error: anyhow::anyhow!(e),
+        })?;
     let target = match target.parse::<ContentId>() {
         Ok(content) if version.is_none() => GetTarget::Content(content),
         _ => GetTarget::Name(target.to_string()),
@@ -352,7 +424,11 @@ async fn get(env: &Env, cli: &Cli, target: &str, output: Option<&Path>, version:
         }
     };
     let fetched = match output.filter(|path| *path != Path::new("-")) {
-        None => client.get(target, version, &mut tokio::io::stdout(), &mut progress).await?,
+        None => {
+            client
+                .get(target, version, &mut tokio::io::stdout(), &mut progress)
+                .await?
+        }
         Some(path) => get_to_file(&mut client, target, version, path, &mut progress).await?,
     };
     if let Some(bar) = bar {
@@ -375,13 +451,20 @@ async fn get_to_file(
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
     let tmp = dir.join(format!(".{file_name}.dfs-partial-{}", std::process::id()));
-    let mut file = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write to {}", dir.display()))?;
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
     let result = async {
         let fetched = client.get(target, version, &mut file, progress).await?;
         file.sync_all().await?;
-        tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot create {}", path.display()))?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("cannot create {}", path.display()))?;
         Ok::<_, Failure>(fetched)
     }
     .await;
@@ -411,7 +494,10 @@ fn report_get(fetched: &Fetched, output: Option<&Path>, json: bool) {
         let path = output.expect("not stdout").display();
         match version {
             Some(version) => println!("wrote {} bytes to {path} (version {version})", fetched.size),
-            None => println!("wrote {} bytes to {path} (content {})", fetched.size, fetched.content),
+            None => println!(
+                "wrote {} bytes to {path} (content {})",
+                fetched.size, fetched.content
+            ),
         }
     }
 }
@@ -438,13 +524,24 @@ fn print_status(report: &StatusReport, json: bool) {
     } else {
         println!("node      {}", report.node_id);
         println!("listen    {}", report.listen);
-        println!("chunks    {} ({} bytes sealed on disk)", report.chunks, report.bytes_stored);
+        println!(
+            "chunks    {} ({} bytes sealed on disk)",
+            report.chunks, report.bytes_stored
+        );
         if report.quarantined > 0 {
-            println!("corrupt   {} blobs quarantined since start (see the log)", report.quarantined);
+            println!(
+                "corrupt   {} blobs quarantined since start (see the log)",
+                report.quarantined
+            );
         }
         println!("members   {}", report.members.len());
         for member in &report.members {
-            println!("  {}  {:<21}  {}", member.node_id.short(), member.addr, state(member.state));
+            println!(
+                "  {}  {:<21}  {}",
+                member.node_id.short(),
+                member.addr,
+                state(member.state)
+            );
         }
     }
 }

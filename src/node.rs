@@ -20,11 +20,16 @@ use tokio::task::JoinSet;
 use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
 use crate::env::{BoxStream, Env, Listener};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
-use crate::limits::{CONNECTIONS_MAX, FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT, SHUTDOWN_DRAIN_TIMEOUT};
+use crate::limits::{
+    CONNECTIONS_MAX, FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT,
+    SHUTDOWN_DRAIN_TIMEOUT,
+};
 use crate::meta::{Hlc, IndexError, VersionIndex, VersionRecord, VersionSelector, validate_name};
 use crate::secure::{Role, SecureError, SecureStream, handshake};
 use crate::store::{ChunkStore, StoreError};
-use crate::wire::{Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport};
+use crate::wire::{
+    Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport,
+};
 
 /// What a node needs to start.
 #[derive(Debug, Clone)]
@@ -47,11 +52,20 @@ pub enum NodeError {
     #[error("cannot open the version index: {0}")]
     Index(#[from] IndexError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot create data dir {dir}: {source}")]
-    DataDir { dir: PathBuf, source: std::io::Error },
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("data dir {dir} is in use by another dfs-node process ({source})")]
-    Locked { dir: PathBuf, source: std::io::Error },
+    Locked {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A failed request: what the client is told.
@@ -62,7 +76,10 @@ struct Refusal {
 
 impl Refusal {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -114,14 +131,22 @@ impl Server {
             let config = config.clone();
             env.clone()
                 .blocking(move || -> Result<_, NodeError> {
-                    crate::env::create_dir_durably(env.disk.as_ref(), &config.data_dir)
-                        .map_err(|source| NodeError::DataDir { dir: config.data_dir.clone(), source })?;
+                    crate::env::create_dir_durably(env.disk.as_ref(), &config.data_dir).map_err(
+                        |source| NodeError::DataDir {
+                            dir: config.data_dir.clone(),
+                            source,
+                        },
+                    )?;
                     let lock = env
                         .disk
                         .lock_exclusive(&config.data_dir.join("LOCK"))
-                        .map_err(|source| NodeError::Locked { dir: config.data_dir.clone(), source })?;
+                        .map_err(|source| NodeError::Locked {
+                            dir: config.data_dir.clone(),
+                            source,
+                        })?;
                     let identity = StaticKeypair::load_or_create(&env, &config.data_dir)?;
-                    let store = ChunkStore::open(env.clone(), &config.data_dir, &config.cluster_key)?;
+                    let store =
+                        ChunkStore::open(env.clone(), &config.data_dir, &config.cluster_key)?;
                     let index = VersionIndex::open(&env, &config.data_dir.join("meta.redb"))?;
                     let max_vid = index.max_vid()?;
                     Ok((lock, identity, store, index, max_vid))
@@ -137,8 +162,13 @@ impl Server {
             .net
             .bind(&config.listen)
             .await
-            .map_err(|source| NodeError::Bind { addr: config.listen.clone(), source })?;
-        let listen = listener.local_addr().unwrap_or_else(|_| config.listen.clone());
+            .map_err(|source| NodeError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let listen = listener
+            .local_addr()
+            .unwrap_or_else(|_| config.listen.clone());
         let usage = store.usage();
         tracing::info!(
             node = %identity.node_id().short(), %listen, data_dir = %config.data_dir.display(),
@@ -157,7 +187,10 @@ impl Server {
             listen,
             _lock: lock,
         };
-        Ok(Self { node: Arc::new(node), listener })
+        Ok(Self {
+            node: Arc::new(node),
+            listener,
+        })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -209,7 +242,10 @@ impl Server {
             }
         }
         drop(self.listener);
-        tracing::info!(in_flight = connections.len(), "stopping: draining in-flight requests");
+        tracing::info!(
+            in_flight = connections.len(),
+            "stopping: draining in-flight requests"
+        );
         let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
             while connections.join_next().await.is_some() {}
         })
@@ -236,7 +272,15 @@ impl Node {
     }
 
     async fn serve_connection(self: Arc<Self>, stream: BoxStream, peer: String) {
-        let mut secure = match handshake(&self.env, stream, Role::Responder, &self.identity, &self.cluster_key).await {
+        let mut secure = match handshake(
+            &self.env,
+            stream,
+            Role::Responder,
+            &self.identity,
+            &self.cluster_key,
+        )
+        .await
+        {
             Ok(secure) => secure,
             Err(error) => {
                 tracing::warn!(%peer, %error, "handshake refused");
@@ -261,22 +305,39 @@ impl Node {
 
     /// Serve one request. An `Err` is a connection failure; a refused request
     /// is answered with `Message::Error` and the connection stays usable.
-    async fn handle(&self, stream: &mut SecureStream, request: Envelope) -> Result<(), SecureError> {
+    async fn handle(
+        &self,
+        stream: &mut SecureStream,
+        request: Envelope,
+    ) -> Result<(), SecureError> {
         let id = request.request_id;
         let reply = match request.message {
             Message::PutStart { name } => self.put(stream, id, name).await?,
-            Message::Get { target, version } => match self.get(stream, id, target, version).await? {
-                Ok(()) => return Ok(()),
-                Err(refusal) => Err(refusal),
-            },
+            Message::Get { target, version } => {
+                match self.get(stream, id, target, version).await? {
+                    Ok(()) => return Ok(()),
+                    Err(refusal) => Err(refusal),
+                }
+            }
             Message::Remove { name } => self.remove(name).await,
             Message::List => self.list().await,
             Message::Versions { name } => self.versions(name).await,
             Message::Status => Ok(Message::StatusReply(self.status())),
-            other => Err(Refusal::new(ErrorCode::InvalidRequest, format!("{} is not a request", message_kind(&other)))),
+            other => Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!("{} is not a request", message_kind(&other)),
+            )),
         };
-        let message = reply.unwrap_or_else(|refusal| Message::Error { code: refusal.code, message: refusal.message });
-        stream.send(&Envelope { request_id: id, message }).await
+        let message = reply.unwrap_or_else(|refusal| Message::Error {
+            code: refusal.code,
+            message: refusal.message,
+        });
+        stream
+            .send(&Envelope {
+                request_id: id,
+                message,
+            })
+            .await
     }
 
     fn next_vid(&self) -> crate::meta::VersionId {
@@ -284,15 +345,24 @@ impl Node {
     }
 
     /// Receive a file, chunk, hash, seal and store it, then record the version.
-    async fn put(&self, stream: &mut SecureStream, id: u64, name: String) -> Result<Result<Message, Refusal>, SecureError> {
-        let mut failure = validate_name(&name).err().map(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()));
+    async fn put(
+        &self,
+        stream: &mut SecureStream,
+        id: u64,
+        name: String,
+    ) -> Result<Result<Message, Refusal>, SecureError> {
+        let mut failure = validate_name(&name)
+            .err()
+            .map(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()));
         let mut chunker = Chunker::default();
         let mut manifest = Manifest::default();
         let mut in_flight = VecDeque::new();
         loop {
             let envelope = stream.expect().await?;
             if envelope.request_id != id {
-                return Err(SecureError::Wire(crate::wire::WireError::Undecodable("frame of another request during a put".into())));
+                return Err(SecureError::Wire(crate::wire::WireError::Undecodable(
+                    "frame of another request during a put".into(),
+                )));
             }
             let last = match envelope.message {
                 Message::PutData { bytes } => {
@@ -306,18 +376,25 @@ impl Node {
                     true
                 }
                 other => {
-                    failure = Some(Refusal::new(ErrorCode::InvalidRequest, format!("{} during a put", message_kind(&other))));
+                    failure = Some(Refusal::new(
+                        ErrorCode::InvalidRequest,
+                        format!("{} during a put", message_kind(&other)),
+                    ));
                     break;
                 }
             };
             // Keep reading until PutFinish even after a failure, so that the
             // client gets the reason rather than a reset connection.
             while failure.is_none() {
-                let Some(chunk) = chunker.next_chunk() else { break };
+                let Some(chunk) = chunker.next_chunk() else {
+                    break;
+                };
                 let store = self.store.clone();
                 in_flight.push_back(self.env.blocking(move || {
                     let chunk_id = ChunkId::of(&chunk);
-                    store.put(&chunk_id, &chunk).map(|_| (chunk_id, chunk.len()))
+                    store
+                        .put(&chunk_id, &chunk)
+                        .map(|_| (chunk_id, chunk.len()))
                 }));
                 // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT chunks in memory.
                 while in_flight.len() >= PUT_CHUNKS_IN_FLIGHT || (last && !in_flight.is_empty()) {
@@ -347,8 +424,15 @@ impl Node {
         let bytes = manifest.encode();
         let content = ContentId::of(&bytes);
         let store = self.store.clone();
-        self.env.blocking(move || store.put(&ChunkId(content.0), &bytes)).await?;
-        let record = VersionRecord { name, vid: self.next_vid(), content: Some(content), size: manifest.size };
+        self.env
+            .blocking(move || store.put(&ChunkId(content.0), &bytes))
+            .await?;
+        let record = VersionRecord {
+            name,
+            vid: self.next_vid(),
+            content: Some(content),
+            size: manifest.size,
+        };
         self.apply(record.clone()).await?;
         tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
         Ok(Message::PutDone { record })
@@ -362,22 +446,48 @@ impl Node {
     }
 
     /// Find the record a get by name asks for.
-    async fn resolve(&self, name: String, version: Option<VersionSelector>) -> Result<VersionRecord, Refusal> {
+    async fn resolve(
+        &self,
+        name: String,
+        version: Option<VersionSelector>,
+    ) -> Result<VersionRecord, Refusal> {
         let index = self.index.clone();
         let lookup_name = name.clone();
-        let history = self.env.blocking(move || index.history(&lookup_name)).await?;
+        let history = self
+            .env
+            .blocking(move || index.history(&lookup_name))
+            .await?;
         let record = match &version {
             None => history.current().cloned(),
-            Some(selector) => history.records.values().rev().find(|r| selector.matches(&r.vid)).cloned(),
+            Some(selector) => history
+                .records
+                .values()
+                .rev()
+                .find(|r| selector.matches(&r.vid))
+                .cloned(),
         };
         match (record, version) {
             (Some(record), _) if !record.is_tombstone() => Ok(record),
-            (Some(record), None) => Err(Refusal::new(ErrorCode::NotFound, format!("{name} was removed (version {})", record.vid))),
-            (Some(record), Some(_)) => Err(Refusal::new(ErrorCode::NotFound, format!("version {} of {name} is a removal; it has no content", record.vid))),
-            (None, None) => Err(Refusal::new(ErrorCode::NotFound, format!("no file named {name}"))),
+            (Some(record), None) => Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("{name} was removed (version {})", record.vid),
+            )),
+            (Some(record), Some(_)) => Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!(
+                    "version {} of {name} is a removal; it has no content",
+                    record.vid
+                ),
+            )),
+            (None, None) => Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("no file named {name}"),
+            )),
             (None, Some(selector)) => Err(Refusal::new(
                 ErrorCode::NotFound,
-                format!("{name} has no version {selector} (it may have been pruned; `versions {name}` lists them)"),
+                format!(
+                    "{name} has no version {selector} (it may have been pruned; `versions {name}` lists them)"
+                ),
             )),
         }
     }
@@ -403,18 +513,39 @@ impl Node {
             GetTarget::Content(content) => (None, content),
         };
         let store = self.store.clone();
-        let manifest_bytes = match self.env.blocking(move || store.get(&ChunkId(content.0))).await {
+        let manifest_bytes = match self
+            .env
+            .blocking(move || store.get(&ChunkId(content.0)))
+            .await
+        {
             Ok(bytes) => bytes,
             Err(StoreError::NotFound(_)) => {
-                return Ok(Err(Refusal::new(ErrorCode::NotFound, format!("no content {content} on this node"))));
+                return Ok(Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("no content {content} on this node"),
+                )));
             }
             Err(error) => return Ok(Err(error.into())),
         };
         let manifest = match Manifest::decode(&manifest_bytes) {
             Ok(manifest) => manifest,
-            Err(error) => return Ok(Err(Refusal::new(ErrorCode::Corrupt, format!("manifest {content}: {error}")))),
+            Err(error) => {
+                return Ok(Err(Refusal::new(
+                    ErrorCode::Corrupt,
+                    format!("manifest {content}: {error}"),
+                )));
+            }
         };
-        stream.send(&Envelope { request_id: id, message: Message::GetStart { record, content, manifest: manifest_bytes } }).await?;
+        stream
+            .send(&Envelope {
+                request_id: id,
+                message: Message::GetStart {
+                    record,
+                    content,
+                    manifest: manifest_bytes,
+                },
+            })
+            .await?;
         let mut pending = manifest.chunks.iter();
         let mut prefetched = VecDeque::new();
         loop {
@@ -424,28 +555,48 @@ impl Node {
                 let chunk_id = chunk.id;
                 prefetched.push_back(self.env.blocking(move || store.get(&chunk_id)));
             }
-            let Some(job) = prefetched.pop_front() else { break };
+            let Some(job) = prefetched.pop_front() else {
+                break;
+            };
             let message = match job.await {
                 Ok(bytes) => Message::ChunkData { bytes },
                 Err(error) => {
                     let refusal = Refusal::from(error);
-                    Message::Error { code: refusal.code, message: refusal.message }
+                    Message::Error {
+                        code: refusal.code,
+                        message: refusal.message,
+                    }
                 }
             };
             let failed = matches!(message, Message::Error { .. });
-            stream.send(&Envelope { request_id: id, message }).await?;
+            stream
+                .send(&Envelope {
+                    request_id: id,
+                    message,
+                })
+                .await?;
             if failed {
                 return Ok(Ok(()));
             }
         }
-        stream.send(&Envelope { request_id: id, message: Message::GetEnd }).await?;
+        stream
+            .send(&Envelope {
+                request_id: id,
+                message: Message::GetEnd,
+            })
+            .await?;
         Ok(Ok(()))
     }
 
     async fn remove(&self, name: String) -> Result<Message, Refusal> {
         validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let current = self.resolve(name.clone(), None).await?;
-        let record = VersionRecord { name, vid: self.next_vid(), content: None, size: 0 };
+        let record = VersionRecord {
+            name,
+            vid: self.next_vid(),
+            content: None,
+            size: 0,
+        };
         self.apply(record.clone()).await?;
         tracing::debug!(name = %record.name, version = %record.vid, replaced = %current.vid, "removed");
         Ok(Message::Removed { record })
@@ -453,7 +604,10 @@ impl Node {
 
     async fn list(&self) -> Result<Message, Refusal> {
         let index = self.index.clone();
-        let records = self.env.blocking(move || index.list_current(crate::limits::RECORDS_PER_REPLY_MAX + 1)).await?;
+        let records = self
+            .env
+            .blocking(move || index.list_current(crate::limits::RECORDS_PER_REPLY_MAX + 1))
+            .await?;
         let (records, truncated) = fit_in_frame(records);
         Ok(Message::Listing { records, truncated })
     }
@@ -463,7 +617,10 @@ impl Node {
         let lookup = name.clone();
         let history = self.env.blocking(move || index.history(&lookup)).await?;
         if history.records.is_empty() {
-            return Err(Refusal::new(ErrorCode::NotFound, format!("no file named {name}")));
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("no file named {name}"),
+            ));
         }
         let (records, truncated) = fit_in_frame(history.records.into_values().rev().collect());
         Ok(Message::History { records, truncated })
@@ -474,17 +631,30 @@ impl Node {
         StatusReport {
             node_id: self.node_id(),
             listen: self.listen.clone(),
-            members: vec![MemberStatus { node_id: self.node_id(), addr: self.listen.clone(), state: MemberState::Alive }],
+            members: vec![MemberStatus {
+                node_id: self.node_id(),
+                addr: self.listen.clone(),
+                state: MemberState::Alive,
+            }],
             chunks: usage.blobs,
             bytes_stored: usage.bytes,
-            quarantined: self.store.counters.quarantined.load(std::sync::atomic::Ordering::Relaxed),
+            quarantined: self
+                .store
+                .counters
+                .quarantined
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
 
-fn record_chunk(manifest: &mut Manifest, stored: Result<(ChunkId, usize), StoreError>) -> Result<(), Refusal> {
+fn record_chunk(
+    manifest: &mut Manifest,
+    stored: Result<(ChunkId, usize), StoreError>,
+) -> Result<(), Refusal> {
     let (chunk_id, len) = stored?;
-    manifest.push(chunk_id, len).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
+    manifest
+        .push(chunk_id, len)
+        .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 /// Keep as many records as fit in one reply frame (and the count limit).

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfs::env::{
-    BoxFuture, BoxStream, Clock, DirEntry, Disk, DiskFile, Env, Executor, Listener, OpenMode, Random, Transport,
+    BoxFuture, BoxStream, Clock, DirEntry, Disk, DiskFile, Env, Executor, Listener, OpenMode,
+    Random, Transport,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -45,7 +46,9 @@ impl DiskFaults {
     pub fn new(io_error_ppm: u64, corruption_ppm: u64) -> Arc<Self> {
         let faults = Self::default();
         faults.io_error_ppm.store(io_error_ppm, Ordering::Relaxed);
-        faults.corruption_ppm.store(corruption_ppm, Ordering::Relaxed);
+        faults
+            .corruption_ppm
+            .store(corruption_ppm, Ordering::Relaxed);
         faults.enabled.store(true, Ordering::Relaxed);
         Arc::new(faults)
     }
@@ -56,7 +59,11 @@ pub fn sim_env(rng_seed: u64, faults: Arc<DiskFaults>) -> Env {
     let rng = Arc::new(SimRandom(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))));
     let disk_rng = ChaCha8Rng::seed_from_u64(rng_seed ^ 0x5EED_D15C);
     Env {
-        disk: Arc::new(SimDisk { faults, rng: Arc::new(Mutex::new(disk_rng)), last_read_corrupt: Arc::default() }),
+        disk: Arc::new(SimDisk {
+            faults,
+            rng: Arc::new(Mutex::new(disk_rng)),
+            last_read_corrupt: Arc::default(),
+        }),
         net: Arc::new(SimNet),
         clock: Arc::new(SimClock),
         rng,
@@ -76,7 +83,9 @@ struct SimClock;
 
 impl Clock for SimClock {
     fn unix_ms(&self) -> u64 {
-        turmoil::since_epoch().map(|d| d.as_millis() as u64).expect("SimClock used outside a turmoil host")
+        turmoil::since_epoch()
+            .map(|d| d.as_millis() as u64)
+            .expect("SimClock used outside a turmoil host")
     }
 }
 
@@ -107,11 +116,16 @@ impl Listener for SimListener {
 impl Transport for SimNet {
     fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
         Box::pin(async move {
-            Ok(Box::new(SimListener(turmoil::net::TcpListener::bind(addr).await?)) as Box<dyn Listener>)
+            Ok(
+                Box::new(SimListener(turmoil::net::TcpListener::bind(addr).await?))
+                    as Box<dyn Listener>,
+            )
         })
     }
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
-        Box::pin(async move { Ok(Box::new(turmoil::net::TcpStream::connect(addr).await?) as BoxStream) })
+        Box::pin(
+            async move { Ok(Box::new(turmoil::net::TcpStream::connect(addr).await?) as BoxStream) },
+        )
     }
 }
 
@@ -131,7 +145,11 @@ fn fenced() -> io::Error {
 
 impl SimDisk {
     fn check_fence(&self) -> io::Result<()> {
-        if self.faults.fenced.load(Ordering::SeqCst) { Err(fenced()) } else { Ok(()) }
+        if self.faults.fenced.load(Ordering::SeqCst) {
+            Err(fenced())
+        } else {
+            Ok(())
+        }
     }
 
     fn roll(&self, ppm: &AtomicU64) -> bool {
@@ -144,7 +162,9 @@ impl SimDisk {
 
     fn maybe_io_error(&self) -> io::Result<()> {
         if self.roll(&self.faults.io_error_ppm) {
-            self.faults.injected_io_errors.fetch_add(1, Ordering::Relaxed);
+            self.faults
+                .injected_io_errors
+                .fetch_add(1, Ordering::Relaxed);
             return Err(io::Error::other("injected EIO"));
         }
         Ok(())
@@ -172,7 +192,11 @@ impl std::fmt::Debug for DiskHandle {
 
 impl SimFile {
     fn check(&self) -> io::Result<()> {
-        if self.disk_faults.fenced.load(Ordering::SeqCst) { Err(fenced()) } else { Ok(()) }
+        if self.disk_faults.fenced.load(Ordering::SeqCst) {
+            Err(fenced())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -189,7 +213,9 @@ impl DiskFile for SimFile {
             if corrupt {
                 let at = (self.disk.0.rng.lock().unwrap().next_u64() % n as u64) as usize;
                 buf[at] ^= 0x10;
-                self.disk_faults.injected_corruptions.fetch_add(1, Ordering::Relaxed);
+                self.disk_faults
+                    .injected_corruptions
+                    .fetch_add(1, Ordering::Relaxed);
             }
             last.insert(self.path.clone(), corrupt);
         }
@@ -260,8 +286,13 @@ impl Disk for SimDisk {
         let mut entries = Vec::new();
         for entry in simfs::read_dir(path)? {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            entries.push(DirEntry { name, is_dir: entry.file_type()?.is_dir() });
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            entries.push(DirEntry {
+                name,
+                is_dir: entry.file_type()?.is_dir(),
+            });
         }
         entries.sort();
         Ok(entries)

@@ -85,8 +85,15 @@ pub fn run_scenario(
             }
         }
     }
-    eprintln!("scenario {name}: {} seeds, {} failed; counters over the sweep: {totals:?}", seeds.len(), failures.len());
-    assert!(failures.is_empty(), "scenario {name} failed for seeds {failures:?} (reproduce lines above)");
+    eprintln!(
+        "scenario {name}: {} seeds, {} failed; counters over the sweep: {totals:?}",
+        seeds.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "scenario {name} failed for seeds {failures:?} (reproduce lines above)"
+    );
     totals
 }
 

@@ -128,8 +128,12 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let incarnation = Rc::new(Cell::new(0u64));
     let counters = Rc::new(RefCell::new(BTreeMap::<&'static str, u64>::new()));
     {
-        let (faults_on, current_faults, incarnation, counters) =
-            (faults_on.clone(), current_faults.clone(), incarnation.clone(), counters.clone());
+        let (faults_on, current_faults, incarnation, counters) = (
+            faults_on.clone(),
+            current_faults.clone(),
+            incarnation.clone(),
+            counters.clone(),
+        );
         let config = config.clone();
         sim.host(NODE, move || {
             let n = incarnation.get();
@@ -137,8 +141,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             // Counters of the previous incarnation's disk, before replacing it.
             let previous = current_faults.borrow().clone();
             let mut totals = counters.borrow_mut();
-            *totals.entry("injected_io_errors").or_default() += previous.injected_io_errors.load(Ordering::Relaxed);
-            *totals.entry("injected_corruptions").or_default() += previous.injected_corruptions.load(Ordering::Relaxed);
+            *totals.entry("injected_io_errors").or_default() +=
+                previous.injected_io_errors.load(Ordering::Relaxed);
+            *totals.entry("injected_corruptions").or_default() +=
+                previous.injected_corruptions.load(Ordering::Relaxed);
             let faults = DiskFaults::new(config.io_error_ppm, config.corruption_ppm);
             faults.enabled.store(faults_on.get(), Ordering::Relaxed);
             *current_faults.borrow_mut() = faults.clone();
@@ -181,7 +187,9 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         }
         step += 1;
         if step > CHAOS_STEPS_MAX {
-            return Err(format!("liveness: the workload did not finish within {CHAOS_STEPS_MAX} ms of simulated time"));
+            return Err(format!(
+                "liveness: the workload did not finish within {CHAOS_STEPS_MAX} ms of simulated time"
+            ));
         }
         match down_until {
             Some(until) if step >= until => {
@@ -201,33 +209,53 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     // Heal: faults off, and one more crash and restart so that everything
     // checked below has survived a restart.
     faults_on.set(false);
-    current_faults.borrow().enabled.store(false, Ordering::Relaxed);
+    current_faults
+        .borrow()
+        .enabled
+        .store(false, Ordering::Relaxed);
     current_faults.borrow().fenced.store(true, Ordering::SeqCst);
     sim.crash(NODE);
     sim.bounce(NODE);
     sim.client("checker", check(seed, history.clone()));
     let mut check_steps = 0u64;
-    while !sim.step().map_err(|e| format!("simulation error in the check phase: {e}"))? {
+    while !sim
+        .step()
+        .map_err(|e| format!("simulation error in the check phase: {e}"))?
+    {
         check_steps += 1;
         if check_steps > CHAOS_STEPS_MAX {
             return Err("liveness: the checks did not finish after healing".into());
         }
     }
 
-    let history = Rc::try_unwrap(history).map_err(|_| "history still shared")?.into_inner();
+    let history = Rc::try_unwrap(history)
+        .map_err(|_| "history still shared")?
+        .into_inner();
     if !history.violations.is_empty() {
         return Err(history.violations.join("; "));
     }
     let previous = current_faults.borrow().clone();
     let mut counters = counters.borrow().clone();
-    *counters.entry("injected_io_errors").or_default() += previous.injected_io_errors.load(Ordering::Relaxed);
-    *counters.entry("injected_corruptions").or_default() += previous.injected_corruptions.load(Ordering::Relaxed);
+    *counters.entry("injected_io_errors").or_default() +=
+        previous.injected_io_errors.load(Ordering::Relaxed);
+    *counters.entry("injected_corruptions").or_default() +=
+        previous.injected_corruptions.load(Ordering::Relaxed);
     counters.insert("crashes", crashes);
-    counters.insert("acknowledged_puts", history.acknowledged.iter().filter(|r| !r.is_tombstone()).count() as u64);
+    counters.insert(
+        "acknowledged_puts",
+        history
+            .acknowledged
+            .iter()
+            .filter(|r| !r.is_tombstone())
+            .count() as u64,
+    );
     counters.insert("indeterminate_operations", history.indeterminate);
     let mut trace = history.trace;
     trace.record(&format!("steps {step} {check_steps} crashes {crashes}"));
-    Ok(Outcome { trace_hash: trace.finish(), counters })
+    Ok(Outcome {
+        trace_hash: trace.finish(),
+        counters,
+    })
 }
 
 struct FenceOnDrop(Rc<RefCell<Arc<DiskFaults>>>);
@@ -246,7 +274,9 @@ async fn connect(env: &Env, seed: u64) -> Result<Client, ClientError> {
     Client::connect(env, &format!("{NODE}:{PORT}"), &cluster_key(seed)).await
 }
 
-async fn with_timeout<T>(operation: impl Future<Output = Result<T, ClientError>>) -> Result<T, String> {
+async fn with_timeout<T>(
+    operation: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, String> {
     match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(error.to_string()),
@@ -255,10 +285,10 @@ async fn with_timeout<T>(operation: impl Future<Output = Result<T, ClientError>>
 }
 
 fn random_content(rng: &mut ChaCha8Rng, config: &Config, history: &History) -> Vec<u8> {
-    if rng.next_u64() % 10 == 0 {
-        if let Some(existing) = history.contents.values().nth((rng.next_u64() % history.contents.len().max(1) as u64) as usize) {
-            return existing.clone();
-        }
+    let reuse = rng.next_u64().is_multiple_of(10);
+    let pick = (rng.next_u64() % history.contents.len().max(1) as u64) as usize;
+    if reuse && let Some(existing) = history.contents.values().nth(pick) {
+        return existing.clone();
     }
     let len = match rng.next_u64() % 10 {
         0 => 0,
@@ -292,10 +322,16 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                 let mut h = history.borrow_mut();
                 match result {
                     Ok(record) => {
-                        if record.content != Some(content) || record.name != name || record.size != bytes.len() as u64 {
-                            h.violations.push(format!("put {name} acknowledged a different record: {record:?}"));
+                        if record.content != Some(content)
+                            || record.name != name
+                            || record.size != bytes.len() as u64
+                        {
+                            h.violations.push(format!(
+                                "put {name} acknowledged a different record: {record:?}"
+                            ));
                         }
-                        h.trace.record(&format!("{op} put {name} ok {}", record.vid));
+                        h.trace
+                            .record(&format!("{op} put {name} ok {}", record.vid));
                         h.acknowledged.push(record);
                     }
                     Err(error) => {
@@ -308,19 +344,35 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                 let mut out = Vec::new();
                 let result = with_timeout(async {
                     let mut client = connect(&env, seed).await?;
-                    client.get(GetTarget::Name(name.clone()), None, &mut out, &mut |_, _| {}).await
+                    client
+                        .get(
+                            GetTarget::Name(name.clone()),
+                            None,
+                            &mut out,
+                            &mut |_, _| {},
+                        )
+                        .await
                 })
                 .await;
                 let mut h = history.borrow_mut();
                 match result {
                     Ok(fetched) => {
-                        let explained = h.attempted.get(&name).is_some_and(|c| c.contains(&fetched.content));
+                        let explained = h
+                            .attempted
+                            .get(&name)
+                            .is_some_and(|c| c.contains(&fetched.content));
                         if !explained {
-                            h.violations.push(format!("get {name} returned content {} never put under that name", fetched.content));
+                            h.violations.push(format!(
+                                "get {name} returned content {} never put under that name",
+                                fetched.content
+                            ));
                         } else if h.contents.get(&fetched.content) != Some(&out) {
-                            h.violations.push(format!("get {name} returned bytes that differ from what was put"));
+                            h.violations.push(format!(
+                                "get {name} returned bytes that differ from what was put"
+                            ));
                         }
-                        h.trace.record(&format!("{op} get {name} ok {}", fetched.content));
+                        h.trace
+                            .record(&format!("{op} get {name} ok {}", fetched.content));
                     }
                     Err(error) => {
                         if error.contains("verification failed") {
@@ -356,9 +408,12 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                 match result {
                     Ok((records, _)) => {
                         check_explained(&mut h, &name, &records);
-                        h.trace.record(&format!("{op} versions {name} ok {}", records.len()));
+                        h.trace
+                            .record(&format!("{op} versions {name} ok {}", records.len()));
                     }
-                    Err(error) => h.trace.record(&format!("{op} versions {name} failed {error}")),
+                    Err(error) => h
+                        .trace
+                        .record(&format!("{op} versions {name} failed {error}")),
                 }
             }
         }
@@ -372,11 +427,16 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
 fn check_explained(history: &mut History, name: &str, records: &[VersionRecord]) {
     for record in records {
         let explained = match record.content {
-            Some(content) => history.attempted.get(name).is_some_and(|c| c.contains(&content)),
+            Some(content) => history
+                .attempted
+                .get(name)
+                .is_some_and(|c| c.contains(&content)),
             None => history.removes_attempted.contains(name),
         };
         if record.name != name || !explained {
-            history.violations.push(format!("versions {name} lists {record:?}, which no operation wrote"));
+            history.violations.push(format!(
+                "versions {name} lists {record:?}, which no operation wrote"
+            ));
         }
     }
 }
@@ -395,13 +455,20 @@ async fn check(seed: u64, history: Rc<RefCell<History>>) -> turmoil::Result {
         }
     }
     let Some(mut client) = client else {
-        history.borrow_mut().violations.push("liveness: the healed node never answered".into());
+        history
+            .borrow_mut()
+            .violations
+            .push("liveness: the healed node never answered".into());
         return Ok(());
     };
     let acknowledged = history.borrow().acknowledged.clone();
     let names: BTreeSet<String> = {
         let h = history.borrow();
-        h.attempted.keys().chain(h.removes_attempted.iter()).cloned().collect()
+        h.attempted
+            .keys()
+            .chain(h.removes_attempted.iter())
+            .cloned()
+            .collect()
     };
     for name in &names {
         let result = client.versions(name).await;
@@ -410,33 +477,60 @@ async fn check(seed: u64, history: Rc<RefCell<History>>) -> turmoil::Result {
             Ok((records, _)) => {
                 check_explained(&mut h, name, &records);
                 let listed: BTreeSet<_> = records.iter().map(|r| r.vid).collect();
-                for lost in acknowledged.iter().filter(|r| &r.name == name && !listed.contains(&r.vid)) {
-                    h.violations.push(format!("durability: acknowledged version {} of {name} is gone", lost.vid));
+                for lost in acknowledged
+                    .iter()
+                    .filter(|r| &r.name == name && !listed.contains(&r.vid))
+                {
+                    h.violations.push(format!(
+                        "durability: acknowledged version {} of {name} is gone",
+                        lost.vid
+                    ));
                 }
-                let summary: Vec<String> = records.iter().map(|r| format!("{}:{:?}", r.vid, r.content)).collect();
-                h.trace.record(&format!("final versions {name} {summary:?}"));
+                let summary: Vec<String> = records
+                    .iter()
+                    .map(|r| format!("{}:{:?}", r.vid, r.content))
+                    .collect();
+                h.trace
+                    .record(&format!("final versions {name} {summary:?}"));
             }
             Err(error) if error.is_not_found() => {
                 if acknowledged.iter().any(|r| &r.name == name) {
-                    h.violations.push(format!("durability: {name} has acknowledged versions but the node knows none"));
+                    h.violations.push(format!(
+                        "durability: {name} has acknowledged versions but the node knows none"
+                    ));
                 }
             }
-            Err(error) => h.violations.push(format!("check: versions {name} failed after healing: {error}")),
+            Err(error) => h.violations.push(format!(
+                "check: versions {name} failed after healing: {error}"
+            )),
         }
     }
     for record in acknowledged.iter().filter(|r| !r.is_tombstone()) {
         let selector: VersionSelector = record.vid.to_string().parse().expect("printed ids parse");
         let mut out = Vec::new();
-        let result = client.get(GetTarget::Name(record.name.clone()), Some(selector), &mut out, &mut |_, _| {}).await;
+        let result = client
+            .get(
+                GetTarget::Name(record.name.clone()),
+                Some(selector),
+                &mut out,
+                &mut |_, _| {},
+            )
+            .await;
         let mut h = history.borrow_mut();
         match result {
             Ok(fetched) => {
                 let content = record.content.expect("not a tombstone");
                 if fetched.content != content || h.contents.get(&content) != Some(&out) {
-                    h.violations.push(format!("durability: version {} of {} reads back different bytes", record.vid, record.name));
+                    h.violations.push(format!(
+                        "durability: version {} of {} reads back different bytes",
+                        record.vid, record.name
+                    ));
                 }
             }
-            Err(error) => h.violations.push(format!("durability: version {} of {} unreadable: {error}", record.vid, record.name)),
+            Err(error) => h.violations.push(format!(
+                "durability: version {} of {} unreadable: {error}",
+                record.vid, record.name
+            )),
         }
     }
     Ok(())

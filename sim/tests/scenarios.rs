@@ -6,12 +6,25 @@ use sim::single_node;
 
 #[test]
 fn single_node_crash() {
-    let totals = run_scenario("single_node_crash", 64, single_node::describe, single_node::run);
+    let totals = run_scenario(
+        "single_node_crash",
+        64,
+        single_node::describe,
+        single_node::run,
+    );
     // Across a full sweep the faults must really have happened; a sweep of a
     // single seed (SIM_SEED) need not show every one.
     if seeds(64).len() >= 32 {
-        for counter in ["crashes", "injected_io_errors", "injected_corruptions", "acknowledged_puts"] {
-            assert!(totals.get(counter).copied().unwrap_or(0) > 0, "no {counter} across the sweep: the scenario is not testing it");
+        for counter in [
+            "crashes",
+            "injected_io_errors",
+            "injected_corruptions",
+            "acknowledged_puts",
+        ] {
+            assert!(
+                totals.get(counter).copied().unwrap_or(0) > 0,
+                "no {counter} across the sweep: the scenario is not testing it"
+            );
         }
     }
 }

@@ -32,7 +32,10 @@ impl Chunker {
     /// A chunker with custom sizes (tests use small ones). Sizes must be even
     /// and within FastCDC's ranges.
     pub fn new(min: usize, avg: usize, max: usize) -> Self {
-        assert!(min <= avg && avg <= max, "chunk sizes must satisfy min <= avg <= max");
+        assert!(
+            min <= avg && avg <= max,
+            "chunk sizes must satisfy min <= avg <= max"
+        );
         Self {
             buffer: BytesMut::with_capacity(max),
             finished: false,
@@ -47,7 +50,10 @@ impl Chunker {
     /// pushing again, so the buffer stays below one maximum chunk plus one push.
     pub fn push(&mut self, data: &[u8]) {
         assert!(!self.finished, "push after finish");
-        assert!(self.buffer.len() < self.max, "chunker not drained before push");
+        assert!(
+            self.buffer.len() < self.max,
+            "chunker not drained before push"
+        );
         self.buffer.extend_from_slice(data);
     }
 
@@ -63,7 +69,16 @@ impl Chunker {
         }
         let (mask_s, mask_l) = self.masks;
         let window = &self.buffer[..self.buffer.len().min(self.max)];
-        let (_hash, cut_at) = cut(window, self.min, self.avg, self.max, mask_s, mask_l, mask_s << 1, mask_l << 1);
+        let (_hash, cut_at) = cut(
+            window,
+            self.min,
+            self.avg,
+            self.max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        );
         assert!(cut_at > 0 && cut_at <= window.len());
         Some(self.buffer.split_to(cut_at).freeze())
     }
@@ -153,6 +168,9 @@ mod tests {
         assert_eq!(lens.iter().sum::<usize>(), data.len());
         assert!(lens.iter().all(|&l| l <= CHUNK_MAX_BYTES));
         let mean = data.len() / lens.len();
-        assert!((512 * 1024..2 * 1024 * 1024).contains(&mean), "mean chunk {mean}");
+        assert!(
+            (512 * 1024..2 * 1024 * 1024).contains(&mean),
+            "mean chunk {mean}"
+        );
     }
 }

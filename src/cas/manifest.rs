@@ -36,8 +36,14 @@ impl Manifest {
         if self.chunks.len() >= MANIFEST_CHUNKS_MAX {
             return Err(ManifestError::TooManyChunks);
         }
-        assert!(len > 0 && len <= CHUNK_MAX_BYTES, "chunker produced a {len}-byte chunk");
-        self.chunks.push(ChunkRef { id, len: len as u32 });
+        assert!(
+            len > 0 && len <= CHUNK_MAX_BYTES,
+            "chunker produced a {len}-byte chunk"
+        );
+        self.chunks.push(ChunkRef {
+            id,
+            len: len as u32,
+        });
         self.size += len as u64;
         Ok(())
     }
@@ -57,10 +63,12 @@ impl Manifest {
         if bytes.len() > MANIFEST_BYTES_MAX {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
-        let (manifest, rest): (Manifest, _) =
-            postcard::take_from_bytes(bytes).map_err(|e| ManifestError::Undecodable(e.to_string()))?;
+        let (manifest, rest): (Manifest, _) = postcard::take_from_bytes(bytes)
+            .map_err(|e| ManifestError::Undecodable(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(ManifestError::Inconsistent("trailing bytes after the manifest"));
+            return Err(ManifestError::Inconsistent(
+                "trailing bytes after the manifest",
+            ));
         }
         if manifest.chunks.len() > MANIFEST_CHUNKS_MAX {
             return Err(ManifestError::TooManyChunks);
@@ -68,12 +76,16 @@ impl Manifest {
         let mut total: u64 = 0;
         for chunk in &manifest.chunks {
             if chunk.len == 0 || chunk.len as usize > CHUNK_MAX_BYTES {
-                return Err(ManifestError::Inconsistent("a chunk length is zero or above the maximum"));
+                return Err(ManifestError::Inconsistent(
+                    "a chunk length is zero or above the maximum",
+                ));
             }
             total += u64::from(chunk.len);
         }
         if total != manifest.size {
-            return Err(ManifestError::Inconsistent("chunk lengths do not add up to the size"));
+            return Err(ManifestError::Inconsistent(
+                "chunk lengths do not add up to the size",
+            ));
         }
         Ok(manifest)
     }
@@ -85,13 +97,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn arbitrary_manifest() -> impl Strategy<Value = Manifest> {
-        prop::collection::vec((any::<[u8; 32]>(), 1u32..=CHUNK_MAX_BYTES as u32), 0..64).prop_map(|chunks| {
-            let mut manifest = Manifest::default();
-            for (id, len) in chunks {
-                manifest.push(ChunkId(id), len as usize).unwrap();
-            }
-            manifest
-        })
+        prop::collection::vec((any::<[u8; 32]>(), 1u32..=CHUNK_MAX_BYTES as u32), 0..64).prop_map(
+            |chunks| {
+                let mut manifest = Manifest::default();
+                for (id, len) in chunks {
+                    manifest.push(ChunkId(id), len as usize).unwrap();
+                }
+                manifest
+            },
+        )
     }
 
     proptest! {
@@ -114,10 +128,16 @@ mod tests {
         manifest.push(ChunkId([1; 32]), 10).unwrap();
         let mut lying = manifest.clone();
         lying.size = 11;
-        assert!(matches!(Manifest::decode(&lying.encode()), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            Manifest::decode(&lying.encode()),
+            Err(ManifestError::Inconsistent(_))
+        ));
         let mut trailing = manifest.encode();
         trailing.push(0);
-        assert!(matches!(Manifest::decode(&trailing), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            Manifest::decode(&trailing),
+            Err(ManifestError::Inconsistent(_))
+        ));
     }
 
     #[test]

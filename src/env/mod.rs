@@ -41,6 +41,7 @@ pub enum OpenMode {
 }
 
 /// An open file. Positional I/O only: no cursor, so a handle can be shared.
+#[allow(clippy::len_without_is_empty)] // a file length, not a collection
 pub trait DiskFile: Send + Sync + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
@@ -169,7 +170,12 @@ impl Env {
 pub fn read_exact_at(file: &dyn DiskFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match file.read_at(buf, offset)? {
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file is shorter than expected")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file is shorter than expected",
+                ));
+            }
             n => {
                 buf = &mut buf[n..];
                 offset += n as u64;
@@ -183,7 +189,12 @@ pub fn read_exact_at(file: &dyn DiskFile, mut buf: &mut [u8], mut offset: u64) -
 pub fn write_all_at(file: &dyn DiskFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match file.write_at(buf, offset)? {
-            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "disk accepted no bytes")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "disk accepted no bytes",
+                ));
+            }
             n => {
                 buf = &buf[n..];
                 offset += n as u64;
@@ -200,7 +211,10 @@ pub fn read_file(disk: &dyn Disk, path: &Path, bytes_max: u64) -> io::Result<Vec
     if len > bytes_max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} is {len} bytes, more than the {bytes_max} allowed", path.display()),
+            format!(
+                "{} is {len} bytes, more than the {bytes_max} allowed",
+                path.display()
+            ),
         ));
     }
     let mut buf = vec![0u8; len as usize];
@@ -237,7 +251,10 @@ pub fn create_dir_durably(disk: &dyn Disk, path: &Path) -> io::Result<()> {
 pub fn write_file_durably(env: &Env, path: &Path, contents: &[u8]) -> io::Result<()> {
     let disk = env.disk.as_ref();
     if disk.exists(path)? {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", path.display()),
+        ));
     }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),

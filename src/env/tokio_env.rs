@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    BoxFuture, BoxStream, Clock, DirEntry, Disk, DiskFile, Env, Executor, Listener, OpenMode, Random,
-    Transport,
+    BoxFuture, BoxStream, Clock, DirEntry, Disk, DiskFile, Env, Executor, Listener, OpenMode,
+    Random, Transport,
 };
 
 /// Build the production environment. Must be called inside a tokio runtime
@@ -56,7 +56,10 @@ impl DiskFile for RealFile {
 
 impl Disk for RealDisk {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn DiskFile>> {
@@ -87,8 +90,13 @@ impl Disk for RealDisk {
         for entry in fs::read_dir(path)? {
             let entry = entry?;
             // Names that are not UTF-8 were not written by dfs; skip them.
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            entries.push(DirEntry { name, is_dir: entry.file_type()?.is_dir() });
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            entries.push(DirEntry {
+                name,
+                is_dir: entry.file_type()?.is_dir(),
+            });
         }
         entries.sort();
         Ok(entries)
@@ -99,9 +107,17 @@ impl Disk for RealDisk {
     }
 
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
         file.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "locked by another process"),
+            fs::TryLockError::WouldBlock => {
+                io::Error::new(io::ErrorKind::WouldBlock, "locked by another process")
+            }
             fs::TryLockError::Error(e) => e,
         })?;
         Ok(Box::new(file))
@@ -127,7 +143,9 @@ impl Listener for TcpAcceptor {
 
 impl Transport for TcpTransport {
     fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move { Ok(Box::new(TcpAcceptor(TcpListener::bind(addr).await?)) as Box<dyn Listener>) })
+        Box::pin(async move {
+            Ok(Box::new(TcpAcceptor(TcpListener::bind(addr).await?)) as Box<dyn Listener>)
+        })
     }
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
         Box::pin(async move {
@@ -143,7 +161,10 @@ struct SystemClock;
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // the one production wall clock
     fn unix_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 

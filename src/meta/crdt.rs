@@ -67,7 +67,10 @@ pub struct IndexState {
 
 impl IndexState {
     pub fn insert(&mut self, record: VersionRecord) -> bool {
-        self.names.entry(record.name.clone()).or_default().insert(record)
+        self.names
+            .entry(record.name.clone())
+            .or_default()
+            .insert(record)
     }
 
     pub fn merge(&mut self, other: &IndexState) {
@@ -85,7 +88,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn vid(wall_ms: u64, node: u8) -> VersionId {
-        VersionId { wall_ms, counter: 0, node: NodeId([node; 32]) }
+        VersionId {
+            wall_ms,
+            counter: 0,
+            node: NodeId([node; 32]),
+        }
     }
 
     /// Small domains so that collisions (same name, same id) are common.
@@ -106,7 +113,11 @@ mod tests {
             }
             for (name, floor) in floors {
                 if let Some((wall, node)) = floor {
-                    state.names.entry(format!("f{name}")).or_default().raise_floor(vid(wall, node));
+                    state
+                        .names
+                        .entry(format!("f{name}"))
+                        .or_default()
+                        .raise_floor(vid(wall, node));
                 }
             }
             state
@@ -150,8 +161,18 @@ mod tests {
     #[test]
     fn current_is_the_greatest_and_a_tombstone_deletes() {
         let mut history = History::default();
-        let put = VersionRecord { name: "a".into(), vid: vid(1, 0), content: Some(ContentId([1; 32])), size: 3 };
-        let rm = VersionRecord { name: "a".into(), vid: vid(2, 0), content: None, size: 0 };
+        let put = VersionRecord {
+            name: "a".into(),
+            vid: vid(1, 0),
+            content: Some(ContentId([1; 32])),
+            size: 3,
+        };
+        let rm = VersionRecord {
+            name: "a".into(),
+            vid: vid(2, 0),
+            content: None,
+            size: 0,
+        };
         assert!(history.insert(rm.clone()));
         assert!(history.insert(put.clone()));
         assert!(!history.insert(put));

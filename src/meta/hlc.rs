@@ -13,7 +13,11 @@ pub struct Hlc {
 
 impl Hlc {
     pub fn new(node: NodeId) -> Self {
-        Self { node, last_wall_ms: 0, last_counter: 0 }
+        Self {
+            node,
+            last_wall_ms: 0,
+            last_counter: 0,
+        }
     }
 
     /// A new id, greater than every id issued or observed so far.
@@ -28,7 +32,11 @@ impl Hlc {
         } else {
             self.last_counter += 1;
         }
-        VersionId { wall_ms: self.last_wall_ms, counter: self.last_counter, node: self.node }
+        VersionId {
+            wall_ms: self.last_wall_ms,
+            counter: self.last_counter,
+            node: self.node,
+        }
     }
 
     /// Take note of an id created elsewhere (or before a restart).

@@ -76,28 +76,47 @@ impl VersionIndex {
     /// which redb (rightly) refuses to open ever after.
     pub fn open(env: &Env, path: &Path) -> Result<Self, IndexError> {
         let disk = env.disk.as_ref();
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !disk.exists(path).map_err(IndexError::Open)? {
-            let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            let mut tmp_name = path
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default();
             tmp_name.push(".creating");
             let tmp = dir.join(tmp_name);
             if disk.exists(&tmp).map_err(IndexError::Open)? {
                 disk.remove_file(&tmp).map_err(IndexError::Open)?;
             }
-            let file = disk.open(&tmp, OpenMode::CreateNew).map_err(IndexError::Open)?;
-            let db = Database::builder().create_with_backend(DiskBackend::new(file)).map_err(storage)?;
+            let file = disk
+                .open(&tmp, OpenMode::CreateNew)
+                .map_err(IndexError::Open)?;
+            let db = Database::builder()
+                .create_with_backend(DiskBackend::new(file))
+                .map_err(storage)?;
             Self::create_tables(&db)?;
             drop(db);
             disk.rename(&tmp, path).map_err(IndexError::Open)?;
             disk.sync_dir(dir).map_err(IndexError::Open)?;
         }
         let db = Self::open_existing(env, path)?;
-        Ok(Self { env: env.clone(), path: path.to_path_buf(), db: RwLock::new(Some(db)) })
+        Ok(Self {
+            env: env.clone(),
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+        })
     }
 
     fn open_existing(env: &Env, path: &Path) -> Result<Database, IndexError> {
-        let file = env.disk.open(path, OpenMode::ReadWrite).map_err(IndexError::Open)?;
-        let db = Database::builder().create_with_backend(DiskBackend::new(file)).map_err(storage)?;
+        let file = env
+            .disk
+            .open(path, OpenMode::ReadWrite)
+            .map_err(IndexError::Open)?;
+        let db = Database::builder()
+            .create_with_backend(DiskBackend::new(file))
+            .map_err(storage)?;
         Self::create_tables(&db)?;
         Ok(db)
     }
@@ -105,12 +124,17 @@ impl VersionIndex {
     /// Run `operation` on the database. After an I/O failure, close and
     /// reopen it (redb recovers to its last durable commit) so that one
     /// transient disk error does not fail every later request.
-    fn with_db<T>(&self, operation: impl FnOnce(&Database) -> Result<T, IndexError>) -> Result<T, IndexError> {
+    fn with_db<T>(
+        &self,
+        operation: impl FnOnce(&Database) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
         let result = {
             let guard = self.db.read().unwrap();
             match guard.as_ref() {
                 Some(db) => operation(db),
-                None => Err(IndexError::Io("the index is closed after a disk failure".into())),
+                None => Err(IndexError::Io(
+                    "the index is closed after a disk failure".into(),
+                )),
             }
         };
         if matches!(result, Err(IndexError::Io(_))) {
@@ -119,7 +143,9 @@ impl VersionIndex {
             drop(guard.take());
             match Self::open_existing(&self.env, &self.path) {
                 Ok(db) => *guard = Some(db),
-                Err(error) => tracing::error!(%error, "cannot reopen the version index; will retry"),
+                Err(error) => {
+                    tracing::error!(%error, "cannot reopen the version index; will retry")
+                }
             }
         }
         result
@@ -147,10 +173,11 @@ impl VersionIndex {
                     if validate_name(&record.name).is_err() {
                         continue;
                     }
-                    if let Some(floor) = floors.get(record.name.as_str()).map_err(storage)? {
-                        if VersionId::from_key(floor.value()).is_some_and(|floor| record.vid < floor) {
-                            continue;
-                        }
+                    if let Some(floor) = floors.get(record.name.as_str()).map_err(storage)?
+                        && VersionId::from_key(floor.value())
+                            .is_some_and(|floor| record.vid < floor)
+                    {
+                        continue;
                     }
                     let key = record_key(&record.name, &record.vid);
                     let newer = match table.get(key.as_slice()).map_err(storage)? {
@@ -158,8 +185,11 @@ impl VersionIndex {
                         None => true,
                     };
                     if newer {
-                        let value = postcard::to_stdvec(record).expect("a record always serializes");
-                        table.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
+                        let value =
+                            postcard::to_stdvec(record).expect("a record always serializes");
+                        table
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(storage)?;
                         changed.push(record.clone());
                     }
                 }
@@ -177,9 +207,14 @@ impl VersionIndex {
             let mut removed = 0;
             {
                 let mut floors = txn.open_table(FLOORS).map_err(storage)?;
-                let current = floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value()));
+                let current = floors
+                    .get(name)
+                    .map_err(storage)?
+                    .and_then(|f| VersionId::from_key(f.value()));
                 if current.is_none_or(|current| current < floor) {
-                    floors.insert(name, floor.to_key().as_slice()).map_err(storage)?;
+                    floors
+                        .insert(name, floor.to_key().as_slice())
+                        .map_err(storage)?;
                     let mut table = txn.open_table(RECORDS).map_err(storage)?;
                     let (start, _) = name_range(name);
                     let below = record_key(name, &floor);
@@ -207,11 +242,17 @@ impl VersionIndex {
             let table = txn.open_table(RECORDS).map_err(storage)?;
             let floors = txn.open_table(FLOORS).map_err(storage)?;
             let mut history = History {
-                floor: floors.get(name).map_err(storage)?.and_then(|f| VersionId::from_key(f.value())),
+                floor: floors
+                    .get(name)
+                    .map_err(storage)?
+                    .and_then(|f| VersionId::from_key(f.value())),
                 ..History::default()
             };
             let (start, end) = name_range(name);
-            for entry in table.range(start.as_slice()..end.as_slice()).map_err(storage)? {
+            for entry in table
+                .range(start.as_slice()..end.as_slice())
+                .map_err(storage)?
+            {
                 let (_, value) = entry.map_err(storage)?;
                 let record = decode_record(value.value())?;
                 history.records.insert(record.vid, record);
@@ -226,7 +267,11 @@ impl VersionIndex {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
             let (start, end) = name_range(name);
-            match table.range(start.as_slice()..end.as_slice()).map_err(storage)?.next_back() {
+            match table
+                .range(start.as_slice()..end.as_slice())
+                .map_err(storage)?
+                .next_back()
+            {
                 Some(entry) => Ok(Some(decode_record(entry.map_err(storage)?.1.value())?)),
                 None => Ok(None),
             }
@@ -244,12 +289,13 @@ impl VersionIndex {
             for entry in table.iter().map_err(storage)? {
                 let (_, value) = entry.map_err(storage)?;
                 let record = decode_record(value.value())?;
-                if let Some(previous) = last.take() {
-                    if previous.name != record.name && !previous.is_tombstone() {
-                        live.push(previous);
-                        if live.len() >= limit {
-                            return Ok(live);
-                        }
+                if let Some(previous) = last.take()
+                    && previous.name != record.name
+                    && !previous.is_tombstone()
+                {
+                    live.push(previous);
+                    if live.len() >= limit {
+                        return Ok(live);
                     }
                 }
                 last = Some(record);
@@ -277,7 +323,11 @@ impl VersionIndex {
             for entry in floors.iter().map_err(storage)? {
                 let (name, floor) = entry.map_err(storage)?;
                 if let Some(floor) = VersionId::from_key(floor.value()) {
-                    state.names.entry(name.value().to_string()).or_default().floor = Some(floor);
+                    state
+                        .names
+                        .entry(name.value().to_string())
+                        .or_default()
+                        .floor = Some(floor);
                 }
             }
             Ok(state)
@@ -293,10 +343,10 @@ impl VersionIndex {
             for entry in table.iter().map_err(storage)? {
                 let (key, _) = entry.map_err(storage)?;
                 let key = key.value();
-                if key.len() >= VERSION_KEY_BYTES {
-                    if let Some(vid) = VersionId::from_key(&key[key.len() - VERSION_KEY_BYTES..]) {
-                        max = max.max(Some(vid));
-                    }
+                if key.len() >= VERSION_KEY_BYTES
+                    && let Some(vid) = VersionId::from_key(&key[key.len() - VERSION_KEY_BYTES..])
+                {
+                    max = max.max(Some(vid));
                 }
             }
             Ok(max)

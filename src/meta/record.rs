@@ -66,7 +66,9 @@ pub struct VersionSelector {
 
 impl VersionSelector {
     pub fn matches(&self, vid: &VersionId) -> bool {
-        vid.wall_ms == self.wall_ms && vid.counter == self.counter && vid.node.to_hex().starts_with(&self.node_prefix)
+        vid.wall_ms == self.wall_ms
+            && vid.counter == self.counter
+            && vid.node.to_hex().starts_with(&self.node_prefix)
     }
 }
 
@@ -79,15 +81,26 @@ impl fmt::Display for VersionSelector {
 impl FromStr for VersionSelector {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not a version id (expected WALLMS-COUNTER-NODE, as `versions` prints)");
+        let bad = || {
+            format!(
+                "{text:?} is not a version id (expected WALLMS-COUNTER-NODE, as `versions` prints)"
+            )
+        };
         let mut parts = text.splitn(3, '-');
         let wall_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let counter = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let node_prefix = parts.next().ok_or_else(bad)?.to_ascii_lowercase();
-        if node_prefix.is_empty() || node_prefix.len() > 64 || !node_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if node_prefix.is_empty()
+            || node_prefix.len() > 64
+            || !node_prefix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(bad());
         }
-        Ok(Self { wall_ms, counter, node_prefix })
+        Ok(Self {
+            wall_ms,
+            counter,
+            node_prefix,
+        })
     }
 }
 
@@ -139,15 +152,27 @@ mod tests {
 
     #[test]
     fn key_order_is_id_order_and_round_trips() {
-        let a = VersionId { wall_ms: 1, counter: 9, node: NodeId([9; 32]) };
-        let b = VersionId { wall_ms: 2, counter: 0, node: NodeId([0; 32]) };
+        let a = VersionId {
+            wall_ms: 1,
+            counter: 9,
+            node: NodeId([9; 32]),
+        };
+        let b = VersionId {
+            wall_ms: 2,
+            counter: 0,
+            node: NodeId([0; 32]),
+        };
         assert!(a < b && a.to_key() < b.to_key());
         assert_eq!(VersionId::from_key(&a.to_key()), Some(a));
     }
 
     #[test]
     fn selector_parses_what_display_prints() {
-        let vid = VersionId { wall_ms: 1_700_000_000_123, counter: 4, node: NodeId([0xab; 32]) };
+        let vid = VersionId {
+            wall_ms: 1_700_000_000_123,
+            counter: 4,
+            node: NodeId([0xab; 32]),
+        };
         let selector: VersionSelector = vid.to_string().parse().unwrap();
         assert!(selector.matches(&vid));
         assert!("12-x-ab".parse::<VersionSelector>().is_err());
@@ -160,6 +185,9 @@ mod tests {
         assert!(validate_name("reports/2026/q3.pdf").is_ok());
         assert_eq!(validate_name(""), Err(NameError::Empty));
         assert_eq!(validate_name("a\0b"), Err(NameError::ControlCharacter));
-        assert!(matches!(validate_name(&"x".repeat(2000)), Err(NameError::TooLong(2000))));
+        assert!(matches!(
+            validate_name(&"x".repeat(2000)),
+            Err(NameError::TooLong(2000))
+        ));
     }
 }

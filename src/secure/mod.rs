@@ -62,7 +62,9 @@ pub enum SecureError {
 }
 
 fn params() -> NoiseParams {
-    NOISE_PARAMS.parse().expect("the Noise parameter string is valid")
+    NOISE_PARAMS
+        .parse()
+        .expect("the Noise parameter string is valid")
 }
 
 /// snow's default primitives, with the RNG replaced by the Env's.
@@ -86,24 +88,45 @@ impl CryptoResolver for EnvResolver {
     fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
         DefaultResolver.resolve_dh(choice)
     }
-    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn snow::types::Hash>> {
+    fn resolve_hash(
+        &self,
+        choice: &snow::params::HashChoice,
+    ) -> Option<Box<dyn snow::types::Hash>> {
         DefaultResolver.resolve_hash(choice)
     }
-    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn snow::types::Cipher>> {
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
         DefaultResolver.resolve_cipher(choice)
     }
 }
 
 fn builder(env: &Env) -> snow::Builder<'static> {
-    snow::Builder::with_resolver(params(), Box::new(EnvResolver { rng: env.rng.clone() }))
+    snow::Builder::with_resolver(
+        params(),
+        Box::new(EnvResolver {
+            rng: env.rng.clone(),
+        }),
+    )
 }
 
 /// A new static X25519 key pair from the Env's randomness.
 pub fn generate_keypair(env: &Env) -> StaticKeypair {
-    let keypair = builder(env).generate_keypair().expect("X25519 key generation does not fail");
+    let keypair = builder(env)
+        .generate_keypair()
+        .expect("X25519 key generation does not fail");
     StaticKeypair {
-        private: keypair.private.as_slice().try_into().expect("X25519 private keys are 32 bytes"),
-        public: keypair.public.as_slice().try_into().expect("X25519 public keys are 32 bytes"),
+        private: keypair
+            .private
+            .as_slice()
+            .try_into()
+            .expect("X25519 private keys are 32 bytes"),
+        public: keypair
+            .public
+            .as_slice()
+            .try_into()
+            .expect("X25519 public keys are 32 bytes"),
     }
 }
 
@@ -136,7 +159,12 @@ pub async fn handshake(
     identity: &StaticKeypair,
     cluster_key: &ClusterKey,
 ) -> Result<SecureStream, SecureError> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(env, stream, role, identity, cluster_key)).await {
+    match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        run_handshake(env, stream, role, identity, cluster_key),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(SecureError::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
     }
@@ -170,14 +198,24 @@ async fn run_handshake(
             let len = noise.write_message(&[], &mut message).map_err(refused)?;
             write_handshake(&mut io, &message[..len]).await?;
         } else {
-            let len = read_handshake(&mut io, &mut message).await.map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => SecureError::HandshakeRefused("the peer closed the connection".into()),
-                _ => SecureError::Io(e),
-            })?;
-            noise.read_message(&message[..len], &mut payload).map_err(refused)?;
+            let len = read_handshake(&mut io, &mut message)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => {
+                        SecureError::HandshakeRefused("the peer closed the connection".into())
+                    }
+                    _ => SecureError::Io(e),
+                })?;
+            noise
+                .read_message(&message[..len], &mut payload)
+                .map_err(refused)?;
         }
     }
-    let remote = NodeId::from_public_key(noise.get_remote_static().expect("XX always reveals the remote static key"));
+    let remote = NodeId::from_public_key(
+        noise
+            .get_remote_static()
+            .expect("XX always reveals the remote static key"),
+    );
     let transport = noise.into_transport_mode().map_err(refused)?;
     let mut stream = SecureStream {
         io,
@@ -196,15 +234,21 @@ async fn run_handshake(
         Role::Initiator => {
             let got = stream.read_record().await.map_err(|e| match e {
                 SecureError::Closed | SecureError::Io(_) | SecureError::BadRecord => {
-                    SecureError::HandshakeRefused("the peer closed the connection after the handshake".into())
+                    SecureError::HandshakeRefused(
+                        "the peer closed the connection after the handshake".into(),
+                    )
                 }
                 other => other,
             })?;
             if !got {
-                return Err(SecureError::HandshakeRefused("no confirmation from the peer".into()));
+                return Err(SecureError::HandshakeRefused(
+                    "no confirmation from the peer".into(),
+                ));
             }
             if stream.plaintext.split().as_ref() != CONFIRMATION {
-                return Err(SecureError::HandshakeRefused("unexpected confirmation".into()));
+                return Err(SecureError::HandshakeRefused(
+                    "unexpected confirmation".into(),
+                ));
             }
         }
     }
@@ -236,7 +280,8 @@ impl SecureStream {
         self.outgoing.clear();
         for piece in plaintext.chunks(RECORD_PLAINTEXT_MAX) {
             let start = self.outgoing.len();
-            self.outgoing.resize(start + 2 + piece.len() + NOISE_TAG_BYTES, 0);
+            self.outgoing
+                .resize(start + 2 + piece.len() + NOISE_TAG_BYTES, 0);
             let len = self
                 .noise
                 .write_message(piece, &mut self.outgoing[start + 2..])
@@ -266,7 +311,9 @@ impl SecureStream {
         let mut len = [0u8; 2];
         match with_timeout(self.io.read_exact(&mut len)).await {
             Ok(_) => {}
-            Err(SecureError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(SecureError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(false);
+            }
             Err(e) => return Err(e),
         }
         let len = u16::from_be_bytes(len) as usize;
@@ -274,13 +321,20 @@ impl SecureStream {
             return Err(SecureError::BadRecord);
         }
         let record = &mut self.record[..len];
-        with_timeout(self.io.read_exact(record)).await.map_err(|e| match e {
-            SecureError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => SecureError::Closed,
-            other => other,
-        })?;
+        with_timeout(self.io.read_exact(record))
+            .await
+            .map_err(|e| match e {
+                SecureError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    SecureError::Closed
+                }
+                other => other,
+            })?;
         let start = self.plaintext.len();
         self.plaintext.resize(start + len, 0);
-        let n = self.noise.read_message(record, &mut self.plaintext[start..]).map_err(|_| SecureError::BadRecord)?;
+        let n = self
+            .noise
+            .read_message(record, &mut self.plaintext[start..])
+            .map_err(|_| SecureError::BadRecord)?;
         self.plaintext.truncate(start + n);
         Ok(true)
     }
@@ -293,7 +347,11 @@ impl SecureStream {
                 return Ok(Some(frame));
             }
             if !self.read_record().await? {
-                return if self.plaintext.is_empty() { Ok(None) } else { Err(SecureError::Closed) };
+                return if self.plaintext.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(SecureError::Closed)
+                };
             }
         }
     }

@@ -46,7 +46,9 @@ pub enum StoreError {
 impl StoreError {
     fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
             return StoreError::DiskFull { context };
         }
         StoreError::Io { context, source }
@@ -102,12 +104,16 @@ impl ChunkStore {
         };
         let disk = store.env.disk.as_ref();
         for dir in [&store.chunks_dir, &store.tmp_dir, &store.quarantine_dir] {
-            create_dir_durably(disk, dir).map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+            create_dir_durably(disk, dir)
+                .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         }
-        let leftovers = disk.list_dir(&store.tmp_dir).map_err(|e| StoreError::io("listing tmp/", e))?;
+        let leftovers = disk
+            .list_dir(&store.tmp_dir)
+            .map_err(|e| StoreError::io("listing tmp/", e))?;
         for entry in leftovers.iter().filter(|e| !e.is_dir) {
             let path = store.tmp_dir.join(&entry.name);
-            disk.remove_file(&path).map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+            disk.remove_file(&path)
+                .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
         }
         let mut usage = Usage::default();
         for id in store.list()? {
@@ -134,7 +140,10 @@ impl ChunkStore {
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.env.disk.exists(&self.blob_path(id)).map_err(|e| StoreError::io("checking for a blob", e))
+        self.env
+            .disk
+            .exists(&self.blob_path(id))
+            .map_err(|e| StoreError::io("checking for a blob", e))
     }
 
     /// Store `plaintext` (whose SHA-256 is `id`) sealed and durably.
@@ -150,19 +159,32 @@ impl ChunkStore {
         }
         let sealed = self.sealer.seal(id, plaintext);
         let disk = self.env.disk.as_ref();
-        let tmp = self.tmp_dir.join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
+        let tmp = self
+            .tmp_dir
+            .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
         let written = (|| {
-            let file = disk.open(&tmp, OpenMode::CreateNew).map_err(|e| StoreError::io("creating a temp file", e))?;
-            write_all_at(file.as_ref(), &sealed, 0).map_err(|e| StoreError::io("writing a blob", e))?;
-            file.sync_data().map_err(|e| StoreError::io("syncing a blob", e))?;
+            let file = disk
+                .open(&tmp, OpenMode::CreateNew)
+                .map_err(|e| StoreError::io("creating a temp file", e))?;
+            write_all_at(file.as_ref(), &sealed, 0)
+                .map_err(|e| StoreError::io("writing a blob", e))?;
+            file.sync_data()
+                .map_err(|e| StoreError::io("syncing a blob", e))?;
             drop(file);
             let prefix = self.prefix_dir(id);
-            if !disk.exists(&prefix).map_err(|e| StoreError::io("checking a chunk dir", e))? {
-                disk.create_dir_all(&prefix).map_err(|e| StoreError::io("creating a chunk dir", e))?;
-                disk.sync_dir(&self.chunks_dir).map_err(|e| StoreError::io("syncing chunks/", e))?;
+            if !disk
+                .exists(&prefix)
+                .map_err(|e| StoreError::io("checking a chunk dir", e))?
+            {
+                disk.create_dir_all(&prefix)
+                    .map_err(|e| StoreError::io("creating a chunk dir", e))?;
+                disk.sync_dir(&self.chunks_dir)
+                    .map_err(|e| StoreError::io("syncing chunks/", e))?;
             }
-            disk.rename(&tmp, &self.blob_path(id)).map_err(|e| StoreError::io("renaming a blob into place", e))?;
-            disk.sync_dir(&prefix).map_err(|e| StoreError::io("syncing a chunk dir", e))
+            disk.rename(&tmp, &self.blob_path(id))
+                .map_err(|e| StoreError::io("renaming a blob into place", e))?;
+            disk.sync_dir(&prefix)
+                .map_err(|e| StoreError::io("syncing a chunk dir", e))
         })();
         if let Err(error) = written {
             // The temp file may or may not exist; either way it must not stay.
@@ -188,7 +210,9 @@ impl ChunkStore {
         }
         match self.read_verified(id)? {
             Some(plaintext) => {
-                self.counters.transient_read_faults.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .transient_read_faults
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(plaintext)
             }
             None => {
@@ -206,12 +230,15 @@ impl ChunkStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(*id)),
             Err(e) => return Err(StoreError::io("opening a blob", e)),
         };
-        let len = file.len().map_err(|e| StoreError::io("reading a blob's length", e))? as usize;
+        let len = file
+            .len()
+            .map_err(|e| StoreError::io("reading a blob's length", e))? as usize;
         if len > BLOB_BYTES_MAX + SEAL_OVERHEAD_BYTES {
             return Ok(None);
         }
         let mut sealed = vec![0u8; len];
-        read_exact_at(file.as_ref(), &mut sealed, 0).map_err(|e| StoreError::io("reading a blob", e))?;
+        read_exact_at(file.as_ref(), &mut sealed, 0)
+            .map_err(|e| StoreError::io("reading a blob", e))?;
         match self.sealer.open(id, sealed) {
             Ok(plaintext) if sha256(&plaintext) == id.0 => Ok(Some(plaintext)),
             _ => Ok(None),
@@ -222,11 +249,19 @@ impl ChunkStore {
     fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
         let disk = self.env.disk.as_ref();
         let from = self.blob_path(id);
-        let len = disk.open(&from, OpenMode::Read).and_then(|f| f.len()).unwrap_or(0);
-        let to = self.quarantine_dir.join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
-        disk.rename(&from, &to).map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
-        disk.sync_dir(&self.prefix_dir(id)).map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-        disk.sync_dir(&self.quarantine_dir).map_err(|e| StoreError::io("syncing quarantine/", e))?;
+        let len = disk
+            .open(&from, OpenMode::Read)
+            .and_then(|f| f.len())
+            .unwrap_or(0);
+        let to =
+            self.quarantine_dir
+                .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
+        disk.rename(&from, &to)
+            .map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
+        disk.sync_dir(&self.prefix_dir(id))
+            .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+        disk.sync_dir(&self.quarantine_dir)
+            .map_err(|e| StoreError::io("syncing quarantine/", e))?;
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt on disk; quarantined");
         let mut usage = self.usage.lock().unwrap();
@@ -244,8 +279,10 @@ impl ChunkStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StoreError::io("opening a blob", e)),
         };
-        disk.remove_file(&path).map_err(|e| StoreError::io("deleting a blob", e))?;
-        disk.sync_dir(&self.prefix_dir(id)).map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+        disk.remove_file(&path)
+            .map_err(|e| StoreError::io("deleting a blob", e))?;
+        disk.sync_dir(&self.prefix_dir(id))
+            .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
         let mut usage = self.usage.lock().unwrap();
         usage.blobs = usage.blobs.saturating_sub(1);
         usage.bytes = usage.bytes.saturating_sub(len);
@@ -256,12 +293,18 @@ impl ChunkStore {
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
         let disk = self.env.disk.as_ref();
         let mut ids = Vec::new();
-        for prefix in disk.list_dir(&self.chunks_dir).map_err(|e| StoreError::io("listing chunks/", e))? {
+        for prefix in disk
+            .list_dir(&self.chunks_dir)
+            .map_err(|e| StoreError::io("listing chunks/", e))?
+        {
             if !prefix.is_dir || prefix.name.len() != 2 {
                 continue;
             }
             let dir = self.chunks_dir.join(&prefix.name);
-            for entry in disk.list_dir(&dir).map_err(|e| StoreError::io("listing a chunk dir", e))? {
+            for entry in disk
+                .list_dir(&dir)
+                .map_err(|e| StoreError::io("listing a chunk dir", e))?
+            {
                 if let Ok(id) = entry.name.parse::<ChunkId>() {
                     ids.push(id);
                 }

@@ -23,7 +23,9 @@ pub const SEAL_OVERHEAD_BYTES: usize = MAGIC.len() + TAG_BYTES;
 pub enum SealError {
     #[error("sealed blob is truncated or has an unknown format")]
     Format,
-    #[error("authentication tag does not match (corrupt, tampered, or sealed under another cluster key)")]
+    #[error(
+        "authentication tag does not match (corrupt, tampered, or sealed under another cluster key)"
+    )]
     Tag,
 }
 
@@ -41,7 +43,9 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     pub fn new(cluster_key: &ClusterKey) -> Self {
         let key = cluster_key.derive("dfs chunk seal v1");
-        Self { cipher: XChaCha20Poly1305::new(Key::from_slice(&key)) }
+        Self {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
+        }
     }
 
     fn associated_data(id: &ChunkId) -> [u8; 36] {
@@ -59,7 +63,11 @@ impl Sealer {
         let nonce = XNonce::from_slice(&id.0[..24]);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(nonce, &Self::associated_data(id), &mut sealed[MAGIC.len()..])
+            .encrypt_in_place_detached(
+                nonce,
+                &Self::associated_data(id),
+                &mut sealed[MAGIC.len()..],
+            )
             .expect("XChaCha20-Poly1305 seals any blob below 256 GiB");
         sealed.extend_from_slice(&tag);
         sealed
@@ -75,7 +83,12 @@ impl Sealer {
         sealed.truncate(tag_at);
         let nonce = XNonce::from_slice(&id.0[..24]);
         self.cipher
-            .decrypt_in_place_detached(nonce, &Self::associated_data(id), &mut sealed[MAGIC.len()..], &tag)
+            .decrypt_in_place_detached(
+                nonce,
+                &Self::associated_data(id),
+                &mut sealed[MAGIC.len()..],
+                &tag,
+            )
             .map_err(|_| SealError::Tag)?;
         sealed.drain(..MAGIC.len());
         Ok(sealed)
@@ -92,16 +105,29 @@ mod tests {
         let plaintext = b"attack at dawn".to_vec();
         let id = ChunkId::of(&plaintext);
         let sealed = sealer.seal(&id, &plaintext);
-        assert!(!sealed.windows(plaintext.len()).any(|w| w == plaintext), "plaintext visible");
+        assert!(
+            !sealed.windows(plaintext.len()).any(|w| w == plaintext),
+            "plaintext visible"
+        );
         assert_eq!(sealer.open(&id, sealed.clone()).unwrap(), plaintext);
 
         let mut flipped = sealed.clone();
         flipped[6] ^= 1;
         assert_eq!(sealer.open(&id, flipped), Err(SealError::Tag));
-        assert_eq!(sealer.open(&ChunkId::of(b"other"), sealed.clone()), Err(SealError::Tag));
+        assert_eq!(
+            sealer.open(&ChunkId::of(b"other"), sealed.clone()),
+            Err(SealError::Tag)
+        );
         let other_cluster = Sealer::new(&ClusterKey::from_bytes([8; 32]));
         assert_eq!(other_cluster.open(&id, sealed.clone()), Err(SealError::Tag));
-        assert_eq!(sealer.open(&id, sealed[..10].to_vec()), Err(SealError::Format));
-        assert_eq!(sealer.seal(&id, &plaintext), sealed, "replicas must hold identical bytes");
+        assert_eq!(
+            sealer.open(&id, sealed[..10].to_vec()),
+            Err(SealError::Format)
+        );
+        assert_eq!(
+            sealer.seal(&id, &plaintext),
+            sealed,
+            "replicas must hold identical bytes"
+        );
     }
 }

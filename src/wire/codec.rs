@@ -27,7 +27,8 @@ pub fn decode(payload: &[u8]) -> Result<Envelope, WireError> {
     if version != PROTOCOL_VERSION {
         return Err(WireError::Version(version));
     }
-    let (envelope, rest) = postcard::take_from_bytes(body).map_err(|e| WireError::Undecodable(e.to_string()))?;
+    let (envelope, rest) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Undecodable(e.to_string()))?;
     if !rest.is_empty() {
         return Err(WireError::Trailing(rest.len()));
     }

@@ -14,7 +14,10 @@ pub enum FrameError {
 }
 
 pub fn encode_frame_header(payload_len: usize) -> [u8; FRAME_HEADER_BYTES] {
-    assert!(payload_len <= FRAME_BYTES_MAX, "tried to send a {payload_len}-byte frame");
+    assert!(
+        payload_len <= FRAME_BYTES_MAX,
+        "tried to send a {payload_len}-byte frame"
+    );
     (payload_len as u32).to_be_bytes()
 }
 
@@ -56,11 +59,17 @@ mod tests {
         buffer.extend_from_slice(b"ab");
         assert_eq!(decoder.decode(&mut buffer), Ok(None));
         buffer.extend_from_slice(b"c");
-        assert_eq!(decoder.decode(&mut buffer), Ok(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            decoder.decode(&mut buffer),
+            Ok(Some(Bytes::from_static(b"abc")))
+        );
         assert!(buffer.is_empty());
 
         let mut hostile = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
-        assert_eq!(decoder.decode(&mut hostile), Err(FrameError::TooLarge(u32::MAX as u64)));
+        assert_eq!(
+            decoder.decode(&mut hostile),
+            Err(FrameError::TooLarge(u32::MAX as u64))
+        );
         assert!(hostile.capacity() < 1024, "allocated for a hostile length");
     }
 }

@@ -66,4 +66,6 @@ mod message;
 
 pub use codec::{PROTOCOL_VERSION, WireError, decode, encode};
 pub use frame::{FrameDecoder, FrameError, encode_frame_header};
-pub use message::{Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport};
+pub use message::{
+    Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport,
+};
