@@ -249,8 +249,6 @@ async fn serve(
         .with_writer(std::io::stderr)
         .init();
     let data_dir = &cli.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let own_key_path = data_dir.join(CLUSTER_KEY_FILE);
     let cluster_key = match cluster_key_file {
         Some(path) => {

@@ -28,10 +28,21 @@ impl Node {
             .spawn()
             .expect("start dfs-node");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.split("listening on ").nth(1).and_then(|rest| rest.split_whitespace().next());
-        let addr = addr.unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}")).to_string();
-        Node { child, addr, data_dir: data_dir.to_path_buf() }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next());
+        let addr = addr
+            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+            .to_string();
+        Node {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     /// Run a client verb against this node.
@@ -46,7 +57,11 @@ impl Node {
 
     fn ok(&self, args: &[&str]) -> String {
         let output = self.cli(args);
-        assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     }
 
@@ -100,10 +115,21 @@ fn files_of_every_size_round_trip_by_name_and_by_content_id() {
         assert_eq!(put["size"], len as u64);
         let by_name = dir.path().join(format!("by-name-{len}"));
         node.ok(&["get", &format!("in-{len}"), "-o", by_name.to_str().unwrap()]);
-        assert!(same_bytes(&input, &by_name), "{len}-byte file differs when read by name");
+        assert!(
+            same_bytes(&input, &by_name),
+            "{len}-byte file differs when read by name"
+        );
         let by_id = dir.path().join(format!("by-id-{len}"));
-        node.ok(&["get", put["content_id"].as_str().unwrap(), "-o", by_id.to_str().unwrap()]);
-        assert!(same_bytes(&input, &by_id), "{len}-byte file differs when read by content id");
+        node.ok(&[
+            "get",
+            put["content_id"].as_str().unwrap(),
+            "-o",
+            by_id.to_str().unwrap(),
+        ]);
+        assert!(
+            same_bytes(&input, &by_id),
+            "{len}-byte file differs when read by content id"
+        );
     }
     let listed = node.json(&["ls"]);
     assert_eq!(listed.as_array().unwrap().len(), 4);
@@ -114,13 +140,25 @@ fn stdin_put_and_stdout_get() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));
     let mut put = Command::new(BIN)
-        .args(["put", "-", "--name", "notes/today.txt", "--node", &node.addr, "--data-dir"])
+        .args([
+            "put",
+            "-",
+            "--name",
+            "notes/today.txt",
+            "--node",
+            &node.addr,
+            "--data-dir",
+        ])
         .arg(&node.data_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    put.stdin.take().unwrap().write_all(b"hello from stdin\n").unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin\n")
+        .unwrap();
     assert!(put.wait().unwrap().success());
     assert_eq!(node.ok(&["get", "notes/today.txt"]), "hello from stdin\n");
     let refused = node.cli(&["put", "-"]);
@@ -143,7 +181,14 @@ fn two_puts_make_two_versions_each_retrievable() {
     assert_eq!(versions[1]["version"], v1["version"]);
     for (put, expected) in [(&v1, &first), (&v2, &second)] {
         let out = dir.path().join("out");
-        node.ok(&["get", "doc", "--version", put["version"].as_str().unwrap(), "-o", out.to_str().unwrap()]);
+        node.ok(&[
+            "get",
+            "doc",
+            "--version",
+            put["version"].as_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(same_bytes(expected, &out));
     }
     let current = dir.path().join("current");
@@ -163,7 +208,11 @@ fn rm_makes_get_report_not_found_and_versions_show_the_tombstone() {
     node.ok(&["rm", "gone.bin"]);
     let out = dir.path().join("out");
     let get = node.cli(&["get", "gone.bin", "-o", out.to_str().unwrap()]);
-    assert_eq!(get.status.code(), Some(3), "not found has its own exit code");
+    assert_eq!(
+        get.status.code(),
+        Some(3),
+        "not found has its own exit code"
+    );
     assert!(!out.exists(), "a failed get leaves no output file");
     let stderr = String::from_utf8_lossy(&get.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line of error: {stderr}");
@@ -187,12 +236,18 @@ fn a_restart_keeps_everything() {
     node.stop();
     let node = Node::start(&data);
     let status_after = node.json(&["status"]);
-    assert_eq!(status_before["node_id"], status_after["node_id"], "identity survives a restart");
+    assert_eq!(
+        status_before["node_id"], status_after["node_id"],
+        "identity survives a restart"
+    );
     assert_eq!(status_before["chunks"], status_after["chunks"]);
     let out = dir.path().join("out");
     node.ok(&["get", "keep.bin", "-o", out.to_str().unwrap()]);
     assert!(same_bytes(&input, &out));
-    assert_eq!(node.json(&["versions", "keep.bin"])[0]["version"], put["version"]);
+    assert_eq!(
+        node.json(&["versions", "keep.bin"])[0]["version"],
+        put["version"]
+    );
 }
 
 #[test]
@@ -220,7 +275,11 @@ fn a_corrupted_chunk_is_detected_and_never_returned() {
     assert_eq!(node.json(&["status"])["quarantined"], 1);
     let mut quarantined = Vec::new();
     collect_files(&node.data_dir.join("quarantine"), &mut quarantined);
-    assert_eq!(quarantined.len(), 1, "the corrupt blob is kept aside for inspection");
+    assert_eq!(
+        quarantined.len(),
+        1,
+        "the corrupt blob is kept aside for inspection"
+    );
 }
 
 #[test]
@@ -239,9 +298,16 @@ fn the_data_dir_holds_no_plaintext() {
     let probes: Vec<&[u8]> = vec![b"TOP SECRET", &random[..32], &random[250_000..250_032]];
     for file in files {
         let mut bytes = Vec::new();
-        std::fs::File::open(&file).unwrap().read_to_end(&mut bytes).unwrap();
+        std::fs::File::open(&file)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
         for probe in &probes {
-            assert!(!bytes.windows(probe.len()).any(|w| w == *probe), "plaintext found in {}", file.display());
+            assert!(
+                !bytes.windows(probe.len()).any(|w| w == *probe),
+                "plaintext found in {}",
+                file.display()
+            );
         }
     }
 }
@@ -257,7 +323,11 @@ fn wrong_key_and_unreachable_node_have_their_own_errors() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cluster key"));
     node.ok(&["ls"]);
 
-    let unreachable = Command::new(BIN).args(["ls", "--node", "127.0.0.1:1", "--data-dir"]).arg(&node.data_dir).output().unwrap();
+    let unreachable = Command::new(BIN)
+        .args(["ls", "--node", "127.0.0.1:1", "--data-dir"])
+        .arg(&node.data_dir)
+        .output()
+        .unwrap();
     assert_eq!(unreachable.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
 

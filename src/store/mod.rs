@@ -17,6 +17,7 @@
 
 mod seal;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -86,6 +87,8 @@ pub struct ChunkStore {
     quarantine_dir: PathBuf,
     sealer: Sealer,
     usage: Mutex<Usage>,
+    /// Prefix dirs whose entry in `chunks/` is known durable (at most 256).
+    durable_prefixes: Mutex<BTreeSet<String>>,
     pub counters: StoreCounters,
 }
 
@@ -99,6 +102,7 @@ impl ChunkStore {
             quarantine_dir: data_dir.join("quarantine"),
             sealer: Sealer::new(cluster_key),
             usage: Mutex::new(Usage::default()),
+            durable_prefixes: Mutex::new(BTreeSet::new()),
             counters: StoreCounters::default(),
             env,
         };
@@ -123,6 +127,22 @@ impl ChunkStore {
             }
         }
         *store.usage.lock().unwrap() = usage;
+        // What a previous process left may sit in the page cache only (a
+        // process crash does not lose it, an OS crash would): make every
+        // entry durable once, before acknowledging anything that relies on it.
+        for prefix in disk
+            .list_dir(&store.chunks_dir)
+            .map_err(|e| StoreError::io("listing chunks/", e))?
+        {
+            if prefix.is_dir && prefix.name.len() == 2 {
+                let dir = store.chunks_dir.join(&prefix.name);
+                disk.sync_dir(&dir)
+                    .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+                store.durable_prefixes.lock().unwrap().insert(prefix.name);
+            }
+        }
+        disk.sync_dir(&store.chunks_dir)
+            .map_err(|e| StoreError::io("syncing chunks/", e))?;
         Ok(store)
     }
 
@@ -155,6 +175,14 @@ impl ChunkStore {
         }
         debug_assert_eq!(ChunkId::of(plaintext), *id, "caller passed a wrong id");
         if self.contains(id)? {
+            // Present is not the same as durable: an earlier put may have
+            // renamed this blob into place and then failed to sync the
+            // directory. Sync it before acknowledging on the strength of it.
+            self.ensure_prefix_durable(id)?;
+            self.env
+                .disk
+                .sync_dir(&self.prefix_dir(id))
+                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
             return Ok(PutOutcome::AlreadyPresent);
         }
         let sealed = self.sealer.seal(id, plaintext);
@@ -172,15 +200,7 @@ impl ChunkStore {
                 .map_err(|e| StoreError::io("syncing a blob", e))?;
             drop(file);
             let prefix = self.prefix_dir(id);
-            if !disk
-                .exists(&prefix)
-                .map_err(|e| StoreError::io("checking a chunk dir", e))?
-            {
-                disk.create_dir_all(&prefix)
-                    .map_err(|e| StoreError::io("creating a chunk dir", e))?;
-                disk.sync_dir(&self.chunks_dir)
-                    .map_err(|e| StoreError::io("syncing chunks/", e))?;
-            }
+            self.ensure_prefix_durable(id)?;
             disk.rename(&tmp, &self.blob_path(id))
                 .map_err(|e| StoreError::io("renaming a blob into place", e))?;
             disk.sync_dir(&prefix)
@@ -195,6 +215,28 @@ impl ChunkStore {
         usage.blobs += 1;
         usage.bytes += sealed.len() as u64;
         Ok(PutOutcome::Written)
+    }
+
+    /// Create `id`'s prefix dir if needed and make its entry in `chunks/`
+    /// durable (once per prefix; a failed sync is retried next time).
+    fn ensure_prefix_durable(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let name = id.to_hex()[..2].to_string();
+        if self.durable_prefixes.lock().unwrap().contains(&name) {
+            return Ok(());
+        }
+        let disk = self.env.disk.as_ref();
+        let prefix = self.prefix_dir(id);
+        if !disk
+            .exists(&prefix)
+            .map_err(|e| StoreError::io("checking a chunk dir", e))?
+        {
+            disk.create_dir_all(&prefix)
+                .map_err(|e| StoreError::io("creating a chunk dir", e))?;
+        }
+        disk.sync_dir(&self.chunks_dir)
+            .map_err(|e| StoreError::io("syncing chunks/", e))?;
+        self.durable_prefixes.lock().unwrap().insert(name);
+        Ok(())
     }
 
     /// Read, authenticate, decrypt and hash-check blob `id`.

@@ -80,7 +80,11 @@ mod tests {
     fn record(content: Option<ContentId>) -> VersionRecord {
         VersionRecord {
             name: "a.txt".into(),
-            vid: VersionId { wall_ms: 1_790_000_000_000, counter: 2, node: NodeId([0x11; 32]) },
+            vid: VersionId {
+                wall_ms: 1_790_000_000_000,
+                counter: 2,
+                node: NodeId([0x11; 32]),
+            },
             content,
             size: 5,
         }
@@ -91,42 +95,131 @@ mod tests {
     fn every_kind() -> Vec<(&'static str, Message)> {
         let content = ContentId([0x22; 32]);
         vec![
-            ("put_start", Message::PutStart { name: "a.txt".into() }),
-            ("put_data", Message::PutData { bytes: b"hello".to_vec() }),
+            (
+                "put_start",
+                Message::PutStart {
+                    name: "a.txt".into(),
+                },
+            ),
+            (
+                "put_data",
+                Message::PutData {
+                    bytes: b"hello".to_vec(),
+                },
+            ),
             ("put_finish", Message::PutFinish),
-            ("get_by_name", Message::Get {
-                target: GetTarget::Name("a.txt".into()),
-                version: Some(VersionSelector { wall_ms: 1, counter: 2, node_prefix: "ab".into() }),
-            }),
-            ("get_by_content", Message::Get { target: GetTarget::Content(content), version: None }),
-            ("remove", Message::Remove { name: "a.txt".into() }),
+            (
+                "get_by_name",
+                Message::Get {
+                    target: GetTarget::Name("a.txt".into()),
+                    version: Some(VersionSelector {
+                        wall_ms: 1,
+                        counter: 2,
+                        node_prefix: "ab".into(),
+                    }),
+                },
+            ),
+            (
+                "get_by_content",
+                Message::Get {
+                    target: GetTarget::Content(content),
+                    version: None,
+                },
+            ),
+            (
+                "remove",
+                Message::Remove {
+                    name: "a.txt".into(),
+                },
+            ),
             ("list", Message::List),
-            ("versions", Message::Versions { name: "a.txt".into() }),
+            (
+                "versions",
+                Message::Versions {
+                    name: "a.txt".into(),
+                },
+            ),
             ("status", Message::Status),
-            ("put_done", Message::PutDone { record: record(Some(content)) }),
-            ("get_start", Message::GetStart { record: Some(record(Some(content))), content, manifest: vec![0, 0] }),
-            ("chunk_data", Message::ChunkData { bytes: b"hello".to_vec() }),
+            (
+                "put_done",
+                Message::PutDone {
+                    record: record(Some(content)),
+                },
+            ),
+            (
+                "get_start",
+                Message::GetStart {
+                    record: Some(record(Some(content))),
+                    content,
+                    manifest: vec![0, 0],
+                },
+            ),
+            (
+                "chunk_data",
+                Message::ChunkData {
+                    bytes: b"hello".to_vec(),
+                },
+            ),
             ("get_end", Message::GetEnd),
-            ("removed", Message::Removed { record: record(None) }),
-            ("listing", Message::Listing { records: vec![record(Some(content))], truncated: false }),
-            ("history", Message::History { records: vec![record(None), record(Some(content))], truncated: true }),
-            ("status_reply", Message::StatusReply(StatusReport {
-                node_id: NodeId([0x33; 32]),
-                listen: "127.0.0.1:7400".into(),
-                members: vec![MemberStatus { node_id: NodeId([0x33; 32]), addr: "127.0.0.1:7400".into(), state: MemberState::Alive }],
-                chunks: 3,
-                bytes_stored: 4096,
-                quarantined: 0,
-            })),
-            ("error", Message::Error { code: ErrorCode::NotFound, message: "no file named a.txt".into() }),
+            (
+                "removed",
+                Message::Removed {
+                    record: record(None),
+                },
+            ),
+            (
+                "listing",
+                Message::Listing {
+                    records: vec![record(Some(content))],
+                    truncated: false,
+                },
+            ),
+            (
+                "history",
+                Message::History {
+                    records: vec![record(None), record(Some(content))],
+                    truncated: true,
+                },
+            ),
+            (
+                "status_reply",
+                Message::StatusReply(StatusReport {
+                    node_id: NodeId([0x33; 32]),
+                    listen: "127.0.0.1:7400".into(),
+                    members: vec![MemberStatus {
+                        node_id: NodeId([0x33; 32]),
+                        addr: "127.0.0.1:7400".into(),
+                        state: MemberState::Alive,
+                    }],
+                    chunks: 3,
+                    bytes_stored: 4096,
+                    quarantined: 0,
+                }),
+            ),
+            (
+                "error",
+                Message::Error {
+                    code: ErrorCode::NotFound,
+                    message: "no file named a.txt".into(),
+                },
+            ),
         ]
     }
 
     #[test]
     fn wire_bytes_of_every_message_kind() {
         for (kind, message) in every_kind() {
-            let bytes = encode(&Envelope { request_id: 1, message: message.clone() });
-            assert_eq!(decode(&bytes).unwrap(), Envelope { request_id: 1, message });
+            let bytes = encode(&Envelope {
+                request_id: 1,
+                message: message.clone(),
+            });
+            assert_eq!(
+                decode(&bytes).unwrap(),
+                Envelope {
+                    request_id: 1,
+                    message
+                }
+            );
             insta::assert_snapshot!(kind, hex::encode(&bytes));
         }
     }
@@ -135,8 +228,14 @@ mod tests {
     fn hostile_payloads_are_refused_not_misread() {
         assert_eq!(decode(&[]), Err(WireError::Empty));
         assert_eq!(decode(&[9, 0]), Err(WireError::Version(9)));
-        assert!(matches!(decode(&[PROTOCOL_VERSION, 1, 200]), Err(WireError::Undecodable(_))));
-        let mut trailing = encode(&Envelope { request_id: 1, message: Message::List });
+        assert!(matches!(
+            decode(&[PROTOCOL_VERSION, 1, 200]),
+            Err(WireError::Undecodable(_))
+        ));
+        let mut trailing = encode(&Envelope {
+            request_id: 1,
+            message: Message::List,
+        });
         trailing.push(0);
         assert_eq!(decode(&trailing), Err(WireError::Trailing(1)));
         // A byte string claiming 4 GiB inside a tiny frame.
