@@ -175,8 +175,6 @@ impl SimDisk {
 struct SimFile {
     file: simfs::File,
     path: PathBuf,
-    disk_faults: Arc<DiskFaults>,
-    #[allow(clippy::type_complexity)]
     disk: DiskHandle,
 }
 
@@ -192,11 +190,7 @@ impl std::fmt::Debug for DiskHandle {
 
 impl SimFile {
     fn check(&self) -> io::Result<()> {
-        if self.disk_faults.fenced.load(Ordering::SeqCst) {
-            Err(fenced())
-        } else {
-            Ok(())
-        }
+        self.disk.0.check_fence()
     }
 }
 
@@ -209,11 +203,13 @@ impl DiskFile for SimFile {
         if is_chunk && n > 0 {
             let mut last = self.disk.0.last_read_corrupt.lock().unwrap();
             let was_corrupt = last.get(&self.path).copied().unwrap_or(false);
-            let corrupt = !was_corrupt && self.disk.0.roll(&self.disk_faults.corruption_ppm);
+            let corrupt = !was_corrupt && self.disk.0.roll(&self.disk.0.faults.corruption_ppm);
             if corrupt {
                 let at = (self.disk.0.rng.lock().unwrap().next_u64() % n as u64) as usize;
                 buf[at] ^= 0x10;
-                self.disk_faults
+                self.disk
+                    .0
+                    .faults
                     .injected_corruptions
                     .fetch_add(1, Ordering::Relaxed);
             }
@@ -260,7 +256,6 @@ impl Disk for SimDisk {
         Ok(Box::new(SimFile {
             file,
             path: path.to_path_buf(),
-            disk_faults: self.faults.clone(),
             disk: DiskHandle(self.clone()),
         }))
     }
