@@ -119,30 +119,37 @@ impl ChunkStore {
             disk.remove_file(&path)
                 .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
         }
-        let mut usage = Usage::default();
-        for id in store.list()? {
-            if let Ok(file) = disk.open(&store.blob_path(&id), OpenMode::Read) {
-                usage.blobs += 1;
-                usage.bytes += file.len().unwrap_or(0);
-            }
-        }
-        *store.usage.lock().unwrap() = usage;
+        // One pass over chunks/: count usage, and make every entry durable.
         // What a previous process left may sit in the page cache only (a
-        // process crash does not lose it, an OS crash would): make every
-        // entry durable once, before acknowledging anything that relies on it.
-        for prefix in disk
+        // process crash does not lose it, an OS crash would), so sync each
+        // prefix dir once before acknowledging anything that relies on it.
+        let mut usage = Usage::default();
+        let prefixes = disk
             .list_dir(&store.chunks_dir)
-            .map_err(|e| StoreError::io("listing chunks/", e))?
+            .map_err(|e| StoreError::io("listing chunks/", e))?;
+        for prefix in prefixes
+            .into_iter()
+            .filter(|p| p.is_dir && p.name.len() == 2)
         {
-            if prefix.is_dir && prefix.name.len() == 2 {
-                let dir = store.chunks_dir.join(&prefix.name);
-                disk.sync_dir(&dir)
-                    .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-                store.durable_prefixes.lock().unwrap().insert(prefix.name);
+            let dir = store.chunks_dir.join(&prefix.name);
+            for entry in disk
+                .list_dir(&dir)
+                .map_err(|e| StoreError::io("listing a chunk dir", e))?
+            {
+                if entry.name.parse::<ChunkId>().is_ok()
+                    && let Ok(file) = disk.open(&dir.join(&entry.name), OpenMode::Read)
+                {
+                    usage.blobs += 1;
+                    usage.bytes += file.len().unwrap_or(0);
+                }
             }
+            disk.sync_dir(&dir)
+                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+            store.durable_prefixes.lock().unwrap().insert(prefix.name);
         }
         disk.sync_dir(&store.chunks_dir)
             .map_err(|e| StoreError::io("syncing chunks/", e))?;
+        *store.usage.lock().unwrap() = usage;
         Ok(store)
     }
 
