@@ -85,6 +85,7 @@ impl ClusterKey {
 
 /// A node's identity: which node this is, derived from its static public key.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct NodeId(pub [u8; 32]);
 
 impl NodeId {

@@ -13,10 +13,12 @@
 //! - [`wire`]: frames and messages, the protocol specification.
 //! - [`secure`]: Noise handshake and the encrypted record stream.
 //! - [`keys`]: node identity and cluster key files.
+//! - [`decode_checks`]: the properties fuzzing checks on every decoder.
 //! - [`node`]: the server; [`client`]: its client, used by the CLI and tests.
 
 pub mod cas;
 pub mod client;
+pub mod decode_checks;
 pub mod env;
 pub mod keys;
 pub mod limits;

@@ -5,6 +5,7 @@ use crate::limits::{CHUNK_MAX_BYTES, MANIFEST_BYTES_MAX, MANIFEST_CHUNKS_MAX};
 
 /// One chunk of a file, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ChunkRef {
     pub id: ChunkId,
     pub len: u32,
@@ -13,6 +14,7 @@ pub struct ChunkRef {
 /// A file's content: its size and its chunks in order. Encoded with postcard;
 /// the SHA-256 of the encoding is the file's [`ContentId`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Manifest {
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
@@ -69,6 +71,14 @@ impl Manifest {
             return Err(ManifestError::Inconsistent(
                 "trailing bytes after the manifest",
             ));
+        }
+        // Overlong varints are the only second spelling postcard accepts;
+        // refusing them keeps one encoding per manifest (see wire::codec).
+        let canonical =
+            postcard::serialize_with_flavor(&manifest, postcard::ser_flavors::Size::default())
+                .map_err(|e| ManifestError::Undecodable(e.to_string()))?;
+        if canonical != bytes.len() {
+            return Err(ManifestError::Inconsistent("overlong integer encoding"));
         }
         if manifest.chunks.len() > MANIFEST_CHUNKS_MAX {
             return Err(ManifestError::TooManyChunks);

@@ -10,6 +10,7 @@ use crate::limits::NAME_BYTES_MAX;
 /// A version's id: a hybrid logical clock reading plus the node that took it.
 /// Field order is the total order: wall time, then counter, then node.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VersionId {
     pub wall_ms: u64,
     pub counter: u32,
@@ -58,6 +59,7 @@ impl fmt::Debug for VersionId {
 /// A version as a user names it: the text form of a [`VersionId`], whose
 /// node part may be any prefix of the node id's hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VersionSelector {
     pub wall_ms: u64,
     pub counter: u32,
@@ -107,6 +109,7 @@ impl FromStr for VersionSelector {
 /// One version of a name. `content: None` is a tombstone (the name was
 /// removed at this version). The node that created it is `vid.node`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VersionRecord {
     pub name: String,
     pub vid: VersionId,

@@ -14,6 +14,8 @@ pub enum WireError {
     Undecodable(String),
     #[error("{0} trailing bytes after the message")]
     Trailing(usize),
+    #[error("message is not in canonical form (overlong integer encoding)")]
+    NonCanonical,
 }
 
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
@@ -31,6 +33,17 @@ pub fn decode(payload: &[u8]) -> Result<Envelope, WireError> {
         postcard::take_from_bytes(body).map_err(|e| WireError::Undecodable(e.to_string()))?;
     if !rest.is_empty() {
         return Err(WireError::Trailing(rest.len()));
+    }
+    // postcard accepts overlong varints, and those are the only non-canonical
+    // forms it accepts (bools, option tags and UTF-8 are strict). Canonical
+    // integers are minimal, so "same length as the canonical encoding" means
+    // "is the canonical encoding": every message has exactly one wire form,
+    // which the fuzz target `message` checks by re-encoding.
+    let canonical =
+        postcard::serialize_with_flavor(&envelope, postcard::ser_flavors::Size::default())
+            .map_err(|e| WireError::Undecodable(e.to_string()))?;
+    if canonical != body.len() {
+        return Err(WireError::NonCanonical);
     }
     Ok(envelope)
 }

@@ -6,6 +6,7 @@ use crate::meta::{VersionRecord, VersionSelector};
 
 /// One framed message and the request it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Envelope {
     pub request_id: u64,
     pub message: Message,
@@ -13,6 +14,7 @@ pub struct Envelope {
 
 /// What a `Get` names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum GetTarget {
     /// A file name: its current version, or the one `version` selects.
     Name(String),
@@ -22,6 +24,7 @@ pub enum GetTarget {
 
 /// Why a request failed. The client maps these to exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ErrorCode {
     NotFound,
     InvalidRequest,
@@ -34,6 +37,7 @@ pub enum ErrorCode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum MemberState {
     Alive,
     Suspect,
@@ -41,6 +45,7 @@ pub enum MemberState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MemberStatus {
     pub node_id: NodeId,
     pub addr: String,
@@ -48,6 +53,7 @@ pub struct MemberStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct StatusReport {
     pub node_id: NodeId,
     pub listen: String,
@@ -63,6 +69,7 @@ pub struct StatusReport {
 /// Every message of the protocol. See the [module docs](super) for which
 /// replies each request gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Message {
     PutStart {
         name: String,

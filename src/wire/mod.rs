@@ -242,5 +242,14 @@ mod tests {
         let mut huge = vec![PROTOCOL_VERSION, 1, 1];
         huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert!(matches!(decode(&huge), Err(WireError::Undecodable(_))));
+        // request_id 1 written as an overlong varint (0x81 0x00): same value,
+        // second spelling, refused.
+        let canonical = encode(&Envelope {
+            request_id: 1,
+            message: Message::List,
+        });
+        let mut overlong = vec![PROTOCOL_VERSION, 0x81, 0x00];
+        overlong.extend_from_slice(&canonical[2..]);
+        assert_eq!(decode(&overlong), Err(WireError::NonCanonical));
     }
 }
