@@ -14,6 +14,7 @@
 //! - [`secure`]: Noise handshake and the encrypted record stream.
 //! - [`keys`]: node identity and cluster key files.
 //! - [`decode_checks`]: the properties fuzzing checks on every decoder.
+//! - [`peer`]: connections between nodes and SWIM membership (foca).
 //! - [`node`]: the server; [`client`]: its client, used by the CLI and tests.
 
 pub mod cas;
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod limits;
 pub mod meta;
 pub mod node;
+pub mod peer;
 pub mod secure;
 pub mod store;
 pub mod wire;

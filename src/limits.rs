@@ -70,3 +70,52 @@ pub const RECORDS_PER_REPLY_MAX: usize = 16_384;
 /// Dialing a node: a live node on a reachable network answers in
 /// milliseconds; past this, report it unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+// Peers and membership (DESIGN §7).
+
+/// Frames queued to one peer connection's writer. Past it, one-way
+/// datagrams are dropped (SWIM tolerates loss) and requests wait: this is
+/// the backpressure between a node and a slow peer.
+pub const PEER_QUEUE_FRAMES: usize = 128;
+
+/// Requests this node has in flight on one peer connection, awaiting a
+/// reply. Bounds the pending-reply table.
+pub const PEER_REQUESTS_IN_FLIGHT: usize = 256;
+
+/// Datagrams held for a peer while its connection is being dialed. SWIM
+/// resends what matters, so a few suffice (the announce that starts a join).
+pub const PEER_DIAL_BACKLOG: usize = 16;
+
+/// A peer connection with no traffic sends a `Ping` this often, well inside
+/// [`IO_TIMEOUT`], so a healthy idle connection never times out and a dead
+/// one is noticed within one ping timeout.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A request to a peer gets its reply within this time or fails (the caller
+/// then tries another replica).
+pub const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redial backoff: starts here and doubles per failure...
+pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// ...up to here. Each delay is jittered to 50-100% of its value (Env RNG)
+/// so that nodes restarted together do not redial in lockstep.
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Members one node tracks and persists. A cluster is dozens of nodes; the
+/// bound keeps a hostile key holder from growing the table without limit.
+pub const MEMBERS_MAX: usize = 1024;
+
+/// Longest advertised address (`host:port`) accepted from a peer.
+pub const PEER_ADDR_BYTES_MAX: usize = 256;
+
+/// Largest SWIM datagram produced and accepted: room for the header and a
+/// few dozen piggybacked member updates.
+pub const SWIM_PACKET_BYTES_MAX: usize = 16 * 1024;
+
+/// SWIM datagrams queued from connections to the membership task; past it,
+/// they are dropped (SWIM treats that as packet loss).
+pub const SWIM_INBOX: usize = 1024;
+
+/// SWIM timers pending at once. foca keeps a handful per probe period; the
+/// bound only guards against a logic error turning into unbounded memory.
+pub const SWIM_TIMERS_MAX: usize = 4096;

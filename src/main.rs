@@ -8,6 +8,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -17,6 +18,7 @@ use dfs::env::{Env, tokio_env};
 use dfs::keys::{CLUSTER_KEY_FILE, ClusterKey};
 use dfs::meta::{VersionRecord, VersionSelector};
 use dfs::node::{NodeConfig, Server};
+use dfs::peer::SwimTiming;
 use dfs::wire::{GetTarget, MemberState, StatusReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -57,12 +59,24 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7400")]
         listen: String,
-        /// Address of a cluster member to join through (repeatable).
+        /// Address of a cluster member to join through (repeatable). Needed
+        /// on first start only: members are remembered in the data dir.
         #[arg(long)]
         bootstrap: Vec<String>,
+        /// Address other nodes use to reach this one [default: the listen
+        /// address]. Required when listening on 0.0.0.0.
+        #[arg(long)]
+        advertise: Option<String>,
         /// Cluster key to use; copied into the data dir on first start.
         #[arg(long)]
         cluster_key_file: Option<PathBuf>,
+        /// Failure detection: how often each node probes a random member.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        probe_interval_ms: u64,
+        /// Failure detection: how long a suspected member has to refute
+        /// before it is declared down.
+        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+        suspect_timeout_ms: u64,
     },
     /// Store a file (PATH `-` reads stdin and needs --name).
     Put {
@@ -134,8 +148,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve {
             listen,
             bootstrap,
+            advertise,
             cluster_key_file,
-        } => serve(&env, &cli, listen, bootstrap, cluster_key_file.as_deref()).await,
+            probe_interval_ms,
+            suspect_timeout_ms,
+        } => {
+            let probe_period = Duration::from_millis(*probe_interval_ms);
+            let swim = SwimTiming {
+                probe_period,
+                // A direct probe waits 40% of the period, leaving the rest
+                // for the indirect round (foca needs rtt < period).
+                probe_rtt: probe_period * 2 / 5,
+                suspect_to_down: Duration::from_millis(*suspect_timeout_ms),
+            };
+            let options = ServeOptions {
+                listen,
+                bootstrap,
+                advertise: advertise.clone(),
+                cluster_key_file: cluster_key_file.as_deref(),
+                swim,
+            };
+            serve(&env, &cli, options).await
+        }
         Command::Put { path, name } => put(&env, &cli, path, name.as_deref()).await,
         Command::Get {
             target,
@@ -234,13 +268,16 @@ async fn connect(env: &Env, cli: &Cli) -> Result<Client, Failure> {
     Ok(Client::connect(env, &cli.node, &key).await?)
 }
 
-async fn serve(
-    env: &Env,
-    cli: &Cli,
-    listen: &str,
-    bootstrap: &[String],
-    cluster_key_file: Option<&Path>,
-) -> Result<(), Failure> {
+struct ServeOptions<'a> {
+    listen: &'a str,
+    bootstrap: &'a [String],
+    advertise: Option<String>,
+    cluster_key_file: Option<&'a Path>,
+    swim: SwimTiming,
+}
+
+async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
+    let cluster_key_file = options.cluster_key_file;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -282,9 +319,11 @@ async fn serve(
     };
     let config = NodeConfig {
         data_dir: data_dir.clone(),
-        listen: listen.to_string(),
-        bootstrap: bootstrap.to_vec(),
+        listen: options.listen.to_string(),
+        bootstrap: options.bootstrap.to_vec(),
+        advertise: options.advertise,
         cluster_key,
+        swim: options.swim,
     };
     let server = Server::start(env.clone(), config).await?;
     println!(

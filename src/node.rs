@@ -6,8 +6,11 @@
 //! until its shutdown future completes, then drains in-flight requests for
 //! at most [`SHUTDOWN_DRAIN_TIMEOUT`].
 //!
-//! This node serves clients on its own; membership and replication
-//! between nodes build on the same connection handling.
+//! Every inbound connection starts with the Noise handshake. If its first
+//! message is a `PeerHello`, it is a node and the connection moves to the
+//! [`Peers`] registry; otherwise it is a client and is served here. The
+//! membership task ([`MembershipTask`]) runs beside the accept loop and
+//! leaves the cluster at shutdown.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -22,9 +25,11 @@ use crate::env::{BoxStream, Env, Listener};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{
     CONNECTIONS_MAX, FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT,
-    SHUTDOWN_DRAIN_TIMEOUT,
+    SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX,
 };
 use crate::meta::{Hlc, IndexError, VersionIndex, VersionRecord, VersionSelector, validate_name};
+use crate::peer::membership::load_member_addrs;
+use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
 use crate::secure::{Role, SecureError, SecureStream, handshake};
 use crate::store::{ChunkStore, StoreError};
 use crate::wire::{
@@ -37,10 +42,14 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// `host:port` to listen on (`:0` picks a free port).
     pub listen: String,
-    /// Addresses of existing members to join through. Recorded for the
-    /// membership layer; a node serves clients without them.
+    /// Addresses of existing members to join through. Without them (and
+    /// without a persisted member list) the node starts a cluster of one.
     pub bootstrap: Vec<String>,
+    /// The address other nodes dial to reach this one; defaults to the bound
+    /// listen address (set it when listening on `0.0.0.0`).
+    pub advertise: Option<String>,
     pub cluster_key: ClusterKey,
+    pub swim: SwimTiming,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +123,8 @@ pub struct Node {
     index: Arc<VersionIndex>,
     hlc: Mutex<Hlc>,
     listen: String,
+    peers: Arc<Peers>,
+    members: Arc<MemberView>,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -121,6 +132,7 @@ pub struct Node {
 pub struct Server {
     node: Arc<Node>,
     listener: Box<dyn Listener>,
+    membership: MembershipTask,
 }
 
 impl Server {
@@ -174,9 +186,49 @@ impl Server {
             node = %identity.node_id().short(), %listen, data_dir = %config.data_dir.display(),
             blobs = usage.blobs, bytes = usage.bytes, "node started"
         );
-        if !config.bootstrap.is_empty() {
-            tracing::info!(bootstrap = ?config.bootstrap, "bootstrap addresses noted; membership is not yet implemented");
+        let advertise = config.advertise.clone().unwrap_or_else(|| listen.clone());
+        if advertise.starts_with("0.0.0.0:") || advertise.starts_with("[::]:") {
+            tracing::warn!(%advertise, "other nodes cannot dial a wildcard address; set --advertise");
         }
+        let me = PeerIdentity {
+            node: identity.node_id(),
+            addr: advertise,
+            bump: env.clock.unix_ms(),
+        };
+        let (swim_tx, swim_rx) = tokio::sync::mpsc::channel(SWIM_INBOX);
+        let peers = Peers::new(
+            env.clone(),
+            identity.clone(),
+            config.cluster_key.clone(),
+            me,
+            swim_tx,
+        );
+        let members = Arc::new(MemberView::default());
+        let mut seeds = config.bootstrap.clone();
+        let persisted = {
+            let env = env.clone();
+            let data_dir = config.data_dir.clone();
+            env.clone()
+                .blocking(move || load_member_addrs(&env, &data_dir))
+                .await
+        };
+        for addr in persisted {
+            if !seeds.contains(&addr) {
+                seeds.push(addr);
+            }
+        }
+        if !seeds.is_empty() {
+            tracing::info!(?seeds, "joining a cluster");
+        }
+        let membership = MembershipTask {
+            env: env.clone(),
+            peers: peers.clone(),
+            view: members.clone(),
+            inbox: swim_rx,
+            seeds,
+            data_dir: config.data_dir.clone(),
+            timing: config.swim,
+        };
         let node = Node {
             env,
             identity,
@@ -185,11 +237,14 @@ impl Server {
             index: Arc::new(index),
             hlc: Mutex::new(hlc),
             listen,
+            peers,
+            members,
             _lock: lock,
         };
         Ok(Self {
             node: Arc::new(node),
             listener,
+            membership,
         })
     }
 
@@ -213,6 +268,10 @@ impl Server {
         // memory and file handles (see CONNECTIONS_MAX).
         let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
         let mut connections = JoinSet::new();
+        let (stop_membership, mut membership_stopped) = tokio::sync::watch::channel(false);
+        let membership = tokio::spawn(self.membership.run(async move {
+            let _ = membership_stopped.changed().await;
+        }));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -242,6 +301,15 @@ impl Server {
             }
         }
         drop(self.listener);
+        // Tell the cluster we are leaving before the connections go.
+        let _ = stop_membership.send(true);
+        if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, membership)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the membership task did not stop in time");
+        }
+        self.node.peers.shutdown().await;
         tracing::info!(
             in_flight = connections.len(),
             "stopping: draining in-flight requests"
@@ -271,6 +339,15 @@ impl Node {
         &self.index
     }
 
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Membership as this node sees it (other members only).
+    pub fn members(&self) -> &Arc<MemberView> {
+        &self.members
+    }
+
     async fn serve_connection(self: Arc<Self>, stream: BoxStream, peer: String) {
         let mut secure = match handshake(
             &self.env,
@@ -287,15 +364,26 @@ impl Node {
                 return;
             }
         };
+        let mut first = true;
         loop {
             let envelope = match secure.recv().await {
                 Ok(Some(envelope)) => envelope,
                 Ok(None) => break,
                 Err(error) => {
-                    tracing::debug!(%peer, %error, "connection closed");
+                    // Undecodable or oversize input, a bad record, a timeout:
+                    // this connection ends, nothing else is affected.
+                    tracing::info!(%peer, %error, "closing a connection");
                     break;
                 }
             };
+            if first && let Message::PeerHello { identity } = envelope.message {
+                let node = identity.node;
+                if let Err(error) = self.peers.accept(secure, identity).await {
+                    tracing::warn!(%peer, node = %node.short(), %error, "peer connection refused");
+                }
+                return;
+            }
+            first = false;
             if let Err(error) = self.handle(&mut secure, envelope).await {
                 tracing::debug!(%peer, %error, "connection closed while serving a request");
                 break;
@@ -325,7 +413,7 @@ impl Node {
             Message::Status => Ok(Message::StatusReply(self.status())),
             other => Err(Refusal::new(
                 ErrorCode::InvalidRequest,
-                format!("{} is not a request", message_kind(&other)),
+                format!("{} is not a request", other.kind()),
             )),
         };
         let message = reply.unwrap_or_else(|refusal| Message::Error {
@@ -378,7 +466,7 @@ impl Node {
                 other => {
                     failure = Some(Refusal::new(
                         ErrorCode::InvalidRequest,
-                        format!("{} during a put", message_kind(&other)),
+                        format!("{} during a put", other.kind()),
                     ));
                     break;
                 }
@@ -631,11 +719,13 @@ impl Node {
         StatusReport {
             node_id: self.node_id(),
             listen: self.listen.clone(),
-            members: vec![MemberStatus {
+            members: std::iter::once(MemberStatus {
                 node_id: self.node_id(),
-                addr: self.listen.clone(),
+                addr: self.peers.identity().addr,
                 state: MemberState::Alive,
-            }],
+            })
+            .chain(self.members.members())
+            .collect(),
             chunks: usage.blobs,
             bytes_stored: usage.bytes,
             quarantined: self
@@ -673,26 +763,4 @@ fn fit_in_frame(mut records: Vec<VersionRecord>) -> (Vec<VersionRecord>, bool) {
     let truncated = keep < records.len();
     records.truncate(keep);
     (records, truncated)
-}
-
-fn message_kind(message: &Message) -> &'static str {
-    match message {
-        Message::PutStart { .. } => "PutStart",
-        Message::PutData { .. } => "PutData",
-        Message::PutFinish => "PutFinish",
-        Message::Get { .. } => "Get",
-        Message::Remove { .. } => "Remove",
-        Message::List => "List",
-        Message::Versions { .. } => "Versions",
-        Message::Status => "Status",
-        Message::PutDone { .. } => "PutDone",
-        Message::GetStart { .. } => "GetStart",
-        Message::ChunkData { .. } => "ChunkData",
-        Message::GetEnd => "GetEnd",
-        Message::Removed { .. } => "Removed",
-        Message::Listing { .. } => "Listing",
-        Message::History { .. } => "History",
-        Message::StatusReply(_) => "StatusReply",
-        Message::Error { .. } => "Error",
-    }
 }

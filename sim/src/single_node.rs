@@ -153,7 +153,9 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 data_dir: "/data".into(),
                 listen: format!("0.0.0.0:{PORT}"),
                 bootstrap: Vec::new(),
+                advertise: Some(format!("node:{PORT}")),
                 cluster_key: cluster_key(seed),
+                swim: Default::default(),
             };
             async move {
                 // A supervisor: a start that fails (injected EIO) is retried.

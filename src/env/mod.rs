@@ -256,6 +256,13 @@ pub fn write_file_durably(env: &Env, path: &Path, contents: &[u8]) -> io::Result
             format!("{} exists", path.display()),
         ));
     }
+    replace_file_durably(env, path, contents)
+}
+
+/// Write `path` durably with `contents`, replacing any previous file
+/// atomically: a crash leaves either the old or the new contents.
+pub fn replace_file_durably(env: &Env, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let disk = env.disk.as_ref();
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use snow::params::NoiseParams;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 
 use crate::env::{BoxStream, Env, Random};
 use crate::keys::{ClusterKey, NodeId, StaticKeypair};
@@ -216,23 +216,32 @@ async fn run_handshake(
             .get_remote_static()
             .expect("XX always reveals the remote static key"),
     );
-    let transport = noise.into_transport_mode().map_err(refused)?;
+    let noise = Arc::new(noise.into_stateless_transport_mode().map_err(refused)?);
+    let (read_half, write_half) = tokio::io::split(io);
     let mut stream = SecureStream {
-        io,
-        noise: transport,
-        remote,
-        plaintext: BytesMut::new(),
-        record: vec![0u8; NOISE_MESSAGE_MAX],
-        outgoing: Vec::new(),
-        frames: FrameDecoder,
+        reader: SecureReader {
+            io: read_half,
+            noise: noise.clone(),
+            nonce: 0,
+            remote,
+            plaintext: BytesMut::new(),
+            record: vec![0u8; NOISE_MESSAGE_MAX],
+            frames: FrameDecoder,
+        },
+        writer: SecureWriter {
+            io: write_half,
+            noise,
+            nonce: 0,
+            outgoing: Vec::new(),
+        },
     };
     match role {
         Role::Responder => {
-            stream.write_records(CONFIRMATION).await?;
-            stream.io.flush().await?;
+            stream.writer.write_records(CONFIRMATION).await?;
+            with_timeout(stream.writer.io.flush()).await?;
         }
         Role::Initiator => {
-            let got = stream.read_record().await.map_err(|e| match e {
+            let got = stream.reader.read_record().await.map_err(|e| match e {
                 SecureError::Closed | SecureError::Io(_) | SecureError::BadRecord => {
                     SecureError::HandshakeRefused(
                         "the peer closed the connection after the handshake".into(),
@@ -245,7 +254,7 @@ async fn run_handshake(
                     "no confirmation from the peer".into(),
                 ));
             }
-            if stream.plaintext.split().as_ref() != CONFIRMATION {
+            if stream.reader.plaintext.split().as_ref() != CONFIRMATION {
                 return Err(SecureError::HandshakeRefused(
                     "unexpected confirmation".into(),
                 ));
@@ -255,26 +264,84 @@ async fn run_handshake(
     Ok(stream)
 }
 
-/// An established encrypted stream carrying frames.
+type Io = BufReader<BoxStream>;
+
+/// An established encrypted stream carrying frames, used by one task at a
+/// time (a client connection). [`SecureStream::into_split`] gives a reader
+/// and a writer for two tasks (a peer connection, DESIGN §6: "a reader owns
+/// its socket").
 pub struct SecureStream {
-    io: BufReader<BoxStream>,
-    noise: snow::TransportState,
+    reader: SecureReader,
+    writer: SecureWriter,
+}
+
+/// The receiving half: decrypts records and cuts frames.
+pub struct SecureReader {
+    io: ReadHalf<Io>,
+    noise: Arc<snow::StatelessTransportState>,
+    /// Noise nonce of the next record to read (each direction counts its own).
+    nonce: u64,
     remote: NodeId,
     /// Decrypted bytes not yet cut into frames.
     plaintext: BytesMut,
     /// One encrypted record being read.
     record: Vec<u8>,
+    frames: FrameDecoder,
+}
+
+/// The sending half: frames and encrypts.
+pub struct SecureWriter {
+    io: WriteHalf<Io>,
+    noise: Arc<snow::StatelessTransportState>,
+    /// Noise nonce of the next record to write.
+    nonce: u64,
     /// Encrypted records being written.
     outgoing: Vec<u8>,
-    frames: FrameDecoder,
 }
 
 impl SecureStream {
     /// The peer's identity, from its static key.
     pub fn remote(&self) -> NodeId {
-        self.remote
+        self.reader.remote
     }
 
+    /// Split for concurrent reading and writing.
+    pub fn into_split(self) -> (SecureReader, SecureWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Send one frame (and flush).
+    pub async fn send_frame(&mut self, payload: &[u8]) -> Result<(), SecureError> {
+        self.writer.send_frame(payload).await
+    }
+
+    pub async fn send(&mut self, envelope: &Envelope) -> Result<(), SecureError> {
+        self.writer.send(envelope).await
+    }
+
+    /// The next frame's payload; `None` when the peer closed cleanly between
+    /// frames.
+    pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, SecureError> {
+        self.reader.recv_frame().await
+    }
+
+    /// The next envelope; `None` on a clean close.
+    pub async fn recv(&mut self) -> Result<Option<Envelope>, SecureError> {
+        self.reader.recv().await
+    }
+
+    /// The next envelope; a close is an error (a reply was expected).
+    pub async fn expect(&mut self) -> Result<Envelope, SecureError> {
+        self.reader.expect().await
+    }
+
+    /// Close the write side, telling the peer no more frames come.
+    pub async fn shutdown(&mut self) -> Result<(), SecureError> {
+        self.writer.shutdown().await
+    }
+}
+
+impl SecureWriter {
     /// Encrypt `plaintext` into records appended to `outgoing`, then write them.
     async fn write_records(&mut self, plaintext: &[u8]) -> Result<(), SecureError> {
         self.outgoing.clear();
@@ -284,8 +351,9 @@ impl SecureStream {
                 .resize(start + 2 + piece.len() + NOISE_TAG_BYTES, 0);
             let len = self
                 .noise
-                .write_message(piece, &mut self.outgoing[start + 2..])
+                .write_message(self.nonce, piece, &mut self.outgoing[start + 2..])
                 .expect("a record below the Noise limit always encrypts");
+            self.nonce += 1;
             self.outgoing[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
             self.outgoing.truncate(start + 2 + len);
         }
@@ -303,6 +371,18 @@ impl SecureStream {
 
     pub async fn send(&mut self, envelope: &Envelope) -> Result<(), SecureError> {
         self.send_frame(&wire::encode(envelope)).await
+    }
+
+    /// Close the write side, telling the peer no more frames come.
+    pub async fn shutdown(&mut self) -> Result<(), SecureError> {
+        with_timeout(self.io.shutdown()).await
+    }
+}
+
+impl SecureReader {
+    /// The peer's identity, from its static key.
+    pub fn remote(&self) -> NodeId {
+        self.remote
     }
 
     /// Read one record into `plaintext`. `Ok(false)` on a clean close
@@ -333,8 +413,9 @@ impl SecureStream {
         self.plaintext.resize(start + len, 0);
         let n = self
             .noise
-            .read_message(record, &mut self.plaintext[start..])
+            .read_message(self.nonce, record, &mut self.plaintext[start..])
             .map_err(|_| SecureError::BadRecord)?;
+        self.nonce += 1;
         self.plaintext.truncate(start + n);
         Ok(true)
     }
@@ -367,11 +448,6 @@ impl SecureStream {
     /// The next envelope; a close is an error (a reply was expected).
     pub async fn expect(&mut self) -> Result<Envelope, SecureError> {
         self.recv().await?.ok_or(SecureError::Closed)
-    }
-
-    /// Close the write side, telling the peer no more frames come.
-    pub async fn shutdown(&mut self) -> Result<(), SecureError> {
-        with_timeout(self.io.get_mut().shutdown()).await
     }
 }
 

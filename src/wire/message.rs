@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use crate::cas::ContentId;
 use crate::keys::NodeId;
 use crate::meta::{VersionRecord, VersionSelector};
+use crate::peer::PeerIdentity;
 
 /// One framed message and the request it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,4 +124,67 @@ pub enum Message {
         code: ErrorCode,
         message: String,
     },
+
+    // Between nodes (a connection whose first message is `PeerHello`).
+    /// First message each way on a peer connection: who is speaking, at
+    /// which address it listens, and its membership incarnation. The node
+    /// id must be the one the Noise handshake authenticated.
+    PeerHello {
+        identity: PeerIdentity,
+    },
+    /// A SWIM datagram (foca's encoding), one-way, request id 0.
+    Swim {
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Keepalive request; answered by `Pong`.
+    Ping,
+    Pong,
+}
+
+impl Message {
+    /// The variant's name, for logs and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PutStart { .. } => "PutStart",
+            Message::PutData { .. } => "PutData",
+            Message::PutFinish => "PutFinish",
+            Message::Get { .. } => "Get",
+            Message::Remove { .. } => "Remove",
+            Message::List => "List",
+            Message::Versions { .. } => "Versions",
+            Message::Status => "Status",
+            Message::PutDone { .. } => "PutDone",
+            Message::GetStart { .. } => "GetStart",
+            Message::ChunkData { .. } => "ChunkData",
+            Message::GetEnd => "GetEnd",
+            Message::Removed { .. } => "Removed",
+            Message::Listing { .. } => "Listing",
+            Message::History { .. } => "History",
+            Message::StatusReply(_) => "StatusReply",
+            Message::Error { .. } => "Error",
+            Message::PeerHello { .. } => "PeerHello",
+            Message::Swim { .. } => "Swim",
+            Message::Ping => "Ping",
+            Message::Pong => "Pong",
+        }
+    }
+
+    /// Whether this message answers a request (and so is matched to a
+    /// pending request by id) rather than asking something.
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self,
+            Message::PutDone { .. }
+                | Message::GetStart { .. }
+                | Message::ChunkData { .. }
+                | Message::GetEnd
+                | Message::Removed { .. }
+                | Message::Listing { .. }
+                | Message::History { .. }
+                | Message::StatusReply(_)
+                | Message::Error { .. }
+                | Message::Pong
+        )
+    }
 }

@@ -1,0 +1,250 @@
+//! One authenticated connection to one peer, shared by many requests.
+//!
+//! A connection runs as one task with three parts raced together: the reader
+//! (owns the socket's read half, routes each frame), the writer (drains a
+//! bounded queue into the write half) and the keepalive (a `Ping` request
+//! every [`PEER_KEEPALIVE_INTERVAL`]). When any part ends, the connection
+//! ends: pending requests fail with [`PeerError::Closed`] and the registry
+//! forgets it.
+//!
+//! Requests carry ids chosen by their sender; a reply carries the id of its
+//! request. Each side keeps its own table of pending ids, so the two
+//! directions never collide: a frame is matched against the table only when
+//! its message [is a reply](Message::is_reply).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{PeerError, PeerIdentity};
+use crate::keys::NodeId;
+use crate::limits::{PEER_KEEPALIVE_INTERVAL, PEER_REQUEST_TIMEOUT, PEER_REQUESTS_IN_FLIGHT};
+use crate::secure::{SecureReader, SecureWriter};
+use crate::wire::{Envelope, ErrorCode, Message};
+
+/// A SWIM datagram received from an authenticated peer.
+#[derive(Debug)]
+pub struct Datagram {
+    pub from: NodeId,
+    pub bytes: Vec<u8>,
+}
+
+/// The shared handle of a live connection.
+#[derive(Debug)]
+pub struct PeerConnection {
+    /// Distinguishes this connection from a later one to the same peer.
+    id: u64,
+    remote: PeerIdentity,
+    /// The node that dialed: decides which of two simultaneous connections
+    /// between a pair survives (see `Peers::register`).
+    dialed_by: NodeId,
+    outbound: mpsc::Sender<Envelope>,
+    pending: Mutex<BTreeMap<u64, oneshot::Sender<Message>>>,
+    next_request: AtomicU64,
+    closing: Notify,
+}
+
+impl PeerConnection {
+    pub(super) fn new(
+        id: u64,
+        remote: PeerIdentity,
+        dialed_by: NodeId,
+        outbound: mpsc::Sender<Envelope>,
+    ) -> Self {
+        Self {
+            id,
+            remote,
+            dialed_by,
+            outbound,
+            pending: Mutex::new(BTreeMap::new()),
+            next_request: AtomicU64::new(1),
+            closing: Notify::new(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn remote(&self) -> &PeerIdentity {
+        &self.remote
+    }
+
+    pub fn dialed_by(&self) -> NodeId {
+        self.dialed_by
+    }
+
+    /// Queue a one-way message. Returns false (and drops it) when the queue
+    /// is full or the connection is gone: only for messages whose loss the
+    /// protocol tolerates (SWIM datagrams).
+    pub fn try_send(&self, message: Message) -> bool {
+        self.outbound
+            .try_send(Envelope {
+                request_id: 0,
+                message,
+            })
+            .is_ok()
+    }
+
+    /// Send a request and wait for its reply, within [`PEER_REQUEST_TIMEOUT`]
+    /// in all (queueing included: a full queue is backpressure, not loss).
+    pub async fn call(&self, message: Message) -> Result<Message, PeerError> {
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().expect("pending table poisoned");
+            if pending.len() >= PEER_REQUESTS_IN_FLIGHT {
+                return Err(PeerError::Busy);
+            }
+            pending.insert(request_id, reply_tx);
+        }
+        let exchange = async {
+            self.outbound
+                .send(Envelope {
+                    request_id,
+                    message,
+                })
+                .await
+                .map_err(|_| PeerError::Closed)?;
+            reply_rx.await.map_err(|_| PeerError::Closed)
+        };
+        let result = tokio::time::timeout(PEER_REQUEST_TIMEOUT, exchange).await;
+        // On every exit path the table forgets the id (a late reply is then
+        // logged and dropped by the reader).
+        self.pending
+            .lock()
+            .expect("pending table poisoned")
+            .remove(&request_id);
+        match result {
+            Ok(Ok(Message::Error { code, message })) => Err(PeerError::Remote { code, message }),
+            Ok(reply) => reply,
+            Err(_) => Err(PeerError::Timeout(PEER_REQUEST_TIMEOUT)),
+        }
+    }
+
+    /// Ask the connection to end (it finishes its current frame first).
+    pub fn close(&self) {
+        self.closing.notify_one();
+    }
+
+    fn complete(&self, request_id: u64, reply: Message) -> bool {
+        let waiter = self
+            .pending
+            .lock()
+            .expect("pending table poisoned")
+            .remove(&request_id);
+        match waiter {
+            Some(waiter) => waiter.send(reply).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Run a registered connection until it fails or is closed. Returns why it
+/// ended, for the log.
+pub(super) async fn run(
+    conn: &PeerConnection,
+    reader: SecureReader,
+    writer: SecureWriter,
+    queue: mpsc::Receiver<Envelope>,
+    swim_inbox: mpsc::Sender<Datagram>,
+) -> String {
+    let ended = tokio::select! {
+        _ = conn.closing.notified() => "closed by this node".to_string(),
+        reason = read_loop(conn, reader, &swim_inbox) => reason,
+        reason = write_loop(writer, queue) => reason,
+        reason = keepalive_loop(conn) => reason,
+    };
+    // Dropping the waiters fails every pending call at once.
+    conn.pending.lock().expect("pending table poisoned").clear();
+    ended
+}
+
+async fn read_loop(
+    conn: &PeerConnection,
+    mut reader: SecureReader,
+    swim_inbox: &mpsc::Sender<Datagram>,
+) -> String {
+    loop {
+        let envelope = match reader.recv().await {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return "the peer closed the connection".into(),
+            Err(error) => return error.to_string(),
+        };
+        let Envelope {
+            request_id,
+            message,
+        } = envelope;
+        if message.is_reply() {
+            if request_id == 0 {
+                return format!(
+                    "protocol violation: {} without a request id",
+                    message.kind()
+                );
+            }
+            if !conn.complete(request_id, message) {
+                tracing::debug!(peer = %conn.remote.node.short(), request_id, "reply to a request that already timed out");
+            }
+            continue;
+        }
+        match message {
+            Message::Swim { bytes } => {
+                let datagram = Datagram {
+                    from: conn.remote.node,
+                    bytes,
+                };
+                if swim_inbox.try_send(datagram).is_err() {
+                    tracing::debug!("membership inbox full; dropping a SWIM datagram");
+                }
+            }
+            Message::Ping => {
+                let pong = Envelope {
+                    request_id,
+                    message: Message::Pong,
+                };
+                // Never block the reader on our own writer: that could
+                // deadlock two nodes whose queues are both full. A lost Pong
+                // makes the peer's keepalive fail, which is the right outcome
+                // for a connection that backed up for so long.
+                let _ = conn.outbound.try_send(pong);
+            }
+            Message::PeerHello { .. } => {
+                return "protocol violation: a second PeerHello".into();
+            }
+            other => {
+                let refusal = Envelope {
+                    request_id,
+                    message: Message::Error {
+                        code: ErrorCode::InvalidRequest,
+                        message: format!("{} is not a peer request", other.kind()),
+                    },
+                };
+                let _ = conn.outbound.try_send(refusal);
+            }
+        }
+    }
+}
+
+async fn write_loop(mut writer: SecureWriter, mut queue: mpsc::Receiver<Envelope>) -> String {
+    while let Some(envelope) = queue.recv().await {
+        if let Err(error) = writer.send(&envelope).await {
+            return error.to_string();
+        }
+    }
+    // Unreachable while the connection holds its sender; kept total.
+    let _ = writer.shutdown().await;
+    "queue closed".into()
+}
+
+async fn keepalive_loop(conn: &PeerConnection) -> String {
+    loop {
+        tokio::time::sleep(PEER_KEEPALIVE_INTERVAL).await;
+        match conn.call(Message::Ping).await {
+            Ok(Message::Pong) => {}
+            Ok(other) => return format!("keepalive answered with {}", other.kind()),
+            Err(error) => return format!("keepalive failed: {error}"),
+        }
+    }
+}

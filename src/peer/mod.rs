@@ -1,0 +1,43 @@
+//! Peers: authenticated connections between nodes and SWIM membership
+//! (DESIGN §6, §7).
+//!
+//! - [`Peers`] keeps one multiplexed connection per peer pair, dials with
+//!   jittered exponential backoff and accepts connections whose first
+//!   message is a `PeerHello`.
+//! - [`membership`] runs foca over those connections, keeps the
+//!   [`MemberView`] that `status` (and later placement) reads, and persists
+//!   the member list.
+
+mod backoff;
+mod conn;
+mod identity;
+pub mod membership;
+mod peers;
+
+pub use conn::{Datagram, PeerConnection};
+pub use identity::PeerIdentity;
+pub use membership::{MemberView, MembershipTask, SwimTiming};
+pub use peers::Peers;
+
+use std::time::Duration;
+
+use crate::secure::SecureError;
+use crate::wire::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    #[error("peer refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Secure(#[from] SecureError),
+    #[error("the connection closed")]
+    Closed,
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("too many requests in flight to this peer")]
+    Busy,
+    #[error("the peer answered {code:?}: {message}")]
+    Remote { code: ErrorCode, message: String },
+}
