@@ -7,7 +7,11 @@
 //! - [`single_node`]: the first scenario: one node, crashes at random
 //!   points, torn writes, early syncs, I/O errors and read corruption,
 //!   against a workload whose history the checkers read.
+//! - [`membership`]: 3 to 9 nodes join through one, under partitions,
+//!   holds, crashes, latency and link flaps, plus an intruder without the
+//!   key; after healing every node must see every other alive.
 
 pub mod env;
 pub mod harness;
+pub mod membership;
 pub mod single_node;

@@ -13,8 +13,9 @@
 //! Joining: while no other member is alive, the task dials the seed
 //! addresses (`--bootstrap`, then those of the persisted member list, then
 //! any member it has known) with backoff, and announces itself to whoever
-//! answers. foca stops its own timers when a node is alone, so this loop is
-//! also what brings an isolated node back after a partition. The member list is
+//! answers; while it has peers, it still reaches out to one such address
+//! every few seconds, so clusters that formed apart (after a full restart,
+//! or a partition of a lone node, when foca stops its own timers) merge. The member list is
 //! written to `members.json` in the data dir when it changes, so a restarted
 //! node finds its cluster without a bootstrap flag.
 
@@ -36,6 +37,10 @@ use crate::env::{Env, Random};
 use crate::keys::NodeId;
 use crate::limits::{MEMBERS_MAX, SWIM_PACKET_BYTES_MAX, SWIM_TIMERS_MAX};
 use crate::wire::{MemberState, MemberStatus, Message};
+
+/// While the node has live peers, how often it still dials one known
+/// address whose member it does not see alive.
+const REACH_OUT_EVERY: Duration = Duration::from_secs(5);
 
 /// Name of the persisted member list in the data dir.
 pub const MEMBERS_FILE: &str = "members.json";
@@ -233,6 +238,7 @@ impl MembershipTask {
         let mut join_backoff = Backoff::default();
         let mut join_attempt: Option<tokio::task::JoinHandle<()>> = None;
         let mut next_seed = 0usize;
+        let mut next_reach_out_ms = 0u64;
         tokio::pin!(shutdown);
         loop {
             let now = self.env.clock.unix_ms();
@@ -242,32 +248,40 @@ impl MembershipTask {
                 .next()
                 .map(|(due, _)| due.saturating_sub(now))
                 .unwrap_or(1_000);
-            // Keep dialing seeds while alone, one attempt at a time.
+            // Dial (one at a time) addresses of the cluster that are not
+            // alive in our view: with backoff while alone, and every
+            // REACH_OUT_EVERY otherwise. The second case merges clusters
+            // that formed apart, e.g. when all but one node restarted and
+            // found each other first.
             let lonely = driver.view.alive().is_empty();
-            let candidates = if lonely {
-                self.join_candidates()
+            let due = if lonely {
+                join_backoff.may_dial(now)
             } else {
-                Vec::new()
+                now >= next_reach_out_ms
             };
-            if !candidates.is_empty()
-                && join_attempt.as_ref().is_none_or(|a| a.is_finished())
-                && join_backoff.may_dial(now)
-            {
-                let seed = candidates[next_seed % candidates.len()].clone();
-                next_seed += 1;
-                join_backoff.failed(now, self.env.random_u64());
-                let peers = self.peers.clone();
-                let joined = joined_tx.clone();
-                join_attempt = Some(tokio::spawn(async move {
-                    match peers.dial(&seed, None).await {
-                        Ok(connection) => {
-                            let _ = joined.send(connection.remote().clone()).await;
-                        }
-                        Err(error) => {
-                            tracing::info!(%seed, %error, "cannot join through this address yet")
-                        }
+            let idle = join_attempt.as_ref().is_none_or(|a| a.is_finished());
+            if due && idle {
+                let candidates = self.join_candidates();
+                if !candidates.is_empty() {
+                    let seed = candidates[next_seed % candidates.len()].clone();
+                    next_seed += 1;
+                    if lonely {
+                        join_backoff.failed(now, self.env.random_u64());
                     }
-                }));
+                    next_reach_out_ms = now + REACH_OUT_EVERY.as_millis() as u64;
+                    let peers = self.peers.clone();
+                    let joined = joined_tx.clone();
+                    join_attempt = Some(tokio::spawn(async move {
+                        match peers.dial(&seed, None).await {
+                            Ok(connection) => {
+                                let _ = joined.send(connection.remote().clone()).await;
+                            }
+                            Err(error) => {
+                                tracing::info!(%seed, %error, "cannot reach this cluster address yet")
+                            }
+                        }
+                    }));
+                }
             }
             let wake = Duration::from_millis(next_timer.clamp(1, 250));
             tokio::select! {
@@ -298,14 +312,21 @@ impl MembershipTask {
 }
 
 impl MembershipTask {
-    /// Where a node with no live peer looks for its cluster: the seeds, then
-    /// every member it has known (a healed partition or a restarted cluster
-    /// is found through them).
+    /// Cluster addresses not alive in our view: the seeds, then every
+    /// member known (a healed partition or a restarted cluster is found
+    /// through them).
     fn join_candidates(&self) -> Vec<String> {
-        let mut candidates = self.seeds.clone();
-        for member in self.view.members() {
-            if !candidates.contains(&member.addr) {
-                candidates.push(member.addr);
+        let members = self.view.members();
+        let alive: Vec<&str> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.addr.as_str())
+            .collect();
+        let mut candidates: Vec<String> = Vec::new();
+        let known = self.seeds.iter().chain(members.iter().map(|m| &m.addr));
+        for addr in known {
+            if !alive.contains(&addr.as_str()) && !candidates.contains(addr) {
+                candidates.push(addr.clone());
             }
         }
         candidates

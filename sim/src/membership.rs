@@ -1,0 +1,400 @@
+//! Scenario: a cluster of 3 to 9 nodes forms and heals (issue: Peers).
+//!
+//! Node 0 starts alone; the others join through it (`--bootstrap node0`).
+//! An intruder holding another cluster key tries to join through node 0 the
+//! whole time. During the chaos phase a seed-derived nemesis partitions the
+//! cluster (two sides, or one way), holds links, crashes and restarts nodes,
+//! raises latency and makes links flap (message loss). A restarted node gets
+//! no bootstrap address: it must find the cluster from its persisted member
+//! list (or from members announcing to it). Then everything heals.
+//!
+//! Checks:
+//! - at every step, no node lists the intruder (admission);
+//! - after healing, within [`CONVERGE_WITHIN`] of simulated time, every
+//!   node lists every other node as alive (convergence of membership).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use dfs::keys::{ClusterKey, NodeId};
+use dfs::node::{NodeConfig, Server};
+use dfs::peer::MemberView;
+use dfs::wire::MemberState;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::env::{DiskFaults, sim_env};
+use crate::harness::{Outcome, Trace};
+
+const PORT: u16 = 7400;
+const INTRUDER: &str = "intruder";
+/// After healing, membership must converge within this simulated time. SWIM
+/// needs a few probe rounds plus suspicion timeouts, and a node declared
+/// down needs a periodic announce to come back.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: usize,
+    pub chaos: Duration,
+    /// Mean time between nemesis actions.
+    pub nemesis_every: Duration,
+    pub max_latency: Duration,
+    /// Link flapping (turmoil fail rate per tick), 0 = none.
+    pub fail_rate: f64,
+    pub crashes: bool,
+    pub partitions: bool,
+    pub one_way: bool,
+    pub holds: bool,
+}
+
+impl Config {
+    pub fn derive(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5357_494D);
+        let mut pick = |n: u64| rng.next_u64() % n;
+        Config {
+            nodes: 3 + pick(7) as usize,
+            chaos: Duration::from_secs(20 + pick(20)),
+            nemesis_every: Duration::from_millis(1_000 + pick(4_000)),
+            max_latency: Duration::from_millis([2, 20, 100][pick(3) as usize]),
+            fail_rate: [0.0, 0.0, 0.001, 0.01][pick(4) as usize],
+            crashes: pick(3) != 0,
+            partitions: pick(3) != 0,
+            one_way: pick(2) == 0,
+            holds: pick(2) == 0,
+        }
+    }
+}
+
+pub fn describe(seed: u64) -> String {
+    format!("{:?}", Config::derive(seed))
+}
+
+fn host(i: usize) -> String {
+    format!("node{i}")
+}
+
+fn key(seed: u64, salt: u64) -> ClusterKey {
+    let mut bytes = [0u8; 32];
+    ChaCha8Rng::seed_from_u64(seed ^ salt).fill_bytes(&mut bytes);
+    ClusterKey::from_bytes(bytes)
+}
+
+/// What the harness can see of one node: its view, once started.
+#[derive(Default, Clone)]
+struct Probe {
+    view: Option<Arc<MemberView>>,
+    node: Option<NodeId>,
+    fence: Option<Arc<DiskFaults>>,
+}
+
+type Probes = Rc<RefCell<Vec<Probe>>>;
+
+fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes, name: String) {
+    let probes = probes.clone();
+    let incarnation = Rc::new(RefCell::new(0u64));
+    sim.host(name.clone(), move || {
+        let n = {
+            let mut n = incarnation.borrow_mut();
+            *n += 1;
+            *n - 1
+        };
+        let faults = DiskFaults::new(0, 0);
+        let env = sim_env(
+            seed.wrapping_mul(7_919)
+                .wrapping_add((index as u64) << 32)
+                .wrapping_add(n),
+            faults.clone(),
+        );
+        // Only the first start gets a bootstrap address: a restarted node
+        // must rejoin on its own.
+        let bootstrap = if index != 0 && n == 0 {
+            vec![format!("{}:{PORT}", host(0))]
+        } else {
+            Vec::new()
+        };
+        let config = NodeConfig {
+            data_dir: "/data".into(),
+            listen: format!("0.0.0.0:{PORT}"),
+            bootstrap,
+            advertise: Some(format!("{name}:{PORT}")),
+            cluster_key: key(seed, 0x4B45_5953),
+            swim: Default::default(),
+        };
+        let probes = probes.clone();
+        async move {
+            let server = Server::start(env, config).await?;
+            {
+                let mut probes = probes.borrow_mut();
+                probes[index] = Probe {
+                    view: Some(server.node().members().clone()),
+                    node: Some(server.node_id()),
+                    fence: Some(faults),
+                };
+            }
+            server.run(std::future::pending()).await;
+            Ok(())
+        }
+    });
+}
+
+pub fn run(seed: u64) -> Result<Outcome, String> {
+    let config = Config::derive(seed);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_790_000_000))
+        .enable_random_order()
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(config.max_latency);
+    let mut sim = builder.build();
+    let mut trace = Trace::default();
+    let mut counters: BTreeMap<&'static str, u64> = BTreeMap::new();
+
+    let probes: Probes = Rc::new(RefCell::new(vec![Probe::default(); config.nodes + 1]));
+    let _fence_at_exit = FenceAll(probes.clone());
+    for i in 0..config.nodes {
+        add_node(&mut sim, seed, i, &probes, host(i));
+    }
+    // The intruder bootstraps through node 0 with the wrong key.
+    {
+        let probes = probes.clone();
+        let index = config.nodes;
+        let faults = DiskFaults::new(0, 0);
+        probes.borrow_mut()[index].fence = Some(faults.clone());
+        let env = sim_env(seed ^ 0x1A7B, faults);
+        let config = NodeConfig {
+            data_dir: "/data".into(),
+            listen: format!("0.0.0.0:{PORT}"),
+            bootstrap: vec![format!("{}:{PORT}", host(0))],
+            advertise: Some(format!("{INTRUDER}:{PORT}")),
+            cluster_key: key(seed, 0xBAD),
+            swim: Default::default(),
+        };
+        sim.host(INTRUDER, move || {
+            let (env, config, probes) = (env.clone(), config.clone(), probes.clone());
+            async move {
+                let server = Server::start(env, config).await?;
+                probes.borrow_mut()[index].node = Some(server.node_id());
+                server.run(std::future::pending()).await;
+                Ok(())
+            }
+        });
+    }
+
+    let mut nemesis = ChaCha8Rng::seed_from_u64(seed ^ 0x4E45_4D45);
+    let names: Vec<String> = (0..config.nodes).map(host).collect();
+    let mut crashed: Vec<bool> = vec![false; config.nodes];
+    let chaos_ms = config.chaos.as_millis() as u64;
+    let mut next_action_ms = 5_000u64;
+    if config.fail_rate > 0.0 {
+        sim.set_fail_rate(config.fail_rate);
+    }
+    let step = |sim: &mut turmoil::Sim<'_>| -> Result<(), String> {
+        sim.step()
+            .map(|_| ())
+            .map_err(|e| format!("simulation error: {e}"))
+    };
+    let mut now_ms = 0u64;
+    while now_ms < chaos_ms {
+        step(&mut sim)?;
+        now_ms = sim.elapsed().as_millis() as u64;
+        check_admission(&probes, config.nodes)?;
+        if now_ms < next_action_ms {
+            continue;
+        }
+        next_action_ms =
+            now_ms + 1 + nemesis.next_u64() % (2 * config.nemesis_every.as_millis() as u64);
+        let action = nemesis.next_u64() % 6;
+        let a = (nemesis.next_u64() % config.nodes as u64) as usize;
+        let b = (nemesis.next_u64() % config.nodes as u64) as usize;
+        match action {
+            0 if config.partitions => {
+                // Split into two sides at a random point of a shuffled order.
+                let cut = 1 + (nemesis.next_u64() % (config.nodes as u64 - 1)) as usize;
+                let mut order: Vec<usize> = (0..config.nodes).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, (nemesis.next_u64() % (i as u64 + 1)) as usize);
+                }
+                for &x in &order[..cut] {
+                    for &y in &order[cut..] {
+                        sim.partition(names[x].as_str(), names[y].as_str());
+                    }
+                }
+                *counters.entry("partitions").or_default() += 1;
+                trace.record(&format!(
+                    "{now_ms} partition {:?} | {:?}",
+                    &order[..cut],
+                    &order[cut..]
+                ));
+            }
+            1 if config.partitions && config.one_way && a != b => {
+                sim.partition_oneway(names[a].as_str(), names[b].as_str());
+                *counters.entry("one_way_partitions").or_default() += 1;
+                trace.record(&format!("{now_ms} oneway {a}->{b}"));
+            }
+            2 if config.holds && a != b => {
+                sim.hold(names[a].as_str(), names[b].as_str());
+                *counters.entry("holds").or_default() += 1;
+                trace.record(&format!("{now_ms} hold {a} {b}"));
+            }
+            3 if config.crashes => {
+                if crashed[a] {
+                    sim.bounce(names[a].as_str());
+                    crashed[a] = false;
+                    *counters.entry("restarts").or_default() += 1;
+                    trace.record(&format!("{now_ms} restart {a}"));
+                } else if joined(&probes, a) {
+                    stop(&probes, a);
+                    sim.crash(names[a].as_str());
+                    crashed[a] = true;
+                    *counters.entry("crashes").or_default() += 1;
+                    trace.record(&format!("{now_ms} crash {a}"));
+                }
+            }
+            _ => {
+                heal_links(&sim, &names);
+                trace.record(&format!("{now_ms} heal links"));
+            }
+        }
+    }
+
+    // Heal: links, flapping, crashed nodes.
+    sim.set_fail_rate(0.0);
+    heal_links(&sim, &names);
+    for (i, down) in crashed.iter_mut().enumerate() {
+        if *down {
+            sim.bounce(names[i].as_str());
+            *down = false;
+            *counters.entry("restarts").or_default() += 1;
+        }
+    }
+    let healed_ms = now_ms;
+    loop {
+        step(&mut sim)?;
+        now_ms = sim.elapsed().as_millis() as u64;
+        check_admission(&probes, config.nodes)?;
+        if converged(&probes, config.nodes) {
+            break;
+        }
+        if now_ms - healed_ms > CONVERGE_WITHIN.as_millis() as u64 {
+            return Err(format!(
+                "membership did not converge within {CONVERGE_WITHIN:?} of healing: {}",
+                describe_views(&probes, config.nodes)
+            ));
+        }
+    }
+    let converge_ms = now_ms - healed_ms;
+    trace.record(&format!("converged after {converge_ms} ms"));
+    counters.insert("converge_ms_sum", converge_ms);
+    counters.insert("nodes", config.nodes as u64);
+    Ok(Outcome {
+        trace_hash: trace.finish(),
+        counters,
+    })
+}
+
+fn heal_links(sim: &turmoil::Sim<'_>, names: &[String]) {
+    for a in names {
+        for b in names {
+            if a < b {
+                sim.repair(a.as_str(), b.as_str());
+                sim.release(a.as_str(), b.as_str());
+            }
+        }
+    }
+}
+
+/// Whether node `i` has seen at least one other member (so it has a member
+/// list to rejoin from, or members that will announce to it).
+fn joined(probes: &Probes, i: usize) -> bool {
+    probes.borrow()[i]
+        .view
+        .as_ref()
+        .is_some_and(|v| !v.members().is_empty())
+}
+
+/// Before a crash: fence the disk, and forget the view (a restarted node
+/// publishes a new one once it is up; until then it counts as not converged).
+fn stop(probes: &Probes, i: usize) {
+    let mut probes = probes.borrow_mut();
+    if let Some(fence) = &probes[i].fence {
+        fence.fenced.store(true, Ordering::SeqCst);
+    }
+    probes[i].view = None;
+}
+
+fn check_admission(probes: &Probes, nodes: usize) -> Result<(), String> {
+    let probes = probes.borrow();
+    let Some(intruder) = probes[nodes].node else {
+        return Ok(());
+    };
+    for (i, probe) in probes[..nodes].iter().enumerate() {
+        if let Some(view) = &probe.view
+            && view.members().iter().any(|m| m.node_id == intruder)
+        {
+            return Err(format!(
+                "admission: node{i} lists the intruder, which lacks the cluster key"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn converged(probes: &Probes, nodes: usize) -> bool {
+    let probes = probes.borrow();
+    let ids: Vec<NodeId> = match probes[..nodes].iter().map(|p| p.node).collect() {
+        Some(ids) => ids,
+        None => return false,
+    };
+    probes[..nodes].iter().enumerate().all(|(i, probe)| {
+        let Some(view) = &probe.view else {
+            return false;
+        };
+        let members = view.members();
+        ids.iter().enumerate().all(|(j, id)| {
+            i == j
+                || members
+                    .iter()
+                    .any(|m| m.node_id == *id && m.state == MemberState::Alive)
+        })
+    })
+}
+
+fn describe_views(probes: &Probes, nodes: usize) -> String {
+    let probes = probes.borrow();
+    let mut out = Vec::new();
+    for (i, probe) in probes[..nodes].iter().enumerate() {
+        let members = probe
+            .view
+            .as_ref()
+            .map(|v| {
+                v.members()
+                    .iter()
+                    .map(|m| format!("{}={:?}", m.addr, m.state))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "not started".into());
+        out.push(format!("node{i}[{members}]"));
+    }
+    out.join(" ")
+}
+
+/// Fences every node's disk before the simulation is dropped.
+struct FenceAll(Probes);
+
+impl Drop for FenceAll {
+    fn drop(&mut self) {
+        for probe in self.0.borrow().iter() {
+            if let Some(fence) = &probe.fence {
+                fence.fenced.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
