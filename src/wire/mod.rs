@@ -1,10 +1,10 @@
-//! The dfs wire protocol: how a client and a node (and, later, two nodes)
-//! talk.
+//! The dfs wire protocol: how a client and a node, and two nodes, talk.
 //!
 //! # Participants
 //! A *node* (`dfs-node serve`) listens on TCP. A *client* (the CLI verbs, or
 //! any program using [`client`](crate::client)) connects to one node and
-//! makes requests. Nodes will use the same protocol among themselves.
+//! makes requests, one at a time. Nodes talk to each other over the same
+//! layers on *peer connections* (below).
 //!
 //! # Goals
 //! - Confidentiality and authenticity against anyone without the cluster key
@@ -32,8 +32,8 @@
 //!    postcard(Envelope)`, and an [`Envelope`] is a request id plus a
 //!    [`Message`]. Replies carry the id of their request. Byte fields are
 //!    postcard byte strings (varint length ‖ bytes), never element-by-element
-//!    sequences. Trailing bytes after the envelope are an error, so each
-//!    message has exactly one encoding.
+//!    sequences. Trailing bytes after the envelope and overlong varints are
+//!    errors, so each message has exactly one encoding (fuzzed: `fuzz/`).
 //!
 //! # Requests
 //! | request | replies |
@@ -50,6 +50,24 @@
 //! The client verifies the manifest against the content id and every chunk
 //! against its id before it writes a byte, so a faulty node cannot make a
 //! client accept wrong data.
+//!
+//! # Peer connections
+//! A connection whose first envelope is `PeerHello{identity}` is a peer
+//! connection; the acceptor answers with its own `PeerHello`. The identity's
+//! node id must equal the one the Noise handshake authenticated (else the
+//! connection is refused and the refusal logged). Between two nodes one
+//! connection is used; if both dial at once, both keep the one dialed by
+//! the smaller node id. Then, in both directions and interleaved:
+//!
+//! | message | meaning |
+//! |---|---|
+//! | `Swim{bytes}` (request id 0) | a SWIM datagram in foca's postcard encoding, at most [`SWIM_PACKET_BYTES_MAX`](crate::limits::SWIM_PACKET_BYTES_MAX); its header's sender must be the connection's node |
+//! | `Ping` -> `Pong` | keepalive, every [`PEER_KEEPALIVE_INTERVAL`](crate::limits::PEER_KEEPALIVE_INTERVAL); no `Pong` within the request timeout ends the connection |
+//!
+//! Request ids are chosen by the sender of a request; a message that is a
+//! reply (`Message::is_reply`) is matched against the receiver's own pending
+//! requests, so the two directions never collide. A request a node does not
+//! serve on a peer connection is answered `Error{InvalidRequest}`.
 //!
 //! A round trip in code (an envelope survives encode and decode unchanged):
 //! ```
@@ -76,6 +94,7 @@ mod tests {
     use crate::cas::ContentId;
     use crate::keys::NodeId;
     use crate::meta::{VersionId, VersionRecord, VersionSelector};
+    use crate::peer::PeerIdentity;
 
     fn record(content: Option<ContentId>) -> VersionRecord {
         VersionRecord {
@@ -203,6 +222,24 @@ mod tests {
                     message: "no file named a.txt".into(),
                 },
             ),
+            (
+                "peer_hello",
+                Message::PeerHello {
+                    identity: PeerIdentity {
+                        node: NodeId([0x33; 32]),
+                        addr: "127.0.0.1:7400".into(),
+                        bump: 1_790_000_000_000,
+                    },
+                },
+            ),
+            (
+                "swim",
+                Message::Swim {
+                    bytes: vec![1, 2, 3],
+                },
+            ),
+            ("ping", Message::Ping),
+            ("pong", Message::Pong),
         ]
     }
 

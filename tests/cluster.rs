@@ -1,0 +1,289 @@
+#![allow(clippy::disallowed_methods)] // Real processes: these tests wait on the real clock.
+//! Real `dfs-node` processes on 127.0.0.1 forming a cluster: joining through
+//! a bootstrap address, failure detection after `kill -9`, rejoining from
+//! the persisted member list, refusal of a node with another cluster key,
+//! and hostile bytes on the port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dfs-node");
+/// Failure detection settings given to every node of these tests.
+const PROBE_INTERVAL_MS: u64 = 500;
+const SUSPECT_TIMEOUT_MS: u64 = 1500;
+/// How long a crashed member may take to be seen as down by every other
+/// node: a full probe round over the other members, the suspicion timeout,
+/// and a few gossip rounds to spread the verdict.
+const DETECTION_BUDGET: Duration =
+    Duration::from_millis(PROBE_INTERVAL_MS * 5 + SUSPECT_TIMEOUT_MS + 2_000);
+
+struct Node {
+    child: Child,
+    addr: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Start `serve` on `listen` with extra arguments; waits for the
+    /// "listening on" line.
+    fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("log");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--probe-interval-ms",
+                &PROBE_INTERVAL_MS.to_string(),
+                "--suspect-timeout-ms",
+                &SUSPECT_TIMEOUT_MS.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start dfs-node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+            .to_string();
+        Node {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// `status --json`, or None if the node does not answer.
+    fn status(&self) -> Option<Value> {
+        let output = Command::new(BIN)
+            .args(["status", "--json", "--node", &self.addr, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// The state this node reports for the member listening at `addr`.
+    fn state_of(&self, addr: &str) -> Option<String> {
+        let status = self.status()?;
+        status["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["addr"] == addr)
+            .map(|m| m["state"].as_str().unwrap().to_string())
+    }
+
+    fn alive_count(&self) -> usize {
+        self.status()
+            .and_then(|s| {
+                s["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["state"] == "alive").count())
+            })
+            .unwrap_or(0)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Poll `condition` every 100 ms until it holds or `within` passes; returns
+/// the time it took.
+fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
+    let first = Node::start(&root.join("n0"), "127.0.0.1:0", &[]);
+    let key = root.join("n0").join("cluster.key");
+    let mut nodes = vec![first];
+    for i in 1..size {
+        let node = Node::start(
+            &root.join(format!("n{i}")),
+            "127.0.0.1:0",
+            &[
+                "--bootstrap",
+                &nodes[0].addr.clone(),
+                "--cluster-key-file",
+                key.to_str().unwrap(),
+            ],
+        );
+        nodes.push(node);
+    }
+    nodes
+}
+
+#[test]
+fn five_nodes_join_detect_a_kill_and_take_the_restarted_node_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 5);
+    let joined = wait_until(Duration::from_secs(30), "all 5 alive on every node", || {
+        nodes.iter().all(|n| n.alive_count() == 5)
+    });
+    eprintln!("5 nodes joined in {joined:?}");
+
+    let victim = 3;
+    let victim_addr = nodes[victim].addr.clone();
+    nodes[victim].kill_9();
+    let detected = wait_until(
+        DETECTION_BUDGET,
+        "every other node sees the killed node as down",
+        || {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != victim)
+                .all(|(_, n)| n.state_of(&victim_addr).as_deref() == Some("down"))
+        },
+    );
+    eprintln!(
+        "kill -9 seen as down by all 4 others after {detected:?} (probe {PROBE_INTERVAL_MS} ms, suspicion {SUSPECT_TIMEOUT_MS} ms, budget {DETECTION_BUDGET:?})"
+    );
+
+    // Restart on the same port, with no bootstrap address: it must find the
+    // cluster from its persisted member list.
+    let data_dir = nodes[victim].data_dir.clone();
+    nodes[victim] = Node::start(&data_dir, &victim_addr, &[]);
+    let back = wait_until(
+        Duration::from_secs(30),
+        "restarted node alive again everywhere",
+        || nodes.iter().all(|n| n.alive_count() == 5),
+    );
+    eprintln!("restarted node seen alive by all after {back:?}");
+    assert!(
+        nodes[0].log_text().contains("member restarted or rejoined")
+            || nodes[0].log_text().contains("member joined"),
+        "node 0 logged no rejoin"
+    );
+}
+
+#[test]
+fn a_node_with_another_cluster_key_is_refused_and_never_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), 2);
+    wait_until(Duration::from_secs(20), "2 nodes alive", || {
+        nodes.iter().all(|n| n.alive_count() == 2)
+    });
+    // Its own data dir, so it generates its own (different) cluster key.
+    let intruder = Node::start(
+        &dir.path().join("intruder"),
+        "127.0.0.1:0",
+        &["--bootstrap", &nodes[0].addr],
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "node 0 logs the refused handshake",
+        || nodes[0].log_text().contains("handshake refused"),
+    );
+    sleep(Duration::from_secs(2));
+    for node in &nodes {
+        let status = node.status().unwrap();
+        assert_eq!(
+            status["members"].as_array().unwrap().len(),
+            2,
+            "the intruder appears in a member list: {status}"
+        );
+    }
+    assert_eq!(
+        intruder.status().unwrap()["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        intruder
+            .log_text()
+            .contains("does not share this cluster key"),
+        "the intruder's log does not say why it cannot join"
+    );
+}
+
+#[test]
+fn garbage_and_oversize_prefixes_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), 2);
+    let node = &nodes[0];
+    // Random bytes.
+    let mut garbage = TcpStream::connect(&node.addr).unwrap();
+    let mut bytes = vec![0u8; 70_000];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0];
+    }
+    let _ = garbage.write_all(&bytes);
+    // The largest handshake length prefix, then a u32::MAX "frame" prefix,
+    // then silence (a slowloris holding the connection open).
+    let mut slow = TcpStream::connect(&node.addr).unwrap();
+    slow.write_all(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    // A connection that sends nothing at all.
+    let _idle = TcpStream::connect(&node.addr).unwrap();
+
+    // Meanwhile the node serves normally.
+    for _ in 0..3 {
+        let status = node
+            .status()
+            .expect("node stops serving under hostile input");
+        assert_eq!(status["members"].as_array().unwrap().len(), 2);
+    }
+    // The garbage connection was closed by the node.
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut sink = [0u8; 1024];
+    let closed = loop {
+        match garbage.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the node kept a garbage connection open");
+    wait_until(
+        Duration::from_secs(20),
+        "the slowloris connection is dropped with a logged reason",
+        || nodes[0].log_text().matches("handshake refused").count() >= 2,
+    );
+    assert!(node.status().is_some(), "the node died");
+}
