@@ -20,7 +20,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{PeerError, PeerIdentity};
 use crate::keys::NodeId;
-use crate::limits::{PEER_KEEPALIVE_INTERVAL, PEER_REQUEST_TIMEOUT, PEER_REQUESTS_IN_FLIGHT};
+use crate::limits::{
+    PEER_KEEPALIVE_INTERVAL, PEER_REQUEST_TIMEOUT, PEER_REQUESTS_IN_FLIGHT, SWIM_PACKET_BYTES_MAX,
+};
 use crate::secure::{SecureReader, SecureWriter};
 use crate::wire::{Envelope, ErrorCode, Message};
 
@@ -191,6 +193,14 @@ async fn read_loop(
         }
         match message {
             Message::Swim { bytes } => {
+                // The inbox holds SWIM_INBOX datagrams: each must be small,
+                // or a hostile peer could park gigabytes in it.
+                if bytes.len() > SWIM_PACKET_BYTES_MAX {
+                    return format!(
+                        "protocol violation: a {}-byte SWIM datagram (limit {SWIM_PACKET_BYTES_MAX})",
+                        bytes.len()
+                    );
+                }
                 let datagram = Datagram {
                     from: conn.remote.node,
                     bytes,
