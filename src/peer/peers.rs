@@ -190,14 +190,7 @@ impl Peers {
                 expected.short()
             )));
         }
-        secure
-            .send(&Envelope {
-                request_id: 0,
-                message: Message::PeerHello {
-                    identity: self.identity(),
-                },
-            })
-            .await?;
+        secure.send(&self.hello()).await?;
         let identity = match secure.expect().await?.message {
             Message::PeerHello { identity } => identity,
             other => {
@@ -220,16 +213,19 @@ impl Peers {
         hello: PeerIdentity,
     ) -> Result<(), PeerError> {
         self.check_hello(&secure, &hello)?;
-        secure
-            .send(&Envelope {
-                request_id: 0,
-                message: Message::PeerHello {
-                    identity: self.identity(),
-                },
-            })
-            .await?;
+        secure.send(&self.hello()).await?;
         let dialer = hello.node;
         self.register(secure, hello, dialer).map(|_| ())
+    }
+
+    /// Our `PeerHello`, the first message each way on a peer connection.
+    fn hello(&self) -> Envelope {
+        Envelope {
+            request_id: 0,
+            message: Message::PeerHello {
+                identity: self.identity(),
+            },
+        }
     }
 
     fn check_hello(&self, secure: &SecureStream, hello: &PeerIdentity) -> Result<(), PeerError> {
