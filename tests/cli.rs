@@ -1,7 +1,7 @@
 //! The built `dfs-node` binary, for real: a node on a 127.0.0.1 port and the
 //! CLI verbs against it, as a user would run them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -9,7 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dfs-node");
+mod common;
+
+use common::BIN;
 
 /// A running `dfs-node serve`, stopped (SIGTERM) on drop.
 struct Node {
@@ -20,24 +22,8 @@ struct Node {
 
 impl Node {
     fn start(data_dir: &Path) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dfs-node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next());
-        let addr = addr
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-            .to_string();
+        let (child, addr) =
+            common::spawn_serve(data_dir, &["--listen", "127.0.0.1:0"], Stdio::null());
         Node {
             child,
             addr,

@@ -4,16 +4,18 @@
 //! the persisted member list, refusal of a node with another cluster key,
 //! and hostile bytes on the port.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dfs-node");
+mod common;
+
+use common::BIN;
 /// Failure detection settings given to every node of these tests.
 const PROBE_INTERVAL_MS: u64 = 500;
 const SUSPECT_TIMEOUT_MS: u64 = 1500;
@@ -36,30 +38,19 @@ impl Node {
     fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--probe-interval-ms",
-                &PROBE_INTERVAL_MS.to_string(),
-                "--suspect-timeout-ms",
-                &SUSPECT_TIMEOUT_MS.to_string(),
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start dfs-node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-            .to_string();
+        let probe = PROBE_INTERVAL_MS.to_string();
+        let suspect = SUSPECT_TIMEOUT_MS.to_string();
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--probe-interval-ms",
+            &probe,
+            "--suspect-timeout-ms",
+            &suspect,
+        ];
+        args.extend_from_slice(extra);
+        let stderr = std::fs::File::create(&log).unwrap();
+        let (child, addr) = common::spawn_serve(data_dir, &args, stderr.into());
         Node {
             child,
             addr,

@@ -82,16 +82,6 @@ impl Peers {
         self.state.lock().expect("peer state poisoned")
     }
 
-    /// The live connection to `node`, if any.
-    pub fn connection(&self, node: &NodeId) -> Option<Arc<PeerConnection>> {
-        self.state().connections.get(node).cloned()
-    }
-
-    /// Nodes with a live connection.
-    pub fn connected(&self) -> Vec<NodeId> {
-        self.state().connections.keys().copied().collect()
-    }
-
     /// Send a loss-tolerant message (a SWIM datagram) to `to`, dialing it in
     /// the background when there is no connection. Never waits: with a full
     /// queue, a dial in backoff or a full dial backlog, the message is

@@ -380,11 +380,6 @@ impl SecureWriter {
 }
 
 impl SecureReader {
-    /// The peer's identity, from its static key.
-    pub fn remote(&self) -> NodeId {
-        self.remote
-    }
-
     /// Read one record into `plaintext`. `Ok(false)` on a clean close
     /// between records.
     async fn read_record(&mut self) -> Result<bool, SecureError> {

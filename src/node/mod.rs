@@ -1,0 +1,349 @@
+//! The node: wires the store, the index and the network together, and serves
+//! the protocol of [`wire`](crate::wire).
+//!
+//! [`Server::start`] opens the data dir (identity, chunk store, version
+//! index) and binds the listen address; [`Server::run`] accepts connections
+//! until its shutdown future completes, then drains in-flight requests for
+//! at most [`SHUTDOWN_DRAIN_TIMEOUT`].
+//!
+//! Every inbound connection starts with the Noise handshake. If its first
+//! message is a `PeerHello`, it is a node and the connection moves to the
+//! [`Peers`] registry; otherwise it is a client and is served here. The
+//! membership task ([`MembershipTask`]) runs beside the accept loop and
+//! leaves the cluster at shutdown. The client requests themselves are in
+//! `requests.rs`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::env::{BoxStream, Env, Listener};
+use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
+use crate::limits::{CONNECTIONS_MAX, SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
+use crate::meta::{Hlc, IndexError, VersionIndex};
+use crate::peer::membership::load_member_addrs;
+use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
+use crate::secure::{Role, handshake};
+use crate::store::{ChunkStore, StoreError};
+use crate::wire::Message;
+
+mod requests;
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// `host:port` to listen on (`:0` picks a free port).
+    pub listen: String,
+    /// Addresses of existing members to join through. Without them (and
+    /// without a persisted member list) the node starts a cluster of one.
+    pub bootstrap: Vec<String>,
+    /// The address other nodes dial to reach this one; defaults to the bound
+    /// listen address (set it when listening on `0.0.0.0`).
+    pub advertise: Option<String>,
+    pub cluster_key: ClusterKey,
+    pub swim: SwimTiming,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot open the chunk store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot open the version index: {0}")]
+    Index(#[from] IndexError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create data dir {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data dir {dir} is in use by another dfs-node process ({source})")]
+    Locked {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by all connections of one node.
+#[derive(Debug)]
+pub struct Node {
+    env: Env,
+    identity: StaticKeypair,
+    cluster_key: ClusterKey,
+    store: Arc<ChunkStore>,
+    index: Arc<VersionIndex>,
+    hlc: Mutex<Hlc>,
+    listen: String,
+    peers: Arc<Peers>,
+    members: Arc<MemberView>,
+    _lock: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// A started node: its state and its bound listener.
+pub struct Server {
+    node: Arc<Node>,
+    listener: Box<dyn Listener>,
+    membership: MembershipTask,
+}
+
+impl Server {
+    /// Open the data dir and bind. Creates the identity on first start.
+    pub async fn start(env: Env, config: NodeConfig) -> Result<Self, NodeError> {
+        let opened = {
+            let env = env.clone();
+            let config = config.clone();
+            env.clone()
+                .blocking(move || -> Result<_, NodeError> {
+                    crate::env::create_dir_durably(env.disk.as_ref(), &config.data_dir).map_err(
+                        |source| NodeError::DataDir {
+                            dir: config.data_dir.clone(),
+                            source,
+                        },
+                    )?;
+                    let lock = env
+                        .disk
+                        .lock_exclusive(&config.data_dir.join("LOCK"))
+                        .map_err(|source| NodeError::Locked {
+                            dir: config.data_dir.clone(),
+                            source,
+                        })?;
+                    let identity = StaticKeypair::load_or_create(&env, &config.data_dir)?;
+                    let store =
+                        ChunkStore::open(env.clone(), &config.data_dir, &config.cluster_key)?;
+                    let index = VersionIndex::open(&env, &config.data_dir.join("meta.redb"))?;
+                    let max_vid = index.max_vid()?;
+                    Ok((lock, identity, store, index, max_vid))
+                })
+                .await?
+        };
+        let (lock, identity, store, index, max_vid) = opened;
+        let mut hlc = Hlc::new(identity.node_id());
+        if let Some(vid) = max_vid {
+            hlc.observe(&vid);
+        }
+        let listener = env
+            .net
+            .bind(&config.listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let listen = listener
+            .local_addr()
+            .unwrap_or_else(|_| config.listen.clone());
+        let usage = store.usage();
+        tracing::info!(
+            node = %identity.node_id().short(), %listen, data_dir = %config.data_dir.display(),
+            blobs = usage.blobs, bytes = usage.bytes, "node started"
+        );
+        let advertise = config.advertise.clone().unwrap_or_else(|| listen.clone());
+        if advertise.starts_with("0.0.0.0:") || advertise.starts_with("[::]:") {
+            tracing::warn!(%advertise, "other nodes cannot dial a wildcard address; set --advertise");
+        }
+        let me = PeerIdentity {
+            node: identity.node_id(),
+            addr: advertise,
+            bump: env.clock.unix_ms(),
+        };
+        let (swim_tx, swim_rx) = tokio::sync::mpsc::channel(SWIM_INBOX);
+        let peers = Peers::new(
+            env.clone(),
+            identity.clone(),
+            config.cluster_key.clone(),
+            me,
+            swim_tx,
+        );
+        let members = Arc::new(MemberView::default());
+        let mut seeds = config.bootstrap.clone();
+        let persisted = {
+            let env = env.clone();
+            let data_dir = config.data_dir.clone();
+            env.clone()
+                .blocking(move || load_member_addrs(&env, &data_dir))
+                .await
+        };
+        for addr in persisted {
+            if !seeds.contains(&addr) {
+                seeds.push(addr);
+            }
+        }
+        if !seeds.is_empty() {
+            tracing::info!(?seeds, "joining a cluster");
+        }
+        let membership = MembershipTask {
+            env: env.clone(),
+            peers: peers.clone(),
+            view: members.clone(),
+            inbox: swim_rx,
+            seeds,
+            data_dir: config.data_dir.clone(),
+            timing: config.swim,
+        };
+        let node = Node {
+            env,
+            identity,
+            cluster_key: config.cluster_key,
+            store: Arc::new(store),
+            index: Arc::new(index),
+            hlc: Mutex::new(hlc),
+            listen,
+            peers,
+            members,
+            _lock: lock,
+        };
+        Ok(Self {
+            node: Arc::new(node),
+            listener,
+            membership,
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node.identity.node_id()
+    }
+
+    /// The address actually bound (with the real port when `:0` was asked).
+    pub fn local_addr(&self) -> &str {
+        &self.node.listen
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serve until `shutdown` completes, then stop accepting, let in-flight
+    /// requests finish (bounded by [`SHUTDOWN_DRAIN_TIMEOUT`]) and return.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // Each connection may hold a few chunk buffers; the semaphore bounds
+        // memory and file handles (see CONNECTIONS_MAX).
+        let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+        let mut connections = JoinSet::new();
+        let (stop_membership, mut membership_stopped) = tokio::sync::watch::channel(false);
+        let membership = tokio::spawn(self.membership.run(async move {
+            let _ = membership_stopped.changed().await;
+        }));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let node = self.node.clone();
+                            connections.spawn(async move {
+                                node.serve_connection(stream, peer).await;
+                                drop(slot);
+                            });
+                        }
+                        Err(_) => tracing::warn!(%peer, limit = CONNECTIONS_MAX, "connection limit reached; refusing a connection"),
+                    },
+                    Err(error) => {
+                        // Typically out of file descriptors: back off rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(error) = joined {
+                        tracing::error!(%error, "a connection task failed");
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        // Tell the cluster we are leaving before the connections go.
+        let _ = stop_membership.send(true);
+        if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, membership)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the membership task did not stop in time");
+        }
+        self.node.peers.shutdown().await;
+        tracing::info!(
+            in_flight = connections.len(),
+            "stopping: draining in-flight requests"
+        );
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish in time; aborting them");
+            connections.abort_all();
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+impl Node {
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    pub fn index(&self) -> &Arc<VersionIndex> {
+        &self.index
+    }
+
+    /// Membership as this node sees it (other members only).
+    pub fn members(&self) -> &Arc<MemberView> {
+        &self.members
+    }
+
+    async fn serve_connection(self: Arc<Self>, stream: BoxStream, peer: String) {
+        let mut secure = match handshake(
+            &self.env,
+            stream,
+            Role::Responder,
+            &self.identity,
+            &self.cluster_key,
+        )
+        .await
+        {
+            Ok(secure) => secure,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "handshake refused");
+                return;
+            }
+        };
+        let mut first = true;
+        loop {
+            let envelope = match secure.recv().await {
+                Ok(Some(envelope)) => envelope,
+                Ok(None) => break,
+                Err(error) => {
+                    // Undecodable or oversize input, a bad record, a timeout:
+                    // this connection ends, nothing else is affected.
+                    tracing::info!(%peer, %error, "closing a connection");
+                    break;
+                }
+            };
+            if first && let Message::PeerHello { identity } = envelope.message {
+                let node = identity.node;
+                if let Err(error) = self.peers.accept(secure, identity).await {
+                    tracing::warn!(%peer, node = %node.short(), %error, "peer connection refused");
+                }
+                return;
+            }
+            first = false;
+            if let Err(error) = self.handle(&mut secure, envelope).await {
+                tracing::debug!(%peer, %error, "connection closed while serving a request");
+                break;
+            }
+        }
+    }
+}
