@@ -208,6 +208,10 @@ struct Driver {
     timer_sequence: u64,
     data_dir: PathBuf,
     persisted: Vec<PersistedMember>,
+    /// Members we hold suspect, with the incarnation suspected and since
+    /// when (unix ms): see [`Driver::expire_stale_suspicions`].
+    suspected_since: BTreeMap<PeerIdentity, (foca::Incarnation, u64)>,
+    suspect_to_down: Duration,
 }
 
 impl MembershipTask {
@@ -231,6 +235,8 @@ impl MembershipTask {
             timer_sequence: 0,
             data_dir: self.data_dir.clone(),
             persisted: Vec::new(),
+            suspected_since: BTreeMap::new(),
+            suspect_to_down: self.timing.suspect_to_down,
         };
         driver.flush().await;
 
@@ -296,6 +302,7 @@ impl MembershipTask {
                 }
                 _ = tokio::time::sleep(wake) => driver.fire_due_timers(),
             }
+            driver.expire_stale_suspicions();
             driver.flush().await;
         }
         if let Some(attempt) = join_attempt {
@@ -365,6 +372,56 @@ impl Driver {
             if let Err(error) = self.swim.handle_timer(timer, &mut self.runtime) {
                 tracing::debug!(%error, "SWIM timer");
             }
+        }
+    }
+
+    /// Declare down a member whose suspicion nobody refuted within twice
+    /// the suspicion timeout.
+    ///
+    /// foca runs the suspicion timeout only on the member whose probe
+    /// failed. A member that learned the suspicion by gossip keeps it until
+    /// the suspect refutes it, and the suspect refutes only if the gossip
+    /// reaches it; when the prober then restarted or renewed its identity
+    /// (its timers are void) and the gossip's transmissions were spent
+    /// inside a partition, the suspect stayed "suspect" forever while it
+    /// answered every probe (simulation seed 1047). The SWIM paper has every
+    /// member that holds a suspicion time it out; this does that, with a
+    /// margin so the prober's own timer normally acts first. Down makes the
+    /// member hear `TurnUndead` and rejoin under a new identity.
+    fn expire_stale_suspicions(&mut self) {
+        let now = self.env.clock.unix_ms();
+        let limit = 2 * self.suspect_to_down.as_millis() as u64;
+        let mut stale = Vec::new();
+        let mut suspected = BTreeMap::new();
+        for member in self.swim.iter_membership_state().take(MEMBERS_MAX) {
+            if member.state() != foca::State::Suspect {
+                continue;
+            }
+            let since = match self.suspected_since.get(member.id()) {
+                Some(&(incarnation, since)) if incarnation == member.incarnation() => since,
+                _ => now,
+            };
+            if now.saturating_sub(since) >= limit {
+                stale.push(member.clone());
+            } else {
+                suspected.insert(member.id().clone(), (member.incarnation(), since));
+            }
+        }
+        self.suspected_since = suspected;
+        if stale.is_empty() {
+            return;
+        }
+        for member in &stale {
+            tracing::info!(
+                peer = %member.id().node.short(), addr = %member.id().addr,
+                "a suspicion was never refuted; declaring the member down"
+            );
+        }
+        let down = stale
+            .into_iter()
+            .map(|m| foca::Member::new(m.id().clone(), m.incarnation(), foca::State::Down));
+        if let Err(error) = self.swim.apply_many(down, true, &mut self.runtime) {
+            tracing::debug!(%error, "declaring stale suspects down");
         }
     }
 
