@@ -12,7 +12,7 @@ use crate::cas::{ChunkId, ContentId, Manifest};
 use crate::env::Env;
 use crate::keys::{ClusterKey, StaticKeypair};
 use crate::limits::{CONNECT_TIMEOUT, PUT_DATA_FRAME_BYTES};
-use crate::meta::{VersionRecord, VersionSelector};
+use crate::meta::{VersionId, VersionRecord, VersionSelector};
 use crate::secure::{Role, SecureError, SecureStream, handshake};
 use crate::wire::{Envelope, ErrorCode, GetTarget, Message, StatusReport};
 
@@ -184,11 +184,30 @@ impl Client {
         sink: &mut (impl AsyncWrite + Unpin),
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Fetched, ClientError> {
+        self.get_with(target, version, false, sink, progress).await
+    }
+
+    /// [`Client::get`], and with `quorum` the node serves the greatest
+    /// current version a majority of the cluster knows (by name only).
+    pub async fn get_with(
+        &mut self,
+        target: GetTarget,
+        version: Option<VersionSelector>,
+        quorum: bool,
+        sink: &mut (impl AsyncWrite + Unpin),
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Fetched, ClientError> {
         let asked_content = match &target {
             GetTarget::Content(content) => Some(*content),
             GetTarget::Name(_) => None,
         };
-        let id = self.send(Message::Get { target, version }).await?;
+        let id = self
+            .send(Message::Get {
+                target,
+                version,
+                quorum,
+            })
+            .await?;
         let (record, content, manifest) = match self.reply(id).await? {
             Message::GetStart {
                 record,
@@ -277,6 +296,43 @@ impl Client {
             .await?
         {
             Message::History { records, truncated } => Ok((records, truncated)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Keep the newest `keep` versions of `name`. Returns the new floor and
+    /// how many versions were dropped.
+    pub async fn prune(
+        &mut self,
+        name: &str,
+        keep: u32,
+    ) -> Result<(Option<VersionId>, u64), ClientError> {
+        match self
+            .call(Message::Prune {
+                name: name.to_string(),
+                keep,
+            })
+            .await?
+        {
+            Message::Pruned { floor, removed } => Ok((floor, removed)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Make `version`'s content current again; returns the new version.
+    pub async fn restore(
+        &mut self,
+        name: &str,
+        version: VersionSelector,
+    ) -> Result<VersionRecord, ClientError> {
+        match self
+            .call(Message::Restore {
+                name: name.to_string(),
+                version,
+            })
+            .await?
+        {
+            Message::PutDone { record } => Ok(record),
             other => Err(unexpected(&other)),
         }
     }

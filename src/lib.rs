@@ -15,10 +15,14 @@
 //! - [`keys`]: node identity and cluster key files.
 //! - [`decode_checks`]: the properties fuzzing checks on every decoder.
 //! - [`peer`]: connections between nodes and SWIM membership (foca).
+//! - [`placement`]: rendezvous hashing: which nodes hold a blob.
+//! - [`cluster`]: replication: quorum writes of blobs and records, reads
+//!   with repair, anti-entropy.
 //! - [`node`]: the server; [`client`]: its client, used by the CLI and tests.
 
 pub mod cas;
 pub mod client;
+pub mod cluster;
 pub mod decode_checks;
 pub mod env;
 pub mod keys;
@@ -26,6 +30,7 @@ pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod peer;
+pub mod placement;
 pub mod secure;
 pub mod store;
 pub mod wire;

@@ -86,6 +86,11 @@ pub const PEER_REQUESTS_IN_FLIGHT: usize = 256;
 /// resends what matters, so a few suffice (the announce that starts a join).
 pub const PEER_DIAL_BACKLOG: usize = 16;
 
+/// Peer requests (blob stores and fetches, index merges) one connection
+/// serves at once: each may hold a blob, so this bounds memory per peer
+/// (8 x 4 MiB) while letting a coordinator's pipelined chunks overlap.
+pub const PEER_HANDLERS_PER_CONNECTION: usize = 8;
+
 /// A peer connection with no traffic sends a `Ping` this often, well inside
 /// [`IO_TIMEOUT`], so a healthy idle connection never times out and a dead
 /// one is noticed within one ping timeout.
@@ -119,3 +124,37 @@ pub const SWIM_INBOX: usize = 1024;
 /// SWIM timers pending at once. foca keeps a handful per probe period; the
 /// bound only guards against a logic error turning into unbounded memory.
 pub const SWIM_TIMERS_MAX: usize = 4096;
+
+/// A version id more than this far ahead of the local clock is still merged
+/// but not followed by the local hybrid clock: one peer with a broken clock
+/// must not push every later version id into the future.
+pub const CLOCK_SKEW_MAX: Duration = Duration::from_secs(3600);
+
+/// Bytes of record keys (or records) one anti-entropy message carries,
+/// counted as name length + [`SYNC_ENTRY_OVERHEAD`] each. Half a frame: a
+/// record encodes to less than twice its key, so the records fetched for
+/// one batch of keys fit in one reply frame. A larger difference takes
+/// more rounds.
+pub const SYNC_BATCH_BYTES: usize = FRAME_BYTES_MAX / 2;
+
+/// Budgeted bytes per key besides its name (a version id is 44 bytes).
+pub const SYNC_ENTRY_OVERHEAD: usize = 64;
+
+/// How often a node compares its index with one random alive peer.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the repair loop scans the local store.
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Blobs one repair round examines (and ids in one `HasBlobs`, 32 bytes
+/// each); a larger store is covered over several rounds.
+pub const REPAIR_BATCH: usize = 4096;
+
+/// Blob copies one repair round sends: the rate limit that keeps repair
+/// from crowding out client traffic (at most 64 x 4 MiB per round).
+pub const REPAIR_COPIES_PER_ROUND: usize = 64;
+
+/// A blob no retained version references is deleted only after it has
+/// been seen unreferenced for this long (a put in flight stores its chunks
+/// before its version exists).
+pub const GC_GRACE: Duration = Duration::from_secs(600);

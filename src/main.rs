@@ -19,6 +19,7 @@ use dfs::keys::{CLUSTER_KEY_FILE, ClusterKey};
 use dfs::meta::{VersionRecord, VersionSelector};
 use dfs::node::{NodeConfig, Server};
 use dfs::peer::SwimTiming;
+use dfs::placement::Replication;
 use dfs::wire::{GetTarget, MemberState, StatusReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -77,6 +78,13 @@ enum Command {
         /// before it is declared down.
         #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
         suspect_timeout_ms: u64,
+        /// Copies kept of each chunk (R).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        replicas: u16,
+        /// Nodes that must hold a chunk or a version durably before a put
+        /// is acknowledged (W, 1 <= W <= R).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        write_quorum: u16,
     },
     /// Store a file (PATH `-` reads stdin and needs --name).
     Put {
@@ -94,6 +102,10 @@ enum Command {
         /// A version id from `versions`.
         #[arg(long)]
         version: Option<String>,
+        /// Serve the newest version a majority of the cluster knows, not
+        /// just what this node has seen (by name, without --version).
+        #[arg(long)]
+        quorum: bool,
     },
     /// Delete a file (a new, tombstone version; history is kept).
     Rm { name: String },
@@ -101,6 +113,19 @@ enum Command {
     Ls,
     /// A file's versions, newest first.
     Versions { name: String },
+    /// Forget all but the newest KEEP versions of a file, on every node.
+    Prune {
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        keep: u32,
+    },
+    /// Make an earlier version's content current again (as a new version).
+    Restore {
+        name: String,
+        /// A version id from `versions`.
+        #[arg(long)]
+        version: String,
+    },
     /// This node, its members and its storage use.
     Status,
 }
@@ -152,7 +177,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             cluster_key_file,
             probe_interval_ms,
             suspect_timeout_ms,
+            replicas,
+            write_quorum,
         } => {
+            let replication = Replication::new(usize::from(*replicas), usize::from(*write_quorum))
+                .map_err(|e| Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(e),
+                })?;
             let probe_period = Duration::from_millis(*probe_interval_ms);
             let swim = SwimTiming {
                 probe_period,
@@ -167,6 +199,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 advertise: advertise.clone(),
                 cluster_key_file: cluster_key_file.as_deref(),
                 swim,
+                replication,
             };
             serve(&env, &cli, options).await
         }
@@ -175,7 +208,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             target,
             output,
             version,
-        } => get(&env, &cli, target, output.as_deref(), version.as_deref()).await,
+            quorum,
+        } => {
+            let request = GetRequest {
+                target,
+                output: output.as_deref(),
+                version: version.as_deref(),
+                quorum: *quorum,
+            };
+            get(&env, &cli, request).await
+        }
         Command::Rm { name } => {
             let record = connect(&env, &cli).await?.remove(name).await?;
             if cli.json {
@@ -221,6 +263,38 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             warn_truncated(truncated);
+            Ok(())
+        }
+        Command::Prune { name, keep } => {
+            let (floor, removed) = connect(&env, &cli).await?.prune(name, *keep).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"name": name, "removed": removed, "floor": floor.map(|f| f.to_string())})
+                );
+            } else if removed == 0 {
+                println!("{name} has {keep} or fewer versions; nothing pruned");
+            } else {
+                println!("pruned {removed} old versions of {name}");
+            }
+            Ok(())
+        }
+        Command::Restore { name, version } => {
+            let version = version.parse::<VersionSelector>().map_err(|e| Failure {
+                code: 2,
+                error: anyhow::anyhow!(e),
+            })?;
+            let record = connect(&env, &cli).await?.restore(name, version).await?;
+            if cli.json {
+                println!("{}", record_json(&record));
+            } else {
+                println!(
+                    "restored {} as version {} (content {})",
+                    record.name,
+                    record.vid,
+                    record.content.map(|c| c.to_string()).unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Command::Status => {
@@ -274,6 +348,7 @@ struct ServeOptions<'a> {
     advertise: Option<String>,
     cluster_key_file: Option<&'a Path>,
     swim: SwimTiming,
+    replication: Replication,
 }
 
 async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
@@ -324,6 +399,7 @@ async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Fa
         advertise: options.advertise,
         cluster_key,
         swim: options.swim,
+        replication: options.replication,
     };
     let server = Server::start(env.clone(), config).await?;
     println!(
@@ -434,13 +510,20 @@ async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Result<()
     Ok(())
 }
 
-async fn get(
-    env: &Env,
-    cli: &Cli,
-    target: &str,
-    output: Option<&Path>,
-    version: Option<&str>,
-) -> Result<(), Failure> {
+struct GetRequest<'a> {
+    target: &'a str,
+    output: Option<&'a Path>,
+    version: Option<&'a str>,
+    quorum: bool,
+}
+
+async fn get(env: &Env, cli: &Cli, request: GetRequest<'_>) -> Result<(), Failure> {
+    let GetRequest {
+        target,
+        output,
+        version,
+        quorum,
+    } = request;
     let version = version
         .map(|v| v.parse::<VersionSelector>())
         .transpose()
@@ -463,10 +546,18 @@ async fn get(
     let fetched = match output.filter(|path| *path != Path::new("-")) {
         None => {
             client
-                .get(target, version, &mut tokio::io::stdout(), &mut progress)
+                .get_with(
+                    target,
+                    version,
+                    quorum,
+                    &mut tokio::io::stdout(),
+                    &mut progress,
+                )
                 .await?
         }
-        Some(path) => get_to_file(&mut client, target, version, path, &mut progress).await?,
+        Some(path) => {
+            get_to_file(&mut client, (target, version, quorum), path, &mut progress).await?
+        }
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -479,8 +570,7 @@ async fn get(
 /// whole and verified, or not at all.
 async fn get_to_file(
     client: &mut Client,
-    target: GetTarget,
-    version: Option<VersionSelector>,
+    (target, version, quorum): (GetTarget, Option<VersionSelector>, bool),
     path: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Fetched, Failure> {
@@ -497,7 +587,9 @@ async fn get_to_file(
         .await
         .with_context(|| format!("cannot write to {}", dir.display()))?;
     let result = async {
-        let fetched = client.get(target, version, &mut file, progress).await?;
+        let fetched = client
+            .get_with(target, version, quorum, &mut file, progress)
+            .await?;
         file.sync_all().await?;
         tokio::fs::rename(&tmp, path)
             .await
@@ -556,6 +648,8 @@ fn print_status(report: &StatusReport, json: bool) {
             json!({
                 "node_id": report.node_id.to_string(), "listen": report.listen, "members": members,
                 "chunks": report.chunks, "bytes_stored": report.bytes_stored, "quarantined": report.quarantined,
+                "under_replicated": report.under_replicated,
+                "under_replicated_bytes": report.under_replicated_bytes,
             })
         );
     } else {
@@ -565,6 +659,12 @@ fn print_status(report: &StatusReport, json: bool) {
             "chunks    {} ({} bytes sealed on disk)",
             report.chunks, report.bytes_stored
         );
+        if report.under_replicated > 0 {
+            println!(
+                "repairing {} blobs ({} bytes) have fewer than R copies; the repair loop is copying them",
+                report.under_replicated, report.under_replicated_bytes
+            );
+        }
         if report.quarantined > 0 {
             println!(
                 "corrupt   {} blobs quarantined since start (see the log)",

@@ -6,143 +6,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::time::Duration;
 
 mod common;
 
-use common::BIN;
-/// Failure detection settings given to every node of these tests.
-const PROBE_INTERVAL_MS: u64 = 500;
-const SUSPECT_TIMEOUT_MS: u64 = 1500;
-/// How long a crashed member may take to be seen as down by every other
-/// node: a full probe round over the other members, the suspicion timeout,
-/// and a few gossip rounds to spread the verdict.
-const DETECTION_BUDGET: Duration =
-    Duration::from_millis(PROBE_INTERVAL_MS * 5 + SUSPECT_TIMEOUT_MS + 2_000);
-
-struct Node {
-    child: Child,
-    addr: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Node {
-    /// Start `serve` on `listen` with extra arguments; waits for the
-    /// "listening on" line.
-    fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let log = data_dir.with_extension("log");
-        let probe = PROBE_INTERVAL_MS.to_string();
-        let suspect = SUSPECT_TIMEOUT_MS.to_string();
-        let mut args = vec![
-            "--listen",
-            listen,
-            "--probe-interval-ms",
-            &probe,
-            "--suspect-timeout-ms",
-            &suspect,
-        ];
-        args.extend_from_slice(extra);
-        let stderr = std::fs::File::create(&log).unwrap();
-        let (child, addr) = common::spawn_serve(data_dir, &args, stderr.into());
-        Node {
-            child,
-            addr,
-            data_dir: data_dir.to_path_buf(),
-            log,
-        }
-    }
-
-    /// `status --json`, or None if the node does not answer.
-    fn status(&self) -> Option<Value> {
-        let output = Command::new(BIN)
-            .args(["status", "--json", "--node", &self.addr, "--data-dir"])
-            .arg(&self.data_dir)
-            .output()
-            .unwrap();
-        if !output.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&output.stdout).ok()
-    }
-
-    /// The state this node reports for the member listening at `addr`.
-    fn state_of(&self, addr: &str) -> Option<String> {
-        let status = self.status()?;
-        status["members"]
-            .as_array()?
-            .iter()
-            .find(|m| m["addr"] == addr)
-            .map(|m| m["state"].as_str().unwrap().to_string())
-    }
-
-    fn alive_count(&self) -> usize {
-        self.status()
-            .and_then(|s| {
-                s["members"]
-                    .as_array()
-                    .map(|m| m.iter().filter(|m| m["state"] == "alive").count())
-            })
-            .unwrap_or(0)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Poll `condition` every 100 ms until it holds or `within` passes; returns
-/// the time it took.
-fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if condition() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        sleep(Duration::from_millis(100));
-    }
-}
-
-fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
-    let first = Node::start(&root.join("n0"), "127.0.0.1:0", &[]);
-    let key = root.join("n0").join("cluster.key");
-    let mut nodes = vec![first];
-    for i in 1..size {
-        let node = Node::start(
-            &root.join(format!("n{i}")),
-            "127.0.0.1:0",
-            &[
-                "--bootstrap",
-                &nodes[0].addr.clone(),
-                "--cluster-key-file",
-                key.to_str().unwrap(),
-            ],
-        );
-        nodes.push(node);
-    }
-    nodes
-}
+use common::{
+    DETECTION_BUDGET, Node, PROBE_INTERVAL_MS, SUSPECT_TIMEOUT_MS, start_cluster, wait_until,
+};
 
 #[test]
 fn five_nodes_join_detect_a_kill_and_take_the_restarted_node_back() {

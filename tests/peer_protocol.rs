@@ -31,6 +31,7 @@ async fn start_node() -> Running {
             advertise: None,
             cluster_key: key.clone(),
             swim: Default::default(),
+            replication: Default::default(),
         },
     )
     .await

@@ -124,6 +124,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             advertise: Some(format!("{name}:{PORT}")),
             cluster_key: key(seed, 0x4B45_5953),
             swim: Default::default(),
+            replication: Default::default(),
         };
         let probes = probes.clone();
         async move {
@@ -175,6 +176,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             advertise: Some(format!("{INTRUDER}:{PORT}")),
             cluster_key: key(seed, 0xBAD),
             swim: Default::default(),
+            replication: Default::default(),
         };
         sim.host(INTRUDER, move || {
             let (env, config, probes) = (env.clone(), config.clone(), probes.clone());

@@ -156,6 +156,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 advertise: Some(format!("node:{PORT}")),
                 cluster_key: cluster_key(seed),
                 swim: Default::default(),
+                replication: Default::default(),
             };
             async move {
                 // A supervisor: a start that fails (injected EIO) is retried.

@@ -28,6 +28,10 @@ macro_rules! hash_id {
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }
+            /// The first 8 bytes in hex, for logs and messages.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..8])
+            }
         }
 
         impl fmt::Display for $name {

@@ -4,8 +4,9 @@ use std::sync::RwLock;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::backend::DiskBackend;
+use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
 use super::record::VERSION_KEY_BYTES;
-use super::{History, IndexState, VersionId, VersionRecord, validate_name};
+use super::{Floor, History, IndexState, RecordKey, VersionId, VersionRecord, validate_name};
 use crate::env::{Env, OpenMode};
 
 /// `name ‖ 0x00 ‖ VersionId::to_key()` -> postcard(VersionRecord).
@@ -53,8 +54,29 @@ fn name_range(name: &str) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// The inverse of [`record_key`].
+fn split_record_key(key: &[u8]) -> Option<(&str, VersionId)> {
+    let split = key.len().checked_sub(VERSION_KEY_BYTES + 1)?;
+    if key[split] != 0 {
+        return None;
+    }
+    let name = std::str::from_utf8(&key[..split]).ok()?;
+    Some((name, VersionId::from_key(&key[split + 1..])?))
+}
+
 fn decode_record(bytes: &[u8]) -> Result<VersionRecord, IndexError> {
     postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(e.to_string()))
+}
+
+/// What a [`VersionIndex::merge`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Records that were new (or replaced a lesser record with their id).
+    pub records: Vec<VersionRecord>,
+    /// Floors that were raised.
+    pub floors: Vec<Floor>,
+    /// Records dropped below raised floors.
+    pub dropped: usize,
 }
 
 /// The persisted version index. Every mutation is one redb transaction,
@@ -163,17 +185,66 @@ impl VersionIndex {
     /// Merge `records` in (the CRDT insert of [`History`]); returns the ones
     /// that changed the index. Durable on return.
     pub fn apply(&self, records: &[VersionRecord]) -> Result<Vec<VersionRecord>, IndexError> {
+        Ok(self.merge(records, &[])?.records)
+    }
+
+    /// Raise `name`'s prune floor and drop its records below it; returns how
+    /// many records were dropped. Durable on return.
+    pub fn raise_floor(&self, name: &str, floor: VersionId) -> Result<usize, IndexError> {
+        let floor = Floor {
+            name: name.to_string(),
+            floor,
+        };
+        Ok(self.merge(&[], &[floor])?.dropped)
+    }
+
+    /// Merge floors (max) and records (union above the floor) in one
+    /// transaction, durable on return. Invalid names are skipped: a peer's
+    /// corrupt record must not poison the index.
+    pub fn merge(
+        &self,
+        records: &[VersionRecord],
+        floors: &[Floor],
+    ) -> Result<MergeOutcome, IndexError> {
         self.with_db(|db| {
             let txn = db.begin_write().map_err(storage)?;
-            let mut changed = Vec::new();
+            let mut outcome = MergeOutcome::default();
             {
                 let mut table = txn.open_table(RECORDS).map_err(storage)?;
-                let floors = txn.open_table(FLOORS).map_err(storage)?;
+                let mut floor_table = txn.open_table(FLOORS).map_err(storage)?;
+                for floor in floors {
+                    if validate_name(&floor.name).is_err() {
+                        continue;
+                    }
+                    let current = floor_table
+                        .get(floor.name.as_str())
+                        .map_err(storage)?
+                        .and_then(|f| VersionId::from_key(f.value()));
+                    if current.is_some_and(|current| current >= floor.floor) {
+                        continue;
+                    }
+                    floor_table
+                        .insert(floor.name.as_str(), floor.floor.to_key().as_slice())
+                        .map_err(storage)?;
+                    let (start, _) = name_range(&floor.name);
+                    let below = record_key(&floor.name, &floor.floor);
+                    let doomed: Vec<Vec<u8>> = table
+                        .range(start.as_slice()..below.as_slice())
+                        .map_err(storage)?
+                        .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+                        .collect::<Result<_, _>>()
+                        .map_err(storage)?;
+                    for key in &doomed {
+                        table.remove(key.as_slice()).map_err(storage)?;
+                    }
+                    outcome.dropped += doomed.len();
+                    outcome.floors.push(floor.clone());
+                }
                 for record in records {
                     if validate_name(&record.name).is_err() {
                         continue;
                     }
-                    if let Some(floor) = floors.get(record.name.as_str()).map_err(storage)?
+                    if let Some(floor) = floor_table.get(record.name.as_str()).map_err(storage)?
                         && VersionId::from_key(floor.value())
                             .is_some_and(|floor| record.vid < floor)
                     {
@@ -190,48 +261,12 @@ impl VersionIndex {
                         table
                             .insert(key.as_slice(), value.as_slice())
                             .map_err(storage)?;
-                        changed.push(record.clone());
+                        outcome.records.push(record.clone());
                     }
                 }
             }
             txn.commit().map_err(storage)?;
-            Ok(changed)
-        })
-    }
-
-    /// Raise `name`'s prune floor and drop its records below it; returns how
-    /// many records were dropped. Durable on return.
-    pub fn raise_floor(&self, name: &str, floor: VersionId) -> Result<usize, IndexError> {
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(storage)?;
-            let mut removed = 0;
-            {
-                let mut floors = txn.open_table(FLOORS).map_err(storage)?;
-                let current = floors
-                    .get(name)
-                    .map_err(storage)?
-                    .and_then(|f| VersionId::from_key(f.value()));
-                if current.is_none_or(|current| current < floor) {
-                    floors
-                        .insert(name, floor.to_key().as_slice())
-                        .map_err(storage)?;
-                    let mut table = txn.open_table(RECORDS).map_err(storage)?;
-                    let (start, _) = name_range(name);
-                    let below = record_key(name, &floor);
-                    let doomed: Vec<Vec<u8>> = table
-                        .range(start.as_slice()..below.as_slice())
-                        .map_err(storage)?
-                        .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
-                        .collect::<Result<_, _>>()
-                        .map_err(storage)?;
-                    for key in &doomed {
-                        table.remove(key.as_slice()).map_err(storage)?;
-                    }
-                    removed = doomed.len();
-                }
-            }
-            txn.commit().map_err(storage)?;
-            Ok(removed)
+            Ok(outcome)
         })
     }
 
@@ -331,6 +366,122 @@ impl VersionIndex {
                 }
             }
             Ok(state)
+        })
+    }
+
+    /// The anti-entropy digest of every bucket (see [`super::digest`]).
+    pub fn digests(&self) -> Result<Vec<u128>, IndexError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let floors = txn.open_table(FLOORS).map_err(storage)?;
+            let mut digests = vec![0u128; SYNC_BUCKETS];
+            for entry in table.iter().map_err(storage)? {
+                let (_, value) = entry.map_err(storage)?;
+                let record = decode_record(value.value())?;
+                digests[bucket_of(&record.name)] ^= record_hash(&record.key());
+            }
+            for entry in floors.iter().map_err(storage)? {
+                let (name, floor) = entry.map_err(storage)?;
+                if let Some(floor) = VersionId::from_key(floor.value()) {
+                    let floor = Floor {
+                        name: name.value().to_string(),
+                        floor,
+                    };
+                    digests[bucket_of(&floor.name)] ^= floor_hash(&floor);
+                }
+            }
+            Ok(digests)
+        })
+    }
+
+    /// The floors and record keys in `buckets`, as many as fit in
+    /// `byte_budget` (each costs its name plus `SYNC_ENTRY_OVERHEAD`); the
+    /// bool says whether some were left out.
+    pub fn keys_in_buckets(
+        &self,
+        buckets: &[bool],
+        byte_budget: usize,
+    ) -> Result<(Vec<RecordKey>, Vec<Floor>, bool), IndexError> {
+        let cost = |name: &str| name.len() + crate::limits::SYNC_ENTRY_OVERHEAD;
+        let wanted = |name: &str| buckets.get(bucket_of(name)).copied().unwrap_or(false);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let floor_table = txn.open_table(FLOORS).map_err(storage)?;
+            let mut used = 0;
+            let mut truncated = false;
+            let mut floors = Vec::new();
+            for entry in floor_table.iter().map_err(storage)? {
+                let (name, floor) = entry.map_err(storage)?;
+                if let Some(floor) = VersionId::from_key(floor.value())
+                    && wanted(name.value())
+                {
+                    used += cost(name.value());
+                    if used > byte_budget {
+                        truncated = true;
+                        break;
+                    }
+                    floors.push(Floor {
+                        name: name.value().to_string(),
+                        floor,
+                    });
+                }
+            }
+            let mut keys = Vec::new();
+            for entry in table.iter().map_err(storage)? {
+                if truncated {
+                    break;
+                }
+                let (key, _) = entry.map_err(storage)?;
+                let Some((name, vid)) = split_record_key(key.value()) else {
+                    return Err(IndexError::Corrupt("a malformed record key".into()));
+                };
+                if !wanted(name) {
+                    continue;
+                }
+                used += cost(name);
+                if used > byte_budget {
+                    truncated = true;
+                    break;
+                }
+                keys.push(RecordKey {
+                    name: name.to_string(),
+                    vid,
+                });
+            }
+            Ok((keys, floors, truncated))
+        })
+    }
+
+    /// The records with these keys (absent ones are skipped).
+    pub fn records(&self, keys: &[RecordKey]) -> Result<Vec<VersionRecord>, IndexError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let mut records = Vec::with_capacity(keys.len());
+            for key in keys {
+                let raw = record_key(&key.name, &key.vid);
+                if let Some(value) = table.get(raw.as_slice()).map_err(storage)? {
+                    records.push(decode_record(value.value())?);
+                }
+            }
+            Ok(records)
+        })
+    }
+
+    /// Every record in the index (records are small; the caller bounds
+    /// how often it asks).
+    pub fn all_records(&self) -> Result<Vec<VersionRecord>, IndexError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let mut records = Vec::new();
+            for entry in table.iter().map_err(storage)? {
+                let (_, value) = entry.map_err(storage)?;
+                records.push(decode_record(value.value())?);
+            }
+            Ok(records)
         })
     }
 

@@ -9,14 +9,18 @@
 //! - [`VersionIndex`]: the CRDT persisted in redb, through a redb
 //!   `StorageBackend` over the [`Disk`](crate::env::Disk) seam, so the
 //!   simulation's crash and disk-fault model covers metadata too.
+//! - [`digest`]: bucketed digests for anti-entropy.
 
 mod backend;
 mod crdt;
+pub mod digest;
 mod hlc;
 mod index;
 mod record;
 
 pub use crdt::{History, IndexState};
 pub use hlc::Hlc;
-pub use index::{IndexError, VersionIndex};
-pub use record::{NameError, VersionId, VersionRecord, VersionSelector, validate_name};
+pub use index::{IndexError, MergeOutcome, VersionIndex};
+pub use record::{
+    Floor, NameError, RecordKey, VersionId, VersionRecord, VersionSelector, validate_name,
+};

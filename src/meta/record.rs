@@ -123,6 +123,31 @@ impl VersionRecord {
     }
 }
 
+/// What identifies a record: its name and version id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RecordKey {
+    pub name: String,
+    pub vid: VersionId,
+}
+
+impl VersionRecord {
+    pub fn key(&self) -> RecordKey {
+        RecordKey {
+            name: self.name.clone(),
+            vid: self.vid,
+        }
+    }
+}
+
+/// A name's prune floor: its versions below `floor` are forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Floor {
+    pub name: String,
+    pub floor: VersionId,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("a file name cannot be empty")]

@@ -15,17 +15,19 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::cluster::{Cluster, ClusterService, RepairTask, SyncTask};
 use crate::env::{BoxStream, Env, Listener};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{CONNECTIONS_MAX, SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
 use crate::meta::{Hlc, IndexError, VersionIndex};
 use crate::peer::membership::load_member_addrs;
 use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
+use crate::placement::Replication;
 use crate::secure::{Role, handshake};
 use crate::store::{ChunkStore, StoreError};
 use crate::wire::Message;
@@ -46,6 +48,7 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     pub cluster_key: ClusterKey,
     pub swim: SwimTiming,
+    pub replication: Replication,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +84,7 @@ pub struct Node {
     cluster_key: ClusterKey,
     store: Arc<ChunkStore>,
     index: Arc<VersionIndex>,
-    hlc: Mutex<Hlc>,
+    cluster: Arc<Cluster>,
     listen: String,
     peers: Arc<Peers>,
     members: Arc<MemberView>,
@@ -189,13 +192,25 @@ impl Server {
             data_dir: config.data_dir.clone(),
             timing: config.swim,
         };
+        let store = Arc::new(store);
+        let index = Arc::new(index);
+        let cluster = Cluster::new(
+            env.clone(),
+            config.replication,
+            peers.clone(),
+            members.clone(),
+            store.clone(),
+            index.clone(),
+            hlc,
+        );
+        peers.set_service(Arc::new(ClusterService(cluster.clone())));
         let node = Node {
             env,
             identity,
             cluster_key: config.cluster_key,
-            store: Arc::new(store),
-            index: Arc::new(index),
-            hlc: Mutex::new(hlc),
+            store,
+            index,
+            cluster,
             listen,
             peers,
             members,
@@ -229,9 +244,27 @@ impl Server {
         let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
         let mut connections = JoinSet::new();
         let (stop_membership, mut membership_stopped) = tokio::sync::watch::channel(false);
+        let mut sync_stopped = membership_stopped.clone();
+        let mut repair_stopped = membership_stopped.clone();
         let membership = tokio::spawn(self.membership.run(async move {
             let _ = membership_stopped.changed().await;
         }));
+        let sync = tokio::spawn(
+            SyncTask {
+                cluster: self.node.cluster.clone(),
+            }
+            .run(async move {
+                let _ = sync_stopped.changed().await;
+            }),
+        );
+        let repair = tokio::spawn(
+            RepairTask {
+                cluster: self.node.cluster.clone(),
+            }
+            .run(async move {
+                let _ = repair_stopped.changed().await;
+            }),
+        );
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -269,6 +302,8 @@ impl Server {
         {
             tracing::warn!("the membership task did not stop in time");
         }
+        let _ = sync.await;
+        let _ = repair.await;
         self.node.peers.shutdown().await;
         tracing::info!(
             in_flight = connections.len(),
@@ -297,6 +332,11 @@ impl Node {
 
     pub fn index(&self) -> &Arc<VersionIndex> {
         &self.index
+    }
+
+    /// Replication: placement, quorum writes, anti-entropy, counters.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// Membership as this node sees it (other members only).

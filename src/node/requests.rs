@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 
 use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
+use crate::cluster::ClusterError;
 use crate::limits::{FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT};
-use crate::meta::{IndexError, VersionRecord, VersionSelector, validate_name};
+use crate::meta::{Floor, IndexError, VersionRecord, VersionSelector, validate_name};
 use crate::secure::{SecureError, SecureStream};
 use crate::store::StoreError;
 use crate::wire::{
@@ -44,6 +45,21 @@ impl From<StoreError> for Refusal {
     }
 }
 
+impl From<ClusterError> for Refusal {
+    fn from(error: ClusterError) -> Self {
+        let code = match &error {
+            ClusterError::TooFewNodes { .. } | ClusterError::QuorumNotReached { .. } => {
+                ErrorCode::Unavailable
+            }
+            ClusterError::NotFound(_) => ErrorCode::NotFound,
+            ClusterError::Corrupt(_) => ErrorCode::Corrupt,
+            ClusterError::Local(_) => ErrorCode::Internal,
+        };
+        tracing::warn!(%error, "request failed");
+        Refusal::new(code, error.to_string())
+    }
+}
+
 impl From<IndexError> for Refusal {
     fn from(error: IndexError) -> Self {
         tracing::error!(%error, "request failed in the version index");
@@ -62,16 +78,20 @@ impl Node {
         let id = request.request_id;
         let reply = match request.message {
             Message::PutStart { name } => self.put(stream, id, name).await?,
-            Message::Get { target, version } => {
-                match self.get(stream, id, target, version).await? {
-                    Ok(()) => return Ok(()),
-                    Err(refusal) => Err(refusal),
-                }
-            }
+            Message::Get {
+                target,
+                version,
+                quorum,
+            } => match self.get(stream, id, target, version, quorum).await? {
+                Ok(()) => return Ok(()),
+                Err(refusal) => Err(refusal),
+            },
             Message::Remove { name } => self.remove(name).await,
             Message::List => self.list().await,
             Message::Versions { name } => self.versions(name).await,
             Message::Status => Ok(Message::StatusReply(self.status())),
+            Message::Prune { name, keep } => self.prune(name, keep).await,
+            Message::Restore { name, version } => self.restore(name, version).await,
             other => Err(Refusal::new(
                 ErrorCode::InvalidRequest,
                 format!("{} is not a request", other.kind()),
@@ -89,10 +109,6 @@ impl Node {
             .await
     }
 
-    fn next_vid(&self) -> crate::meta::VersionId {
-        self.hlc.lock().unwrap().next(self.env.clock.unix_ms())
-    }
-
     /// Receive a file, chunk, hash, seal and store it, then record the version.
     async fn put(
         &self,
@@ -101,8 +117,9 @@ impl Node {
         name: String,
     ) -> Result<Result<Message, Refusal>, SecureError> {
         let mut failure = validate_name(&name)
-            .err()
-            .map(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()));
+            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
+            .and_then(|()| Ok(self.cluster.check_quorum_reachable()?))
+            .err();
         let mut chunker = Chunker::default();
         let mut manifest = Manifest::default();
         let mut in_flight = VecDeque::new();
@@ -138,12 +155,14 @@ impl Node {
                 let Some(chunk) = chunker.next_chunk() else {
                     break;
                 };
-                let store = self.store.clone();
-                in_flight.push_back(self.env.blocking(move || {
+                let cluster = self.cluster.clone();
+                in_flight.push_back(tokio::spawn(async move {
                     let chunk_id = ChunkId::of(&chunk);
-                    store
-                        .put(&chunk_id, &chunk)
-                        .map(|_| (chunk_id, chunk.len()))
+                    let len = chunk.len();
+                    cluster
+                        .store_blob(chunk_id, chunk)
+                        .await
+                        .map(|_| (chunk_id, len))
                 }));
                 // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT chunks in memory.
                 while in_flight.len() >= PUT_CHUNKS_IN_FLIGHT || (last && !in_flight.is_empty()) {
@@ -169,29 +188,25 @@ impl Node {
         Ok(self.commit_put(name, manifest).await)
     }
 
+    /// Store the manifest on its owners, then make the version record
+    /// durable on W indexes.
     async fn commit_put(&self, name: String, manifest: Manifest) -> Result<Message, Refusal> {
         let bytes = manifest.encode();
         let content = ContentId::of(&bytes);
-        let store = self.store.clone();
-        self.env
-            .blocking(move || store.put(&ChunkId(content.0), &bytes))
+        self.cluster
+            .store_blob(ChunkId(content.0), bytes.into())
             .await?;
         let record = VersionRecord {
             name,
-            vid: self.next_vid(),
+            vid: self.cluster.next_vid(),
             content: Some(content),
             size: manifest.size,
         };
-        self.apply(record.clone()).await?;
+        self.cluster
+            .commit(vec![record.clone()], Vec::new())
+            .await?;
         tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
         Ok(Message::PutDone { record })
-    }
-
-    /// Make `record` durable in the index.
-    async fn apply(&self, record: VersionRecord) -> Result<(), Refusal> {
-        let index = self.index.clone();
-        self.env.blocking(move || index.apply(&[record])).await?;
-        Ok(())
     }
 
     /// Find the record a get by name asks for.
@@ -250,7 +265,15 @@ impl Node {
         id: u64,
         target: GetTarget,
         version: Option<VersionSelector>,
+        quorum: bool,
     ) -> Result<Result<(), Refusal>, SecureError> {
+        if quorum
+            && version.is_none()
+            && let GetTarget::Name(name) = &target
+            && let Err(error) = self.cluster.quorum_current(name).await
+        {
+            return Ok(Err(error.into()));
+        }
         let (record, content) = match target {
             GetTarget::Name(name) => match self.resolve(name, version).await {
                 Ok(record) => {
@@ -261,17 +284,12 @@ impl Node {
             },
             GetTarget::Content(content) => (None, content),
         };
-        let store = self.store.clone();
-        let manifest_bytes = match self
-            .env
-            .blocking(move || store.get(&ChunkId(content.0)))
-            .await
-        {
+        let manifest_bytes = match self.cluster.fetch_blob(ChunkId(content.0)).await {
             Ok(bytes) => bytes,
-            Err(StoreError::NotFound(_)) => {
+            Err(ClusterError::NotFound(_)) => {
                 return Ok(Err(Refusal::new(
                     ErrorCode::NotFound,
-                    format!("no content {content} on this node"),
+                    format!("no reachable node holds content {content}"),
                 )));
             }
             Err(error) => return Ok(Err(error.into())),
@@ -300,14 +318,19 @@ impl Node {
         loop {
             while prefetched.len() < GET_CHUNKS_PREFETCH {
                 let Some(chunk) = pending.next() else { break };
-                let store = self.store.clone();
+                let cluster = self.cluster.clone();
                 let chunk_id = chunk.id;
-                prefetched.push_back(self.env.blocking(move || store.get(&chunk_id)));
+                prefetched.push_back(tokio::spawn(
+                    async move { cluster.fetch_blob(chunk_id).await },
+                ));
             }
             let Some(job) = prefetched.pop_front() else {
                 break;
             };
-            let message = match job.await {
+            let fetched = job
+                .await
+                .unwrap_or_else(|e| Err(ClusterError::Local(format!("a fetch task failed: {e}"))));
+            let message = match fetched {
                 Ok(bytes) => Message::ChunkData { bytes },
                 Err(error) => {
                     let refusal = Refusal::from(error);
@@ -340,15 +363,80 @@ impl Node {
     async fn remove(&self, name: String) -> Result<Message, Refusal> {
         validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let current = self.resolve(name.clone(), None).await?;
+        self.cluster.check_quorum_reachable()?;
         let record = VersionRecord {
             name,
-            vid: self.next_vid(),
+            vid: self.cluster.next_vid(),
             content: None,
             size: 0,
         };
-        self.apply(record.clone()).await?;
+        self.cluster
+            .commit(vec![record.clone()], Vec::new())
+            .await?;
         tracing::debug!(name = %record.name, version = %record.vid, replaced = %current.vid, "removed");
         Ok(Message::Removed { record })
+    }
+
+    /// Keep the newest `keep` versions of `name`: raise its floor to the
+    /// oldest kept version, on W indexes and then everywhere.
+    async fn prune(&self, name: String, keep: u32) -> Result<Message, Refusal> {
+        validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        if keep == 0 {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                "--keep must be at least 1 (use `rm` to delete a file)",
+            ));
+        }
+        let index = self.index.clone();
+        let lookup = name.clone();
+        let history = self.env.blocking(move || index.history(&lookup)).await?;
+        if history.records.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("no file named {name}"),
+            ));
+        }
+        let Some(oldest_kept) = history.records.keys().rev().nth(keep as usize - 1).copied() else {
+            return Ok(Message::Pruned {
+                floor: history.floor,
+                removed: 0,
+            });
+        };
+        let removed = history.records.range(..oldest_kept).count() as u64;
+        if removed == 0 {
+            return Ok(Message::Pruned {
+                floor: history.floor,
+                removed: 0,
+            });
+        }
+        self.cluster.check_quorum_reachable()?;
+        let floor = Floor {
+            name,
+            floor: oldest_kept,
+        };
+        self.cluster.commit(Vec::new(), vec![floor]).await?;
+        Ok(Message::Pruned {
+            floor: Some(oldest_kept),
+            removed,
+        })
+    }
+
+    /// Make an earlier version's content current again, as a new version.
+    async fn restore(&self, name: String, version: VersionSelector) -> Result<Message, Refusal> {
+        validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        let old = self.resolve(name.clone(), Some(version)).await?;
+        self.cluster.check_quorum_reachable()?;
+        let record = VersionRecord {
+            name,
+            vid: self.cluster.next_vid(),
+            content: old.content,
+            size: old.size,
+        };
+        self.cluster
+            .commit(vec![record.clone()], Vec::new())
+            .await?;
+        tracing::debug!(name = %record.name, version = %record.vid, from = %old.vid, "restored");
+        Ok(Message::PutDone { record })
     }
 
     async fn list(&self) -> Result<Message, Refusal> {
@@ -394,15 +482,26 @@ impl Node {
                 .counters
                 .quarantined
                 .load(std::sync::atomic::Ordering::Relaxed),
+            under_replicated: self
+                .cluster
+                .repair
+                .under_replicated
+                .load(std::sync::atomic::Ordering::Relaxed),
+            under_replicated_bytes: self
+                .cluster
+                .repair
+                .under_replicated_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
 
 fn record_chunk(
     manifest: &mut Manifest,
-    stored: Result<(ChunkId, usize), StoreError>,
+    stored: Result<Result<(ChunkId, usize), ClusterError>, tokio::task::JoinError>,
 ) -> Result<(), Refusal> {
-    let (chunk_id, len) = stored?;
+    let (chunk_id, len) = stored
+        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("a store task failed: {e}")))??;
     manifest
         .push(chunk_id, len)
         .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))

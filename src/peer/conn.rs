@@ -13,15 +13,17 @@
 //! its message [is a reply](Message::is_reply).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 
-use super::{PeerError, PeerIdentity};
+use super::{PeerError, PeerIdentity, PeerService};
 use crate::keys::NodeId;
 use crate::limits::{
-    PEER_KEEPALIVE_INTERVAL, PEER_REQUEST_TIMEOUT, PEER_REQUESTS_IN_FLIGHT, SWIM_PACKET_BYTES_MAX,
+    PEER_HANDLERS_PER_CONNECTION, PEER_KEEPALIVE_INTERVAL, PEER_REQUEST_TIMEOUT,
+    PEER_REQUESTS_IN_FLIGHT, SWIM_PACKET_BYTES_MAX,
 };
 use crate::secure::{SecureReader, SecureWriter};
 use crate::wire::{Envelope, ErrorCode, Message};
@@ -144,18 +146,25 @@ impl PeerConnection {
     }
 }
 
+/// Where a connection hands what it receives: SWIM datagrams to the
+/// membership inbox, requests to the service (once the node set one).
+pub(super) struct Inbound {
+    pub swim_inbox: mpsc::Sender<Datagram>,
+    pub service: Arc<OnceLock<Arc<dyn PeerService>>>,
+}
+
 /// Run a registered connection until it fails or is closed. Returns why it
 /// ended, for the log.
 pub(super) async fn run(
-    conn: &PeerConnection,
+    conn: &Arc<PeerConnection>,
     reader: SecureReader,
     writer: SecureWriter,
     queue: mpsc::Receiver<Envelope>,
-    swim_inbox: mpsc::Sender<Datagram>,
+    inbound: Inbound,
 ) -> String {
     let ended = tokio::select! {
         _ = conn.closing.notified() => "closed by this node".to_string(),
-        reason = read_loop(conn, reader, &swim_inbox) => reason,
+        reason = read_loop(conn, reader, &inbound) => reason,
         reason = write_loop(writer, queue) => reason,
         reason = keepalive_loop(conn) => reason,
     };
@@ -165,11 +174,19 @@ pub(super) async fn run(
 }
 
 async fn read_loop(
-    conn: &PeerConnection,
+    conn: &Arc<PeerConnection>,
     mut reader: SecureReader,
-    swim_inbox: &mpsc::Sender<Datagram>,
+    inbound: &Inbound,
 ) -> String {
+    // Requests are served concurrently, at most PEER_HANDLERS_PER_CONNECTION
+    // at a time; beyond that the reader waits, which backs the peer's
+    // writes up through TCP. Handlers only touch local storage, never this
+    // connection's replies, so the wait cannot deadlock. Dropping the set
+    // (the connection ended) aborts them.
+    let handlers_allowed = Arc::new(Semaphore::new(PEER_HANDLERS_PER_CONNECTION));
+    let mut handlers = JoinSet::new();
     loop {
+        while handlers.try_join_next().is_some() {}
         let envelope = match reader.recv().await {
             Ok(Some(envelope)) => envelope,
             Ok(None) => return "the peer closed the connection".into(),
@@ -205,7 +222,7 @@ async fn read_loop(
                     from: conn.remote.node,
                     bytes,
                 };
-                if swim_inbox.try_send(datagram).is_err() {
+                if inbound.swim_inbox.try_send(datagram).is_err() {
                     tracing::debug!("membership inbox full; dropping a SWIM datagram");
                 }
             }
@@ -223,6 +240,34 @@ async fn read_loop(
             Message::PeerHello { .. } => {
                 return "protocol violation: a second PeerHello".into();
             }
+            request if is_peer_request(&request) => {
+                let Some(service) = inbound.service.get().cloned() else {
+                    let refusal = Envelope {
+                        request_id,
+                        message: Message::Error {
+                            code: ErrorCode::Unavailable,
+                            message: "this node is still starting".into(),
+                        },
+                    };
+                    let _ = conn.outbound.try_send(refusal);
+                    continue;
+                };
+                let Ok(permit) = handlers_allowed.clone().acquire_owned().await else {
+                    return "handler limit closed".into();
+                };
+                let from = conn.remote.node;
+                let outbound = conn.outbound.clone();
+                handlers.spawn(async move {
+                    let reply = service.serve(from, request).await;
+                    drop(permit);
+                    let _ = outbound
+                        .send(Envelope {
+                            request_id,
+                            message: reply,
+                        })
+                        .await;
+                });
+            }
             other => {
                 let refusal = Envelope {
                     request_id,
@@ -235,6 +280,20 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Requests a node serves for its peers (through [`PeerService`]).
+fn is_peer_request(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::StoreBlob { .. }
+            | Message::FetchBlob { .. }
+            | Message::ApplyRecords { .. }
+            | Message::SyncDigests { .. }
+            | Message::FetchRecords { .. }
+            | Message::CurrentOf { .. }
+            | Message::HasBlobs { .. }
+    )
 }
 
 async fn write_loop(mut writer: SecureWriter, mut queue: mpsc::Receiver<Envelope>) -> String {

@@ -19,7 +19,12 @@ pub use identity::PeerIdentity;
 pub use membership::{MemberView, MembershipTask, SwimTiming};
 pub use peers::Peers;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use crate::keys::NodeId;
+use crate::wire::Message;
 
 use crate::secure::SecureError;
 use crate::wire::ErrorCode;
@@ -40,4 +45,15 @@ pub enum PeerError {
     Busy,
     #[error("the peer answered {code:?}: {message}")]
     Remote { code: ErrorCode, message: String },
+}
+
+/// The future of one served peer request: the reply to send.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Message> + Send>>;
+
+/// What answers the requests peers send (storage and index requests; the
+/// connection itself answers pings and carries SWIM).
+pub trait PeerService: Send + Sync {
+    /// Serve `request` from the authenticated node `from`; the reply is
+    /// sent with the request's id. Errors are `Message::Error` replies.
+    fn serve(&self, from: NodeId, request: Message) -> ServiceFuture;
 }

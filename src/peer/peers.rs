@@ -1,14 +1,14 @@
 //! The registry of peer connections: dial, accept, one connection per pair.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::backoff::Backoff;
-use super::conn::{self, Datagram, PeerConnection};
-use super::{PeerError, PeerIdentity};
+use super::conn::{self, Datagram, Inbound, PeerConnection};
+use super::{PeerError, PeerIdentity, PeerService};
 use crate::env::Env;
 use crate::keys::{ClusterKey, NodeId, StaticKeypair};
 use crate::limits::{CONNECT_TIMEOUT, PEER_DIAL_BACKLOG, PEER_QUEUE_FRAMES};
@@ -27,6 +27,7 @@ pub struct Peers {
     cluster_key: ClusterKey,
     me: Mutex<PeerIdentity>,
     swim_inbox: mpsc::Sender<Datagram>,
+    service: Arc<OnceLock<Arc<dyn PeerService>>>,
     state: Mutex<State>,
     tasks: Mutex<JoinSet<()>>,
 }
@@ -63,9 +64,30 @@ impl Peers {
             cluster_key,
             me: Mutex::new(me),
             swim_inbox,
+            service: Arc::new(OnceLock::new()),
             state: Mutex::new(State::default()),
             tasks: Mutex::new(JoinSet::new()),
         })
+    }
+
+    /// Serve peers' requests with `service` (set once, at node start;
+    /// until then requests are answered `Unavailable`).
+    pub fn set_service(&self, service: Arc<dyn PeerService>) {
+        if self.service.set(service).is_err() {
+            tracing::error!("the peer service was set twice; keeping the first");
+        }
+    }
+
+    /// The connection to `peer`, dialing it if there is none.
+    pub async fn connect(
+        self: &Arc<Self>,
+        peer: &PeerIdentity,
+    ) -> Result<Arc<PeerConnection>, PeerError> {
+        if let Some(connection) = self.state().connections.get(&peer.node) {
+            return Ok(connection.clone());
+        }
+        peer.check().map_err(PeerError::Refused)?;
+        self.dial(&peer.addr, Some(peer.node)).await
     }
 
     /// This node's current SWIM identity.
@@ -282,9 +304,12 @@ impl Peers {
         let (reader, writer) = secure.into_split();
         let peers = self.clone();
         let running = connection.clone();
-        let inbox = self.swim_inbox.clone();
+        let inbound = Inbound {
+            swim_inbox: self.swim_inbox.clone(),
+            service: self.service.clone(),
+        };
         self.spawn(async move {
-            let reason = conn::run(&running, reader, writer, queue_rx, inbox).await;
+            let reason = conn::run(&running, reader, writer, queue_rx, inbound).await;
             let mut state = peers.state();
             let current = state
                 .connections

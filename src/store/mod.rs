@@ -319,6 +319,18 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// The plaintext size of blob `id`, from its sealed length (not verified).
+    pub fn plaintext_len(&self, id: &ChunkId) -> Result<u64, StoreError> {
+        match self.env.disk.open(&self.blob_path(id), OpenMode::Read) {
+            Ok(file) => Ok(file
+                .len()
+                .map_err(|e| StoreError::io("reading a blob's length", e))?
+                .saturating_sub(SEAL_OVERHEAD_BYTES as u64)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(*id)),
+            Err(e) => Err(StoreError::io("opening a blob", e)),
+        }
+    }
+
     /// Delete blob `id` (absent is fine).
     pub fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
         let disk = self.env.disk.as_ref();

@@ -2,7 +2,9 @@ use super::Envelope;
 
 /// First byte of every frame payload. A peer speaking another version is
 /// refused, never misread.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2 added replication (the peer storage requests, `Prune`,
+/// `Restore`, and `quorum` on `Get`).
+pub const PROTOCOL_VERSION: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-use crate::cas::ContentId;
+use crate::cas::{ChunkId, ContentId};
 use crate::keys::NodeId;
-use crate::meta::{VersionRecord, VersionSelector};
+use crate::meta::{Floor, RecordKey, VersionId, VersionRecord, VersionSelector};
 use crate::peer::PeerIdentity;
 
 /// One framed message and the request it belongs to.
@@ -65,6 +65,11 @@ pub struct StatusReport {
     pub bytes_stored: u64,
     /// Blobs found corrupt on disk since the node started.
     pub quarantined: u64,
+    /// Blobs this node holds that, at its last repair scan, had fewer than
+    /// R copies on their owners (copies are being made).
+    pub under_replicated: u64,
+    /// Their size in bytes (plaintext).
+    pub under_replicated_bytes: u64,
 }
 
 /// Every message of the protocol. See the [module docs](super) for which
@@ -83,6 +88,9 @@ pub enum Message {
     Get {
         target: GetTarget,
         version: Option<VersionSelector>,
+        /// Serve the greatest current version a majority of the cluster
+        /// knows, rather than this node's own.
+        quorum: bool,
     },
     Remove {
         name: String,
@@ -92,6 +100,17 @@ pub enum Message {
         name: String,
     },
     Status,
+    /// Keep the newest `keep` versions of `name`; older ones are forgotten
+    /// on every node.
+    Prune {
+        name: String,
+        keep: u32,
+    },
+    /// Make the content of an earlier version current again, as a new version.
+    Restore {
+        name: String,
+        version: VersionSelector,
+    },
 
     PutDone {
         record: VersionRecord,
@@ -120,6 +139,12 @@ pub enum Message {
         truncated: bool,
     },
     StatusReply(StatusReport),
+    Pruned {
+        /// The new floor: versions below it are gone.
+        floor: Option<VersionId>,
+        /// How many versions this node dropped.
+        removed: u64,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -140,6 +165,66 @@ pub enum Message {
     /// Keepalive request; answered by `Pong`.
     Ping,
     Pong,
+    /// Store a blob (chunk or manifest) durably; the receiver checks that
+    /// `bytes` hash to `id`. Answered by `BlobStored` once durable.
+    StoreBlob {
+        id: ChunkId,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    BlobStored,
+    /// Read a blob; answered by `BlobData` (verified by the sender and
+    /// again by the receiver) or `Error` (`NotFound`, `Corrupt`).
+    FetchBlob {
+        id: ChunkId,
+    },
+    BlobData {
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Merge version records and prune floors into the index, durably;
+    /// answered by `RecordsApplied`.
+    ApplyRecords {
+        records: Vec<VersionRecord>,
+        floors: Vec<Floor>,
+    },
+    RecordsApplied,
+    /// Anti-entropy, step 1: a digest of each of the index's buckets.
+    /// Answered by `SyncKeys` for the buckets that differ.
+    SyncDigests {
+        digests: Vec<u128>,
+    },
+    /// The responder's record keys and floors in the differing buckets.
+    SyncKeys {
+        buckets: Vec<u16>,
+        keys: Vec<RecordKey>,
+        floors: Vec<Floor>,
+        /// More differing keys exist than fit; the next round continues.
+        truncated: bool,
+    },
+    /// Anti-entropy, step 2: the records for these keys; answered by
+    /// `Records` (keys the responder no longer has are skipped).
+    FetchRecords {
+        keys: Vec<RecordKey>,
+    },
+    Records {
+        records: Vec<VersionRecord>,
+    },
+    /// The responder's current record of `name`, for quorum reads.
+    CurrentOf {
+        name: String,
+    },
+    Current {
+        record: Option<VersionRecord>,
+    },
+    /// Repair: which of these blobs does the responder hold? Answered by
+    /// `BlobPresence`, one flag per id, in order.
+    HasBlobs {
+        ids: Vec<ChunkId>,
+    },
+    BlobPresence {
+        present: Vec<bool>,
+    },
 }
 
 impl Message {
@@ -167,6 +252,23 @@ impl Message {
             Message::Swim { .. } => "Swim",
             Message::Ping => "Ping",
             Message::Pong => "Pong",
+            Message::Prune { .. } => "Prune",
+            Message::Restore { .. } => "Restore",
+            Message::Pruned { .. } => "Pruned",
+            Message::StoreBlob { .. } => "StoreBlob",
+            Message::BlobStored => "BlobStored",
+            Message::FetchBlob { .. } => "FetchBlob",
+            Message::BlobData { .. } => "BlobData",
+            Message::ApplyRecords { .. } => "ApplyRecords",
+            Message::RecordsApplied => "RecordsApplied",
+            Message::SyncDigests { .. } => "SyncDigests",
+            Message::SyncKeys { .. } => "SyncKeys",
+            Message::FetchRecords { .. } => "FetchRecords",
+            Message::Records { .. } => "Records",
+            Message::CurrentOf { .. } => "CurrentOf",
+            Message::Current { .. } => "Current",
+            Message::HasBlobs { .. } => "HasBlobs",
+            Message::BlobPresence { .. } => "BlobPresence",
         }
     }
 
@@ -183,8 +285,16 @@ impl Message {
                 | Message::Listing { .. }
                 | Message::History { .. }
                 | Message::StatusReply(_)
+                | Message::Pruned { .. }
                 | Message::Error { .. }
                 | Message::Pong
+                | Message::BlobStored
+                | Message::BlobData { .. }
+                | Message::RecordsApplied
+                | Message::SyncKeys { .. }
+                | Message::Records { .. }
+                | Message::Current { .. }
+                | Message::BlobPresence { .. }
         )
     }
 }

@@ -39,11 +39,19 @@
 //! | request | replies |
 //! |---|---|
 //! | `PutStart{name}`, then `PutData{bytes}`..., then `PutFinish` | `PutDone{record}` |
-//! | `Get{target, version}` | `GetStart{record, content, manifest}`, one `ChunkData{bytes}` per manifest chunk in order, `GetEnd` |
+//! | `Get{target, version, quorum}` | `GetStart{record, content, manifest}`, one `ChunkData{bytes}` per manifest chunk in order, `GetEnd` |
 //! | `Remove{name}` | `Removed{record}` (a tombstone version) |
 //! | `List` | `Listing{records, truncated}` |
 //! | `Versions{name}` | `History{records, truncated}`, newest first |
 //! | `Status` | `StatusReply(StatusReport)` |
+//! | `Prune{name, keep}` | `Pruned{floor, removed}` |
+//! | `Restore{name, version}` | `PutDone{record}` (a new version with the old content) |
+//!
+//! Any node serves any request: it coordinates the replicated work (chunks
+//! to their owners, records to every member, see
+//! [`cluster`](crate::cluster)). With `quorum`, a get by name first asks
+//! the other members for their current version of the name and serves the
+//! greatest a majority reports.
 //!
 //! Any request may instead get `Error{code, message}`, which ends it; so may
 //! a get stream part way through (then the client discards what it got).
@@ -63,6 +71,17 @@
 //! |---|---|
 //! | `Swim{bytes}` (request id 0) | a SWIM datagram in foca's postcard encoding, at most [`SWIM_PACKET_BYTES_MAX`](crate::limits::SWIM_PACKET_BYTES_MAX); its header's sender must be the connection's node |
 //! | `Ping` -> `Pong` | keepalive, every [`PEER_KEEPALIVE_INTERVAL`](crate::limits::PEER_KEEPALIVE_INTERVAL); no `Pong` within the request timeout ends the connection |
+//! | `StoreBlob{id, bytes}` -> `BlobStored` | store a chunk or manifest durably; the receiver checks that the bytes hash to `id` |
+//! | `FetchBlob{id}` -> `BlobData{bytes}` | read a blob; the receiver of the data verifies the hash again |
+//! | `ApplyRecords{records, floors}` -> `RecordsApplied` | merge version records and prune floors into the index, durably |
+//! | `SyncDigests{digests}` -> `SyncKeys{buckets, keys, floors, truncated}` | anti-entropy: 256 bucket digests in, the responder's keys and floors of the differing buckets out |
+//! | `FetchRecords{keys}` -> `Records{records}` | anti-entropy: the records for these keys |
+//! | `CurrentOf{name}` -> `Current{record}` | a quorum read: the responder's current record of a name |
+//! | `HasBlobs{ids}` -> `BlobPresence{present}` | repair: which of these blobs the responder holds |
+//!
+//! A node serves at most
+//! [`PEER_HANDLERS_PER_CONNECTION`](crate::limits::PEER_HANDLERS_PER_CONNECTION)
+//! storage requests of one peer at a time; further requests wait in TCP.
 //!
 //! Request ids are chosen by the sender of a request; a message that is a
 //! reply (`Message::is_reply`) is matched against the receiver's own pending
@@ -91,9 +110,9 @@ pub use message::{
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cas::ContentId;
+    use crate::cas::{ChunkId, ContentId};
     use crate::keys::NodeId;
-    use crate::meta::{VersionId, VersionRecord, VersionSelector};
+    use crate::meta::{Floor, VersionId, VersionRecord, VersionSelector};
     use crate::peer::PeerIdentity;
 
     fn record(content: Option<ContentId>) -> VersionRecord {
@@ -136,6 +155,7 @@ mod tests {
                         counter: 2,
                         node_prefix: "ab".into(),
                     }),
+                    quorum: true,
                 },
             ),
             (
@@ -143,6 +163,7 @@ mod tests {
                 Message::Get {
                     target: GetTarget::Content(content),
                     version: None,
+                    quorum: false,
                 },
             ),
             (
@@ -213,6 +234,8 @@ mod tests {
                     chunks: 3,
                     bytes_stored: 4096,
                     quarantined: 0,
+                    under_replicated: 1,
+                    under_replicated_bytes: 1024,
                 }),
             ),
             (
@@ -240,6 +263,113 @@ mod tests {
             ),
             ("ping", Message::Ping),
             ("pong", Message::Pong),
+            (
+                "prune",
+                Message::Prune {
+                    name: "a.txt".into(),
+                    keep: 2,
+                },
+            ),
+            (
+                "restore",
+                Message::Restore {
+                    name: "a.txt".into(),
+                    version: VersionSelector {
+                        wall_ms: 1,
+                        counter: 2,
+                        node_prefix: "ab".into(),
+                    },
+                },
+            ),
+            (
+                "pruned",
+                Message::Pruned {
+                    floor: Some(record(None).vid),
+                    removed: 3,
+                },
+            ),
+            (
+                "store_blob",
+                Message::StoreBlob {
+                    id: ChunkId([0x44; 32]),
+                    bytes: b"hello".to_vec(),
+                },
+            ),
+            ("blob_stored", Message::BlobStored),
+            (
+                "fetch_blob",
+                Message::FetchBlob {
+                    id: ChunkId([0x44; 32]),
+                },
+            ),
+            (
+                "blob_data",
+                Message::BlobData {
+                    bytes: b"hello".to_vec(),
+                },
+            ),
+            (
+                "apply_records",
+                Message::ApplyRecords {
+                    records: vec![record(Some(content))],
+                    floors: vec![Floor {
+                        name: "a.txt".into(),
+                        floor: record(None).vid,
+                    }],
+                },
+            ),
+            ("records_applied", Message::RecordsApplied),
+            (
+                "sync_digests",
+                Message::SyncDigests {
+                    digests: vec![0, 1, u128::MAX],
+                },
+            ),
+            (
+                "sync_keys",
+                Message::SyncKeys {
+                    buckets: vec![0, 255],
+                    keys: vec![record(None).key()],
+                    floors: Vec::new(),
+                    truncated: false,
+                },
+            ),
+            (
+                "fetch_records",
+                Message::FetchRecords {
+                    keys: vec![record(None).key()],
+                },
+            ),
+            (
+                "records",
+                Message::Records {
+                    records: vec![record(None)],
+                },
+            ),
+            (
+                "current_of",
+                Message::CurrentOf {
+                    name: "a.txt".into(),
+                },
+            ),
+            (
+                "current",
+                Message::Current {
+                    record: Some(record(Some(content))),
+                },
+            ),
+            (
+                "has_blobs",
+                Message::HasBlobs {
+                    ids: vec![ChunkId([0x44; 32])],
+                },
+            ),
+            (
+                "blob_presence",
+                Message::BlobPresence {
+                    present: vec![true, false],
+                },
+            ),
         ]
     }
 

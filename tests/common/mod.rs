@@ -1,8 +1,16 @@
-//! Shared by the real-process tests: starting `dfs-node serve`.
+//! Shared by the real-process tests: starting `dfs-node serve`, a cluster
+//! of them, and asking them things.
+// Each test crate uses part of this module.
+#![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // Real processes: waits on the real clock.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dfs-node");
 
@@ -29,4 +37,164 @@ pub fn spawn_serve(data_dir: &Path, args: &[&str], stderr: Stdio) -> (Child, Str
         .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
         .to_string();
     (child, addr)
+}
+
+/// Failure detection settings given to every node of these tests.
+pub const PROBE_INTERVAL_MS: u64 = 500;
+pub const SUSPECT_TIMEOUT_MS: u64 = 1500;
+/// How long a crashed member may take to be seen as down by every other
+/// node: a full probe round over the other members, the suspicion timeout,
+/// and a few gossip rounds to spread the verdict.
+pub const DETECTION_BUDGET: Duration =
+    Duration::from_millis(PROBE_INTERVAL_MS * 5 + SUSPECT_TIMEOUT_MS + 2_000);
+
+pub struct Node {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Start `serve` on `listen` with extra arguments; waits for the
+    /// "listening on" line.
+    pub fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("log");
+        let probe = PROBE_INTERVAL_MS.to_string();
+        let suspect = SUSPECT_TIMEOUT_MS.to_string();
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--probe-interval-ms",
+            &probe,
+            "--suspect-timeout-ms",
+            &suspect,
+        ];
+        args.extend_from_slice(extra);
+        let stderr = std::fs::File::create(&log).unwrap();
+        let (child, addr) = spawn_serve(data_dir, &args, stderr.into());
+        Node {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Run a client verb against this node (with its data dir's key).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--node", &self.addr, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .unwrap()
+    }
+
+    /// Blob ids in this node's chunk store.
+    pub fn blobs(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let Ok(prefixes) = std::fs::read_dir(self.data_dir.join("chunks")) else {
+            return ids;
+        };
+        for prefix in prefixes.flatten() {
+            for blob in std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = blob.file_name().to_string_lossy().to_string();
+                if name.len() == 64 {
+                    ids.push(name);
+                }
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// `status --json`, or None if the node does not answer.
+    pub fn status(&self) -> Option<Value> {
+        let output = Command::new(BIN)
+            .args(["status", "--json", "--node", &self.addr, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// The state this node reports for the member listening at `addr`.
+    pub fn state_of(&self, addr: &str) -> Option<String> {
+        let status = self.status()?;
+        status["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["addr"] == addr)
+            .map(|m| m["state"].as_str().unwrap().to_string())
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.status()
+            .and_then(|s| {
+                s["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["state"] == "alive").count())
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Poll `condition` every 100 ms until it holds or `within` passes; returns
+/// the time it took.
+pub fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
+    let first = Node::start(&root.join("n0"), "127.0.0.1:0", &[]);
+    let key = root.join("n0").join("cluster.key");
+    let mut nodes = vec![first];
+    for i in 1..size {
+        let node = Node::start(
+            &root.join(format!("n{i}")),
+            "127.0.0.1:0",
+            &[
+                "--bootstrap",
+                &nodes[0].addr.clone(),
+                "--cluster-key-file",
+                key.to_str().unwrap(),
+            ],
+        );
+        nodes.push(node);
+    }
+    nodes
 }

@@ -1,0 +1,241 @@
+//! Blobs across the cluster: replicated stores and verified, repairing reads.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use super::{Cluster, ClusterError, ReplicationCounters};
+use crate::cas::ChunkId;
+use crate::peer::{PeerError, PeerIdentity};
+use crate::placement;
+use crate::store::StoreError;
+use crate::wire::{ErrorCode, Message};
+
+/// Where a blob ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Nodes that hold it durably.
+    pub copies: usize,
+}
+
+/// Why one node could not provide a blob.
+#[derive(Debug)]
+enum FetchFailure {
+    /// It does not hold it.
+    Missing,
+    /// Its copy (or what it sent) failed verification.
+    Corrupt,
+    /// It could not be asked (down, partitioned, overloaded).
+    Unreachable(String),
+}
+
+impl std::fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchFailure::Missing => f.write_str("it has no copy"),
+            FetchFailure::Corrupt => f.write_str("its copy is corrupt"),
+            FetchFailure::Unreachable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl Cluster {
+    /// The alive nodes in `id`'s rendezvous order.
+    fn ranked(&self, id: &ChunkId) -> Vec<PeerIdentity> {
+        let alive = self.alive_nodes();
+        let order = placement::rank(id, &alive.iter().map(|p| p.node).collect::<Vec<_>>());
+        order
+            .into_iter()
+            .filter_map(|node| alive.iter().find(|p| p.node == node).cloned())
+            .collect()
+    }
+
+    /// Store `bytes` (whose hash is `id`) on R nodes: the top R alive
+    /// nodes of its ranking, and when one of them fails, the next in line
+    /// stands in. Succeeds once W hold it durably; all attempts finish (or
+    /// time out) before this returns, so no copy is left half-sent.
+    pub async fn store_blob(
+        self: &Arc<Self>,
+        id: ChunkId,
+        bytes: Bytes,
+    ) -> Result<Stored, ClusterError> {
+        let ranked = self.ranked(&id);
+        let replicas = self.replication.replicas.min(ranked.len());
+        let needed = self.quorum();
+        let mut candidates = ranked.into_iter().enumerate();
+        let mut attempts = JoinSet::new();
+        let mut copies = 0;
+        let mut failures = Vec::new();
+        for _ in 0..replicas {
+            if let Some((rank, target)) = candidates.next() {
+                attempts.spawn(self.clone().store_on(target, rank, id, bytes.clone()));
+            }
+        }
+        while let Some(joined) = attempts.join_next().await {
+            let (target, rank, result) = match joined {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    failures.push(format!("a store task failed: {error}"));
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => {
+                    copies += 1;
+                    if rank >= self.replication.replicas {
+                        ReplicationCounters::bump(&self.counters.stand_ins, 1);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(blob = %id, peer = %target.node.short(), %error, "storing a copy failed; trying the next node");
+                    failures.push(format!("{}: {error}", target.node.short()));
+                    if let Some((rank, next)) = candidates.next() {
+                        attempts.spawn(self.clone().store_on(next, rank, id, bytes.clone()));
+                    }
+                }
+            }
+        }
+        if copies < needed {
+            return Err(ClusterError::QuorumNotReached {
+                what: format!("blob {}", id.short()),
+                acknowledged: copies,
+                needed,
+                detail: failures.join("; "),
+            });
+        }
+        Ok(Stored { copies })
+    }
+
+    /// Store one copy on `target` (this node or a peer).
+    pub(super) async fn store_on(
+        self: Arc<Self>,
+        target: PeerIdentity,
+        rank: usize,
+        id: ChunkId,
+        bytes: Bytes,
+    ) -> (PeerIdentity, usize, Result<(), String>) {
+        let result = if target.node == self.me {
+            let store = self.store.clone();
+            self.blocking(move || store.put(&id, &bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            let message = Message::StoreBlob {
+                id,
+                bytes: bytes.to_vec(),
+            };
+            match self.connect(&target).await {
+                Ok(connection) => match connection.call(message).await {
+                    Ok(Message::BlobStored) => Ok(()),
+                    Ok(other) => Err(format!("answered {}", other.kind())),
+                    Err(error) => Err(error.to_string()),
+                },
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        (target, rank, result)
+    }
+
+    /// Read blob `id`, verified: from the local store if it holds a good
+    /// copy, else from the alive nodes in rendezvous order. Copies found
+    /// missing or corrupt on the way, at nodes that should hold one, are
+    /// repaired from the good copy.
+    pub async fn fetch_blob(self: &Arc<Self>, id: ChunkId) -> Result<Vec<u8>, ClusterError> {
+        let ranked = self.ranked(&id);
+        let owners = self.replication.replicas.min(ranked.len());
+        let mut should_hold = Vec::new();
+        let mut corrupt_seen = false;
+        let store = self.store.clone();
+        let local = self.blocking(move || store.get(&id)).await;
+        match local {
+            Ok(bytes) => return Ok(bytes),
+            Err(StoreError::NotFound(_)) => {}
+            Err(StoreError::Corrupt(_)) => corrupt_seen = true,
+            Err(error) => {
+                tracing::warn!(blob = %id, %error, "cannot read the local copy; asking peers")
+            }
+        }
+        let my_rank = ranked.iter().position(|p| p.node == self.me);
+        if my_rank.is_some_and(|rank| rank < owners) {
+            should_hold.push(self.peers.identity());
+        }
+        for (rank, peer) in ranked.iter().enumerate() {
+            if peer.node == self.me {
+                continue;
+            }
+            match self.fetch_from(peer, id).await {
+                Ok(bytes) => {
+                    self.repair(id, &bytes, should_hold);
+                    return Ok(bytes);
+                }
+                Err(failure) => {
+                    tracing::debug!(blob = %id, peer = %peer.node.short(), %failure, "fetch failed; trying the next node");
+                    corrupt_seen |= matches!(failure, FetchFailure::Corrupt);
+                    if rank < owners && !matches!(failure, FetchFailure::Unreachable(_)) {
+                        should_hold.push(peer.clone());
+                    }
+                }
+            }
+        }
+        if corrupt_seen {
+            Err(ClusterError::Corrupt(id.to_string()))
+        } else {
+            Err(ClusterError::NotFound(id.to_string()))
+        }
+    }
+
+    async fn fetch_from(&self, peer: &PeerIdentity, id: ChunkId) -> Result<Vec<u8>, FetchFailure> {
+        let connection = self
+            .connect(peer)
+            .await
+            .map_err(|e| FetchFailure::Unreachable(e.to_string()))?;
+        match connection.call(Message::FetchBlob { id }).await {
+            // Never trust a peer's bytes: they must hash to what we asked for.
+            Ok(Message::BlobData { bytes }) if ChunkId::of(&bytes) == id => Ok(bytes),
+            Ok(Message::BlobData { .. }) => {
+                tracing::error!(blob = %id, peer = %peer.node.short(), "a peer sent bytes that do not match their hash");
+                Err(FetchFailure::Corrupt)
+            }
+            Ok(other) => Err(FetchFailure::Unreachable(format!(
+                "answered {}",
+                other.kind()
+            ))),
+            Err(PeerError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }) => Err(FetchFailure::Missing),
+            Err(PeerError::Remote {
+                code: ErrorCode::Corrupt,
+                ..
+            }) => Err(FetchFailure::Corrupt),
+            Err(error) => Err(FetchFailure::Unreachable(error.to_string())),
+        }
+    }
+
+    /// Put a good copy back where one was missing or corrupt, in the
+    /// background (the read does not wait for it).
+    fn repair(self: &Arc<Self>, id: ChunkId, bytes: &[u8], targets: Vec<PeerIdentity>) {
+        if targets.is_empty() {
+            return;
+        }
+        let bytes = Bytes::copy_from_slice(bytes);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            for target in targets {
+                let (target, _, result) =
+                    cluster.clone().store_on(target, 0, id, bytes.clone()).await;
+                match result {
+                    Ok(()) => {
+                        ReplicationCounters::bump(&cluster.counters.read_repairs, 1);
+                        tracing::info!(blob = %id, node = %target.node.short(), "read repair: restored a missing or corrupt copy");
+                    }
+                    Err(error) => {
+                        tracing::debug!(blob = %id, node = %target.node.short(), %error, "read repair failed")
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,198 @@
+//! Replication (DESIGN §8): what a node does with its peers' help.
+//!
+//! - [`blobs`]: a blob (chunk or manifest) is stored on its R owners by
+//!   rendezvous hashing over the alive members ([`crate::placement`]) and
+//!   counts once W of them hold it durably; a read tries the owners in
+//!   order, verifies, and repairs a missing or corrupt copy it passed.
+//! - [`records`]: a version record (or prune floor) is merged into the
+//!   local index, sent to every alive member, and counts once W indexes
+//!   hold it durably.
+//! - [`sync`]: anti-entropy. Every few seconds a node compares bucket
+//!   digests of its index with a random alive peer and both exchange only
+//!   the records the other lacks.
+//! - [`repair`]: the background loop that copies under-replicated blobs to
+//!   their owners, drops copies a node no longer owns, and deletes blobs no
+//!   retained version references.
+//! - [`service`]: the peer requests a node answers for the above.
+//!
+//! A cluster of one is the degenerate case: every blob's only owner is the
+//! node itself and W is capped by the number of known members.
+
+mod blobs;
+mod records;
+mod repair;
+mod service;
+mod sync;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use repair::{RepairStatus, RepairTask};
+pub use service::ClusterService;
+pub use sync::{SyncReport, SyncTask};
+
+use crate::env::Env;
+use crate::keys::NodeId;
+use crate::meta::{Hlc, VersionId, VersionIndex};
+use crate::peer::{MemberView, PeerConnection, PeerError, PeerIdentity, Peers};
+use crate::placement::Replication;
+use crate::store::ChunkStore;
+
+/// Why a replicated operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "only {reachable} of the {needed} nodes a write needs are reachable (write quorum {needed}); retry when more nodes are up"
+    )]
+    TooFewNodes { reachable: usize, needed: usize },
+    #[error(
+        "{what} reached only {acknowledged} of the {needed} nodes it must be durable on ({detail})"
+    )]
+    QuorumNotReached {
+        what: String,
+        acknowledged: usize,
+        needed: usize,
+        detail: String,
+    },
+    #[error("no reachable node holds {0}")]
+    NotFound(String),
+    #[error(
+        "blob {0} failed verification on every node that could be read; the bad copies were quarantined (see the node logs)"
+    )]
+    Corrupt(String),
+    #[error("this node's storage failed: {0}")]
+    Local(String),
+}
+
+/// Counters of replication work, for `status`, tests and the simulation's
+/// "it really happened" checks.
+#[derive(Debug, Default)]
+pub struct ReplicationCounters {
+    /// Blob copies a read found missing or corrupt and repaired.
+    pub read_repairs: AtomicU64,
+    /// Blobs stored on a node outside their top R owners (an owner was down).
+    pub stand_ins: AtomicU64,
+    /// Anti-entropy rounds completed.
+    pub sync_rounds: AtomicU64,
+    /// Records this node sent to a peer in anti-entropy.
+    pub sync_records_sent: AtomicU64,
+    /// Records this node received in anti-entropy that changed its index.
+    pub sync_records_received: AtomicU64,
+}
+
+impl ReplicationCounters {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// One node's view of the cluster, and its replicated operations.
+#[derive(Debug)]
+pub struct Cluster {
+    env: Env,
+    me: NodeId,
+    replication: Replication,
+    peers: Arc<Peers>,
+    members: Arc<MemberView>,
+    store: Arc<ChunkStore>,
+    index: Arc<VersionIndex>,
+    hlc: Mutex<Hlc>,
+    pub counters: ReplicationCounters,
+    pub repair: RepairStatus,
+}
+
+impl Cluster {
+    pub fn new(
+        env: Env,
+        replication: Replication,
+        peers: Arc<Peers>,
+        members: Arc<MemberView>,
+        store: Arc<ChunkStore>,
+        index: Arc<VersionIndex>,
+        hlc: Hlc,
+    ) -> Arc<Self> {
+        let me = peers.identity().node;
+        Arc::new(Self {
+            env,
+            me,
+            replication,
+            peers,
+            members,
+            store,
+            index,
+            hlc: Mutex::new(hlc),
+            counters: ReplicationCounters::default(),
+            repair: RepairStatus::default(),
+        })
+    }
+
+    pub fn replication(&self) -> Replication {
+        self.replication
+    }
+
+    /// A new version id, after every id this node has created or seen.
+    pub fn next_vid(&self) -> VersionId {
+        self.hlc
+            .lock()
+            .expect("clock poisoned")
+            .next(self.env.clock.unix_ms())
+    }
+
+    /// Note ids created elsewhere, so later local ids sort after them. An id
+    /// from far in the future (a peer's broken clock) is not followed: it
+    /// would drag every later version id with it.
+    fn observe(&self, vids: impl Iterator<Item = VersionId>) {
+        let horizon = self
+            .env
+            .clock
+            .unix_ms()
+            .saturating_add(crate::limits::CLOCK_SKEW_MAX.as_millis() as u64);
+        let mut hlc = self.hlc.lock().expect("clock poisoned");
+        for vid in vids {
+            if vid.wall_ms <= horizon {
+                hlc.observe(&vid);
+            } else {
+                tracing::warn!(version = %vid, "a version id from the future (a peer's clock is wrong?); not following it");
+            }
+        }
+    }
+
+    /// The nodes that can take part now: this one and every alive member.
+    fn alive_nodes(&self) -> Vec<PeerIdentity> {
+        let mut nodes = self.members.alive();
+        nodes.push(self.peers.identity());
+        nodes
+    }
+
+    /// How many acknowledgements a write needs: W, or every member when the
+    /// cluster (alive or not) has fewer than W.
+    fn quorum(&self) -> usize {
+        let known = self.members.members().len() + 1;
+        self.replication.quorum_in(known)
+    }
+
+    /// Fail early, before anything is written, when fewer than a quorum of
+    /// nodes are alive: the write could not succeed and would leave
+    /// partial state behind.
+    pub fn check_quorum_reachable(&self) -> Result<(), ClusterError> {
+        let reachable = self.alive_nodes().len();
+        let needed = self.quorum();
+        if reachable < needed {
+            return Err(ClusterError::TooFewNodes { reachable, needed });
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, peer: &PeerIdentity) -> Result<Arc<PeerConnection>, PeerError> {
+        self.peers.connect(peer).await
+    }
+
+    /// Run a blocking storage job on the executor.
+    async fn blocking<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> T {
+        self.env.blocking(job).await
+    }
+}

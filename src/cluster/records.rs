@@ -1,0 +1,143 @@
+//! Version records across the cluster: quorum writes, pushes, quorum reads.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::{Cluster, ClusterError};
+use crate::meta::{Floor, MergeOutcome, VersionRecord};
+use crate::peer::PeerIdentity;
+use crate::wire::Message;
+
+impl Cluster {
+    /// Merge records and floors into this node's index (durably) and note
+    /// their ids in the clock.
+    pub async fn merge_local(
+        &self,
+        records: Vec<VersionRecord>,
+        floors: Vec<Floor>,
+    ) -> Result<MergeOutcome, ClusterError> {
+        self.observe(records.iter().map(|r| r.vid));
+        let index = self.index.clone();
+        self.blocking(move || index.merge(&records, &floors))
+            .await
+            .map_err(|e| ClusterError::Local(e.to_string()))
+    }
+
+    /// Make records and floors durable in the index of this node and of
+    /// every alive member. Returns once W indexes (this one included) hold
+    /// them; the pushes to the rest go on in the background. Anti-entropy
+    /// delivers them to nodes that are down now.
+    ///
+    /// On `Err`, some nodes may hold the records anyway (the write is then
+    /// indeterminate, like any write whose acknowledgement was lost); the
+    /// caller checks [`Cluster::check_quorum_reachable`] first so that the
+    /// common failure, too few nodes up, writes nothing anywhere.
+    pub async fn commit(
+        self: &Arc<Self>,
+        records: Vec<VersionRecord>,
+        floors: Vec<Floor>,
+    ) -> Result<usize, ClusterError> {
+        let needed = self.quorum();
+        self.merge_local(records.clone(), floors.clone()).await?;
+        let mut acknowledged = 1;
+        let mut pushes = JoinSet::new();
+        for peer in self.members.alive() {
+            let cluster = self.clone();
+            let message = Message::ApplyRecords {
+                records: records.clone(),
+                floors: floors.clone(),
+            };
+            pushes.spawn(async move { cluster.push_to(peer, message).await });
+        }
+        let mut failures = Vec::new();
+        while acknowledged < needed {
+            match pushes.join_next().await {
+                Some(Ok(Ok(()))) => acknowledged += 1,
+                Some(Ok(Err(error))) => failures.push(error),
+                Some(Err(error)) => failures.push(format!("a push task failed: {error}")),
+                None => break,
+            }
+        }
+        // The rest finish on their own; detach them rather than abort.
+        pushes.detach_all();
+        if acknowledged < needed {
+            let what = match records.first() {
+                Some(record) => format!("version {} of {}", record.vid, record.name),
+                None => "a prune".to_string(),
+            };
+            return Err(ClusterError::QuorumNotReached {
+                what,
+                acknowledged,
+                needed,
+                detail: failures.join("; "),
+            });
+        }
+        Ok(acknowledged)
+    }
+
+    async fn push_to(&self, peer: PeerIdentity, message: Message) -> Result<(), String> {
+        let connection = self
+            .connect(&peer)
+            .await
+            .map_err(|e| format!("{}: {e}", peer.node.short()))?;
+        match connection.call(message).await {
+            Ok(Message::RecordsApplied) => Ok(()),
+            Ok(other) => Err(format!("{}: answered {}", peer.node.short(), other.kind())),
+            Err(error) => Err(format!("{}: {error}", peer.node.short())),
+        }
+    }
+
+    /// The greatest current record of `name` that a majority of the known
+    /// members (this node included) report. A newer record than ours is
+    /// merged here too, so later local reads see it.
+    pub async fn quorum_current(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<VersionRecord>, ClusterError> {
+        let known = self.members.members().len() + 1;
+        let majority = known / 2 + 1;
+        let index = self.index.clone();
+        let lookup = name.to_string();
+        let mut best = self
+            .blocking(move || index.current(&lookup))
+            .await
+            .map_err(|e| ClusterError::Local(e.to_string()))?;
+        let mut answered = 1;
+        let mut asks = JoinSet::new();
+        for peer in self.members.alive() {
+            let cluster = self.clone();
+            let name = name.to_string();
+            asks.spawn(async move {
+                let connection = cluster.connect(&peer).await.map_err(|e| e.to_string())?;
+                match connection.call(Message::CurrentOf { name }).await {
+                    Ok(Message::Current { record }) => Ok(record),
+                    Ok(other) => Err(format!("answered {}", other.kind())),
+                    Err(error) => Err(error.to_string()),
+                }
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            if let Ok(Ok(record)) = joined {
+                answered += 1;
+                if let Some(record) = record.filter(|r| r.name == name)
+                    && best.as_ref().is_none_or(|b| record.vid > b.vid)
+                {
+                    best = Some(record);
+                }
+            }
+        }
+        if answered < majority {
+            return Err(ClusterError::QuorumNotReached {
+                what: format!("a quorum read of {name}"),
+                acknowledged: answered,
+                needed: majority,
+                detail: "too few members answered".into(),
+            });
+        }
+        if let Some(record) = &best {
+            self.merge_local(vec![record.clone()], Vec::new()).await?;
+        }
+        Ok(best)
+    }
+}

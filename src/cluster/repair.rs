@@ -1,0 +1,327 @@
+//! Repair, rebalance and garbage collection: the background loop that
+//! keeps every blob on its R owners and nowhere else.
+//!
+//! Each round (every [`REPAIR_INTERVAL`], jittered) takes the next window
+//! of [`REPAIR_BATCH`] blobs of the local store, computes each one's owners
+//! over the alive members, and asks the owners which they hold
+//! (`HasBlobs`, one batch per owner). Then, at most
+//! [`REPAIR_COPIES_PER_ROUND`] copies per round:
+//! - an owner that lacks a blob gets a copy (under-replication after a
+//!   crash, a stand-in's copy going home, a joining node receiving what it
+//!   now owns);
+//! - a blob this node holds but does not own is deleted once every owner
+//!   has confirmed it holds a copy (rebalance after a stand-in or a join).
+//!
+//! Garbage collection runs in the same loop: a blob referenced by no
+//! retained version (neither a manifest of one nor a chunk of such a
+//! manifest) is deleted once it has been seen unreferenced for
+//! [`GC_GRACE`] and an anti-entropy round has completed since, so a put in
+//! flight (chunks stored, version not yet committed) or a version this
+//! node has not heard of yet keeps its chunks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Cluster, ReplicationCounters};
+use crate::cas::{ChunkId, ContentId, Manifest};
+use crate::keys::NodeId;
+use crate::limits::{GC_GRACE, REPAIR_BATCH, REPAIR_COPIES_PER_ROUND, REPAIR_INTERVAL};
+use crate::peer::PeerIdentity;
+use crate::placement;
+use crate::wire::Message;
+
+/// What the last repair round found, for `status`.
+#[derive(Debug, Default)]
+pub struct RepairStatus {
+    pub under_replicated: AtomicU64,
+    pub under_replicated_bytes: AtomicU64,
+    /// Copies sent to owners that lacked them, since start.
+    pub copies_made: AtomicU64,
+    /// Copies dropped by a node that no longer owns them, since start.
+    pub copies_dropped: AtomicU64,
+    /// Unreferenced blobs deleted, since start.
+    pub garbage_collected: AtomicU64,
+}
+
+/// The background loop.
+pub struct RepairTask {
+    pub cluster: Arc<Cluster>,
+}
+
+/// State kept between rounds.
+#[derive(Default)]
+struct RepairState {
+    /// The last blob id of the previous window (the next starts after it).
+    cursor: Option<ChunkId>,
+    /// Blobs seen unreferenced: when first, and the anti-entropy round
+    /// count then.
+    unreferenced_since: BTreeMap<ChunkId, (u64, u64)>,
+    /// Chunk lists of manifests (immutable, so safe to keep), bounded.
+    manifests: BTreeMap<ContentId, Vec<ChunkId>>,
+}
+
+/// Manifests whose chunk lists the GC keeps in memory.
+const MANIFEST_CACHE_MAX: usize = 65_536;
+
+impl RepairTask {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut state = RepairState::default();
+        loop {
+            let base = REPAIR_INTERVAL.as_millis() as u64;
+            let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                result = self.cluster.repair_round(&mut state) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "repair round stopped early");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Cluster {
+    async fn repair_round(self: &Arc<Self>, state: &mut RepairState) -> Result<(), String> {
+        let store = self.store.clone();
+        let all = self
+            .blocking(move || store.list())
+            .await
+            .map_err(|e| e.to_string())?;
+        let window = next_window(&all, &mut state.cursor);
+        self.collect_garbage(&all, state).await;
+        if window.is_empty() {
+            self.repair.under_replicated.store(0, Ordering::Relaxed);
+            self.repair
+                .under_replicated_bytes
+                .store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let alive = self.alive_nodes();
+        let target = self
+            .replication
+            .replicas
+            .min(self.members.members().len() + 1);
+        let alive_ids: Vec<NodeId> = alive.iter().map(|p| p.node).collect();
+        let owners: Vec<Vec<NodeId>> = window
+            .iter()
+            .map(|id| placement::owners(id, &alive_ids, self.replication.replicas))
+            .collect();
+
+        // Ask each owner, in one batch, which of its blobs it holds.
+        let mut asked: BTreeMap<NodeId, Vec<ChunkId>> = BTreeMap::new();
+        for (id, owners) in window.iter().zip(&owners) {
+            for owner in owners.iter().filter(|o| **o != self.me) {
+                asked.entry(*owner).or_default().push(*id);
+            }
+        }
+        let mut holds: BTreeSet<(NodeId, ChunkId)> = BTreeSet::new();
+        let mut unknown: BTreeSet<NodeId> = BTreeSet::new();
+        for (owner, ids) in asked {
+            let Some(peer) = alive.iter().find(|p| p.node == owner) else {
+                continue;
+            };
+            match self.ask_presence(peer, &ids).await {
+                Ok(present) => {
+                    for (id, has) in ids.iter().zip(present) {
+                        if has {
+                            holds.insert((owner, *id));
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %owner.short(), %error, "repair: cannot ask which blobs it holds");
+                    unknown.insert(owner);
+                }
+            }
+        }
+
+        let mut under = 0u64;
+        let mut under_bytes = 0u64;
+        let mut copies_left = REPAIR_COPIES_PER_ROUND;
+        for (id, owners) in window.iter().zip(&owners) {
+            let i_own = owners.contains(&self.me);
+            let missing: Vec<&NodeId> = owners
+                .iter()
+                .filter(|o| **o != self.me && !unknown.contains(o) && !holds.contains(&(**o, *id)))
+                .collect();
+            let confirmed = owners
+                .iter()
+                .filter(|o| **o == self.me || holds.contains(&(**o, *id)))
+                .count();
+            if confirmed < target {
+                under += 1;
+                under_bytes += self.blob_len(*id).await;
+            }
+            let mut pushed: Vec<NodeId> = Vec::new();
+            if !missing.is_empty() && copies_left > 0 {
+                let store = self.store.clone();
+                let blob = *id;
+                let Ok(bytes) = self.blocking(move || store.get(&blob)).await else {
+                    // Corrupt or gone: the read quarantined it; other
+                    // holders will repair the owners.
+                    continue;
+                };
+                let bytes = Bytes::from(bytes);
+                for owner in missing.iter().copied() {
+                    if copies_left == 0 {
+                        break;
+                    }
+                    copies_left -= 1;
+                    let Some(peer) = alive.iter().find(|p| p.node == *owner).cloned() else {
+                        continue;
+                    };
+                    let (_, _, result) = self.clone().store_on(peer, 0, *id, bytes.clone()).await;
+                    match result {
+                        Ok(()) => {
+                            pushed.push(*owner);
+                            ReplicationCounters::bump(&self.repair.copies_made, 1);
+                        }
+                        Err(error) => {
+                            tracing::debug!(blob = %id, owner = %owner.short(), %error, "repair copy failed")
+                        }
+                    }
+                }
+            }
+            // Drop a copy this node does not own once every owner holds one
+            // (confirmed, or just received it from us, durably).
+            let every_owner_holds = owners.len() >= target
+                && owners
+                    .iter()
+                    .all(|o| holds.contains(&(*o, *id)) || pushed.contains(o));
+            if !i_own && every_owner_holds {
+                let store = self.store.clone();
+                let blob = *id;
+                match self.blocking(move || store.delete(&blob)).await {
+                    Ok(()) => {
+                        ReplicationCounters::bump(&self.repair.copies_dropped, 1);
+                        tracing::debug!(blob = %id, "rebalance: dropped a copy this node does not own");
+                    }
+                    Err(error) => tracing::warn!(blob = %id, %error, "cannot drop a copy"),
+                }
+            }
+        }
+        self.repair.under_replicated.store(under, Ordering::Relaxed);
+        self.repair
+            .under_replicated_bytes
+            .store(under_bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn ask_presence(
+        &self,
+        peer: &PeerIdentity,
+        ids: &[ChunkId],
+    ) -> Result<Vec<bool>, String> {
+        let connection = self.connect(peer).await.map_err(|e| e.to_string())?;
+        match connection
+            .call(Message::HasBlobs { ids: ids.to_vec() })
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Message::BlobPresence { present } if present.len() == ids.len() => Ok(present),
+            other => Err(format!("HasBlobs answered with {}", other.kind())),
+        }
+    }
+
+    async fn blob_len(&self, id: ChunkId) -> u64 {
+        let store = self.store.clone();
+        self.blocking(move || store.plaintext_len(&id))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Delete blobs no retained version references (see the module docs).
+    /// Any doubt (an unreadable manifest, an index error) skips the round.
+    async fn collect_garbage(self: &Arc<Self>, all: &[ChunkId], state: &mut RepairState) {
+        let index = self.index.clone();
+        let Ok(records) = self.blocking(move || index.all_records()).await else {
+            return;
+        };
+        let contents: BTreeSet<ContentId> = records.iter().filter_map(|r| r.content).collect();
+        let mut referenced: BTreeSet<ChunkId> = BTreeSet::new();
+        for content in &contents {
+            referenced.insert(ChunkId(content.0));
+            if !state.manifests.contains_key(content) {
+                let Ok(bytes) = self.fetch_blob(ChunkId(content.0)).await else {
+                    return;
+                };
+                let Ok(manifest) = Manifest::decode(&bytes) else {
+                    return;
+                };
+                if state.manifests.len() >= MANIFEST_CACHE_MAX {
+                    state.manifests.clear();
+                }
+                state
+                    .manifests
+                    .insert(*content, manifest.chunks.iter().map(|c| c.id).collect());
+            }
+            referenced.extend(state.manifests[content].iter().copied());
+        }
+        let now = self.env.clock.unix_ms();
+        let rounds = ReplicationCounters::get(&self.counters.sync_rounds);
+        let grace = GC_GRACE.as_millis() as u64;
+        state
+            .unreferenced_since
+            .retain(|id, _| !referenced.contains(id));
+        for id in all.iter().filter(|id| !referenced.contains(id)) {
+            let (since, rounds_then) =
+                *state.unreferenced_since.entry(*id).or_insert((now, rounds));
+            if now.saturating_sub(since) < grace || rounds <= rounds_then {
+                continue;
+            }
+            let store = self.store.clone();
+            let blob = *id;
+            if self.blocking(move || store.delete(&blob)).await.is_ok() {
+                state.unreferenced_since.remove(id);
+                ReplicationCounters::bump(&self.repair.garbage_collected, 1);
+                tracing::info!(blob = %id, "garbage collected a blob no version references");
+            }
+        }
+        state
+            .unreferenced_since
+            .retain(|id, _| all.binary_search(id).is_ok());
+    }
+}
+
+/// The next [`REPAIR_BATCH`] ids after `cursor` (wrapping to the start).
+fn next_window(all: &[ChunkId], cursor: &mut Option<ChunkId>) -> Vec<ChunkId> {
+    let start = match cursor {
+        Some(after) => all.partition_point(|id| id <= after),
+        None => 0,
+    };
+    let start = if start >= all.len() { 0 } else { start };
+    let window: Vec<ChunkId> = all[start..].iter().take(REPAIR_BATCH).copied().collect();
+    *cursor = window.last().copied();
+    window
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_store_and_wrap() {
+        let all: Vec<ChunkId> = (0..(REPAIR_BATCH * 2 + 5) as u32)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut cursor = None;
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            seen.extend(next_window(&all, &mut cursor));
+        }
+        assert_eq!(seen.len(), all.len());
+        assert_eq!(next_window(&all, &mut cursor)[0], all[0]);
+    }
+}

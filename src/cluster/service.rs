@@ -1,0 +1,150 @@
+//! The requests a node answers for its peers.
+
+use std::sync::Arc;
+
+use super::{Cluster, ReplicationCounters};
+use crate::cas::ChunkId;
+use crate::keys::NodeId;
+use crate::limits::{REPAIR_BATCH, SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD};
+use crate::meta::digest;
+use crate::peer::{PeerService, ServiceFuture};
+use crate::store::StoreError;
+use crate::wire::{ErrorCode, Message};
+
+/// [`PeerService`] over a [`Cluster`].
+pub struct ClusterService(pub Arc<Cluster>);
+
+impl PeerService for ClusterService {
+    fn serve(&self, from: NodeId, request: Message) -> ServiceFuture {
+        let cluster = self.0.clone();
+        Box::pin(async move { cluster.serve(from, request).await })
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+    Message::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn store_error(error: StoreError) -> Message {
+    let code = match &error {
+        StoreError::NotFound(_) => ErrorCode::NotFound,
+        StoreError::Corrupt(_) => ErrorCode::Corrupt,
+        StoreError::DiskFull { .. } => ErrorCode::DiskFull,
+        StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
+        StoreError::Io { .. } => ErrorCode::Internal,
+    };
+    error_with(code, error)
+}
+
+fn error_with(code: ErrorCode, cause: impl std::fmt::Display) -> Message {
+    error(code, cause.to_string())
+}
+
+impl Cluster {
+    async fn serve(self: Arc<Self>, from: NodeId, request: Message) -> Message {
+        match request {
+            Message::StoreBlob { id, bytes } => {
+                // The sender is authenticated but may still be wrong (a
+                // bug, bad memory): never store bytes under another id.
+                if ChunkId::of(&bytes) != id {
+                    tracing::error!(peer = %from.short(), blob = %id, "a peer sent a blob whose bytes do not match its id");
+                    return error(ErrorCode::InvalidRequest, "the bytes do not hash to the id");
+                }
+                let store = self.store.clone();
+                match self.blocking(move || store.put(&id, &bytes)).await {
+                    Ok(_) => Message::BlobStored,
+                    Err(e) => store_error(e),
+                }
+            }
+            Message::FetchBlob { id } => {
+                let store = self.store.clone();
+                match self.blocking(move || store.get(&id)).await {
+                    Ok(bytes) => Message::BlobData { bytes },
+                    Err(e) => store_error(e),
+                }
+            }
+            Message::ApplyRecords { records, floors } => {
+                match self.merge_local(records, floors).await {
+                    Ok(_) => Message::RecordsApplied,
+                    Err(e) => error_with(ErrorCode::Internal, e),
+                }
+            }
+            Message::SyncDigests { digests } => {
+                let index = self.index.clone();
+                let listed = self
+                    .blocking(move || {
+                        let ours = index.digests()?;
+                        let differing = digest::differing(&ours, &digests);
+                        let keys = index.keys_in_buckets(&differing, SYNC_BATCH_BYTES)?;
+                        Ok::<_, crate::meta::IndexError>((differing, keys))
+                    })
+                    .await;
+                match listed {
+                    Ok((differing, (keys, floors, truncated))) => Message::SyncKeys {
+                        buckets: differing
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, differs)| **differs)
+                            .map(|(bucket, _)| bucket as u16)
+                            .collect(),
+                        keys,
+                        floors,
+                        truncated,
+                    },
+                    Err(e) => error_with(ErrorCode::Internal, e),
+                }
+            }
+            Message::FetchRecords { keys } => {
+                let cost: usize = keys
+                    .iter()
+                    .map(|k| k.name.len() + SYNC_ENTRY_OVERHEAD)
+                    .sum();
+                if cost > SYNC_BATCH_BYTES {
+                    return error(ErrorCode::InvalidRequest, "too many keys in one request");
+                }
+                let index = self.index.clone();
+                match self.blocking(move || index.records(&keys)).await {
+                    Ok(records) => {
+                        ReplicationCounters::bump(
+                            &self.counters.sync_records_sent,
+                            records.len() as u64,
+                        );
+                        Message::Records { records }
+                    }
+                    Err(e) => error_with(ErrorCode::Internal, e),
+                }
+            }
+            Message::CurrentOf { name } => {
+                let index = self.index.clone();
+                match self.blocking(move || index.current(&name)).await {
+                    Ok(record) => Message::Current { record },
+                    Err(e) => error_with(ErrorCode::Internal, e),
+                }
+            }
+            Message::HasBlobs { ids } => {
+                if ids.len() > REPAIR_BATCH {
+                    return error(ErrorCode::InvalidRequest, "too many ids in one request");
+                }
+                let store = self.store.clone();
+                let present = self
+                    .blocking(move || {
+                        ids.iter()
+                            .map(|id| store.contains(id))
+                            .collect::<Result<Vec<bool>, StoreError>>()
+                    })
+                    .await;
+                match present {
+                    Ok(present) => Message::BlobPresence { present },
+                    Err(e) => store_error(e),
+                }
+            }
+            other => error(
+                ErrorCode::InvalidRequest,
+                format!("{} is not a peer request", other.kind()),
+            ),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Anti-entropy: periodic, pairwise repair of the version index.
+//!
+//! One round, started by A with a random alive peer B:
+//! 1. A sends the digests of its index buckets (`SyncDigests`); B compares
+//!    them with its own and answers with its record keys and floors in the
+//!    buckets that differ (`SyncKeys`).
+//! 2. A lists its own keys in those buckets. Keys only B has, A fetches
+//!    (`FetchRecords`); records only A has, A sends (`ApplyRecords`).
+//!    Floors are merged both ways the same way.
+//!
+//! Both lists are in key order and cut at the same byte budget, so when a
+//! list was truncated only keys up to its last one are compared; the next
+//! round carries on. The cost of a round is the keys of the differing
+//! buckets plus the missing records, never the whole index.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Cluster, ReplicationCounters};
+use crate::limits::{SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD, SYNC_INTERVAL};
+use crate::meta::digest::SYNC_BUCKETS;
+use crate::meta::{Floor, RecordKey, VersionRecord};
+use crate::peer::PeerIdentity;
+use crate::wire::Message;
+
+/// What one round moved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub differing_buckets: usize,
+    pub records_received: usize,
+    pub records_sent: usize,
+    pub floors_sent: usize,
+}
+
+/// The background loop: one round with a random alive peer every
+/// [`SYNC_INTERVAL`] (jittered, so nodes do not sync in lockstep).
+pub struct SyncTask {
+    pub cluster: Arc<Cluster>,
+}
+
+impl SyncTask {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let base = SYNC_INTERVAL.as_millis() as u64;
+            let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let alive = self.cluster.members.alive();
+            if alive.is_empty() {
+                continue;
+            }
+            let peer = &alive[(self.cluster.env.random_u64() % alive.len() as u64) as usize];
+            let round = tokio::select! {
+                _ = &mut shutdown => break,
+                round = self.cluster.sync_with(peer) => round,
+            };
+            match round {
+                Ok(report) if report.differing_buckets > 0 => {
+                    tracing::debug!(peer = %peer.node.short(), ?report, "anti-entropy round")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(peer = %peer.node.short(), %error, "anti-entropy round failed")
+                }
+            }
+        }
+    }
+}
+
+/// Split `items` into batches of at most [`SYNC_BATCH_BYTES`] by `cost`.
+fn batches<T>(items: Vec<T>, cost: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let c = cost(&item);
+        if !batch.is_empty() && used + c > SYNC_BATCH_BYTES {
+            out.push(std::mem::take(&mut batch));
+            used = 0;
+        }
+        used += c;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+fn key_cost(key: &RecordKey) -> usize {
+    key.name.len() + SYNC_ENTRY_OVERHEAD
+}
+
+impl Cluster {
+    /// One anti-entropy round with `peer`.
+    pub async fn sync_with(self: &Arc<Self>, peer: &PeerIdentity) -> Result<SyncReport, String> {
+        let index = self.index.clone();
+        let digests = self
+            .blocking(move || index.digests())
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = self.connect(peer).await.map_err(|e| e.to_string())?;
+        let reply = connection
+            .call(Message::SyncDigests { digests })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Message::SyncKeys {
+            buckets,
+            keys: their_keys,
+            floors: their_floors,
+            truncated: their_truncated,
+        } = reply
+        else {
+            return Err(format!("SyncDigests answered with {}", reply.kind()));
+        };
+        let mut report = SyncReport {
+            differing_buckets: buckets.len(),
+            ..SyncReport::default()
+        };
+        if buckets.is_empty() {
+            ReplicationCounters::bump(&self.counters.sync_rounds, 1);
+            return Ok(report);
+        }
+        let mut wanted = vec![false; SYNC_BUCKETS];
+        for bucket in buckets {
+            if let Some(slot) = wanted.get_mut(usize::from(bucket)) {
+                *slot = true;
+            }
+        }
+        let index = self.index.clone();
+        let (our_keys, our_floors, our_truncated) = self
+            .blocking(move || index.keys_in_buckets(&wanted, SYNC_BATCH_BYTES))
+            .await
+            .map_err(|e| e.to_string())?;
+
+        // Compare only up to where both lists are complete.
+        let horizon = [
+            their_truncated
+                .then(|| their_keys.last().cloned())
+                .flatten(),
+            our_truncated.then(|| our_keys.last().cloned()).flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let within = |key: &RecordKey| horizon.as_ref().is_none_or(|h| key <= h);
+        let ours: BTreeSet<&RecordKey> = our_keys.iter().collect();
+        let theirs: BTreeSet<&RecordKey> = their_keys.iter().collect();
+        let missing_here: Vec<RecordKey> = their_keys
+            .iter()
+            .filter(|k| within(k) && !ours.contains(k))
+            .cloned()
+            .collect();
+        let missing_there: Vec<RecordKey> = our_keys
+            .iter()
+            .filter(|k| within(k) && !theirs.contains(k))
+            .cloned()
+            .collect();
+        let floors_there: Vec<Floor> = our_floors
+            .iter()
+            .filter(|ours| {
+                !their_floors
+                    .iter()
+                    .any(|t| t.name == ours.name && t.floor >= ours.floor)
+            })
+            .cloned()
+            .collect();
+
+        // Pull: their floors and the records we lack.
+        let mut pulled: Vec<VersionRecord> = Vec::new();
+        for batch in batches(missing_here, key_cost) {
+            match connection
+                .call(Message::FetchRecords { keys: batch })
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Message::Records { records } => pulled.extend(records),
+                other => return Err(format!("FetchRecords answered with {}", other.kind())),
+            }
+        }
+        let merged = self
+            .merge_local(pulled, their_floors)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.records_received = merged.records.len();
+        ReplicationCounters::bump(
+            &self.counters.sync_records_received,
+            report.records_received as u64,
+        );
+
+        // Push: our floors they lack and the records they lack.
+        let index = self.index.clone();
+        let records = self
+            .blocking(move || index.records(&missing_there))
+            .await
+            .map_err(|e| e.to_string())?;
+        report.floors_sent = floors_there.len();
+        let mut floors = Some(floors_there);
+        let mut record_batches = batches(records, |r| r.name.len() + SYNC_ENTRY_OVERHEAD);
+        if record_batches.is_empty() && floors.as_ref().is_some_and(|f| !f.is_empty()) {
+            record_batches.push(Vec::new());
+        }
+        for batch in record_batches {
+            let sent = batch.len();
+            let message = Message::ApplyRecords {
+                records: batch,
+                floors: floors.take().unwrap_or_default(),
+            };
+            match connection.call(message).await.map_err(|e| e.to_string())? {
+                Message::RecordsApplied => {
+                    report.records_sent += sent;
+                    ReplicationCounters::bump(&self.counters.sync_records_sent, sent as u64);
+                }
+                other => return Err(format!("ApplyRecords answered with {}", other.kind())),
+            }
+        }
+        ReplicationCounters::bump(&self.counters.sync_rounds, 1);
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_the_budget_and_keep_everything() {
+        let items: Vec<usize> = (0..100).map(|i| i * SYNC_BATCH_BYTES / 250).collect();
+        let all = batches(items.clone(), |c| *c);
+        assert_eq!(all.concat(), items);
+        for batch in &all {
+            let total: usize = batch.iter().sum();
+            assert!(batch.len() == 1 || total <= SYNC_BATCH_BYTES);
+        }
+    }
+}
