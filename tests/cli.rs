@@ -186,6 +186,70 @@ fn two_puts_make_two_versions_each_retrievable() {
 }
 
 #[test]
+fn restore_brings_back_old_content_and_prune_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    let mut puts = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..4 {
+        let file = random_file(dir.path(), &format!("v{i}"), 10_000 + i, 10 + i as u64);
+        puts.push(node.json(&["put", file.to_str().unwrap(), "--name", "doc"]));
+        files.push(file);
+    }
+    // Restore the first version: its content becomes current, as a 5th version.
+    let restored = node.json(&[
+        "restore",
+        "doc",
+        "--version",
+        puts[0]["version"].as_str().unwrap(),
+    ]);
+    assert_eq!(restored["content_id"], puts[0]["content_id"]);
+    assert_ne!(restored["version"], puts[0]["version"]);
+    let current = dir.path().join("current");
+    node.ok(&["get", "doc", "--quorum", "-o", current.to_str().unwrap()]);
+    assert!(same_bytes(&files[0], &current));
+    assert_eq!(node.json(&["versions", "doc"]).as_array().unwrap().len(), 5);
+
+    // Keep the newest 2: three versions go, the rest still read back.
+    let pruned = node.json(&["prune", "doc", "--keep", "2"]);
+    assert_eq!(pruned["removed"], 3);
+    let versions = node.json(&["versions", "doc"]);
+    let versions = versions.as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["version"], restored["version"]);
+    assert_eq!(versions[1]["version"], puts[3]["version"]);
+    let gone = node.cli(&[
+        "get",
+        "doc",
+        "--version",
+        puts[1]["version"].as_str().unwrap(),
+    ]);
+    assert_eq!(gone.status.code(), Some(3), "a pruned version is not found");
+    let kept = dir.path().join("kept");
+    node.ok(&[
+        "get",
+        "doc",
+        "--version",
+        puts[3]["version"].as_str().unwrap(),
+        "-o",
+        kept.to_str().unwrap(),
+    ]);
+    assert!(same_bytes(&files[3], &kept));
+    // Nothing more to prune; bad arguments are usage errors.
+    assert_eq!(node.json(&["prune", "doc", "--keep", "2"])["removed"], 0);
+    assert_eq!(
+        node.cli(&["prune", "doc", "--keep", "0"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        node.cli(&["restore", "doc", "--version", "nonsense"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
 fn rm_makes_get_report_not_found_and_versions_show_the_tombstone() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));

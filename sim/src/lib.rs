@@ -10,8 +10,17 @@
 //! - [`membership`]: 3 to 9 nodes join through one, under partitions,
 //!   holds, crashes, latency and link flaps, plus an intruder without the
 //!   key; after healing every node must see every other alive.
+//! - [`nemesis`]: partitions, one-way cuts, holds, crashes and restarts,
+//!   shared by the multi-node scenarios.
+//! - [`replication`]: 3 to 7 nodes, clients putting, reading, removing,
+//!   pruning and restoring through different nodes under the nemesis and
+//!   disk faults; checks the six guarantees of DESIGN §8.
+//! - [`workload`]: the content model and helpers the client workloads share.
 
 pub mod env;
 pub mod harness;
 pub mod membership;
+pub mod nemesis;
+pub mod replication;
 pub mod single_node;
+pub mod workload;

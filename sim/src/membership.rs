@@ -29,6 +29,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::env::{DiskFaults, sim_env};
 use crate::harness::{Outcome, Trace};
+use crate::nemesis::{Crashable, Faults, Nemesis};
 
 const PORT: u16 = 7400;
 const INTRUDER: &str = "intruder";
@@ -189,11 +190,16 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         });
     }
 
-    let mut nemesis = ChaCha8Rng::seed_from_u64(seed ^ 0x4E45_4D45);
     let names: Vec<String> = (0..config.nodes).map(host).collect();
-    let mut crashed: Vec<bool> = vec![false; config.nodes];
+    let faults = Faults {
+        every: config.nemesis_every,
+        crashes: config.crashes,
+        partitions: config.partitions,
+        one_way: config.one_way,
+        holds: config.holds,
+    };
+    let mut nemesis = Nemesis::new(seed, faults, names, 5_000);
     let chaos_ms = config.chaos.as_millis() as u64;
-    let mut next_action_ms = 5_000u64;
     if config.fail_rate > 0.0 {
         sim.set_fail_rate(config.fail_rate);
     }
@@ -202,80 +208,19 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             .map(|_| ())
             .map_err(|e| format!("simulation error: {e}"))
     };
+    let nodes = Nodes(probes.clone());
     let mut now_ms = 0u64;
     while now_ms < chaos_ms {
         step(&mut sim)?;
         now_ms = sim.elapsed().as_millis() as u64;
         check_admission(&probes, config.nodes)?;
-        if now_ms < next_action_ms {
-            continue;
-        }
-        next_action_ms =
-            now_ms + 1 + nemesis.next_u64() % (2 * config.nemesis_every.as_millis() as u64);
-        let action = nemesis.next_u64() % 6;
-        let a = (nemesis.next_u64() % config.nodes as u64) as usize;
-        let b = (nemesis.next_u64() % config.nodes as u64) as usize;
-        match action {
-            0 if config.partitions => {
-                // Split into two sides at a random point of a shuffled order.
-                let cut = 1 + (nemesis.next_u64() % (config.nodes as u64 - 1)) as usize;
-                let mut order: Vec<usize> = (0..config.nodes).collect();
-                for i in (1..order.len()).rev() {
-                    order.swap(i, (nemesis.next_u64() % (i as u64 + 1)) as usize);
-                }
-                for &x in &order[..cut] {
-                    for &y in &order[cut..] {
-                        sim.partition(names[x].as_str(), names[y].as_str());
-                    }
-                }
-                *counters.entry("partitions").or_default() += 1;
-                trace.record(&format!(
-                    "{now_ms} partition {:?} | {:?}",
-                    &order[..cut],
-                    &order[cut..]
-                ));
-            }
-            1 if config.partitions && config.one_way && a != b => {
-                sim.partition_oneway(names[a].as_str(), names[b].as_str());
-                *counters.entry("one_way_partitions").or_default() += 1;
-                trace.record(&format!("{now_ms} oneway {a}->{b}"));
-            }
-            2 if config.holds && a != b => {
-                sim.hold(names[a].as_str(), names[b].as_str());
-                *counters.entry("holds").or_default() += 1;
-                trace.record(&format!("{now_ms} hold {a} {b}"));
-            }
-            3 if config.crashes => {
-                if crashed[a] {
-                    sim.bounce(names[a].as_str());
-                    crashed[a] = false;
-                    *counters.entry("restarts").or_default() += 1;
-                    trace.record(&format!("{now_ms} restart {a}"));
-                } else if joined(&probes, a) {
-                    stop(&probes, a);
-                    sim.crash(names[a].as_str());
-                    crashed[a] = true;
-                    *counters.entry("crashes").or_default() += 1;
-                    trace.record(&format!("{now_ms} crash {a}"));
-                }
-            }
-            _ => {
-                heal_links(&sim, &names);
-                trace.record(&format!("{now_ms} heal links"));
-            }
-        }
+        nemesis.tick(&mut sim, now_ms, &nodes, &mut trace);
     }
 
     // Heal: links, flapping, crashed nodes.
     sim.set_fail_rate(0.0);
-    heal_links(&sim, &names);
-    for (i, down) in crashed.iter_mut().enumerate() {
-        if *down {
-            sim.bounce(names[i].as_str());
-            *down = false;
-            *counters.entry("restarts").or_default() += 1;
-        }
-    }
+    nemesis.heal(&mut sim);
+    counters.extend(nemesis.counters.iter().map(|(k, v)| (*k, *v)));
     let healed_ms = now_ms;
     loop {
         step(&mut sim)?;
@@ -301,34 +246,28 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     })
 }
 
-fn heal_links(sim: &turmoil::Sim<'_>, names: &[String]) {
-    for a in names {
-        for b in names {
-            if a < b {
-                sim.repair(a.as_str(), b.as_str());
-                sim.release(a.as_str(), b.as_str());
-            }
+/// The nodes as the nemesis sees them.
+struct Nodes(Probes);
+
+impl Crashable for Nodes {
+    /// Only a node that has seen another member: it has a member list to
+    /// rejoin from, or members that will announce to it.
+    fn may_crash(&self, i: usize) -> bool {
+        self.0.borrow()[i]
+            .view
+            .as_ref()
+            .is_some_and(|v| !v.members().is_empty())
+    }
+
+    /// Fence the disk, and forget the view (a restarted node publishes a
+    /// new one once it is up; until then it counts as not converged).
+    fn before_crash(&self, i: usize) {
+        let mut probes = self.0.borrow_mut();
+        if let Some(fence) = &probes[i].fence {
+            fence.fenced.store(true, Ordering::SeqCst);
         }
+        probes[i].view = None;
     }
-}
-
-/// Whether node `i` has seen at least one other member (so it has a member
-/// list to rejoin from, or members that will announce to it).
-fn joined(probes: &Probes, i: usize) -> bool {
-    probes.borrow()[i]
-        .view
-        .as_ref()
-        .is_some_and(|v| !v.members().is_empty())
-}
-
-/// Before a crash: fence the disk, and forget the view (a restarted node
-/// publishes a new one once it is up; until then it counts as not converged).
-fn stop(probes: &Probes, i: usize) {
-    let mut probes = probes.borrow_mut();
-    if let Some(fence) = &probes[i].fence {
-        fence.fenced.store(true, Ordering::SeqCst);
-    }
-    probes[i].view = None;
 }
 
 fn check_admission(probes: &Probes, nodes: usize) -> Result<(), String> {

@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
-use dfs::cas::{ChunkId, Chunker, ContentId, Manifest};
+use dfs::cas::ContentId;
 use dfs::client::{Client, ClientError};
 use dfs::env::Env;
-use dfs::keys::ClusterKey;
 use dfs::meta::{VersionRecord, VersionSelector};
 use dfs::node::{NodeConfig, Server};
 use dfs::wire::GetTarget;
@@ -32,6 +31,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::env::{DiskFaults, sim_env};
 use crate::harness::{Outcome, Trace};
+use crate::workload::{cluster_key, expected_content_id, random_content, with_timeout};
 
 const NODE: &str = "node";
 const PORT: u16 = 7400;
@@ -84,24 +84,6 @@ struct History {
     violations: Vec<String>,
     trace: Trace,
     indeterminate: u64,
-}
-
-/// The content id the node must assign to `bytes` (computed independently).
-fn expected_content_id(bytes: &[u8]) -> ContentId {
-    let mut chunker = Chunker::default();
-    let mut manifest = Manifest::default();
-    chunker.push(bytes);
-    chunker.finish();
-    while let Some(chunk) = chunker.next_chunk() {
-        manifest.push(ChunkId::of(&chunk), chunk.len()).unwrap();
-    }
-    manifest.content_id()
-}
-
-fn cluster_key(seed: u64) -> ClusterKey {
-    let mut bytes = [0u8; 32];
-    ChaCha8Rng::seed_from_u64(seed ^ 0x4B45_5953).fill_bytes(&mut bytes);
-    ClusterKey::from_bytes(bytes)
 }
 
 pub fn run(seed: u64) -> Result<Outcome, String> {
@@ -277,32 +259,6 @@ async fn connect(env: &Env, seed: u64) -> Result<Client, ClientError> {
     Client::connect(env, &format!("{NODE}:{PORT}"), &cluster_key(seed)).await
 }
 
-async fn with_timeout<T>(
-    operation: impl Future<Output = Result<T, ClientError>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("timed out".into()),
-    }
-}
-
-fn random_content(rng: &mut ChaCha8Rng, config: &Config, history: &History) -> Vec<u8> {
-    let reuse = rng.next_u64().is_multiple_of(10);
-    let pick = (rng.next_u64() % history.contents.len().max(1) as u64) as usize;
-    if reuse && let Some(existing) = history.contents.values().nth(pick) {
-        return existing.clone();
-    }
-    let len = match rng.next_u64() % 10 {
-        0 => 0,
-        1..=4 => (rng.next_u64() % 4096) as usize,
-        _ => (rng.next_u64() % config.file_bytes_max as u64) as usize,
-    };
-    let mut bytes = vec![0u8; len];
-    rng.fill_bytes(&mut bytes);
-    bytes
-}
-
 async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> turmoil::Result {
     let env = client_env(seed, 0xC11E_0001);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574F_524B);
@@ -310,14 +266,19 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
         let name = format!("file-{}", rng.next_u64() % 4);
         match rng.next_u64() % 10 {
             0..=4 => {
-                let bytes = random_content(&mut rng, &config, &history.borrow());
+                let bytes = random_content(
+                    &mut rng,
+                    config.file_bytes_max,
+                    10,
+                    &history.borrow().contents,
+                );
                 let content = expected_content_id(&bytes);
                 {
                     let mut h = history.borrow_mut();
                     h.attempted.entry(name.clone()).or_default().insert(content);
                     h.contents.insert(content, bytes.clone());
                 }
-                let result = with_timeout(async {
+                let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut client = connect(&env, seed).await?;
                     client.put(&name, &mut bytes.as_slice(), &mut |_| {}).await
                 })
@@ -345,7 +306,7 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
             }
             5..=7 => {
                 let mut out = Vec::new();
-                let result = with_timeout(async {
+                let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut client = connect(&env, seed).await?;
                     client
                         .get(
@@ -387,7 +348,7 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
             }
             8 => {
                 history.borrow_mut().removes_attempted.insert(name.clone());
-                let result = with_timeout(async {
+                let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut client = connect(&env, seed).await?;
                     client.remove(&name).await
                 })
@@ -402,7 +363,7 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                 }
             }
             _ => {
-                let result = with_timeout(async {
+                let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut client = connect(&env, seed).await?;
                     client.versions(&name).await
                 })

@@ -122,16 +122,13 @@ impl Cluster {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         } else {
-            let message = Message::StoreBlob {
+            let store = || Message::StoreBlob {
                 id,
                 bytes: bytes.to_vec(),
             };
-            match self.connect(&target).await {
-                Ok(connection) => match connection.call(message).await {
-                    Ok(Message::BlobStored) => Ok(()),
-                    Ok(other) => Err(format!("answered {}", other.kind())),
-                    Err(error) => Err(error.to_string()),
-                },
+            match self.request(&target, store).await {
+                Ok(Message::BlobStored) => Ok(()),
+                Ok(other) => Err(format!("answered {}", other.kind())),
                 Err(error) => Err(error.to_string()),
             }
         };
@@ -187,11 +184,7 @@ impl Cluster {
     }
 
     async fn fetch_from(&self, peer: &PeerIdentity, id: ChunkId) -> Result<Vec<u8>, FetchFailure> {
-        let connection = self
-            .connect(peer)
-            .await
-            .map_err(|e| FetchFailure::Unreachable(e.to_string()))?;
-        match connection.call(Message::FetchBlob { id }).await {
+        match self.request(peer, || Message::FetchBlob { id }).await {
             // Never trust a peer's bytes: they must hash to what we asked for.
             Ok(Message::BlobData { bytes }) if ChunkId::of(&bytes) == id => Ok(bytes),
             Ok(Message::BlobData { .. }) => {

@@ -33,10 +33,16 @@ pub use sync::{SyncReport, SyncTask};
 
 use crate::env::Env;
 use crate::keys::NodeId;
-use crate::meta::{Hlc, VersionId, VersionIndex};
+use crate::meta::{Hlc, IndexState, VersionId, VersionIndex};
 use crate::peer::{MemberView, PeerConnection, PeerError, PeerIdentity, Peers};
 use crate::placement::Replication;
 use crate::store::ChunkStore;
+use crate::wire::Message;
+
+/// Tries of one peer request whose connection failed under it.
+const REQUEST_ATTEMPTS: u32 = 3;
+/// Pause before a retry, times the attempt number.
+const REQUEST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Why a replicated operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +140,15 @@ impl Cluster {
         self.replication
     }
 
+    /// The whole version index (for convergence checks in tests and the
+    /// simulation).
+    pub async fn index_snapshot(&self) -> Result<IndexState, ClusterError> {
+        let index = self.index.clone();
+        self.blocking(move || index.snapshot())
+            .await
+            .map_err(|e| ClusterError::Local(e.to_string()))
+    }
+
     /// A new version id, after every id this node has created or seen.
     pub fn next_vid(&self) -> VersionId {
         self.hlc
@@ -189,6 +204,40 @@ impl Cluster {
 
     async fn connect(&self, peer: &PeerIdentity) -> Result<Arc<PeerConnection>, PeerError> {
         self.peers.connect(peer).await
+    }
+
+    /// Send the request `make` builds to `peer` and wait for its reply.
+    ///
+    /// A connection can die under a request: replaced by a simultaneous
+    /// dial, closed by its keepalive after a partition healed, or silent
+    /// (a link that dropped its packets). Such a failure is not an answer,
+    /// so the request is sent again, up to [`REQUEST_ATTEMPTS`] times, each
+    /// on a fresh connection after a short pause (the failed one is closed
+    /// and forgotten first, or the retry would find it still registered
+    /// while it winds down, and the two ends of a pair need a moment to
+    /// agree on which connection survives). An answer, including an error
+    /// reply, is final.
+    async fn request(
+        &self,
+        peer: &PeerIdentity,
+        make: impl Fn() -> Message,
+    ) -> Result<Message, PeerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let connection = self.connect(peer).await?;
+            match connection.call(make()).await {
+                Err(error @ (PeerError::Closed | PeerError::Secure(_) | PeerError::Timeout(_)))
+                    if attempt < REQUEST_ATTEMPTS =>
+                {
+                    tracing::debug!(peer = %peer.node.short(), %error, attempt, "request failed on its connection; retrying on a fresh one");
+                    connection.close();
+                    self.peers.forget(&connection);
+                    tokio::time::sleep(REQUEST_RETRY_PAUSE * attempt).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Run a blocking storage job on the executor.

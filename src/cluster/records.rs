@@ -77,11 +77,7 @@ impl Cluster {
     }
 
     async fn push_to(&self, peer: PeerIdentity, message: Message) -> Result<(), String> {
-        let connection = self
-            .connect(&peer)
-            .await
-            .map_err(|e| format!("{}: {e}", peer.node.short()))?;
-        match connection.call(message).await {
+        match self.request(&peer, || message.clone()).await {
             Ok(Message::RecordsApplied) => Ok(()),
             Ok(other) => Err(format!("{}: answered {}", peer.node.short(), other.kind())),
             Err(error) => Err(format!("{}: {error}", peer.node.short())),
@@ -109,8 +105,8 @@ impl Cluster {
             let cluster = self.clone();
             let name = name.to_string();
             asks.spawn(async move {
-                let connection = cluster.connect(&peer).await.map_err(|e| e.to_string())?;
-                match connection.call(Message::CurrentOf { name }).await {
+                let ask = || Message::CurrentOf { name: name.clone() };
+                match cluster.request(&peer, ask).await {
                     Ok(Message::Current { record }) => Ok(record),
                     Ok(other) => Err(format!("answered {}", other.kind())),
                     Err(error) => Err(error.to_string()),

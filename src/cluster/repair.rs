@@ -222,12 +222,8 @@ impl Cluster {
         peer: &PeerIdentity,
         ids: &[ChunkId],
     ) -> Result<Vec<bool>, String> {
-        let connection = self.connect(peer).await.map_err(|e| e.to_string())?;
-        match connection
-            .call(Message::HasBlobs { ids: ids.to_vec() })
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let ask = || Message::HasBlobs { ids: ids.to_vec() };
+        match self.request(peer, ask).await.map_err(|e| e.to_string())? {
             Message::BlobPresence { present } if present.len() == ids.len() => Ok(present),
             other => Err(format!("HasBlobs answered with {}", other.kind())),
         }

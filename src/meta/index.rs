@@ -103,15 +103,23 @@ impl VersionIndex {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         if !disk.exists(path).map_err(IndexError::Open)? {
-            let mut tmp_name = path
+            let base = path
                 .file_name()
-                .map(|n| n.to_os_string())
+                .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
-            tmp_name.push(".creating");
-            let tmp = dir.join(tmp_name);
-            if disk.exists(&tmp).map_err(IndexError::Open)? {
-                disk.remove_file(&tmp).map_err(IndexError::Open)?;
+            let prefix = format!("{base}.creating");
+            // Leftovers of failed creations, removed best effort. Each
+            // attempt uses a fresh name: a file removed while a failed
+            // attempt may still hold it open is not guaranteed gone (the
+            // simulation's fs handed its bytes to the next file of the same
+            // name, seed 66), and redb refuses a non-empty file without its
+            // header.
+            if let Ok(entries) = disk.list_dir(dir) {
+                for entry in entries.iter().filter(|e| e.name.starts_with(&prefix)) {
+                    let _ = disk.remove_file(&dir.join(&entry.name));
+                }
             }
+            let tmp = dir.join(format!("{prefix}.{:016x}", env.random_u64()));
             let file = disk
                 .open(&tmp, OpenMode::CreateNew)
                 .map_err(IndexError::Open)?;

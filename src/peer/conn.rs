@@ -13,7 +13,7 @@
 //! its message [is a reply](Message::is_reply).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -48,6 +48,12 @@ pub struct PeerConnection {
     pending: Mutex<BTreeMap<u64, oneshot::Sender<Message>>>,
     next_request: AtomicU64,
     closing: Notify,
+    /// Replaced by another connection to the same peer: it takes no new
+    /// requests and ends once its own requests are answered and the
+    /// peer's requests on it are served.
+    retiring: AtomicBool,
+    /// Peer requests being served on this connection now.
+    serving: AtomicUsize,
 }
 
 impl PeerConnection {
@@ -65,6 +71,8 @@ impl PeerConnection {
             pending: Mutex::new(BTreeMap::new()),
             next_request: AtomicU64::new(1),
             closing: Notify::new(),
+            retiring: AtomicBool::new(false),
+            serving: AtomicUsize::new(0),
         }
     }
 
@@ -133,6 +141,22 @@ impl PeerConnection {
         self.closing.notify_one();
     }
 
+    /// End the connection gracefully: requests in flight either way finish
+    /// first. Used when a simultaneous dial replaced it: both sides retire
+    /// the same loser, so no request is cut off by the replacement.
+    pub fn retire(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> bool {
+        self.serving.load(Ordering::Relaxed) == 0
+            && self
+                .pending
+                .lock()
+                .expect("pending table poisoned")
+                .is_empty()
+    }
+
     fn complete(&self, request_id: u64, reply: Message) -> bool {
         let waiter = self
             .pending
@@ -167,6 +191,7 @@ pub(super) async fn run(
         reason = read_loop(conn, reader, &inbound) => reason,
         reason = write_loop(writer, queue) => reason,
         reason = keepalive_loop(conn) => reason,
+        reason = retire_when_idle(conn) => reason,
     };
     // Dropping the waiters fails every pending call at once.
     conn.pending.lock().expect("pending table poisoned").clear();
@@ -256,16 +281,19 @@ async fn read_loop(
                     return "handler limit closed".into();
                 };
                 let from = conn.remote.node;
-                let outbound = conn.outbound.clone();
+                let serving = conn.clone();
+                serving.serving.fetch_add(1, Ordering::Relaxed);
                 handlers.spawn(async move {
                     let reply = service.serve(from, request).await;
                     drop(permit);
-                    let _ = outbound
+                    let _ = serving
+                        .outbound
                         .send(Envelope {
                             request_id,
                             message: reply,
                         })
                         .await;
+                    serving.serving.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             other => {
@@ -305,6 +333,18 @@ async fn write_loop(mut writer: SecureWriter, mut queue: mpsc::Receiver<Envelope
     // Unreachable while the connection holds its sender; kept total.
     let _ = writer.shutdown().await;
     "queue closed".into()
+}
+
+/// Ends a retiring connection once nothing is in flight on it (checked
+/// every few milliseconds; a retiring connection lives at most one request
+/// timeout).
+async fn retire_when_idle(conn: &PeerConnection) -> String {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if conn.retiring.load(Ordering::Relaxed) && conn.idle() {
+            return "replaced by another connection to the same peer".into();
+        }
+    }
 }
 
 async fn keepalive_loop(conn: &PeerConnection) -> String {

@@ -90,6 +90,20 @@ impl Peers {
         self.dial(&peer.addr, Some(peer.node)).await
     }
 
+    /// Stop handing out `connection` (it is being closed); the next
+    /// [`Peers::connect`] dials afresh.
+    pub fn forget(&self, connection: &PeerConnection) {
+        let mut state = self.state();
+        let node = connection.remote().node;
+        if state
+            .connections
+            .get(&node)
+            .is_some_and(|c| c.id() == connection.id())
+        {
+            state.connections.remove(&node);
+        }
+    }
+
     /// This node's current SWIM identity.
     pub fn identity(&self) -> PeerIdentity {
         self.me.lock().expect("identity poisoned").clone()
@@ -282,7 +296,7 @@ impl Peers {
                 tracing::debug!(peer = %remote.node.short(), "keeping the existing connection; dropping a duplicate");
                 return Ok(existing.clone());
             }
-            existing.close();
+            existing.retire();
         }
         state.next_connection_id += 1;
         let connection = Arc::new(PeerConnection::new(

@@ -1,0 +1,179 @@
+//! End to end on a 3-node loopback cluster (R=3, W=2, the defaults): put
+//! and get throughput of a 1 GiB file through the real binary, p50/p99
+//! latency of 4 KiB puts and gets through the client library, and each
+//! node's peak RSS, printed next to this machine's hash and seal rates
+//! measured in the same run. `cargo bench --bench cluster`
+//! (DFS_BENCH_MIB=N for another size, DFS_BENCH_SMALL=N for the count of
+//! small operations).
+//!
+//! Every byte put is hashed once by the coordinator and sealed on three
+//! nodes, which on this machine share its cores.
+
+// A benchmark measures real time; the determinism rule is for node logic.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dfs::client::Client;
+use dfs::env::tokio_env;
+use dfs::keys::ClusterKey;
+use dfs::wire::GetTarget;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use support::{
+    BIN, bench_mib, machine_rates, mib_per_s, peak_rss_mib, run, spawn_node, write_random_file,
+};
+
+fn alive_members(addr: &str, data_dir: &Path) -> usize {
+    let output = Command::new(BIN)
+        .args(["status", "--json", "--node", addr, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    status["members"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["state"] == "alive").count())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let mib = bench_mib();
+    let small: usize = std::env::var("DFS_BENCH_SMALL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let size = mib << 20;
+    let combined = machine_rates();
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.bin");
+    write_random_file(&input, size);
+    let first_dir = dir.path().join("n0");
+    let (first, first_addr) = spawn_node(&first_dir, &[]);
+    let key = first_dir.join("cluster.key");
+    let mut nodes = vec![(first, first_addr.clone(), first_dir.clone())];
+    for i in 1..3 {
+        let data_dir = dir.path().join(format!("n{i}"));
+        let (child, addr) = spawn_node(
+            &data_dir,
+            &[
+                "--bootstrap",
+                &first_addr,
+                "--cluster-key-file",
+                key.to_str().unwrap(),
+            ],
+        );
+        nodes.push((child, addr, data_dir));
+    }
+    let start = Instant::now();
+    while !nodes.iter().all(|(_, addr, d)| alive_members(addr, d) == 3) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cluster did not form"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let put_seconds = run(
+        &["put", input.to_str().unwrap(), "--name", "big"],
+        &first_addr,
+        &first_dir,
+    );
+    // Read through another node than the one that coordinated the put.
+    let output = dir.path().join("output.bin");
+    let (_, second_addr, second_dir) = &nodes[1];
+    let get_seconds = run(
+        &["get", "big", "-o", output.to_str().unwrap()],
+        second_addr,
+        second_dir,
+    );
+    let same = std::fs::metadata(&output).unwrap().len() == size as u64;
+    assert!(same, "the file read back has the wrong size");
+
+    // Small operations: one client connection, sequential requests.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (put_latency, get_latency) = runtime.block_on(async {
+        let env = tokio_env();
+        let cluster_key = ClusterKey::load(&env, &key).unwrap();
+        let mut client = Client::connect(&env, &first_addr, &cluster_key)
+            .await
+            .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut puts = Vec::with_capacity(small);
+        for i in 0..small {
+            let mut body = vec![0u8; 4096];
+            rng.fill_bytes(&mut body);
+            let start = Instant::now();
+            client
+                .put(&format!("small/{i}"), &mut body.as_slice(), &mut |_| {})
+                .await
+                .unwrap();
+            puts.push(start.elapsed());
+        }
+        let mut gets = Vec::with_capacity(small);
+        for i in 0..small {
+            let mut out = Vec::new();
+            let start = Instant::now();
+            client
+                .get(
+                    GetTarget::Name(format!("small/{i}")),
+                    None,
+                    &mut out,
+                    &mut |_, _| {},
+                )
+                .await
+                .unwrap();
+            gets.push(start.elapsed());
+            assert_eq!(out.len(), 4096);
+        }
+        puts.sort();
+        gets.sort();
+        (puts, gets)
+    });
+
+    let rss: Vec<f64> = nodes
+        .iter()
+        .map(|(child, _, _)| peak_rss_mib(child.id()))
+        .collect();
+    for (child, _, _) in &mut nodes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let put = mib_per_s(size, put_seconds);
+    let get = mib_per_s(size, get_seconds);
+    println!(
+        "3 nodes, R=3 W=2: put {mib} MiB: {put:.0} MiB/s ({:.2} x one core's hash+seal)",
+        put / combined
+    );
+    println!(
+        "3 nodes, R=3 W=2: get {mib} MiB through another node: {get:.0} MiB/s ({:.2} x one core's hash+seal)",
+        get / combined
+    );
+    println!(
+        "4 KiB put latency over {small}: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&put_latency, 0.5).as_secs_f64() * 1e3,
+        percentile(&put_latency, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "4 KiB get latency over {small}: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&get_latency, 0.5).as_secs_f64() * 1e3,
+        percentile(&get_latency, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "peak RSS per node: {}",
+        rss.iter()
+            .map(|r| format!("{r:.1} MiB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}

@@ -1,0 +1,157 @@
+//! The network and crash nemesis shared by the multi-node scenarios.
+//!
+//! Every few (seed-derived) seconds it picks one action: split the cluster
+//! in two, cut one direction of one link, hold one link, crash a node or
+//! restart a crashed one, or heal every link. Which classes are on is part
+//! of the seed's swarm configuration.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::harness::Trace;
+
+/// Which faults a seed turns on, and how often they strike.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Mean time between nemesis actions.
+    pub every: Duration,
+    pub crashes: bool,
+    pub partitions: bool,
+    pub one_way: bool,
+    pub holds: bool,
+}
+
+/// What the nemesis needs from the scenario to crash a node.
+pub trait Crashable {
+    /// Whether node `i` may be crashed now (e.g. it has joined, so it can
+    /// rejoin after a restart).
+    fn may_crash(&self, i: usize) -> bool;
+    /// Called just before `sim.crash`: fence the node's disk.
+    fn before_crash(&self, i: usize);
+}
+
+pub struct Nemesis {
+    rng: ChaCha8Rng,
+    faults: Faults,
+    names: Vec<String>,
+    crashed: Vec<bool>,
+    next_action_ms: u64,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, faults: Faults, names: Vec<String>, first_action_ms: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4E45_4D45),
+            crashed: vec![false; names.len()],
+            faults,
+            names,
+            next_action_ms: first_action_ms,
+            counters: BTreeMap::new(),
+        }
+    }
+
+    fn pick(&mut self, n: usize) -> usize {
+        (self.rng.next_u64() % n as u64) as usize
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.counters.entry(what).or_default() += 1;
+    }
+
+    /// Act if an action is due at `now_ms`.
+    pub fn tick(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        now_ms: u64,
+        nodes: &dyn Crashable,
+        trace: &mut Trace,
+    ) {
+        if now_ms < self.next_action_ms {
+            return;
+        }
+        let every = self.faults.every.as_millis() as u64;
+        self.next_action_ms = now_ms + 1 + self.rng.next_u64() % (2 * every);
+        let n = self.names.len();
+        let action = self.pick(6);
+        let a = self.pick(n);
+        let b = self.pick(n);
+        match action {
+            0 if self.faults.partitions => {
+                // Split into two sides at a random point of a shuffled order.
+                let cut = 1 + self.pick(n - 1);
+                let mut order: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    let j = self.pick(i + 1);
+                    order.swap(i, j);
+                }
+                for &x in &order[..cut] {
+                    for &y in &order[cut..] {
+                        sim.partition(self.names[x].as_str(), self.names[y].as_str());
+                    }
+                }
+                self.count("partitions");
+                trace.record(&format!(
+                    "{now_ms} partition {:?} | {:?}",
+                    &order[..cut],
+                    &order[cut..]
+                ));
+            }
+            1 if self.faults.partitions && self.faults.one_way && a != b => {
+                sim.partition_oneway(self.names[a].as_str(), self.names[b].as_str());
+                self.count("one_way_partitions");
+                trace.record(&format!("{now_ms} oneway {a}->{b}"));
+            }
+            2 if self.faults.holds && a != b => {
+                sim.hold(self.names[a].as_str(), self.names[b].as_str());
+                self.count("holds");
+                trace.record(&format!("{now_ms} hold {a} {b}"));
+            }
+            3 if self.faults.crashes => {
+                if self.crashed[a] {
+                    sim.bounce(self.names[a].as_str());
+                    self.crashed[a] = false;
+                    self.count("restarts");
+                    trace.record(&format!("{now_ms} restart {a}"));
+                } else if nodes.may_crash(a) {
+                    nodes.before_crash(a);
+                    sim.crash(self.names[a].as_str());
+                    self.crashed[a] = true;
+                    self.count("crashes");
+                    trace.record(&format!("{now_ms} crash {a}"));
+                }
+            }
+            _ => {
+                self.heal_links(sim);
+                trace.record(&format!("{now_ms} heal links"));
+            }
+        }
+    }
+
+    /// Repair every link and release every hold.
+    pub fn heal_links(&self, sim: &turmoil::Sim<'_>) {
+        for a in &self.names {
+            for b in &self.names {
+                if a < b {
+                    sim.repair(a.as_str(), b.as_str());
+                    sim.release(a.as_str(), b.as_str());
+                }
+            }
+        }
+    }
+
+    /// End of chaos: heal every link and restart every crashed node.
+    pub fn heal(&mut self, sim: &mut turmoil::Sim<'_>) {
+        self.heal_links(sim);
+        for i in 0..self.names.len() {
+            if self.crashed[i] {
+                sim.bounce(self.names[i].as_str());
+                self.crashed[i] = false;
+                self.count("restarts");
+            }
+        }
+    }
+}
