@@ -38,10 +38,10 @@ pub const PUT_DATA_FRAME_BYTES: usize = 256 * 1024;
 /// Chunks of one put that may be hashed, sealed and written concurrently.
 /// With two cores, two jobs keep both busy; more only holds more memory
 /// (each job holds one chunk: at most 4 MiB).
-pub const PUT_CHUNKS_IN_FLIGHT: usize = 2;
+pub const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Chunks of one get read and verified ahead of the network send.
-pub const GET_CHUNKS_PREFETCH: usize = 2;
+pub const GET_CHUNKS_PREFETCH: usize = 4;
 
 /// Connections one node serves at once. Each may hold about
 /// `FRAME_BYTES_MAX + CHUNK_MAX_BYTES x PUT_CHUNKS_IN_FLIGHT`, so 64 bounds

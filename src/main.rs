@@ -149,7 +149,28 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// Keep the heap near what is live. A put or get holds a few chunk-sized
+/// buffers (up to 4 MiB each) at a time, allocated on one thread and freed
+/// on another. With glibc's defaults, each thread's arena keeps what it
+/// freed and the mmap threshold grows past the chunk size after the first
+/// free, so a 1 GiB put left the node at 70-78 MiB resident. One arena lets
+/// a buffer freed anywhere be reused by the next chunk, and a fixed 8 MiB
+/// threshold (above every chunk, below large manifests) stops the growth
+/// without mmapping, faulting in and zeroing a fresh buffer per chunk
+/// (which cost about 15% of put throughput). Measured: 42 MiB peak through
+/// a 1 GiB put and get, at the same MiB/s (`cargo bench --bench throughput`).
+fn bound_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    bound_the_heap();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
