@@ -6,8 +6,9 @@
 //! (DFS_BENCH_MIB=N for another size, DFS_BENCH_SMALL=N for the count of
 //! small operations).
 //!
-//! Every byte put is hashed once by the coordinator and sealed on three
-//! nodes, which on this machine share its cores.
+//! Every byte put is hashed by the coordinator and again by each other
+//! owner that receives it, and sealed on three nodes; all of them share
+//! this machine's cores.
 
 // A benchmark measures real time; the determinism rule is for node logic.
 #![allow(clippy::disallowed_methods)]

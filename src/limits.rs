@@ -36,11 +36,14 @@ pub const FRAME_BYTES_MAX: usize = BLOB_BYTES_MAX + 64 * 1024;
 pub const PUT_DATA_FRAME_BYTES: usize = 256 * 1024;
 
 /// Chunks of one put that may be hashed, sealed and written concurrently.
-/// With two cores, two jobs keep both busy; more only holds more memory
-/// (each job holds one chunk: at most 4 MiB).
+/// Each job holds one chunk and its sealed copy (at most 2 x 4 MiB). Two
+/// keep two cores busy hashing, but each chunk also waits for its
+/// `sync_data` and its replicas' acknowledgements; four hide that latency.
 pub const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 
-/// Chunks of one get read and verified ahead of the network send.
+/// Chunks of one get read and authenticated ahead of the network send
+/// (each at most 4 MiB), for the same reason: a fetch from a peer waits on
+/// the network, not on this node's CPU.
 pub const GET_CHUNKS_PREFETCH: usize = 4;
 
 /// Connections one node serves at once. Each may hold about

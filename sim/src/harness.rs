@@ -28,30 +28,66 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
     (base..base + count).collect()
 }
 
-/// A running hash of everything observable in a run: two runs of one seed
-/// must produce the same hash (the determinism check).
+/// Everything observable in a run, in order: two runs of one seed must
+/// record the same events (the determinism check), and when they do not,
+/// the first difference says where the schedules parted.
 #[derive(Default)]
 pub struct Trace {
-    hasher: Sha256,
-    pub events: u64,
+    events: Vec<String>,
 }
 
 impl Trace {
     pub fn record(&mut self, event: &str) {
-        self.hasher.update(event.as_bytes());
-        self.hasher.update([0]);
-        self.events += 1;
+        self.events.push(event.to_owned());
     }
 
-    pub fn finish(self) -> [u8; 32] {
-        self.hasher.finalize().into()
+    /// Append another trace's events (prefixed with `label`).
+    pub fn append(&mut self, label: &str, other: Trace) {
+        self.events
+            .extend(other.events.into_iter().map(|e| format!("{label}: {e}")));
     }
+
+    pub fn finish(self) -> RunTrace {
+        let mut hasher = Sha256::new();
+        for event in &self.events {
+            hasher.update(event.as_bytes());
+            hasher.update([0]);
+        }
+        RunTrace {
+            hash: hasher.finalize().into(),
+            events: self.events,
+        }
+    }
+}
+
+/// A finished [`Trace`]: its hash and its events.
+#[derive(Debug, Clone)]
+pub struct RunTrace {
+    pub hash: [u8; 32],
+    pub events: Vec<String>,
+}
+
+/// Panic unless two runs of `seed` recorded the same events; the message
+/// names the first event that differs and the line that replays the seed.
+pub fn assert_same_run(scenario: &str, seed: u64, first: &Outcome, second: &Outcome) {
+    if first.trace.hash == second.trace.hash {
+        return;
+    }
+    let (a, b) = (&first.trace.events, &second.trace.events);
+    let at = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    panic!(
+        "seed {seed} ran differently twice: nondeterminism. First difference at event {at} of {}/{}:\n  first:  {}\n  second: {}\nreproduce: SIM_SEED={seed} cargo test -p sim --release {scenario} -- --nocapture",
+        a.len(),
+        b.len(),
+        a.get(at).map_or("(end)", String::as_str),
+        b.get(at).map_or("(end)", String::as_str),
+    );
 }
 
 /// What a passing seed reports.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub trace_hash: [u8; 32],
+    pub trace: RunTrace,
     /// "Sometimes" counters: across a sweep each should be non-zero, which
     /// shows the faults really happened.
     pub counters: BTreeMap<&'static str, u64>,

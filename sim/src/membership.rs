@@ -241,7 +241,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     counters.insert("converge_ms_sum", converge_ms);
     counters.insert("nodes", config.nodes as u64);
     Ok(Outcome {
-        trace_hash: trace.finish(),
+        trace: trace.finish(),
         counters,
     })
 }

@@ -759,10 +759,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     counters.insert("restores", history.restores);
     counters.insert("prunes", history.prunes);
     let mut trace_all = history.trace;
-    trace_all.record(&format!("nemesis {:?}", trace.finish()));
+    trace_all.append("nemesis", trace);
     trace_all.record(&format!("healed at {healed_ms}"));
     Ok(Outcome {
-        trace_hash: trace_all.finish(),
+        trace: trace_all.finish(),
         counters,
     })
 }

@@ -238,7 +238,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let mut trace = history.trace;
     trace.record(&format!("steps {step} {check_steps} crashes {crashes}"));
     Ok(Outcome {
-        trace_hash: trace.finish(),
+        trace: trace.finish(),
         counters,
     })
 }

@@ -1,7 +1,7 @@
 //! The simulation scenarios. `cargo test -p sim` runs every seed sweep;
 //! a failure prints the line that replays it.
 
-use sim::harness::{run_scenario, seeds};
+use sim::harness::{assert_same_run, run_scenario, seeds};
 use sim::{membership, replication, single_node};
 
 #[test]
@@ -34,10 +34,7 @@ fn determinism() {
     for seed in seeds(3) {
         let first = single_node::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let second = single_node::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(
-            first.trace_hash, second.trace_hash,
-            "seed {seed} ran differently twice: nondeterminism (reproduce: SIM_SEED={seed} cargo test -p sim --release determinism)"
-        );
+        assert_same_run("determinism", seed, &first, &second);
     }
 }
 
@@ -74,10 +71,7 @@ fn membership_determinism() {
     for seed in seeds(2) {
         let first = membership::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let second = membership::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(
-            first.trace_hash, second.trace_hash,
-            "seed {seed} ran differently twice (reproduce: SIM_SEED={seed} cargo test -p sim --release membership_determinism)"
-        );
+        assert_same_run("membership_determinism", seed, &first, &second);
     }
 }
 
@@ -141,10 +135,7 @@ fn replication_determinism() {
     for seed in seeds(2) {
         let first = replication::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let second = replication::run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(
-            first.trace_hash, second.trace_hash,
-            "seed {seed} ran differently twice (reproduce: SIM_SEED={seed} cargo test -p sim --release replication_determinism)"
-        );
+        assert_same_run("replication_determinism", seed, &first, &second);
     }
 }
 
