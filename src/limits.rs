@@ -47,8 +47,9 @@ pub const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 pub const GET_CHUNKS_PREFETCH: usize = 4;
 
 /// Connections one node serves at once. Each may hold about
-/// `FRAME_BYTES_MAX + CHUNK_MAX_BYTES x PUT_CHUNKS_IN_FLIGHT`, so 64 bounds
-/// the worst case near 1.3 GiB; the common case is far below.
+/// `FRAME_BYTES_MAX + 2 x CHUNK_MAX_BYTES x PUT_CHUNKS_IN_FLIGHT` (a chunk
+/// and its sealed copy per job), about 45 MiB, so 64 bound the worst case
+/// near 2.9 GiB; the common case (1 MiB chunks, small frames) is a tenth.
 pub const CONNECTIONS_MAX: usize = 64;
 
 /// A Noise handshake must finish within this time, or the connection is

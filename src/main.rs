@@ -157,8 +157,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 /// a buffer freed anywhere be reused by the next chunk, and a fixed 8 MiB
 /// threshold (above every chunk, below large manifests) stops the growth
 /// without mmapping, faulting in and zeroing a fresh buffer per chunk
-/// (which cost about 15% of put throughput). Measured: 42 MiB peak through
-/// a 1 GiB put and get, at the same MiB/s (`cargo bench --bench throughput`).
+/// (which cost about 15% of put throughput). Measured: 42-51 MiB peak
+/// through a 1 GiB put and get, at the same MiB/s
+/// (`cargo bench --bench throughput`).
 fn bound_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before

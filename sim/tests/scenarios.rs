@@ -4,6 +4,7 @@
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sim::harness::{assert_same_run, run_scenario, seeds};
+use sim::{membership, replication, single_node};
 
 /// KNOWN DEFECT, not yet found: a run's schedule can depend on real time
 /// when the CPU is contended (seen: `SIM_SEEDS=24 SIM_SEED_BASE=500` of
@@ -26,7 +27,6 @@ fn alone() -> RwLockWriteGuard<'static, ()> {
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-use sim::{membership, replication, single_node};
 
 #[test]
 fn single_node_crash() {

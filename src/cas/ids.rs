@@ -2,6 +2,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
 /// SHA-256 of `bytes`.
 ///
 /// Every byte stored or read is hashed at least once, so this is the
