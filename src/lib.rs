@@ -19,6 +19,9 @@
 //! - [`cluster`]: replication: quorum writes of blobs and records, reads
 //!   with repair, anti-entropy.
 //! - [`node`]: the server; [`client`]: its client, used by the CLI and tests.
+//!
+//! The `dfs-node` binary (`src/main.rs`, with its own modules in `src/cli/`)
+//! is the command line over these.
 
 pub mod cas;
 pub mod client;

@@ -1,29 +1,25 @@
 //! `dfs-node`: run a node (`serve`) or talk to one (every other verb).
 //!
-//! This is the only place that uses `anyhow`, prints for humans, and turns
-//! errors into exit codes:
+//! This binary (`main.rs` and `cli/`) is the only place that uses `anyhow`,
+//! prints for humans, and turns errors into exit codes:
 //! 0 success, 1 failure, 2 usage error, 3 not found, 4 node unreachable,
 //! 5 refused (wrong cluster key).
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+mod cli;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dfs::cas::ContentId;
-use dfs::client::{Client, ClientError, Fetched};
-use dfs::env::{Env, tokio_env};
-use dfs::keys::{CLUSTER_KEY_FILE, ClusterKey};
-use dfs::meta::{VersionRecord, VersionSelector};
-use dfs::node::{NodeConfig, Server};
+use dfs::env::tokio_env;
+use dfs::meta::VersionSelector;
 use dfs::peer::SwimTiming;
 use dfs::placement::Replication;
-use dfs::wire::{GetTarget, MemberState, StatusReport};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use tokio::io::AsyncWriteExt;
+
+use cli::serve::{ServeOptions, serve};
+use cli::transfer::{GetRequest, get, put};
+use cli::{Failure, connect, output};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,25 +126,6 @@ enum Command {
     Status,
 }
 
-/// An error with the exit code it maps to.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(error: E) -> Self {
-        let error = error.into();
-        let code = match error.downcast_ref::<ClientError>() {
-            Some(e) if e.is_not_found() => 3,
-            Some(ClientError::Unreachable { .. }) => 4,
-            Some(ClientError::Refused(_)) => 5,
-            _ => 1,
-        };
-        Failure { code, error }
-    }
-}
-
 /// Keep the heap near what is live. A put or get holds a few chunk-sized
 /// buffers (up to 4 MiB each) at a time, allocated on one thread and freed
 /// on another. With glibc's defaults, each thread's arena keeps what it
@@ -191,6 +168,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let env = tokio_env();
+    let json = cli.json;
     match &cli.command {
         Command::Serve {
             listen,
@@ -203,10 +181,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             write_quorum,
         } => {
             let replication = Replication::new(usize::from(*replicas), usize::from(*write_quorum))
-                .map_err(|e| Failure {
-                    code: 2,
-                    error: anyhow::anyhow!(e),
-                })?;
+                .map_err(Failure::usage)?;
             let probe_period = Duration::from_millis(*probe_interval_ms);
             let swim = SwimTiming {
                 probe_period,
@@ -242,465 +217,34 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Rm { name } => {
             let record = connect(&env, &cli).await?.remove(name).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"name": record.name, "version": record.vid.to_string(), "deleted": true})
-                );
-            } else {
-                println!("removed {} (version {})", record.name, record.vid);
-            }
+            output::removed(&record, json);
             Ok(())
         }
         Command::Ls => {
             let (records, truncated) = connect(&env, &cli).await?.list().await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(records.iter().map(record_json).collect())
-                );
-            } else {
-                for record in &records {
-                    println!("{}\t{}\t{}", record.name, record.size, record.vid);
-                }
-            }
-            warn_truncated(truncated);
+            output::listing(&records, truncated, json);
             Ok(())
         }
         Command::Versions { name } => {
             let (records, truncated) = connect(&env, &cli).await?.versions(name).await?;
-            if cli.json {
-                let versions = records.iter().map(|r| {
-                    json!({"version": r.vid.to_string(), "content_id": r.content.map(|c| c.to_string()),
-                           "size": r.size, "deleted": r.is_tombstone()})
-                });
-                println!("{}", serde_json::Value::Array(versions.collect()));
-            } else {
-                for r in &records {
-                    let content = r
-                        .content
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "(deleted)".into());
-                    println!("{}\t{}\t{}", r.vid, r.size, content);
-                }
-            }
-            warn_truncated(truncated);
+            output::history(&records, truncated, json);
             Ok(())
         }
         Command::Prune { name, keep } => {
             let (floor, removed) = connect(&env, &cli).await?.prune(name, *keep).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"name": name, "removed": removed, "floor": floor.map(|f| f.to_string())})
-                );
-            } else if removed == 0 {
-                println!("{name} has {keep} or fewer versions; nothing pruned");
-            } else {
-                println!("pruned {removed} old versions of {name}");
-            }
+            output::pruned(name, *keep, floor, removed, json);
             Ok(())
         }
         Command::Restore { name, version } => {
-            let version = version.parse::<VersionSelector>().map_err(|e| Failure {
-                code: 2,
-                error: anyhow::anyhow!(e),
-            })?;
+            let version = version.parse::<VersionSelector>().map_err(Failure::usage)?;
             let record = connect(&env, &cli).await?.restore(name, version).await?;
-            if cli.json {
-                println!("{}", record_json(&record));
-            } else {
-                println!(
-                    "restored {} as version {} (content {})",
-                    record.name,
-                    record.vid,
-                    record.content.map(|c| c.to_string()).unwrap_or_default()
-                );
-            }
+            output::restored(&record, json);
             Ok(())
         }
         Command::Status => {
             let report = connect(&env, &cli).await?.status().await?;
-            print_status(&report, cli.json);
+            output::status(&report, json);
             Ok(())
-        }
-    }
-}
-
-fn warn_truncated(truncated: bool) {
-    if truncated {
-        eprintln!(
-            "dfs-node: note: the list is longer than one reply; only the first part is shown"
-        );
-    }
-}
-
-fn record_json(record: &VersionRecord) -> serde_json::Value {
-    json!({
-        "name": record.name,
-        "version": record.vid.to_string(),
-        "content_id": record.content.map(|c| c.to_string()),
-        "size": record.size,
-    })
-}
-
-fn key_path(cli: &Cli) -> PathBuf {
-    cli.key_file
-        .clone()
-        .unwrap_or_else(|| cli.data_dir.join(CLUSTER_KEY_FILE))
-}
-
-async fn connect(env: &Env, cli: &Cli) -> Result<Client, Failure> {
-    let path = key_path(cli);
-    if !path.exists() {
-        return Err(anyhow::anyhow!(
-            "no cluster key at {}: pass --key-file (or DFS_KEY_FILE), or run `dfs-node serve` once with --data-dir {}",
-            path.display(),
-            cli.data_dir.display()
-        )
-        .into());
-    }
-    let key = ClusterKey::load(env, &path)?;
-    Ok(Client::connect(env, &cli.node, &key).await?)
-}
-
-struct ServeOptions<'a> {
-    listen: &'a str,
-    bootstrap: &'a [String],
-    advertise: Option<String>,
-    cluster_key_file: Option<&'a Path>,
-    swim: SwimTiming,
-    replication: Replication,
-}
-
-async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
-    let cluster_key_file = options.cluster_key_file;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let data_dir = &cli.data_dir;
-    let own_key_path = data_dir.join(CLUSTER_KEY_FILE);
-    let cluster_key = match cluster_key_file {
-        Some(path) => {
-            let given = ClusterKey::load(env, path)?;
-            if own_key_path.exists() {
-                if ClusterKey::load(env, &own_key_path)? != given {
-                    return Err(anyhow::anyhow!(
-                        "{} holds a different cluster key than {}: this data dir belongs to another cluster \
-                         (its chunks are sealed under its own key); use another --data-dir",
-                        own_key_path.display(),
-                        path.display()
-                    )
-                    .into());
-                }
-            } else {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                dfs::env::write_file_durably(env, &own_key_path, &bytes).with_context(|| {
-                    format!("cannot copy the cluster key to {}", own_key_path.display())
-                })?;
-            }
-            given
-        }
-        None => {
-            let (key, created) = ClusterKey::load_or_create(env, &own_key_path)?;
-            if created {
-                tracing::info!(path = %own_key_path.display(), "created a new cluster key; give it to nodes and clients that should join");
-            }
-            key
-        }
-    };
-    let config = NodeConfig {
-        data_dir: data_dir.clone(),
-        listen: options.listen.to_string(),
-        bootstrap: options.bootstrap.to_vec(),
-        advertise: options.advertise,
-        cluster_key,
-        swim: options.swim,
-        replication: options.replication,
-    };
-    let server = Server::start(env.clone(), config).await?;
-    println!(
-        "dfs-node {} listening on {} (data dir {})",
-        server.node_id().short(),
-        server.local_addr(),
-        data_dir.display()
-    );
-    server.run(shutdown_signal()).await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the node");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-    }
-}
-
-fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = match total {
-        Some(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        ),
-        None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
-                .expect("valid template"),
-        ),
-    };
-    Some(bar)
-}
-
-async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Result<(), Failure> {
-    let from_stdin = path == Path::new("-");
-    let name = match (name, from_stdin) {
-        (Some(name), _) => name.to_string(),
-        (None, true) => return Err(anyhow::anyhow!("reading stdin (`-`) needs --name NAME").into()),
-        (None, false) => path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                anyhow::anyhow!("cannot take a name from {}; pass --name", path.display())
-            })?,
-    };
-    let mut client = connect(env, cli).await?;
-    let record = if from_stdin {
-        let bar = progress_bar(None);
-        let mut stdin = tokio::io::stdin();
-        client
-            .put(&name, &mut stdin, &mut |sent| {
-                if let Some(bar) = &bar {
-                    bar.set_position(sent)
-                }
-            })
-            .await
-    } else {
-        let mut file = match tokio::fs::File::open(path).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Failure {
-                    code: 3,
-                    error: anyhow::anyhow!("no such file: {}", path.display()),
-                });
-            }
-            Err(error) => {
-                return Err(anyhow::Error::new(error)
-                    .context(format!("cannot open {}", path.display()))
-                    .into());
-            }
-        };
-        let size = file.metadata().await.map(|m| m.len()).ok();
-        let bar = progress_bar(size);
-        client
-            .put(&name, &mut file, &mut |sent| {
-                if let Some(bar) = &bar {
-                    bar.set_position(sent)
-                }
-            })
-            .await
-    }?;
-    if cli.json {
-        println!("{}", record_json(&record));
-    } else {
-        println!(
-            "stored {} version {} content {} ({} bytes)",
-            record.name,
-            record.vid,
-            record.content.map(|c| c.to_string()).unwrap_or_default(),
-            record.size
-        );
-    }
-    Ok(())
-}
-
-struct GetRequest<'a> {
-    target: &'a str,
-    output: Option<&'a Path>,
-    version: Option<&'a str>,
-    quorum: bool,
-}
-
-async fn get(env: &Env, cli: &Cli, request: GetRequest<'_>) -> Result<(), Failure> {
-    let GetRequest {
-        target,
-        output,
-        version,
-        quorum,
-    } = request;
-    let version = version
-        .map(|v| v.parse::<VersionSelector>())
-        .transpose()
-        .map_err(|e| Failure {
-            code: 2,
-            error: anyhow::anyhow!(e),
-        })?;
-    let target = match target.parse::<ContentId>() {
-        Ok(content) if version.is_none() => GetTarget::Content(content),
-        _ => GetTarget::Name(target.to_string()),
-    };
-    let mut client = connect(env, cli).await?;
-    let bar = progress_bar(Some(0));
-    let mut progress = |done: u64, total: u64| {
-        if let Some(bar) = &bar {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-    };
-    let fetched = match output.filter(|path| *path != Path::new("-")) {
-        None => {
-            client
-                .get_with(
-                    target,
-                    version,
-                    quorum,
-                    &mut tokio::io::stdout(),
-                    &mut progress,
-                )
-                .await?
-        }
-        Some(path) => {
-            get_to_file(&mut client, (target, version, quorum), path, &mut progress).await?
-        }
-    };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    report_get(&fetched, output, cli.json);
-    Ok(())
-}
-
-/// Write to a temp file beside `path`, sync, rename: the output appears
-/// whole and verified, or not at all.
-async fn get_to_file(
-    client: &mut Client,
-    (target, version, quorum): (GetTarget, Option<VersionSelector>, bool),
-    path: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<Fetched, Failure> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("output");
-    let tmp = dir.join(format!(".{file_name}.dfs-partial-{}", std::process::id()));
-    let mut file = tokio::fs::File::create(&tmp)
-        .await
-        .with_context(|| format!("cannot write to {}", dir.display()))?;
-    let result = async {
-        let fetched = client
-            .get_with(target, version, quorum, &mut file, progress)
-            .await?;
-        file.sync_all().await?;
-        tokio::fs::rename(&tmp, path)
-            .await
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok::<_, Failure>(fetched)
-    }
-    .await;
-    if result.is_err() {
-        let _ = file.shutdown().await;
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
-}
-
-fn report_get(fetched: &Fetched, output: Option<&Path>, json: bool) {
-    let version = fetched.record.as_ref().map(|r| r.vid.to_string());
-    let to_stdout = output.is_none_or(|p| p == Path::new("-"));
-    if json {
-        let summary = json!({
-            "name": fetched.record.as_ref().map(|r| r.name.clone()),
-            "version": version,
-            "content_id": fetched.content.to_string(),
-            "size": fetched.size,
-        });
-        if to_stdout {
-            eprintln!("{summary}");
-        } else {
-            println!("{summary}");
-        }
-    } else if !to_stdout {
-        let path = output.expect("not stdout").display();
-        match version {
-            Some(version) => println!("wrote {} bytes to {path} (version {version})", fetched.size),
-            None => println!(
-                "wrote {} bytes to {path} (content {})",
-                fetched.size, fetched.content
-            ),
-        }
-    }
-}
-
-fn print_status(report: &StatusReport, json: bool) {
-    let state = |s: MemberState| match s {
-        MemberState::Alive => "alive",
-        MemberState::Suspect => "suspect",
-        MemberState::Down => "down",
-    };
-    if json {
-        let members: Vec<_> = report
-            .members
-            .iter()
-            .map(|m| json!({"node_id": m.node_id.to_string(), "addr": m.addr, "state": state(m.state)}))
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "node_id": report.node_id.to_string(), "listen": report.listen, "members": members,
-                "chunks": report.chunks, "bytes_stored": report.bytes_stored, "quarantined": report.quarantined,
-                "under_replicated": report.under_replicated,
-                "under_replicated_bytes": report.under_replicated_bytes,
-            })
-        );
-    } else {
-        println!("node      {}", report.node_id);
-        println!("listen    {}", report.listen);
-        println!(
-            "chunks    {} ({} bytes sealed on disk)",
-            report.chunks, report.bytes_stored
-        );
-        if report.under_replicated > 0 {
-            println!(
-                "repairing {} blobs ({} bytes) have fewer than R copies; the repair loop is copying them",
-                report.under_replicated, report.under_replicated_bytes
-            );
-        }
-        if report.quarantined > 0 {
-            println!(
-                "corrupt   {} blobs quarantined since start (see the log)",
-                report.quarantined
-            );
-        }
-        println!("members   {}", report.members.len());
-        for member in &report.members {
-            println!(
-                "  {}  {:<21}  {}",
-                member.node_id.short(),
-                member.addr,
-                state(member.state)
-            );
         }
     }
 }

@@ -1,0 +1,197 @@
+//! What each verb prints: one line per fact for people, one JSON value
+//! with `--json` (shapes in README.md).
+
+use std::path::Path;
+
+use dfs::client::Fetched;
+use dfs::meta::{VersionId, VersionRecord};
+use dfs::wire::{MemberState, StatusReport};
+use serde_json::json;
+
+fn warn_truncated(truncated: bool) {
+    if truncated {
+        eprintln!(
+            "dfs-node: note: the list is longer than one reply; only the first part is shown"
+        );
+    }
+}
+
+fn record_json(record: &VersionRecord) -> serde_json::Value {
+    json!({
+        "name": record.name,
+        "version": record.vid.to_string(),
+        "content_id": record.content.map(|c| c.to_string()),
+        "size": record.size,
+    })
+}
+
+/// `get`: a summary of what was written (on stderr when the file itself
+/// went to stdout).
+pub fn fetched(fetched: &Fetched, output: Option<&Path>, json: bool) {
+    let version = fetched.record.as_ref().map(|r| r.vid.to_string());
+    let to_stdout = output.is_none_or(|p| p == Path::new("-"));
+    if json {
+        let summary = json!({
+            "name": fetched.record.as_ref().map(|r| r.name.clone()),
+            "version": version,
+            "content_id": fetched.content.to_string(),
+            "size": fetched.size,
+        });
+        if to_stdout {
+            eprintln!("{summary}");
+        } else {
+            println!("{summary}");
+        }
+    } else if !to_stdout {
+        let path = output.expect("not stdout").display();
+        match version {
+            Some(version) => println!("wrote {} bytes to {path} (version {version})", fetched.size),
+            None => println!(
+                "wrote {} bytes to {path} (content {})",
+                fetched.size, fetched.content
+            ),
+        }
+    }
+}
+
+pub fn status(report: &StatusReport, json: bool) {
+    let state = |s: MemberState| match s {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Down => "down",
+    };
+    if json {
+        let members: Vec<_> = report
+            .members
+            .iter()
+            .map(|m| json!({"node_id": m.node_id.to_string(), "addr": m.addr, "state": state(m.state)}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "node_id": report.node_id.to_string(), "listen": report.listen, "members": members,
+                "chunks": report.chunks, "bytes_stored": report.bytes_stored, "quarantined": report.quarantined,
+                "under_replicated": report.under_replicated,
+                "under_replicated_bytes": report.under_replicated_bytes,
+            })
+        );
+    } else {
+        println!("node      {}", report.node_id);
+        println!("listen    {}", report.listen);
+        println!(
+            "chunks    {} ({} bytes sealed on disk)",
+            report.chunks, report.bytes_stored
+        );
+        if report.under_replicated > 0 {
+            println!(
+                "repairing {} blobs ({} bytes) have fewer than R copies; the repair loop is copying them",
+                report.under_replicated, report.under_replicated_bytes
+            );
+        }
+        if report.quarantined > 0 {
+            println!(
+                "corrupt   {} blobs quarantined since start (see the log)",
+                report.quarantined
+            );
+        }
+        println!("members   {}", report.members.len());
+        for member in &report.members {
+            println!(
+                "  {}  {:<21}  {}",
+                member.node_id.short(),
+                member.addr,
+                state(member.state)
+            );
+        }
+    }
+}
+
+/// `put`: the new version.
+pub fn stored(record: &VersionRecord, json: bool) {
+    if json {
+        println!("{}", record_json(record));
+    } else {
+        println!(
+            "stored {} version {} content {} ({} bytes)",
+            record.name,
+            record.vid,
+            record.content.map(|c| c.to_string()).unwrap_or_default(),
+            record.size
+        );
+    }
+}
+
+/// `rm`: the tombstone.
+pub fn removed(record: &VersionRecord, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"name": record.name, "version": record.vid.to_string(), "deleted": true})
+        );
+    } else {
+        println!("removed {} (version {})", record.name, record.vid);
+    }
+}
+
+/// `ls`: the current version of every live file.
+pub fn listing(records: &[VersionRecord], truncated: bool, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(records.iter().map(record_json).collect())
+        );
+    } else {
+        for record in records {
+            println!("{}\t{}\t{}", record.name, record.size, record.vid);
+        }
+    }
+    warn_truncated(truncated);
+}
+
+/// `versions`: a file's history, newest first.
+pub fn history(records: &[VersionRecord], truncated: bool, json: bool) {
+    if json {
+        let versions = records.iter().map(|r| {
+            json!({"version": r.vid.to_string(), "content_id": r.content.map(|c| c.to_string()),
+                   "size": r.size, "deleted": r.is_tombstone()})
+        });
+        println!("{}", serde_json::Value::Array(versions.collect()));
+    } else {
+        for r in records {
+            let content = r
+                .content
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "(deleted)".into());
+            println!("{}\t{}\t{}", r.vid, r.size, content);
+        }
+    }
+    warn_truncated(truncated);
+}
+
+/// `prune`: how many versions went, and the new floor.
+pub fn pruned(name: &str, keep: u32, floor: Option<VersionId>, removed: u64, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"name": name, "removed": removed, "floor": floor.map(|f| f.to_string())})
+        );
+    } else if removed == 0 {
+        println!("{name} has {keep} or fewer versions; nothing pruned");
+    } else {
+        println!("pruned {removed} old versions of {name}");
+    }
+}
+
+/// `restore`: the new version, which carries the old content.
+pub fn restored(record: &VersionRecord, json: bool) {
+    if json {
+        println!("{}", record_json(record));
+    } else {
+        println!(
+            "restored {} as version {} (content {})",
+            record.name,
+            record.vid,
+            record.content.map(|c| c.to_string()).unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! `dfs-node serve`: the cluster key, the node, and a clean stop on SIGINT
+//! or SIGTERM.
+
+use std::path::Path;
+
+use anyhow::Context;
+use dfs::env::Env;
+use dfs::keys::{CLUSTER_KEY_FILE, ClusterKey};
+use dfs::node::{NodeConfig, Server};
+use dfs::peer::SwimTiming;
+use dfs::placement::Replication;
+
+use super::Failure;
+use crate::Cli;
+
+pub struct ServeOptions<'a> {
+    pub listen: &'a str,
+    pub bootstrap: &'a [String],
+    pub advertise: Option<String>,
+    pub cluster_key_file: Option<&'a Path>,
+    pub swim: SwimTiming,
+    pub replication: Replication,
+}
+
+pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
+    let cluster_key_file = options.cluster_key_file;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = &cli.data_dir;
+    let own_key_path = data_dir.join(CLUSTER_KEY_FILE);
+    let cluster_key = match cluster_key_file {
+        Some(path) => {
+            let given = ClusterKey::load(env, path)?;
+            if own_key_path.exists() {
+                if ClusterKey::load(env, &own_key_path)? != given {
+                    return Err(anyhow::anyhow!(
+                        "{} holds a different cluster key than {}: this data dir belongs to another cluster \
+                         (its chunks are sealed under its own key); use another --data-dir",
+                        own_key_path.display(),
+                        path.display()
+                    )
+                    .into());
+                }
+            } else {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                dfs::env::write_file_durably(env, &own_key_path, &bytes).with_context(|| {
+                    format!("cannot copy the cluster key to {}", own_key_path.display())
+                })?;
+            }
+            given
+        }
+        None => {
+            let (key, created) = ClusterKey::load_or_create(env, &own_key_path)?;
+            if created {
+                tracing::info!(path = %own_key_path.display(), "created a new cluster key; give it to nodes and clients that should join");
+            }
+            key
+        }
+    };
+    let config = NodeConfig {
+        data_dir: data_dir.clone(),
+        listen: options.listen.to_string(),
+        bootstrap: options.bootstrap.to_vec(),
+        advertise: options.advertise,
+        cluster_key,
+        swim: options.swim,
+        replication: options.replication,
+    };
+    let server = Server::start(env.clone(), config).await?;
+    println!(
+        "dfs-node {} listening on {} (data dir {})",
+        server.node_id().short(),
+        server.local_addr(),
+        data_dir.display()
+    );
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

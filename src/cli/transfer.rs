@@ -1,0 +1,180 @@
+//! `put` and `get`: streaming a file to or from a node, with a progress bar
+//! on a terminal, and a `get -o` that appears whole or not at all.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use dfs::cas::ContentId;
+use dfs::client::{Client, Fetched};
+use dfs::env::Env;
+use dfs::meta::VersionSelector;
+use dfs::wire::GetTarget;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncWriteExt;
+
+use super::{Failure, connect, output};
+use crate::Cli;
+
+fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match total {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+                .expect("valid template"),
+        ),
+    };
+    Some(bar)
+}
+
+pub async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Result<(), Failure> {
+    let from_stdin = path == Path::new("-");
+    let name = match (name, from_stdin) {
+        (Some(name), _) => name.to_string(),
+        (None, true) => return Err(anyhow::anyhow!("reading stdin (`-`) needs --name NAME").into()),
+        (None, false) => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                anyhow::anyhow!("cannot take a name from {}; pass --name", path.display())
+            })?,
+    };
+    let mut client = connect(env, cli).await?;
+    let record = if from_stdin {
+        let bar = progress_bar(None);
+        let mut stdin = tokio::io::stdin();
+        client
+            .put(&name, &mut stdin, &mut |sent| {
+                if let Some(bar) = &bar {
+                    bar.set_position(sent)
+                }
+            })
+            .await
+    } else {
+        let mut file = match tokio::fs::File::open(path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Failure {
+                    code: 3,
+                    error: anyhow::anyhow!("no such file: {}", path.display()),
+                });
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("cannot open {}", path.display()))
+                    .into());
+            }
+        };
+        let size = file.metadata().await.map(|m| m.len()).ok();
+        let bar = progress_bar(size);
+        client
+            .put(&name, &mut file, &mut |sent| {
+                if let Some(bar) = &bar {
+                    bar.set_position(sent)
+                }
+            })
+            .await
+    }?;
+    output::stored(&record, cli.json);
+    Ok(())
+}
+
+pub struct GetRequest<'a> {
+    pub target: &'a str,
+    pub output: Option<&'a Path>,
+    pub version: Option<&'a str>,
+    pub quorum: bool,
+}
+
+pub async fn get(env: &Env, cli: &Cli, request: GetRequest<'_>) -> Result<(), Failure> {
+    let GetRequest {
+        target,
+        output,
+        version,
+        quorum,
+    } = request;
+    let version = version
+        .map(|v| v.parse::<VersionSelector>())
+        .transpose()
+        .map_err(Failure::usage)?;
+    let target = match target.parse::<ContentId>() {
+        Ok(content) if version.is_none() => GetTarget::Content(content),
+        _ => GetTarget::Name(target.to_string()),
+    };
+    let mut client = connect(env, cli).await?;
+    let bar = progress_bar(Some(0));
+    let mut progress = |done: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let fetched = match output.filter(|path| *path != Path::new("-")) {
+        None => {
+            client
+                .get_with(
+                    target,
+                    version,
+                    quorum,
+                    &mut tokio::io::stdout(),
+                    &mut progress,
+                )
+                .await?
+        }
+        Some(path) => {
+            get_to_file(&mut client, (target, version, quorum), path, &mut progress).await?
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    output::fetched(&fetched, output, cli.json);
+    Ok(())
+}
+
+/// Write to a temp file beside `path`, sync, rename: the output appears
+/// whole and verified, or not at all.
+async fn get_to_file(
+    client: &mut Client,
+    (target, version, quorum): (GetTarget, Option<VersionSelector>, bool),
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Fetched, Failure> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
+    let tmp = dir.join(format!(".{file_name}.dfs-partial-{}", std::process::id()));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    let result = async {
+        let fetched = client
+            .get_with(target, version, quorum, &mut file, progress)
+            .await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok::<_, Failure>(fetched)
+    }
+    .await;
+    if result.is_err() {
+        let _ = file.shutdown().await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
