@@ -1,0 +1,127 @@
+//! The nodes of the scenario: each host's start (retried like a service
+//! manager would), and what the harness keeps of every incarnation.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use dfs::client::{Client, ClientError};
+use dfs::cluster::Cluster;
+use dfs::env::Env;
+use dfs::node::{NodeConfig, Server};
+use dfs::peer::MemberView;
+use dfs::placement::Replication;
+
+use super::{Config, PORT};
+use crate::env::{DiskFaults, sim_env};
+use crate::nemesis::Crashable;
+use crate::workload::cluster_key;
+
+pub(super) fn host(i: usize) -> String {
+    format!("node{i}")
+}
+
+/// What the harness keeps of one node: its current disk's fault switches
+/// and every incarnation's replication counters.
+#[derive(Default)]
+pub(super) struct Probe {
+    pub(super) faults: Option<Arc<DiskFaults>>,
+    pub(super) clusters: Vec<Arc<Cluster>>,
+    pub(super) disks: Vec<Arc<DiskFaults>>,
+    pub(super) view: Option<Arc<MemberView>>,
+}
+
+pub(super) type Probes = Rc<RefCell<Vec<Probe>>>;
+
+pub(super) struct Nodes(pub(super) Probes);
+
+impl Crashable for Nodes {
+    /// Only a node that has seen another member, so that it rejoins.
+    fn may_crash(&self, i: usize) -> bool {
+        self.0.borrow()[i]
+            .view
+            .as_ref()
+            .is_some_and(|v| !v.members().is_empty())
+    }
+
+    fn before_crash(&self, i: usize) {
+        if let Some(faults) = &self.0.borrow()[i].faults {
+            faults.fenced.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+pub(super) fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    seed: u64,
+    index: usize,
+    config: &Config,
+    probes: &Probes,
+    faults_on: &Rc<Cell<bool>>,
+) {
+    let probes = probes.clone();
+    let faults_on = faults_on.clone();
+    let config = config.clone();
+    let incarnation = Rc::new(RefCell::new(0u64));
+    sim.host(host(index), move || {
+        let n = {
+            let mut n = incarnation.borrow_mut();
+            *n += 1;
+            *n - 1
+        };
+        let faults = DiskFaults::new(config.io_error_ppm, config.corruption_ppm);
+        faults.enabled.store(faults_on.get(), Ordering::Relaxed);
+        let env = sim_env(
+            seed.wrapping_mul(7_919)
+                .wrapping_add((index as u64) << 32)
+                .wrapping_add(n),
+            faults.clone(),
+        );
+        let node_config = NodeConfig {
+            data_dir: "/data".into(),
+            listen: format!("0.0.0.0:{PORT}"),
+            bootstrap: if index == 0 {
+                Vec::new()
+            } else {
+                vec![format!("{}:{PORT}", host(0))]
+            },
+            advertise: Some(format!("{}:{PORT}", host(index))),
+            cluster_key: cluster_key(seed),
+            swim: Default::default(),
+            replication: Replication::new(config.replicas, config.write_quorum)
+                .expect("derived settings are valid"),
+        };
+        let probes = probes.clone();
+        async move {
+            {
+                let mut probes = probes.borrow_mut();
+                probes[index].faults = Some(faults.clone());
+                probes[index].disks.push(faults);
+            }
+            // Like a service manager: a start that fails (an injected disk
+            // error while opening the data dir) is retried.
+            let server = loop {
+                match Server::start(env.clone(), node_config.clone()).await {
+                    Ok(server) => break server,
+                    Err(error) => {
+                        tracing::warn!(%error, "node failed to start; restarting it in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            {
+                let mut probes = probes.borrow_mut();
+                probes[index].view = Some(server.node().members().clone());
+                probes[index].clusters.push(server.node().cluster().clone());
+            }
+            server.run(std::future::pending()).await;
+            Ok(())
+        }
+    });
+}
+
+pub(super) async fn connect(env: &Env, seed: u64, node: usize) -> Result<Client, ClientError> {
+    Client::connect(env, &format!("{}:{PORT}", host(node)), &cluster_key(seed)).await
+}

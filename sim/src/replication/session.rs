@@ -1,0 +1,285 @@
+//! A client session, sticky to one node, and the [`History`] all sessions
+//! record for the checkers.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use dfs::cas::ContentId;
+use dfs::meta::{VersionId, VersionRecord, VersionSelector};
+use dfs::wire::GetTarget;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::nodes::connect;
+use super::{Config, NAMES, OPERATION_TIMEOUT};
+use crate::env::{DiskFaults, sim_env};
+use crate::harness::Trace;
+use crate::workload::{expected_content_id, random_content, with_timeout};
+
+/// What the clients did, for the checkers.
+#[derive(Default)]
+pub(super) struct History {
+    pub(super) attempted: BTreeMap<String, BTreeSet<ContentId>>,
+    pub(super) removes_attempted: BTreeSet<String>,
+    /// Names with a prune whose outcome is unknown (it may have dropped
+    /// any version but the newest).
+    pub(super) prunes_indeterminate: BTreeSet<String>,
+    /// The highest floor an acknowledged prune set, by name.
+    pub(super) floors: BTreeMap<String, VersionId>,
+    pub(super) acknowledged: Vec<VersionRecord>,
+    pub(super) contents: BTreeMap<ContentId, Vec<u8>>,
+    pub(super) violations: Vec<String>,
+    pub(super) trace: Trace,
+    pub(super) indeterminate: u64,
+    pub(super) quorum_reads: u64,
+    pub(super) restores: u64,
+    pub(super) prunes: u64,
+}
+
+impl History {
+    fn explained(&self, record: &VersionRecord) -> bool {
+        match record.content {
+            Some(content) => self
+                .attempted
+                .get(&record.name)
+                .is_some_and(|c| c.contains(&content)),
+            None => self.removes_attempted.contains(&record.name),
+        }
+    }
+
+    /// No invention: each listed record was written by some operation.
+    pub(super) fn check_explained(&mut self, name: &str, records: &[VersionRecord]) {
+        for record in records {
+            if record.name != name || !self.explained(record) {
+                self.violations.push(format!(
+                    "no invention: versions {name} lists {record:?}, which no operation wrote"
+                ));
+            }
+        }
+    }
+}
+
+/// One client session, sticky to one node.
+pub(super) async fn session(
+    seed: u64,
+    client: usize,
+    config: Config,
+    history: Rc<RefCell<History>>,
+) -> turmoil::Result {
+    let env = sim_env(seed ^ (0xC11E_0000 + client as u64), DiskFaults::new(0, 0));
+    let node = client % config.nodes;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574F_524B ^ ((client as u64) << 40));
+    // The newest version of each name this session has seen.
+    let mut seen: BTreeMap<String, VersionId> = BTreeMap::new();
+    let mut observe = |h: &mut History, name: &str, vid: VersionId, what: &str| {
+        if let Some(previous) = seen.get(name)
+            && vid < *previous
+        {
+            h.violations.push(format!(
+                "monotonic reads: client {client} saw {name} at {previous} and then at {vid} ({what})"
+            ));
+        }
+        let newest = seen.entry(name.to_string()).or_insert(vid);
+        *newest = (*newest).max(vid);
+    };
+    // Let the cluster form first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for op in 0..config.operations {
+        let name = format!("file-{}", rng.next_u64() % NAMES);
+        let tag = format!("c{client} {op}");
+        match rng.next_u64() % 20 {
+            0..=8 => {
+                let bytes = random_content(
+                    &mut rng,
+                    config.file_bytes_max,
+                    8,
+                    &history.borrow().contents,
+                );
+                let content = expected_content_id(&bytes);
+                {
+                    let mut h = history.borrow_mut();
+                    h.attempted.entry(name.clone()).or_default().insert(content);
+                    h.contents.insert(content, bytes.clone());
+                }
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.put(&name, &mut bytes.as_slice(), &mut |_| {}).await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                match result {
+                    Ok(record) => {
+                        if record.content != Some(content) || record.name != name {
+                            h.violations
+                                .push(format!("put {name} acknowledged {record:?}"));
+                        }
+                        observe(&mut h, &name, record.vid, "its own put");
+                        h.trace
+                            .record(&format!("{tag} put {name} ok {}", record.vid));
+                        h.acknowledged.push(record);
+                    }
+                    Err(error) => {
+                        h.indeterminate += 1;
+                        h.trace.record(&format!("{tag} put {name} failed {error}"));
+                    }
+                }
+            }
+            9..=13 => {
+                let quorum = rng.next_u64().is_multiple_of(3);
+                let mut out = Vec::new();
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.get_with(
+                        GetTarget::Name(name.clone()),
+                        None,
+                        quorum,
+                        &mut out,
+                        &mut |_, _| {},
+                    )
+                    .await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                if quorum {
+                    h.quorum_reads += 1;
+                }
+                match result {
+                    Ok(fetched) => {
+                        let explained = h
+                            .attempted
+                            .get(&name)
+                            .is_some_and(|c| c.contains(&fetched.content));
+                        if !explained {
+                            h.violations.push(format!(
+                                "no invention: get {name} returned content {} never put under that name",
+                                fetched.content
+                            ));
+                        } else if h.contents.get(&fetched.content) != Some(&out) {
+                            h.violations.push(format!(
+                                "integrity: get {name} returned bytes that differ from what was put"
+                            ));
+                        }
+                        if let Some(record) = &fetched.record {
+                            observe(&mut h, &name, record.vid, "a get");
+                        }
+                        h.trace
+                            .record(&format!("{tag} get {name} ok {}", fetched.content));
+                    }
+                    Err(error) => {
+                        if error.contains("verification failed") {
+                            h.violations.push(format!("integrity: get {name}: {error}"));
+                        }
+                        h.trace.record(&format!("{tag} get {name} failed {error}"));
+                    }
+                }
+            }
+            14 => {
+                history.borrow_mut().removes_attempted.insert(name.clone());
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.remove(&name).await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                match result {
+                    Ok(record) => {
+                        observe(&mut h, &name, record.vid, "its own remove");
+                        h.trace
+                            .record(&format!("{tag} rm {name} ok {}", record.vid));
+                        h.acknowledged.push(record);
+                    }
+                    Err(error) => h.trace.record(&format!("{tag} rm {name} failed {error}")),
+                }
+            }
+            15..=16 => {
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.versions(&name).await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                match result {
+                    Ok((records, _)) => {
+                        h.check_explained(&name, &records);
+                        if let Some(newest) = records.first() {
+                            observe(&mut h, &name, newest.vid, "versions");
+                        }
+                        h.trace
+                            .record(&format!("{tag} versions {name} ok {}", records.len()));
+                    }
+                    Err(error) => h
+                        .trace
+                        .record(&format!("{tag} versions {name} failed {error}")),
+                }
+            }
+            17 => {
+                let keep = 2 + (rng.next_u64() % 3) as u32;
+                history.borrow_mut().prunes += 1;
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.prune(&name, keep).await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                match result {
+                    Ok((floor, removed)) => {
+                        if let Some(floor) = floor {
+                            let entry = h.floors.entry(name.clone()).or_insert(floor);
+                            *entry = (*entry).max(floor);
+                        }
+                        h.trace
+                            .record(&format!("{tag} prune {name} keep {keep} ok {removed}"));
+                    }
+                    Err(error) => {
+                        h.prunes_indeterminate.insert(name.clone());
+                        h.trace
+                            .record(&format!("{tag} prune {name} failed {error}"));
+                    }
+                }
+            }
+            _ => {
+                // Restore a random acknowledged version of this name.
+                let candidates: Vec<VersionRecord> = history
+                    .borrow()
+                    .acknowledged
+                    .iter()
+                    .filter(|r| r.name == name && !r.is_tombstone())
+                    .cloned()
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                let old = candidates[(rng.next_u64() % candidates.len() as u64) as usize].clone();
+                let selector: VersionSelector = old.vid.to_string().parse().expect("ids parse");
+                history.borrow_mut().restores += 1;
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.restore(&name, selector).await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                match result {
+                    Ok(record) => {
+                        if record.content != old.content {
+                            h.violations.push(format!(
+                                "restore of {} made {record:?}, not the old content",
+                                old.vid
+                            ));
+                        }
+                        observe(&mut h, &name, record.vid, "its own restore");
+                        h.trace
+                            .record(&format!("{tag} restore {name} ok {}", record.vid));
+                        h.acknowledged.push(record);
+                    }
+                    Err(error) => h
+                        .trace
+                        .record(&format!("{tag} restore {name} failed {error}")),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 500)).await;
+    }
+    Ok(())
+}
