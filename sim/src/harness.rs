@@ -67,9 +67,40 @@ pub struct RunTrace {
     pub events: Vec<String>,
 }
 
+/// The determinism check: run every seed twice and panic unless both runs
+/// recorded the same events, naming the first event that differs.
+///
+/// Between the two runs, tokio's process-wide task-id counter is moved to
+/// an odd distance from where the first run started. Tokio groups a
+/// runtime's tasks by the low bits of their ids when it drops them (a
+/// crash does), so every task of the second run lands in another group
+/// than its twin did: a run that depends on the grouping shows it here,
+/// not only when another test thread happens to spawn tasks in between.
+pub fn check_replays(scenario: &str, seeds: &[u64], run: impl Fn(u64) -> Result<Outcome, String>) {
+    for &seed in seeds {
+        let start = next_task_id();
+        let first = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        while (next_task_id() - start).is_multiple_of(2) {}
+        let second = run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_same_run(scenario, seed, &first, &second);
+    }
+}
+
+/// Take the id tokio gives the next task in this process.
+fn next_task_id() -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime builds");
+    let task = runtime.spawn(async {});
+    task.id()
+        .to_string()
+        .parse()
+        .expect("tokio task ids print as integers")
+}
+
 /// Panic unless two runs of `seed` recorded the same events; the message
 /// names the first event that differs and the line that replays the seed.
-pub fn assert_same_run(scenario: &str, seed: u64, first: &Outcome, second: &Outcome) {
+fn assert_same_run(scenario: &str, seed: u64, first: &Outcome, second: &Outcome) {
     if first.trace.hash == second.trace.hash {
         return;
     }

@@ -1,9 +1,10 @@
 //! Deterministic simulation of dfs nodes under turmoil (DESIGN §9).
 //!
 //! - [`env`]: `SimEnv`, the node's I/O seam over turmoil's network and file
-//!   system, with a crash fence and injected disk faults.
+//!   system, with a crash fence, injected disk faults, and a crash that
+//!   closes the node's connections in a replayable order.
 //! - [`harness`]: seeds (`SIM_SEED`, `SIM_SEEDS`, `SIM_SEED_BASE`), the
-//!   reproduce line on failure, trace hashes for the determinism check.
+//!   reproduce line on failure, trace hashes and the determinism check.
 //! - [`single_node`]: the first scenario: one node, crashes at random
 //!   points, torn writes, early syncs, I/O errors and read corruption,
 //!   against a workload whose history the checkers read.

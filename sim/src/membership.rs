@@ -105,7 +105,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             *n - 1
         };
         let faults = DiskFaults::new(0, 0);
-        let env = sim_env(
+        let sim_env = sim_env(
             seed.wrapping_mul(7_919)
                 .wrapping_add((index as u64) << 32)
                 .wrapping_add(n),
@@ -128,7 +128,8 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             replication: Default::default(),
         };
         let probes = probes.clone();
-        async move {
+        let env = sim_env.env.clone();
+        sim_env.host_software(async move {
             let server = Server::start(env, config).await?;
             {
                 let mut probes = probes.borrow_mut();
@@ -140,7 +141,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             }
             server.run(std::future::pending()).await;
             Ok(())
-        }
+        })
     });
 }
 
@@ -169,7 +170,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         let index = config.nodes;
         let faults = DiskFaults::new(0, 0);
         probes.borrow_mut()[index].fence = Some(faults.clone());
-        let env = sim_env(seed ^ 0x1A7B, faults);
+        // The intruder is never crashed, so its connections need no order.
+        let env = sim_env(seed ^ 0x1A7B, faults).env;
         let config = NodeConfig {
             data_dir: "/data".into(),
             listen: format!("0.0.0.0:{PORT}"),

@@ -12,7 +12,7 @@ use dfs::wire::GetTarget;
 use super::nodes::connect;
 use super::session::History;
 use super::{Config, NAMES, OPERATION_TIMEOUT, QUIESCE_WITHIN};
-use crate::env::{DiskFaults, sim_env};
+use crate::env::client_env;
 use crate::workload::with_timeout;
 
 /// After healing: convergence, durability, no invention, liveness.
@@ -21,7 +21,7 @@ pub(super) async fn check(
     config: Config,
     history: Rc<RefCell<History>>,
 ) -> turmoil::Result {
-    let env = sim_env(seed ^ 0xC11E_C4EC, DiskFaults::new(0, 0));
+    let env = client_env(seed ^ 0xC11E_C4EC);
     let names: Vec<String> = (0..NAMES).map(|i| format!("file-{i}")).collect();
 
     // Liveness: a put and a get through every node (membership may need a

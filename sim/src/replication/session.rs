@@ -14,7 +14,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::nodes::connect;
 use super::{Config, NAMES, OPERATION_TIMEOUT};
-use crate::env::{DiskFaults, sim_env};
+use crate::env::client_env;
 use crate::harness::Trace;
 use crate::workload::{expected_content_id, random_content, with_timeout};
 
@@ -68,7 +68,7 @@ pub(super) async fn session(
     config: Config,
     history: Rc<RefCell<History>>,
 ) -> turmoil::Result {
-    let env = sim_env(seed ^ (0xC11E_0000 + client as u64), DiskFaults::new(0, 0));
+    let env = client_env(seed ^ (0xC11E_0000 + client as u64));
     let node = client % config.nodes;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574F_524B ^ ((client as u64) << 40));
     // The newest version of each name this session has seen.

@@ -1,16 +1,5 @@
-//! `SimEnv`: the node's [`Env`] over turmoil (DESIGN §9).
-//!
-//! - Network: `turmoil::net`, so partitions, holds and latency apply.
-//! - Disk: turmoil's fs shim (crash discards unsynced writes; torn writes
-//!   by `block_size`; random early syncs by `sync_probability`), behind
-//!   [`SimDisk`], which adds what turmoil does not model the way we need:
-//!   injected EIO on reads, writes and syncs, and transient read corruption
-//!   of chunk files, both switchable off for the final checks; and the
-//!   crash *fence*: once set, every call fails without touching the fs, so
-//!   `Drop`s that run during `Sim::crash` cannot make anything durable.
-//! - Clock: turmoil's simulated wall clock. Randomness: ChaCha8 seeded from
-//!   (seed, node, incarnation). Blocking work runs inline (turmoil's fs
-//!   context is the host's task).
+//! The simulated disk: turmoil's fs shim with injected faults and the
+//! crash fence (see the module above).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,12 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dfs::env::{
-    BoxFuture, BoxStream, Clock, DirEntry, Disk, DiskFile, Env, Executor, Listener, OpenMode,
-    Random, Transport,
-};
+use dfs::env::{DirEntry, Disk, DiskFile, OpenMode};
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use turmoil::fs::shim::std::fs as simfs;
 
 /// Fault switches and counters shared by the harness and one node's disk.
@@ -54,89 +40,24 @@ impl DiskFaults {
     }
 }
 
-/// Build the Env of one node incarnation.
-pub fn sim_env(rng_seed: u64, faults: Arc<DiskFaults>) -> Env {
-    let rng = Arc::new(SimRandom(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))));
-    let disk_rng = ChaCha8Rng::seed_from_u64(rng_seed ^ 0x5EED_D15C);
-    Env {
-        disk: Arc::new(SimDisk {
-            faults,
-            rng: Arc::new(Mutex::new(disk_rng)),
-            last_read_corrupt: Arc::default(),
-        }),
-        net: Arc::new(SimNet),
-        clock: Arc::new(SimClock),
-        rng,
-        executor: Arc::new(Inline),
-    }
-}
-
-struct SimRandom(Mutex<ChaCha8Rng>);
-
-impl Random for SimRandom {
-    fn fill(&self, buf: &mut [u8]) {
-        self.0.lock().unwrap().fill_bytes(buf);
-    }
-}
-
-struct SimClock;
-
-impl Clock for SimClock {
-    fn unix_ms(&self) -> u64 {
-        turmoil::since_epoch()
-            .map(|d| d.as_millis() as u64)
-            .expect("SimClock used outside a turmoil host")
-    }
-}
-
-struct Inline;
-
-impl Executor for Inline {
-    fn run_blocking(&self, job: Box<dyn FnOnce() + Send>) {
-        job();
-    }
-}
-
-struct SimNet;
-
-struct SimListener(turmoil::net::TcpListener);
-
-impl Listener for SimListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, String)>> {
-        Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            Ok((Box::new(stream) as BoxStream, peer.to_string()))
-        })
-    }
-    fn local_addr(&self) -> io::Result<String> {
-        Ok(self.0.local_addr()?.to_string())
-    }
-}
-
-impl Transport for SimNet {
-    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            Ok(
-                Box::new(SimListener(turmoil::net::TcpListener::bind(addr).await?))
-                    as Box<dyn Listener>,
-            )
-        })
-    }
-    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>> {
-        Box::pin(
-            async move { Ok(Box::new(turmoil::net::TcpStream::connect(addr).await?) as BoxStream) },
-        )
-    }
-}
-
 #[derive(Clone)]
-struct SimDisk {
+pub(super) struct SimDisk {
     faults: Arc<DiskFaults>,
     rng: Arc<Mutex<ChaCha8Rng>>,
     /// Whether the last read of a path was corrupted: a transient fault is
     /// never injected twice in a row on one file (that would be bit rot,
     /// which on a single node is data loss, not a transient fault).
     last_read_corrupt: Arc<Mutex<BTreeMap<PathBuf, bool>>>,
+}
+
+impl SimDisk {
+    pub(super) fn new(faults: Arc<DiskFaults>, rng: ChaCha8Rng) -> Self {
+        SimDisk {
+            faults,
+            rng: Arc::new(Mutex::new(rng)),
+            last_read_corrupt: Arc::default(),
+        }
+    }
 }
 
 fn fenced() -> io::Error {
