@@ -18,6 +18,15 @@
 //!   disk faults; checks the six guarantees of DESIGN §8.
 //! - [`workload`]: the content model and helpers the client workloads share.
 
+// turmoil seeds each host's tokio runtime (the order `tokio::select!` polls
+// its branches) only under this cfg, which `.cargo/config.toml` sets; a
+// RUSTFLAGS variable replaces that setting, and seeds would stop replaying.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "the simulation needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS \
+     variable replaces it, so add it there too), or its seeds do not replay"
+);
+
 pub mod env;
 pub mod harness;
 pub mod membership;
