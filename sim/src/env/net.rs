@@ -2,18 +2,18 @@
 //! closes in a replayable order.
 //!
 //! Why the order needs care: `Sim::crash` drops the host's tokio runtime,
-//! and tokio shuts its tasks down shard by shard, a task's shard being its
-//! id, which comes from a process-wide counter. So the order in which a
+//! and tokio shuts its tasks down shard by shard, a task's shard being the
+//! low bits of its id, which comes from a process-wide counter. So the order in which a
 //! crashed node's tasks (and the connections they own) are dropped differs
 //! between two runs of one seed in one process, and with whatever else the
 //! process runs at the time. Every dropped connection sends a FIN, and
 //! turmoil draws each message's latency from the seeded rng as it is sent:
 //! a different order changes every later draw, and the run no longer
 //! replays. So while a node is fenced (crashing), a connection that is
-//! dropped is parked in its [`Sockets`] instead, and [`CloseInOrder`],
-//! which the host's software future is wrapped in and which tokio drops
-//! after every task, closes the parked connections by the number they were
-//! given when they opened.
+//! dropped is parked in its [`Sockets`] instead. The host's software future
+//! is wrapped in [`CloseInOrder`]; turmoil drops that future after the
+//! runtime (so after every task), and it then closes the parked connections
+//! by the number they were given when they opened.
 
 use std::collections::BTreeMap;
 use std::io;
