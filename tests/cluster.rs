@@ -105,6 +105,9 @@ fn a_node_with_another_cluster_key_is_refused_and_never_listed() {
 fn garbage_and_oversize_prefixes_close_only_their_connection() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(dir.path(), 2);
+    wait_until(Duration::from_secs(20), "2 nodes alive", || {
+        nodes.iter().all(|n| n.alive_count() == 2)
+    });
     let node = &nodes[0];
     // Random bytes.
     let mut garbage = TcpStream::connect(&node.addr).unwrap();

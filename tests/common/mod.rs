@@ -179,6 +179,8 @@ pub fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> b
     }
 }
 
+/// Start `size` nodes, the others bootstrapping through the first. Returns
+/// once they are started, not joined: callers wait for what they need.
 pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
     let first = Node::start(&root.join("n0"), "127.0.0.1:0", &[]);
     let key = root.join("n0").join("cluster.key");
