@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use crate::env::{BoxStream, Env, Random};
 use crate::keys::{ClusterKey, NodeId, StaticKeypair};
 use crate::limits::{HANDSHAKE_TIMEOUT, IO_TIMEOUT};
-use crate::wire::{self, Envelope, FrameDecoder, FrameError, WireError, encode_frame_header};
+use crate::wire::{self, Envelope, FrameDecoder, FrameError, WireError};
 
 const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
 /// Largest Noise message (the spec's limit).
@@ -36,6 +36,8 @@ const NOISE_MESSAGE_MAX: usize = 65_535;
 const NOISE_TAG_BYTES: usize = 16;
 /// Plaintext bytes one transport record carries at most.
 const RECORD_PLAINTEXT_MAX: usize = NOISE_MESSAGE_MAX - NOISE_TAG_BYTES;
+/// Records encrypted before each write (about 256 KiB of ciphertext).
+const RECORDS_PER_WRITE: usize = 4;
 /// What the responder's confirmation record says.
 const CONFIRMATION: &[u8] = b"dfs ok";
 
@@ -316,11 +318,6 @@ impl SecureStream {
         (self.reader, self.writer)
     }
 
-    /// Send one frame (and flush).
-    pub async fn send_frame(&mut self, payload: &[u8]) -> Result<(), SecureError> {
-        self.writer.send_frame(payload).await
-    }
-
     pub async fn send(&mut self, envelope: &Envelope) -> Result<(), SecureError> {
         self.writer.send(envelope).await
     }
@@ -348,35 +345,34 @@ impl SecureStream {
 }
 
 impl SecureWriter {
-    /// Encrypt `plaintext` into records appended to `outgoing`, then write them.
+    /// Encrypt `plaintext` into records and write them, a few records at a
+    /// time: the ciphertext buffer stays at most [`RECORDS_PER_WRITE`]
+    /// records however large the frame, and encryption overlaps the
+    /// socket's sending.
     async fn write_records(&mut self, plaintext: &[u8]) -> Result<(), SecureError> {
-        self.outgoing.clear();
-        for piece in plaintext.chunks(RECORD_PLAINTEXT_MAX) {
-            let start = self.outgoing.len();
-            self.outgoing
-                .resize(start + 2 + piece.len() + NOISE_TAG_BYTES, 0);
-            let len = self
-                .noise
-                .write_message(self.nonce, piece, &mut self.outgoing[start + 2..])
-                .expect("a record below the Noise limit always encrypts");
-            self.nonce += 1;
-            self.outgoing[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
-            self.outgoing.truncate(start + 2 + len);
+        for batch in plaintext.chunks(RECORD_PLAINTEXT_MAX * RECORDS_PER_WRITE) {
+            self.outgoing.clear();
+            for piece in batch.chunks(RECORD_PLAINTEXT_MAX) {
+                let start = self.outgoing.len();
+                self.outgoing
+                    .resize(start + 2 + piece.len() + NOISE_TAG_BYTES, 0);
+                let len = self
+                    .noise
+                    .write_message(self.nonce, piece, &mut self.outgoing[start + 2..])
+                    .expect("a record below the Noise limit always encrypts");
+                self.nonce += 1;
+                self.outgoing[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+                self.outgoing.truncate(start + 2 + len);
+            }
+            with_timeout(self.io.write_all(&self.outgoing)).await?;
         }
-        with_timeout(self.io.write_all(&self.outgoing)).await
+        Ok(())
     }
 
-    /// Send one frame (and flush).
-    pub async fn send_frame(&mut self, payload: &[u8]) -> Result<(), SecureError> {
-        let mut framed = Vec::with_capacity(4 + payload.len());
-        framed.extend_from_slice(&encode_frame_header(payload.len()));
-        framed.extend_from_slice(payload);
-        self.write_records(&framed).await?;
-        with_timeout(self.io.flush()).await
-    }
-
+    /// Send one envelope as one frame (and flush).
     pub async fn send(&mut self, envelope: &Envelope) -> Result<(), SecureError> {
-        self.send_frame(&wire::encode(envelope)).await
+        self.write_records(&wire::encode_frame(envelope)).await?;
+        with_timeout(self.io.flush()).await
     }
 
     /// Close the write side, telling the peer no more frames come.

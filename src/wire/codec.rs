@@ -1,4 +1,5 @@
 use super::Envelope;
+use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 
 /// First byte of every frame payload. A peer speaking another version is
 /// refused, never misread.
@@ -20,8 +21,31 @@ pub enum WireError {
     NonCanonical,
 }
 
+/// A frame's payload: the version byte, then the postcard message.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
-    let mut out = vec![PROTOCOL_VERSION];
+    encode_after(envelope, 0)
+}
+
+/// A whole frame: the length prefix, then [`encode`]'s payload, in one
+/// allocation of exactly its size, so a message carrying a chunk is copied
+/// once on its way to the cipher.
+pub fn encode_frame(envelope: &Envelope) -> Vec<u8> {
+    let mut frame = encode_after(envelope, FRAME_HEADER_BYTES);
+    let header = encode_frame_header(frame.len() - FRAME_HEADER_BYTES);
+    frame[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+    frame
+}
+
+/// The payload after `reserved` zero bytes, sized before it is written.
+fn encode_after(envelope: &Envelope, reserved: usize) -> Vec<u8> {
+    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
+        envelope,
+        Default::default(),
+    )
+    .expect("sizing a message cannot fail");
+    let mut out = Vec::with_capacity(reserved + 1 + size);
+    out.resize(reserved, 0);
+    out.push(PROTOCOL_VERSION);
     postcard::to_io(envelope, &mut out).expect("writing to a Vec cannot fail");
     out
 }

@@ -101,7 +101,7 @@ mod codec;
 pub mod frame;
 mod message;
 
-pub use codec::{PROTOCOL_VERSION, WireError, decode, encode};
+pub use codec::{PROTOCOL_VERSION, WireError, decode, encode, encode_frame};
 pub use frame::{FrameDecoder, FrameError, encode_frame_header};
 pub use message::{
     Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport,
@@ -376,10 +376,19 @@ mod tests {
     #[test]
     fn wire_bytes_of_every_message_kind() {
         for (kind, message) in every_kind() {
-            let bytes = encode(&Envelope {
+            let envelope = Envelope {
                 request_id: 1,
                 message: message.clone(),
-            });
+            };
+            let bytes = encode(&envelope);
+            // The framed form is the length prefix and the same bytes, and
+            // the frame decoder cuts exactly those bytes back out.
+            let frame = encode_frame(&envelope);
+            assert_eq!(frame[..4], encode_frame_header(bytes.len()));
+            let mut buffer = bytes::BytesMut::from(&frame[..]);
+            let cut = FrameDecoder.decode(&mut buffer).unwrap().unwrap();
+            assert_eq!(cut[..], bytes[..]);
+            assert!(buffer.is_empty());
             assert_eq!(
                 decode(&bytes).unwrap(),
                 Envelope {
