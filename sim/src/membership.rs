@@ -105,7 +105,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             *n - 1
         };
         let faults = DiskFaults::new(0, 0);
-        let sim_env = sim_env(
+        let node_env = sim_env(
             seed.wrapping_mul(7_919)
                 .wrapping_add((index as u64) << 32)
                 .wrapping_add(n),
@@ -128,8 +128,8 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             replication: Default::default(),
         };
         let probes = probes.clone();
-        let env = sim_env.env.clone();
-        sim_env.host_software(async move {
+        let env = node_env.env.clone();
+        node_env.host_software(async move {
             let server = Server::start(env, config).await?;
             {
                 let mut probes = probes.borrow_mut();

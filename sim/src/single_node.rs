@@ -130,8 +130,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             let faults = DiskFaults::new(config.io_error_ppm, config.corruption_ppm);
             faults.enabled.store(faults_on.get(), Ordering::Relaxed);
             *current_faults.borrow_mut() = faults.clone();
-            let sim_env = sim_env(seed.wrapping_mul(1_000_003).wrapping_add(n), faults);
-            let env = sim_env.env.clone();
+            let node_env = sim_env(seed.wrapping_mul(1_000_003).wrapping_add(n), faults);
+            let env = node_env.env.clone();
             let node_config = NodeConfig {
                 data_dir: "/data".into(),
                 listen: format!("0.0.0.0:{PORT}"),
@@ -141,7 +141,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 swim: Default::default(),
                 replication: Default::default(),
             };
-            sim_env.host_software(async move {
+            node_env.host_software(async move {
                 // A supervisor: a start that fails (injected EIO) is retried.
                 loop {
                     match Server::start(env.clone(), node_config.clone()).await {

@@ -73,7 +73,7 @@ pub(super) fn add_node(
         };
         let faults = DiskFaults::new(config.io_error_ppm, config.corruption_ppm);
         faults.enabled.store(faults_on.get(), Ordering::Relaxed);
-        let sim_env = sim_env(
+        let node_env = sim_env(
             seed.wrapping_mul(7_919)
                 .wrapping_add((index as u64) << 32)
                 .wrapping_add(n),
@@ -94,8 +94,8 @@ pub(super) fn add_node(
                 .expect("derived settings are valid"),
         };
         let probes = probes.clone();
-        let env = sim_env.env.clone();
-        sim_env.host_software(async move {
+        let env = node_env.env.clone();
+        node_env.host_software(async move {
             {
                 let mut probes = probes.borrow_mut();
                 probes[index].faults = Some(faults.clone());
