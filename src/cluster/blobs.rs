@@ -124,7 +124,7 @@ impl Cluster {
         } else {
             let store = || Message::StoreBlob {
                 id,
-                bytes: bytes.to_vec(),
+                bytes: bytes.clone(),
             };
             match self.request(&target, store).await {
                 Ok(Message::BlobStored) => Ok(()),

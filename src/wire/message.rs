@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cas::{ChunkId, ContentId};
@@ -169,8 +170,10 @@ pub enum Message {
     /// `bytes` hash to `id`. Answered by `BlobStored` once durable.
     StoreBlob {
         id: ChunkId,
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
+        /// Shared, not copied, when one blob is sent to several owners (the
+        /// wire form is the same byte string as a `serde_bytes` vector's).
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+        bytes: Bytes,
     },
     BlobStored,
     /// Read a blob; answered by `BlobData` (verified by the sender and
@@ -297,4 +300,9 @@ impl Message {
                 | Message::BlobPresence { .. }
         )
     }
+}
+
+#[cfg(feature = "arbitrary")]
+fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
+    Ok(Bytes::from(<Vec<u8> as arbitrary::Arbitrary>::arbitrary(u)?))
 }

@@ -292,7 +292,7 @@ mod tests {
                 "store_blob",
                 Message::StoreBlob {
                     id: ChunkId([0x44; 32]),
-                    bytes: b"hello".to_vec(),
+                    bytes: bytes::Bytes::from_static(b"hello"),
                 },
             ),
             ("blob_stored", Message::BlobStored),
