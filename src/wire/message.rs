@@ -304,5 +304,6 @@ impl Message {
 
 #[cfg(feature = "arbitrary")]
 fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
-    Ok(Bytes::from(<Vec<u8> as arbitrary::Arbitrary>::arbitrary(u)?))
+    let bytes: Vec<u8> = arbitrary::Arbitrary::arbitrary(u)?;
+    Ok(Bytes::from(bytes))
 }
