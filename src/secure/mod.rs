@@ -1,7 +1,8 @@
 //! Authenticated, encrypted streams (DESIGN §6).
 //!
 //! Every connection starts with `Noise_XXpsk3_25519_ChaChaPoly_SHA256`
-//! (snow, pure-Rust primitives, randomness from the [`Env`]). The psk is
+//! (snow: X25519 and the handshake hash from its pure-Rust resolver, the
+//! record cipher from ring's ChaCha20-Poly1305, randomness from the [`Env`]). The psk is
 //! derived from the cluster key, so a party without it cannot finish a
 //! handshake; the static keys identify the two ends ([`NodeId`]).
 //!
@@ -12,9 +13,11 @@
 //! such instead of as a broken pipe later.
 //!
 //! After the handshake, [`SecureStream`] carries [frames](crate::wire::frame)
-//! split into Noise transport records of at most 65 535 bytes. Every read and
-//! write has a timeout; any bad record (truncated, bad tag, bad length)
-//! fails the stream, and the caller closes the connection.
+//! split into Noise transport records of at most 65 535 bytes, encrypted and
+//! written four records at a time, so a connection's ciphertext buffer stays
+//! near 256 KiB however large the frame. Every read and write has a timeout;
+//! any bad record (truncated, bad tag, bad length) fails the stream, and the
+//! caller closes the connection.
 
 use std::io;
 use std::sync::Arc;
