@@ -1,7 +1,7 @@
 //! dfs: a decentralized, content-addressed, replicated and versioned file store.
 //!
 //! The components, from the bottom up (ARCHITECTURE.md has the invariants):
-//! - [`env`]: the I/O seam. Disk, network, clock, randomness and the blocking
+//! - [`env`](mod@env): the I/O seam. Disk, network, clock, randomness and the blocking
 //!   executor; production and simulation implement it.
 //! - [`limits`]: every bound, with its reason.
 //! - [`cas`]: content addressing (pure): chunk and content ids, the FastCDC

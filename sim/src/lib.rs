@@ -1,6 +1,6 @@
 //! Deterministic simulation of dfs nodes under turmoil (DESIGN §9).
 //!
-//! - [`env`]: `SimEnv`, the node's I/O seam over turmoil's network and file
+//! - [`env`](mod@env): `SimEnv`, the node's I/O seam over turmoil's network and file
 //!   system, with a crash fence, injected disk faults, and a crash that
 //!   closes the node's connections in a replayable order.
 //! - [`harness`]: seeds (`SIM_SEED`, `SIM_SEEDS`, `SIM_SEED_BASE`), the

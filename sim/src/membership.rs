@@ -10,7 +10,7 @@
 //!
 //! Checks:
 //! - at every step, no node lists the intruder (admission);
-//! - after healing, within [`CONVERGE_WITHIN`] of simulated time, every
+//! - after healing, within `CONVERGE_WITHIN` of simulated time, every
 //!   node lists every other node as alive (convergence of membership).
 
 use std::cell::RefCell;

@@ -1,19 +1,19 @@
 //! Replication (DESIGN §8): what a node does with its peers' help.
 //!
-//! - [`blobs`]: a blob (chunk or manifest) is stored on its R owners by
+//! - `blobs`: a blob (chunk or manifest) is stored on its R owners by
 //!   rendezvous hashing over the alive members ([`crate::placement`]) and
 //!   counts once W of them hold it durably; a read tries the owners in
 //!   order, verifies, and repairs a missing or corrupt copy it passed.
-//! - [`records`]: a version record (or prune floor) is merged into the
+//! - `records`: a version record (or prune floor) is merged into the
 //!   local index, sent to every alive member, and counts once W indexes
 //!   hold it durably.
-//! - [`sync`]: anti-entropy. Every few seconds a node compares bucket
+//! - `sync`: anti-entropy. Every few seconds a node compares bucket
 //!   digests of its index with a random alive peer and both exchange only
 //!   the records the other lacks.
-//! - [`repair`]: the background loop that copies under-replicated blobs to
+//! - `repair`: the background loop that copies under-replicated blobs to
 //!   their owners, drops copies a node no longer owns, and deletes blobs no
 //!   retained version references.
-//! - [`service`]: the peer requests a node answers for the above.
+//! - `service`: the peer requests a node answers for the above.
 //!
 //! A cluster of one is the degenerate case: every blob's only owner is the
 //! node itself and W is capped by the number of known members.

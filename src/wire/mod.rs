@@ -28,7 +28,7 @@
 //!    `u32 big-endian length ‖ payload`, length at most
 //!    [`FRAME_BYTES_MAX`](crate::limits::FRAME_BYTES_MAX). A frame may span
 //!    several records.
-//! 3. **Envelopes** ([`codec`]): a payload is `PROTOCOL_VERSION (1 byte) ‖
+//! 3. **Envelopes** (`codec`): a payload is `PROTOCOL_VERSION (1 byte) ‖
 //!    postcard(Envelope)`, and an [`Envelope`] is a request id plus a
 //!    [`Message`]. Replies carry the id of their request. Byte fields are
 //!    postcard byte strings (varint length ‖ bytes), never element-by-element

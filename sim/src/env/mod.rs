@@ -1,8 +1,8 @@
 //! `SimEnv`: the node's [`Env`] over turmoil (DESIGN §9).
 //!
-//! - [`net`]: `turmoil::net`, so partitions, holds and latency apply; a
+//! - `net`: `turmoil::net`, so partitions, holds and latency apply; a
 //!   crashed node's connections close in the order they were opened.
-//! - [`disk`]: turmoil's fs shim (crash discards unsynced writes; torn
+//! - `disk`: turmoil's fs shim (crash discards unsynced writes; torn
 //!   writes by `block_size`; random early syncs by `sync_probability`),
 //!   behind a disk that adds what turmoil does not model the way we need:
 //!   injected EIO on reads, writes and syncs, and transient read corruption
