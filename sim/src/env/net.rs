@@ -118,15 +118,18 @@ impl SimStream {
 
 impl Drop for SimStream {
     fn drop(&mut self) {
-        if let Some(stream) = self.stream.take()
-            && self.sockets.faults.fenced.load(Ordering::SeqCst)
-        {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if self.sockets.faults.fenced.load(Ordering::SeqCst) {
+            // Crashing: `CloseParked` closes it, in order, after every task.
             self.sockets
                 .parked
                 .lock()
                 .unwrap()
                 .insert(self.number, stream);
         }
+        // Otherwise `stream` is dropped here and closes as usual.
     }
 }
 
