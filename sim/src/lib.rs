@@ -16,7 +16,9 @@
 //! - [`replication`]: 3 to 7 nodes, clients putting, reading, removing,
 //!   pruning and restoring through different nodes under the nemesis and
 //!   disk faults; checks the six guarantees of DESIGN §8.
-//! - [`workload`]: the content model and helpers the client workloads share.
+//! - [`workload`]: the content model, `Attempts` (what the clients tried to
+//!   write, which every listed version and every read must be explained
+//!   by), and helpers the client workloads share.
 
 // turmoil seeds each host's tokio runtime (the order `tokio::select!` polls
 // its branches) only under this cfg, which `.cargo/config.toml` sets; a

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
-use dfs::cas::ContentId;
 use dfs::client::{Client, ClientError};
 use dfs::env::Env;
 use dfs::meta::{VersionRecord, VersionSelector};
@@ -31,7 +30,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::env::{DiskFaults, sim_env};
 use crate::harness::{Outcome, Trace};
-use crate::workload::{cluster_key, expected_content_id, random_content, with_timeout};
+use crate::workload::{Attempts, cluster_key, expected_content_id, random_content, with_timeout};
 
 const NODE: &str = "node";
 const PORT: u16 = 7400;
@@ -76,11 +75,8 @@ pub fn describe(seed: u64) -> String {
 /// What the workload did, for the checkers.
 #[derive(Default)]
 struct History {
-    /// Content ids of every put attempted, by name (acknowledged or not).
-    attempted: BTreeMap<String, BTreeSet<ContentId>>,
-    removes_attempted: BTreeSet<String>,
+    attempts: Attempts,
     acknowledged: Vec<VersionRecord>,
-    contents: BTreeMap<ContentId, Vec<u8>>,
     violations: Vec<String>,
     trace: Trace,
     indeterminate: u64,
@@ -271,14 +267,10 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                     &mut rng,
                     config.file_bytes_max,
                     10,
-                    &history.borrow().contents,
+                    history.borrow().attempts.contents(),
                 );
                 let content = expected_content_id(&bytes);
-                {
-                    let mut h = history.borrow_mut();
-                    h.attempted.entry(name.clone()).or_default().insert(content);
-                    h.contents.insert(content, bytes.clone());
-                }
+                history.borrow_mut().attempts.put(&name, content, &bytes);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut client = connect(&env, seed).await?;
                     client.put(&name, &mut bytes.as_slice(), &mut |_| {}).await
@@ -322,19 +314,8 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                 let mut h = history.borrow_mut();
                 match result {
                     Ok(fetched) => {
-                        let explained = h
-                            .attempted
-                            .get(&name)
-                            .is_some_and(|c| c.contains(&fetched.content));
-                        if !explained {
-                            h.violations.push(format!(
-                                "get {name} returned content {} never put under that name",
-                                fetched.content
-                            ));
-                        } else if h.contents.get(&fetched.content) != Some(&out) {
-                            h.violations.push(format!(
-                                "get {name} returned bytes that differ from what was put"
-                            ));
+                        if let Some(wrong) = h.attempts.wrong_read(&name, fetched.content, &out) {
+                            h.violations.push(wrong);
                         }
                         h.trace
                             .record(&format!("{op} get {name} ok {}", fetched.content));
@@ -348,7 +329,7 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
                 }
             }
             8 => {
-                history.borrow_mut().removes_attempted.insert(name.clone());
+                history.borrow_mut().attempts.remove(&name);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut client = connect(&env, seed).await?;
                     client.remove(&name).await
@@ -390,20 +371,8 @@ async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> t
 /// No invention: each record is a put of content attempted under that
 /// name, or a tombstone of an attempted remove.
 fn check_explained(history: &mut History, name: &str, records: &[VersionRecord]) {
-    for record in records {
-        let explained = match record.content {
-            Some(content) => history
-                .attempted
-                .get(name)
-                .is_some_and(|c| c.contains(&content)),
-            None => history.removes_attempted.contains(name),
-        };
-        if record.name != name || !explained {
-            history.violations.push(format!(
-                "versions {name} lists {record:?}, which no operation wrote"
-            ));
-        }
-    }
+    let unexplained = history.attempts.unexplained(name, records);
+    history.violations.extend(unexplained);
 }
 
 async fn check(seed: u64, history: Rc<RefCell<History>>) -> turmoil::Result {
@@ -427,14 +396,7 @@ async fn check(seed: u64, history: Rc<RefCell<History>>) -> turmoil::Result {
         return Ok(());
     };
     let acknowledged = history.borrow().acknowledged.clone();
-    let names: BTreeSet<String> = {
-        let h = history.borrow();
-        h.attempted
-            .keys()
-            .chain(h.removes_attempted.iter())
-            .cloned()
-            .collect()
-    };
+    let names = history.borrow().attempts.names();
     for name in &names {
         let result = client.versions(name).await;
         let mut h = history.borrow_mut();
@@ -485,7 +447,7 @@ async fn check(seed: u64, history: Rc<RefCell<History>>) -> turmoil::Result {
         match result {
             Ok(fetched) => {
                 let content = record.content.expect("not a tombstone");
-                if fetched.content != content || h.contents.get(&content) != Some(&out) {
+                if fetched.content != content || !h.attempts.holds(content, &out) {
                     h.violations.push(format!(
                         "durability: version {} of {} reads back different bytes",
                         record.vid, record.name

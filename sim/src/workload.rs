@@ -1,12 +1,14 @@
 //! Pieces the client workloads of the scenarios share: the content model,
-//! timeouts that turn into "indeterminate", the cluster key of a seed.
+//! what the clients attempted (and the checks it explains), timeouts that
+//! turn into "indeterminate", the cluster key of a seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dfs::cas::{ChunkId, Chunker, ContentId, Manifest};
 use dfs::client::ClientError;
 use dfs::keys::ClusterKey;
+use dfs::meta::VersionRecord;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -68,4 +70,137 @@ pub fn random_content(
     let mut bytes = vec![0u8; len];
     rng.fill_bytes(&mut bytes);
     bytes
+}
+
+/// What the clients tried to write, acknowledged or not. Every version a
+/// node lists and every read it serves must be explained by it.
+#[derive(Default)]
+pub struct Attempts {
+    /// Content ids of every put attempted, by name.
+    puts: BTreeMap<String, BTreeSet<ContentId>>,
+    /// Names a remove was attempted on.
+    removes: BTreeSet<String>,
+    /// The bytes of every content put.
+    contents: BTreeMap<ContentId, Vec<u8>>,
+}
+
+impl Attempts {
+    pub fn put(&mut self, name: &str, content: ContentId, bytes: &[u8]) {
+        self.puts
+            .entry(name.to_owned())
+            .or_default()
+            .insert(content);
+        self.contents.insert(content, bytes.to_vec());
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.removes.insert(name.to_owned());
+    }
+
+    /// The bytes of every content put (for [`random_content`]'s reuse).
+    pub fn contents(&self) -> &BTreeMap<ContentId, Vec<u8>> {
+        &self.contents
+    }
+
+    /// Every name a put or remove was attempted on.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.puts.keys().chain(&self.removes).cloned().collect()
+    }
+
+    /// No invention: what is wrong with `versions name` listing `records`,
+    /// one message per record no operation wrote.
+    pub fn unexplained(&self, name: &str, records: &[VersionRecord]) -> Vec<String> {
+        records
+            .iter()
+            .filter(|record| {
+                let written = match record.content {
+                    Some(content) => self.puts.get(name).is_some_and(|c| c.contains(&content)),
+                    None => self.removes.contains(name),
+                };
+                record.name != name || !written
+            })
+            .map(|record| {
+                format!("no invention: versions {name} lists {record:?}, which no operation wrote")
+            })
+            .collect()
+    }
+
+    /// No invention and integrity: what is wrong with a get of `name` that
+    /// returned `bytes` as `content`, if anything.
+    pub fn wrong_read(&self, name: &str, content: ContentId, bytes: &[u8]) -> Option<String> {
+        if !self.puts.get(name).is_some_and(|c| c.contains(&content)) {
+            Some(format!(
+                "no invention: get {name} returned content {content} never put under that name"
+            ))
+        } else if !self.holds(content, bytes) {
+            Some(format!(
+                "integrity: get {name} returned bytes that differ from what was put"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `bytes` are what was put as `content`.
+    pub fn holds(&self, content: ContentId, bytes: &[u8]) -> bool {
+        self.contents
+            .get(&content)
+            .is_some_and(|put| put[..] == *bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dfs::keys::NodeId;
+    use dfs::meta::VersionId;
+
+    use super::*;
+
+    fn record(name: &str, content: Option<ContentId>) -> VersionRecord {
+        VersionRecord {
+            name: name.into(),
+            vid: VersionId {
+                wall_ms: 1,
+                counter: 0,
+                node: NodeId([7; 32]),
+            },
+            content,
+            size: 0,
+        }
+    }
+
+    /// The checkers are only as good as these answers: an invented or
+    /// altered read, and a version nobody wrote, must each be reported.
+    #[test]
+    fn attempts_report_what_no_client_did() {
+        let (a, b) = (b"first".as_slice(), b"second".as_slice());
+        let (ca, cb) = (expected_content_id(a), expected_content_id(b));
+        let mut attempts = Attempts::default();
+        attempts.put("x", ca, a);
+        attempts.put("y", cb, b);
+        attempts.remove("y");
+
+        assert_eq!(attempts.wrong_read("x", ca, a), None);
+        assert!(
+            attempts
+                .wrong_read("x", cb, b)
+                .unwrap()
+                .starts_with("no invention")
+        );
+        assert!(
+            attempts
+                .wrong_read("x", ca, b)
+                .unwrap()
+                .starts_with("integrity")
+        );
+
+        let written = [record("y", Some(cb)), record("y", None)];
+        assert!(attempts.unexplained("y", &written).is_empty());
+        assert_eq!(attempts.unexplained("x", &[record("x", None)]).len(), 1);
+        assert_eq!(attempts.unexplained("x", &[record("y", Some(cb))]).len(), 1);
+        assert_eq!(
+            attempts.names().into_iter().collect::<Vec<_>>(),
+            ["x".to_string(), "y".to_string()]
+        );
+    }
 }

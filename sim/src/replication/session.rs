@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use dfs::cas::ContentId;
 use dfs::meta::{VersionId, VersionRecord, VersionSelector};
 use dfs::wire::GetTarget;
 use rand_chacha::ChaCha8Rng;
@@ -16,20 +15,18 @@ use super::nodes::connect;
 use super::{Config, NAMES, OPERATION_TIMEOUT};
 use crate::env::client_env;
 use crate::harness::Trace;
-use crate::workload::{expected_content_id, random_content, with_timeout};
+use crate::workload::{Attempts, expected_content_id, random_content, with_timeout};
 
 /// What the clients did, for the checkers.
 #[derive(Default)]
 pub(super) struct History {
-    pub(super) attempted: BTreeMap<String, BTreeSet<ContentId>>,
-    pub(super) removes_attempted: BTreeSet<String>,
+    pub(super) attempts: Attempts,
     /// Names with a prune whose outcome is unknown (it may have dropped
     /// any version but the newest).
     pub(super) prunes_indeterminate: BTreeSet<String>,
     /// The highest floor an acknowledged prune set, by name.
     pub(super) floors: BTreeMap<String, VersionId>,
     pub(super) acknowledged: Vec<VersionRecord>,
-    pub(super) contents: BTreeMap<ContentId, Vec<u8>>,
     pub(super) violations: Vec<String>,
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
@@ -39,25 +36,10 @@ pub(super) struct History {
 }
 
 impl History {
-    fn explained(&self, record: &VersionRecord) -> bool {
-        match record.content {
-            Some(content) => self
-                .attempted
-                .get(&record.name)
-                .is_some_and(|c| c.contains(&content)),
-            None => self.removes_attempted.contains(&record.name),
-        }
-    }
-
     /// No invention: each listed record was written by some operation.
     pub(super) fn check_explained(&mut self, name: &str, records: &[VersionRecord]) {
-        for record in records {
-            if record.name != name || !self.explained(record) {
-                self.violations.push(format!(
-                    "no invention: versions {name} lists {record:?}, which no operation wrote"
-                ));
-            }
-        }
+        let unexplained = self.attempts.unexplained(name, records);
+        self.violations.extend(unexplained);
     }
 }
 
@@ -95,14 +77,10 @@ pub(super) async fn session(
                     &mut rng,
                     config.file_bytes_max,
                     8,
-                    &history.borrow().contents,
+                    history.borrow().attempts.contents(),
                 );
                 let content = expected_content_id(&bytes);
-                {
-                    let mut h = history.borrow_mut();
-                    h.attempted.entry(name.clone()).or_default().insert(content);
-                    h.contents.insert(content, bytes.clone());
-                }
+                history.borrow_mut().attempts.put(&name, content, &bytes);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
                     c.put(&name, &mut bytes.as_slice(), &mut |_| {}).await
@@ -147,19 +125,8 @@ pub(super) async fn session(
                 }
                 match result {
                     Ok(fetched) => {
-                        let explained = h
-                            .attempted
-                            .get(&name)
-                            .is_some_and(|c| c.contains(&fetched.content));
-                        if !explained {
-                            h.violations.push(format!(
-                                "no invention: get {name} returned content {} never put under that name",
-                                fetched.content
-                            ));
-                        } else if h.contents.get(&fetched.content) != Some(&out) {
-                            h.violations.push(format!(
-                                "integrity: get {name} returned bytes that differ from what was put"
-                            ));
+                        if let Some(wrong) = h.attempts.wrong_read(&name, fetched.content, &out) {
+                            h.violations.push(wrong);
                         }
                         if let Some(record) = &fetched.record {
                             observe(&mut h, &name, record.vid, "a get");
@@ -176,7 +143,7 @@ pub(super) async fn session(
                 }
             }
             14 => {
-                history.borrow_mut().removes_attempted.insert(name.clone());
+                history.borrow_mut().attempts.remove(&name);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
                     c.remove(&name).await
