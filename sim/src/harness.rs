@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,21 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
     let base = env_u64("SIM_SEED_BASE").unwrap_or(0);
     let count = env_u64("SIM_SEEDS").unwrap_or(default_count);
     (base..base + count).collect()
+}
+
+/// The turmoil settings every scenario shares: the seed drives turmoil's
+/// rng (and through it the hosts' order and every message's latency), the
+/// clock starts at a fixed date, and messages take 1 ms to `max_latency`.
+pub fn sim_builder(seed: u64, max_latency: Duration) -> turmoil::Builder {
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_790_000_000))
+        .enable_random_order()
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(max_latency);
+    builder
 }
 
 /// Everything observable in a run, in order: two runs of one seed must

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use dfs::keys::{ClusterKey, NodeId};
 use dfs::node::{NodeConfig, Server};
@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::env::{DiskFaults, sim_env};
-use crate::harness::{Outcome, Trace};
+use crate::harness::{Outcome, Trace, sim_builder};
 use crate::nemesis::{Crashable, Faults, Nemesis};
 
 const PORT: u16 = 7400;
@@ -147,14 +147,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
 
 pub fn run(seed: u64) -> Result<Outcome, String> {
     let config = Config::derive(seed);
-    let mut builder = turmoil::Builder::new();
-    builder
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_790_000_000))
-        .enable_random_order()
-        .simulation_duration(Duration::from_secs(24 * 3600))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(config.max_latency);
+    let builder = sim_builder(seed, config.max_latency);
     let mut sim = builder.build();
     let mut trace = Trace::default();
     let mut counters: BTreeMap<&'static str, u64> = BTreeMap::new();

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use dfs::client::{Client, ClientError};
 use dfs::env::Env;
@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::env::{DiskFaults, sim_env};
-use crate::harness::{Outcome, Trace};
+use crate::harness::{Outcome, Trace, sim_builder};
 use crate::workload::{Attempts, cluster_key, expected_content_id, random_content, with_timeout};
 
 const NODE: &str = "node";
@@ -84,14 +84,7 @@ struct History {
 
 pub fn run(seed: u64) -> Result<Outcome, String> {
     let config = Config::derive(seed);
-    let mut builder = turmoil::Builder::new();
-    builder
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_790_000_000))
-        .enable_random_order()
-        .simulation_duration(Duration::from_secs(24 * 3600))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5));
+    let mut builder = sim_builder(seed, Duration::from_millis(5));
     builder.fs().sync_probability(config.sync_probability);
     if let Some(block) = config.torn_block_bytes {
         builder.fs().block_size(block);

@@ -33,13 +33,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use dfs::cluster::ReplicationCounters;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::harness::{Outcome, Trace};
+use crate::harness::{Outcome, Trace, sim_builder};
 use crate::nemesis::{Faults, Nemesis};
 
 use check::check;
@@ -113,14 +113,7 @@ pub fn describe(seed: u64) -> String {
 
 pub fn run(seed: u64) -> Result<Outcome, String> {
     let config = Config::derive(seed);
-    let mut builder = turmoil::Builder::new();
-    builder
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_790_000_000))
-        .enable_random_order()
-        .simulation_duration(Duration::from_secs(24 * 3600))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(config.max_latency);
+    let mut builder = sim_builder(seed, config.max_latency);
     builder.fs().sync_probability(config.sync_probability);
     if let Some(block) = config.torn_block_bytes {
         builder.fs().block_size(block);
