@@ -4,6 +4,8 @@
 //! - [`env`](mod@env): the I/O seam. Disk, network, clock, randomness and the blocking
 //!   executor; production and simulation implement it.
 //! - [`limits`]: every bound, with its reason.
+//! - [`marks`]: coverage marks on the paths of fixed bugs, checked by
+//!   the simulation's regression seeds.
 //! - [`cas`]: content addressing (pure): chunk and content ids, the FastCDC
 //!   chunker, manifests.
 //! - [`store`]: the chunk store on a `Disk`: sealed at rest, durable puts,
@@ -30,6 +32,7 @@ pub mod decode_checks;
 pub mod env;
 pub mod keys;
 pub mod limits;
+pub mod marks;
 pub mod meta;
 pub mod node;
 pub mod peer;

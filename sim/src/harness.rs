@@ -149,10 +149,15 @@ pub fn run_scenario(
 ) -> BTreeMap<&'static str, u64> {
     let mut failures = Vec::new();
     let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut marks: BTreeMap<&'static str, u64> = BTreeMap::new();
     let seeds = seeds(default_seeds);
     for &seed in &seeds {
+        dfs::marks::take();
         let result = catch_unwind(AssertUnwindSafe(|| scenario(seed)))
             .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&panic))));
+        for (mark, hits) in dfs::marks::take() {
+            *marks.entry(mark).or_default() += hits;
+        }
         match result {
             Ok(outcome) => {
                 for (counter, value) in outcome.counters {
@@ -169,7 +174,7 @@ pub fn run_scenario(
         }
     }
     eprintln!(
-        "scenario {name}: {} seeds, {} failed; counters over the sweep: {totals:?}",
+        "scenario {name}: {} seeds, {} failed; counters over the sweep: {totals:?}; coverage marks: {marks:?}",
         seeds.len(),
         failures.len()
     );
@@ -178,6 +183,33 @@ pub fn run_scenario(
         "scenario {name} failed for seeds {failures:?} (reproduce lines above)"
     );
     totals
+}
+
+/// Replay a seed that once found a bug: it must pass, and it must still go
+/// through the code path of that bug (each of `marks` hit at least once, see
+/// [`dfs::marks`]). A seed whose schedule drifted away from its bug fails
+/// here instead of passing while testing nothing; find a new seed that hits
+/// the marks (a sweep prints which marks it hit) and name it instead.
+pub fn check_regression(
+    scenario: &str,
+    seed: u64,
+    marks: &[&str],
+    run: impl Fn(u64) -> Result<Outcome, String>,
+) {
+    dfs::marks::take();
+    let result = run(seed);
+    let hit = dfs::marks::take();
+    if let Err(reason) = result {
+        panic!(
+            "regression seed {seed} fails again: {reason}\nreproduce: SIM_SEED={seed} cargo test -p sim --release {scenario} -- --nocapture"
+        );
+    }
+    for mark in marks {
+        assert!(
+            hit.get(mark).copied().unwrap_or(0) > 0,
+            "regression seed {seed} passed but no longer reaches the path of its bug (mark {mark} not hit; hit: {hit:?}); its schedule drifted: pick a new seed that hits it"
+        );
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -1,7 +1,7 @@
 //! The simulation scenarios. `cargo test -p sim` runs every seed sweep;
 //! a failure prints the line that replays it.
 
-use sim::harness::{check_replays, run_scenario, seeds};
+use sim::harness::{check_regression, check_replays, run_scenario, seeds};
 use sim::{membership, replication, single_node};
 
 #[test]
@@ -42,6 +42,27 @@ fn determinism() {
 #[test]
 fn regression_dedup_hit_after_failed_directory_sync() {
     single_node::run(26).unwrap_or_else(|e| panic!("seed 26: {e}"));
+}
+
+/// Seeds 8800200, 8800458, 8800587, 8800692, 8801260 and 8801381 (a sweep
+/// of 1500 from 8800000) found a node restarting with an empty version
+/// index, every acknowledged record gone, without any crash before the
+/// last: a start renamed the new index file into place, its directory sync
+/// failed (EIO), and the next start found the file present and never synced
+/// the entry, so the final crash unnamed it. Every open now syncs the
+/// index's directory entry, and a start syncs the data dir. The fix moved
+/// the schedules; 8800587 and 8801260 still go through a failed directory
+/// sync at open, and fail without the fix.
+#[test]
+fn regression_index_entry_durable_after_failed_start() {
+    for seed in [8800587, 8801260] {
+        check_regression(
+            "single_node_crash",
+            seed,
+            &["index_open_dir_sync_failed"],
+            single_node::run,
+        );
+    }
 }
 
 #[test]

@@ -226,6 +226,10 @@ pub fn read_file(disk: &dyn Disk, path: &Path, bytes_max: u64) -> io::Result<Vec
 /// crash: each new directory's entry is synced in its parent. (A file or
 /// directory whose entry was never synced can vanish at a crash even though
 /// its contents were synced.)
+///
+/// `path`'s own entry is synced even when it already exists: an earlier
+/// process may have created it and failed (or crashed) before its sync, and
+/// finding it present says nothing about whether a crash keeps it.
 pub fn create_dir_durably(disk: &dyn Disk, path: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut cursor = Some(path);
@@ -236,14 +240,22 @@ pub fn create_dir_durably(disk: &dyn Disk, path: &Path) -> io::Result<()> {
         missing.push(dir);
         cursor = dir.parent();
     }
+    if missing.is_empty() {
+        return disk.sync_dir(parent_dir(path));
+    }
     for dir in missing.into_iter().rev() {
         disk.create_dir_all(dir)?;
-        match dir.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => disk.sync_dir(parent)?,
-            _ => disk.sync_dir(Path::new("."))?,
-        }
+        disk.sync_dir(parent_dir(dir))?;
     }
     Ok(())
+}
+
+/// The directory holding `path`'s entry (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }
 
 /// Create `path` durably with `contents`: write a temp file beside it, sync,

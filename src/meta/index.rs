@@ -129,7 +129,15 @@ impl VersionIndex {
             Self::create_tables(&db)?;
             drop(db);
             disk.rename(&tmp, path).map_err(IndexError::Open)?;
-            disk.sync_dir(dir).map_err(IndexError::Open)?;
+        }
+        // Sync the directory entry on every open, not only after creating
+        // the file: a start whose sync failed after the rename leaves a file
+        // that the next start finds present but that a crash can still
+        // unname, taking every acknowledged record with it (sim seed
+        // 8800200: the node then restarted with an empty index).
+        if let Err(error) = disk.sync_dir(dir) {
+            crate::marks::hit("index_open_dir_sync_failed");
+            return Err(IndexError::Open(error));
         }
         let db = Self::open_existing(env, path)?;
         Ok(Self {

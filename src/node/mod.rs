@@ -124,6 +124,16 @@ impl Server {
                         ChunkStore::open(env.clone(), &config.data_dir, &config.cluster_key)?;
                     let index = VersionIndex::open(&env, &config.data_dir.join("meta.redb"))?;
                     let max_vid = index.max_vid()?;
+                    // The files a previous process left here (node.key,
+                    // cluster.key, members.json) may have been renamed into
+                    // place by a process whose directory sync failed or never
+                    // ran: make their entries durable before relying on them.
+                    env.disk
+                        .sync_dir(&config.data_dir)
+                        .map_err(|source| NodeError::DataDir {
+                            dir: config.data_dir.clone(),
+                            source,
+                        })?;
                     Ok((lock, identity, store, index, max_vid))
                 })
                 .await?
