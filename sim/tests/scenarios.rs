@@ -166,6 +166,24 @@ fn regression_replication_seeds() {
     }
 }
 
+/// Seeds 8800467, 8800883 and 8801354 (R=1, W=1; a sweep of 1500 from
+/// 8800000) found acknowledged versions unreadable after healing: the only
+/// copy sat on its owner, a node the reading node did not yet see alive
+/// (views differ for a while after a partition or a restart), and a read
+/// asked only the nodes it saw alive. A read now asks the members it does
+/// not see alive last.
+#[test]
+fn regression_read_asks_members_not_seen_alive() {
+    for seed in [8800467, 8800883, 8801354] {
+        check_regression(
+            "replication_under_faults",
+            seed,
+            &["blob_found_on_member_not_alive"],
+            replication::run,
+        );
+    }
+}
+
 /// Seeds that replayed differently within one process, because a crashed
 /// node's connections closed in an order that followed tokio's task ids
 /// (see `sim/src/env/net.rs`): replication seed 513 and membership seed

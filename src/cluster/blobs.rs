@@ -158,12 +158,21 @@ impl Cluster {
         if my_rank.is_some_and(|rank| rank < owners) {
             should_hold.push(self.peers.identity());
         }
-        for (rank, peer) in ranked.iter().enumerate() {
+        // The alive nodes in rendezvous order, then the members this node
+        // does not see alive: membership views differ for a while after a
+        // partition heals or a node restarts, and the copy may sit on a node
+        // another member already saw come back (sim seed 8800883).
+        let suspects = self.members.not_alive();
+        let candidates = ranked.iter().chain(suspects.iter());
+        for (rank, peer) in candidates.enumerate() {
             if peer.node == self.me {
                 continue;
             }
             match self.fetch_from(peer, id).await {
                 Ok(bytes) => {
+                    if rank >= ranked.len() {
+                        crate::marks::hit("blob_found_on_member_not_alive");
+                    }
                     self.repair(id, &bytes, should_hold);
                     return Ok(bytes);
                 }

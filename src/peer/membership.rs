@@ -147,6 +147,20 @@ impl MemberView {
             .collect()
     }
 
+    /// Members this node does not see alive now (suspect or down),
+    /// excluding this node: a read that found no copy on the alive nodes
+    /// asks these last, since views differ for a while after a partition or
+    /// a restart and a copy may sit on a node this one has not seen come back.
+    pub fn not_alive(&self) -> Vec<PeerIdentity> {
+        self.members
+            .lock()
+            .expect("member view poisoned")
+            .values()
+            .filter(|(_, state)| *state != MemberState::Alive)
+            .map(|(identity, _)| identity.clone())
+            .collect()
+    }
+
     fn replace(&self, members: BTreeMap<NodeId, (PeerIdentity, MemberState)>) {
         *self.members.lock().expect("member view poisoned") = members;
     }
