@@ -192,6 +192,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         partitions: config.partitions,
         one_way: config.one_way,
         holds: config.holds,
+        isolated_restarts: false,
+        disk_loss: false,
     };
     let mut nemesis = Nemesis::new(seed, faults, names, 5_000);
     let chaos_ms = config.chaos.as_millis() as u64;
@@ -214,7 +216,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
 
     // Heal: links, flapping, crashed nodes.
     sim.set_fail_rate(0.0);
-    nemesis.heal(&mut sim);
+    nemesis.heal(&mut sim, &nodes, &mut trace);
     counters.extend(nemesis.counters.iter().map(|(k, v)| (*k, *v)));
     let healed_ms = now_ms;
     loop {

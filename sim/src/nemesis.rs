@@ -4,6 +4,15 @@
 //! in two, cut one direction of one link, hold one link, crash a node or
 //! restart a crashed one, or heal every link. Which classes are on is part
 //! of the seed's swarm configuration.
+//!
+//! A restart can come with two more faults, drawn from a second rng so
+//! that seeds without them keep their schedules:
+//! - *isolated restart*: the node comes back cut off from every other
+//!   node (it must not take writes it cannot make durable on W nodes);
+//! - *disk loss*: the node comes back on an empty disk, a new identity
+//!   joining through a bootstrap address (a replaced drive). The scenario
+//!   decides how many disks may be lost (W - 1 for the replication
+//!   scenario: an acknowledged write survives fewer losses than W).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +31,10 @@ pub struct Faults {
     pub partitions: bool,
     pub one_way: bool,
     pub holds: bool,
+    /// Restarts sometimes come back cut off from every other node.
+    pub isolated_restarts: bool,
+    /// Restarts sometimes come back on an empty disk.
+    pub disk_loss: bool,
 }
 
 /// What the nemesis needs from the scenario to crash a node.
@@ -31,10 +44,17 @@ pub trait Crashable {
     fn may_crash(&self, i: usize) -> bool;
     /// Called just before `sim.crash`: fence the node's disk.
     fn before_crash(&self, i: usize);
+    /// Node `i` (crashed) is about to restart on an empty disk, if the
+    /// scenario allows another loss; returns whether it does.
+    fn lose_disk(&self, _i: usize) -> bool {
+        false
+    }
 }
 
 pub struct Nemesis {
     rng: ChaCha8Rng,
+    /// For the restart faults only (see the module docs).
+    restart_rng: ChaCha8Rng,
     faults: Faults,
     names: Vec<String>,
     crashed: Vec<bool>,
@@ -46,6 +66,7 @@ impl Nemesis {
     pub fn new(seed: u64, faults: Faults, names: Vec<String>, first_action_ms: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4E45_4D45),
+            restart_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5354),
             crashed: vec![false; names.len()],
             faults,
             names,
@@ -112,6 +133,7 @@ impl Nemesis {
             }
             3 if self.faults.crashes => {
                 if self.crashed[a] {
+                    self.restart_faults(sim, a, nodes, now_ms, trace);
                     sim.bounce(self.names[a].as_str());
                     self.crashed[a] = false;
                     self.count("restarts");
@@ -131,6 +153,35 @@ impl Nemesis {
         }
     }
 
+    /// Before node `a` restarts: maybe lose its disk, maybe cut it off from
+    /// every other node (until the next heal).
+    fn restart_faults(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        a: usize,
+        nodes: &dyn Crashable,
+        now_ms: u64,
+        trace: &mut Trace,
+    ) {
+        self.maybe_lose_disk(a, nodes, now_ms, trace);
+        if self.faults.isolated_restarts && self.restart_rng.next_u64() % 2 == 0 {
+            for (b, other) in self.names.iter().enumerate() {
+                if b != a {
+                    sim.partition(self.names[a].as_str(), other.as_str());
+                }
+            }
+            self.count("isolated_restarts");
+            trace.record(&format!("{now_ms} isolate {a}"));
+        }
+    }
+
+    fn maybe_lose_disk(&mut self, a: usize, nodes: &dyn Crashable, now_ms: u64, trace: &mut Trace) {
+        if self.faults.disk_loss && self.restart_rng.next_u64() % 2 == 0 && nodes.lose_disk(a) {
+            self.count("disk_losses");
+            trace.record(&format!("{now_ms} lose disk {a}"));
+        }
+    }
+
     /// Repair every link and release every hold.
     pub fn heal_links(&self, sim: &turmoil::Sim<'_>) {
         for a in &self.names {
@@ -143,11 +194,14 @@ impl Nemesis {
         }
     }
 
-    /// End of chaos: heal every link and restart every crashed node.
-    pub fn heal(&mut self, sim: &mut turmoil::Sim<'_>) {
+    /// End of chaos: heal every link and restart every crashed node (a
+    /// disk may be lost here too; no node stays cut off).
+    pub fn heal(&mut self, sim: &mut turmoil::Sim<'_>, nodes: &dyn Crashable, trace: &mut Trace) {
         self.heal_links(sim);
+        let now_ms = sim.elapsed().as_millis() as u64;
         for i in 0..self.names.len() {
             if self.crashed[i] {
+                self.maybe_lose_disk(i, nodes, now_ms, trace);
                 sim.bounce(self.names[i].as_str());
                 self.crashed[i] = false;
                 self.count("restarts");

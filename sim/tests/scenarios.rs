@@ -134,6 +134,8 @@ fn replication_under_faults() {
             "quorum_reads",
             "restores",
             "prunes",
+            "isolated_restarts",
+            "disk_losses",
         ] {
             assert!(
                 totals.get(counter).copied().unwrap_or(0) > 0,
@@ -182,6 +184,21 @@ fn regression_read_asks_members_not_seen_alive() {
             replication::run,
         );
     }
+}
+
+/// Seed 20005 (found once isolated restarts and disk loss joined the
+/// nemesis) lost acknowledged versions: a node restarted cut off from the
+/// cluster counted a write quorum of one (W capped by the members it knew,
+/// none yet), took writes, and then lost its disk. The quorum now counts
+/// the largest cluster the node has known, persisted.
+#[test]
+fn regression_quorum_after_isolated_restart() {
+    check_regression(
+        "replication_under_faults",
+        20005,
+        &["quorum_above_known_members"],
+        replication::run,
+    );
 }
 
 /// Seeds that replayed differently within one process, because a crashed

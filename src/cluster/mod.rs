@@ -16,7 +16,8 @@
 //! - `service`: the peer requests a node answers for the above.
 //!
 //! A cluster of one is the degenerate case: every blob's only owner is the
-//! node itself and W is capped by the number of known members.
+//! node itself and W is capped by the size of the largest cluster the node
+//! has been part of (persisted, so it never shrinks at a restart).
 
 mod blobs;
 mod records;
@@ -183,11 +184,14 @@ impl Cluster {
         nodes
     }
 
-    /// How many acknowledgements a write needs: W, or every member when the
-    /// cluster (alive or not) has fewer than W.
+    /// How many acknowledgements a write needs: W, or every node when this
+    /// node has never been part of a cluster of W (a cluster of one takes
+    /// writes). The count is the largest cluster this node has known,
+    /// persisted across restarts, never the members it sees now: a node
+    /// restarted cut off from its cluster must not count a quorum of one.
     fn quorum(&self) -> usize {
-        let known = self.members.members().len() + 1;
-        self.replication.quorum_in(known)
+        self.replication
+            .quorum_in(self.members.largest_cluster())
     }
 
     /// Fail early, before anything is written, when fewer than a quorum of
@@ -197,6 +201,12 @@ impl Cluster {
         let reachable = self.alive_nodes().len();
         let needed = self.quorum();
         if reachable < needed {
+            let known = self.members.members().len() + 1;
+            if reachable >= self.replication.quorum_in(known) {
+                // Counting only the members it knows now (a restart cut off
+                // from the cluster) would have taken this write.
+                crate::marks::hit("quorum_above_known_members");
+            }
             return Err(ClusterError::TooFewNodes { reachable, needed });
         }
         Ok(())

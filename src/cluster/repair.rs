@@ -107,10 +107,7 @@ impl Cluster {
             return Ok(());
         }
         let alive = self.alive_nodes();
-        let target = self
-            .replication
-            .replicas
-            .min(self.members.members().len() + 1);
+        let target = self.replication.replicas.min(self.members.largest_cluster());
         let alive_ids: Vec<NodeId> = alive.iter().map(|p| p.node).collect();
         let owners: Vec<Vec<NodeId>> = window
             .iter()

@@ -25,7 +25,7 @@ use crate::env::{BoxStream, Env, Listener};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{CONNECTIONS_MAX, SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
 use crate::meta::{Hlc, IndexError, VersionIndex};
-use crate::peer::membership::load_member_addrs;
+use crate::peer::membership::{load_largest_cluster, load_member_addrs};
 use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
 use crate::placement::Replication;
 use crate::secure::{Role, handshake};
@@ -176,15 +176,44 @@ impl Server {
             me,
             swim_tx,
         );
-        let members = Arc::new(MemberView::default());
         let mut seeds = config.bootstrap.clone();
-        let persisted = {
+        let (persisted, recorded_cluster_size) = {
             let env = env.clone();
             let data_dir = config.data_dir.clone();
+            let write_quorum = config.replication.write_quorum;
             env.clone()
-                .blocking(move || load_member_addrs(&env, &data_dir))
+                .blocking(move || {
+                    (
+                        load_member_addrs(&env, &data_dir),
+                        load_largest_cluster(&env, &data_dir, write_quorum),
+                    )
+                })
                 .await
         };
+        // The quorum never counts fewer nodes than this one has known: the
+        // recorded largest cluster, the persisted members, and, for a node
+        // told to join a cluster, at least W (it must not take writes alone
+        // while it has not reached its cluster yet).
+        let joining = if config.bootstrap.is_empty() {
+            1
+        } else {
+            config.replication.write_quorum
+        };
+        let largest_cluster = recorded_cluster_size
+            .unwrap_or(1)
+            .max(persisted.len() + 1)
+            .max(joining);
+        let members = Arc::new(MemberView::new(largest_cluster));
+        let effective_quorum = config.replication.quorum_in(largest_cluster);
+        if effective_quorum < config.replication.write_quorum {
+            tracing::warn!(
+                write_quorum = config.replication.write_quorum,
+                effective = effective_quorum,
+                "this node has never been part of a cluster of {} nodes: writes need {effective_quorum} durable copies until more nodes join (then {} for good)",
+                config.replication.write_quorum,
+                config.replication.write_quorum,
+            );
+        }
         for addr in persisted {
             if !seeds.contains(&addr) {
                 seeds.push(addr);
@@ -201,6 +230,7 @@ impl Server {
             seeds,
             data_dir: config.data_dir.clone(),
             timing: config.swim,
+            recorded_cluster_size: recorded_cluster_size.unwrap_or(1),
         };
         let store = Arc::new(store);
         let index = Arc::new(index);

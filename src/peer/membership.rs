@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,10 @@ const REACH_OUT_EVERY: Duration = Duration::from_secs(5);
 
 /// Name of the persisted member list in the data dir.
 pub const MEMBERS_FILE: &str = "members.json";
+
+/// Name of the file holding the size of the largest cluster this node has
+/// been part of (see [`MemberView::largest_cluster`]).
+pub const CLUSTER_SIZE_FILE: &str = "cluster_size";
 
 /// SWIM timing. Detection of a crashed member takes up to one probe round
 /// (members are probed in a shuffled round robin, so about
@@ -116,12 +121,43 @@ impl rand_core_010::TryRng for EnvRng {
 type Swim = Foca<PeerIdentity, PostcardCodec, EnvRng, NoCustomBroadcast>;
 
 /// What the rest of the node reads about membership.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemberView {
     members: Mutex<BTreeMap<NodeId, (PeerIdentity, MemberState)>>,
+    /// The largest cluster (nodes, this one included) this node has been
+    /// part of, or more (see [`MemberView::largest_cluster`]).
+    largest_cluster: AtomicUsize,
+}
+
+impl Default for MemberView {
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 impl MemberView {
+    /// A view of a node that has been part of a cluster of
+    /// `largest_cluster` nodes (1: it has only ever been alone).
+    pub fn new(largest_cluster: usize) -> Self {
+        Self {
+            members: Mutex::new(BTreeMap::new()),
+            largest_cluster: AtomicUsize::new(largest_cluster.max(1)),
+        }
+    }
+
+    /// The size of the largest cluster this node has been part of: never
+    /// less than the members it knows now (alive or not) plus itself, and
+    /// never shrinking, across restarts too (it is persisted). The write
+    /// quorum is W capped by this, so a node that has only ever been alone
+    /// can take writes, and a node that restarts cut off from its cluster,
+    /// or outlives the members it forgot, never counts a quorum below W.
+    pub fn largest_cluster(&self) -> usize {
+        let known = self.members.lock().expect("member view poisoned").len() + 1;
+        self.largest_cluster
+            .fetch_max(known, Ordering::Relaxed)
+            .max(known)
+    }
+
     /// Every known member except this node, sorted by node id.
     pub fn members(&self) -> Vec<MemberStatus> {
         self.members
@@ -198,6 +234,37 @@ pub fn load_member_addrs(env: &Env, data_dir: &std::path::Path) -> Vec<String> {
     }
 }
 
+/// Load the largest cluster size this node has recorded. `None` when it has
+/// recorded none (a new node, or a data dir from before the file existed).
+/// An unreadable or corrupt file counts as `unreadable` (the caller passes
+/// the write quorum, so that no write is taken below it), with a warning.
+pub fn load_largest_cluster(
+    env: &Env,
+    data_dir: &std::path::Path,
+    unreadable: usize,
+) -> Option<usize> {
+    let path = data_dir.join(CLUSTER_SIZE_FILE);
+    let bytes = match crate::env::read_file(env.disk.as_ref(), &path, 64) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the recorded cluster size; counting the full write quorum");
+            return Some(unreadable);
+        }
+    };
+    match std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .filter(|size| (1..=MEMBERS_MAX + 1).contains(size))
+    {
+        Some(size) => Some(size),
+        None => {
+            tracing::warn!(path = %path.display(), "the recorded cluster size is corrupt; counting the full write quorum");
+            Some(unreadable)
+        }
+    }
+}
+
 /// Everything the membership task needs.
 pub struct MembershipTask {
     pub env: Env,
@@ -208,6 +275,8 @@ pub struct MembershipTask {
     pub seeds: Vec<String>,
     pub data_dir: PathBuf,
     pub timing: SwimTiming,
+    /// The cluster size recorded in [`CLUSTER_SIZE_FILE`] at start (1 if none).
+    pub recorded_cluster_size: usize,
 }
 
 struct Driver {
@@ -222,6 +291,8 @@ struct Driver {
     timer_sequence: u64,
     data_dir: PathBuf,
     persisted: Vec<PersistedMember>,
+    /// The cluster size last written to [`CLUSTER_SIZE_FILE`].
+    recorded_cluster_size: usize,
     /// Members we hold suspect, with the incarnation suspected and since
     /// when (unix ms): see [`Driver::expire_stale_suspicions`].
     suspected_since: BTreeMap<PeerIdentity, (foca::Incarnation, u64)>,
@@ -249,6 +320,7 @@ impl MembershipTask {
             timer_sequence: 0,
             data_dir: self.data_dir.clone(),
             persisted: Vec::new(),
+            recorded_cluster_size: self.recorded_cluster_size,
             suspected_since: BTreeMap::new(),
             suspect_to_down: self.timing.suspect_to_down,
         };
@@ -495,9 +567,13 @@ impl Driver {
     }
 
     async fn refresh_view(&mut self) {
+        let me = self.peers.identity().node;
         let members: BTreeMap<_, _> = self
             .swim
             .iter_membership_state()
+            // foca can list an earlier identity of this very node (after a
+            // rejoin, as suspect or down): it is not another member.
+            .filter(|member| member.id().node != me)
             .take(MEMBERS_MAX)
             .map(|member| {
                 let state = match member.state() {
@@ -517,8 +593,29 @@ impl Driver {
             .collect();
         persisted.sort();
         self.view.replace(members);
+        // Record a larger cluster before the member list that shows it: a
+        // restart must never count fewer nodes than this one has known.
+        let size = self.view.largest_cluster();
+        if size > self.recorded_cluster_size {
+            self.record_cluster_size(size).await;
+        }
         if persisted != self.persisted && !persisted.is_empty() {
             self.persist(persisted).await;
+        }
+    }
+
+    async fn record_cluster_size(&mut self, size: usize) {
+        let path = self.data_dir.join(CLUSTER_SIZE_FILE);
+        let env = self.env.clone();
+        let text = format!("{size}\n");
+        let written = self
+            .env
+            .blocking(move || crate::env::replace_file_durably(&env, &path, text.as_bytes()))
+            .await;
+        match written {
+            Ok(()) => self.recorded_cluster_size = size,
+            // Retried at the next change; members.json still counts.
+            Err(error) => tracing::warn!(%error, "cannot record the cluster size"),
         }
     }
 

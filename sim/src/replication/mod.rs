@@ -5,7 +5,9 @@
 //! go through different nodes), put, overwrite, get (sometimes with
 //! `--quorum`), remove, list versions, prune and restore a few names, while
 //! the [`Nemesis`] partitions, cuts one way, holds, crashes and restarts
-//! nodes, links lose messages and add latency, and the disks tear writes,
+//! nodes (some cut off from all others, some on an empty disk: at most
+//! W - 1 disks are lost, fewer than the copies every acknowledged write
+//! has), links lose messages and add latency, and the disks tear writes,
 //! sync early, fail with EIO and return corrupt reads. Then everything
 //! heals and the cluster quiesces, and the checkers read the history:
 //!
@@ -102,6 +104,10 @@ impl Config {
                 partitions: pick(3) != 0,
                 one_way: pick(2) == 0,
                 holds: pick(2) == 0,
+                // Drawn last, so the picks above (and every older seed's
+                // schedule) stay as they were before these classes existed.
+                isolated_restarts: pick(2) == 0,
+                disk_loss: pick(2) == 0,
             },
         }
     }
@@ -140,7 +146,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     if config.fail_rate > 0.0 {
         sim.set_fail_rate(config.fail_rate);
     }
-    let nodes = Nodes(probes.clone());
+    let nodes = Nodes {
+        probes: probes.clone(),
+        disks_lost_max: config.write_quorum - 1,
+    };
     let mut trace = Trace::default();
     // Chaos: until every client session has finished.
     loop {
@@ -166,7 +175,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             faults.enabled.store(false, Ordering::Relaxed);
         }
     }
-    nemesis.heal(&mut sim);
+    nemesis.heal(&mut sim, &nodes, &mut trace);
     let healed_ms = sim.elapsed().as_millis() as u64;
     sim.client("checker", check(seed, config.clone(), history.clone()));
     loop {

@@ -31,25 +31,45 @@ pub(super) struct Probe {
     pub(super) clusters: Vec<Arc<Cluster>>,
     pub(super) disks: Vec<Arc<DiskFaults>>,
     pub(super) view: Option<Arc<MemberView>>,
+    /// How many times this node's disk was lost: its data dir is
+    /// `/data` at first, `/data<n>` (empty) after the n-th loss.
+    pub(super) disks_lost: u32,
 }
 
 pub(super) type Probes = Rc<RefCell<Vec<Probe>>>;
 
-pub(super) struct Nodes(pub(super) Probes);
+pub(super) struct Nodes {
+    pub(super) probes: Probes,
+    /// How many distinct nodes may lose their disk in one run.
+    pub(super) disks_lost_max: usize,
+}
 
 impl Crashable for Nodes {
     /// Only a node that has seen another member, so that it rejoins.
     fn may_crash(&self, i: usize) -> bool {
-        self.0.borrow()[i]
+        self.probes.borrow()[i]
             .view
             .as_ref()
             .is_some_and(|v| !v.members().is_empty())
     }
 
     fn before_crash(&self, i: usize) {
-        if let Some(faults) = &self.0.borrow()[i].faults {
+        if let Some(faults) = &self.probes.borrow()[i].faults {
             faults.fenced.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// At most `disks_lost_max` distinct nodes lose their disk (the same
+    /// node may lose it again): every acknowledged write was on W nodes,
+    /// so at least one of them keeps its copy.
+    fn lose_disk(&self, i: usize) -> bool {
+        let mut probes = self.probes.borrow_mut();
+        let lost = probes.iter().filter(|p| p.disks_lost > 0).count();
+        if probes[i].disks_lost == 0 && lost >= self.disks_lost_max {
+            return false;
+        }
+        probes[i].disks_lost += 1;
+        true
     }
 }
 
@@ -79,13 +99,19 @@ pub(super) fn add_node(
                 .wrapping_add(n),
             faults.clone(),
         );
+        let disks_lost = probes.borrow()[index].disks_lost;
         let node_config = NodeConfig {
-            data_dir: "/data".into(),
+            data_dir: match disks_lost {
+                0 => "/data".into(),
+                n => format!("/data{n}").into(),
+            },
             listen: format!("0.0.0.0:{PORT}"),
-            bootstrap: if index == 0 {
-                Vec::new()
-            } else {
-                vec![format!("{}:{PORT}", host(0))]
+            // A node on a new disk joins through another node, as an
+            // operator replacing a drive would start it.
+            bootstrap: match (index, disks_lost) {
+                (0, 0) => Vec::new(),
+                (0, _) => vec![format!("{}:{PORT}", host(1))],
+                _ => vec![format!("{}:{PORT}", host(0))],
             },
             advertise: Some(format!("{}:{PORT}", host(index))),
             cluster_key: cluster_key(seed),
