@@ -33,6 +33,7 @@ async fn start(env: &Env, dir: &Path, listen: &str, bootstrap: Vec<String>) -> R
             cluster_key: ClusterKey::from_bytes([9; 32]),
             swim: Default::default(),
             replication: Replication::new(1, 1).unwrap(),
+            maintenance: Default::default(),
         },
     )
     .await

@@ -32,6 +32,7 @@ async fn start_node() -> Running {
             cluster_key: key.clone(),
             swim: Default::default(),
             replication: Default::default(),
+            maintenance: Default::default(),
         },
     )
     .await

@@ -73,7 +73,8 @@ fn a_node_that_was_always_alone_takes_writes_and_says_so() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        node.log_text().contains("never been part of a cluster of 2 nodes"),
+        node.log_text()
+            .contains("never been part of a cluster of 2 nodes"),
         "the node does not say that its writes need fewer copies than W: {}",
         node.log_text()
     );

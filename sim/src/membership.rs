@@ -126,6 +126,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             cluster_key: key(seed, 0x4B45_5953),
             swim: Default::default(),
             replication: Default::default(),
+            maintenance: Default::default(),
         };
         let probes = probes.clone();
         let env = node_env.env.clone();
@@ -173,6 +174,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             cluster_key: key(seed, 0xBAD),
             swim: Default::default(),
             replication: Default::default(),
+            maintenance: Default::default(),
         };
         sim.host(INTRUDER, move || {
             let (env, config, probes) = (env.clone(), config.clone(), probes.clone());

@@ -164,7 +164,7 @@ impl Nemesis {
         trace: &mut Trace,
     ) {
         self.maybe_lose_disk(a, nodes, now_ms, trace);
-        if self.faults.isolated_restarts && self.restart_rng.next_u64() % 2 == 0 {
+        if self.faults.isolated_restarts && self.restart_rng.next_u64().is_multiple_of(2) {
             for (b, other) in self.names.iter().enumerate() {
                 if b != a {
                     sim.partition(self.names[a].as_str(), other.as_str());
@@ -176,7 +176,10 @@ impl Nemesis {
     }
 
     fn maybe_lose_disk(&mut self, a: usize, nodes: &dyn Crashable, now_ms: u64, trace: &mut Trace) {
-        if self.faults.disk_loss && self.restart_rng.next_u64() % 2 == 0 && nodes.lose_disk(a) {
+        if self.faults.disk_loss
+            && self.restart_rng.next_u64().is_multiple_of(2)
+            && nodes.lose_disk(a)
+        {
             self.count("disk_losses");
             trace.record(&format!("{now_ms} lose disk {a}"));
         }

@@ -129,6 +129,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 cluster_key: cluster_key(seed),
                 swim: Default::default(),
                 replication: Default::default(),
+                maintenance: Default::default(),
             };
             node_env.host_software(async move {
                 // A supervisor: a start that fails (injected EIO) is retried.

@@ -173,17 +173,16 @@ fn regression_replication_seeds() {
 /// copy sat on its owner, a node the reading node did not yet see alive
 /// (views differ for a while after a partition or a restart), and a read
 /// asked only the nodes it saw alive. A read now asks the members it does
-/// not see alive last.
+/// not see alive last. (The short maintenance periods moved the schedules
+/// of 8800883 and 8801354 off this path; 8800467 still takes it.)
 #[test]
 fn regression_read_asks_members_not_seen_alive() {
-    for seed in [8800467, 8800883, 8801354] {
-        check_regression(
-            "replication_under_faults",
-            seed,
-            &["blob_found_on_member_not_alive"],
-            replication::run,
-        );
-    }
+    check_regression(
+        "replication_under_faults",
+        8800467,
+        &["blob_found_on_member_not_alive"],
+        replication::run,
+    );
 }
 
 /// Seed 20005 (found once isolated restarts and disk loss joined the
@@ -199,6 +198,19 @@ fn regression_quorum_after_isolated_restart() {
         &["quorum_above_known_members"],
         replication::run,
     );
+}
+
+/// Seed 30078 (R=1, W=1, GC grace 10 s) loses an acknowledged version
+/// today: a put stored its chunk on a node, took longer than the GC grace
+/// period to commit (retries across a partition), and that node collected
+/// the chunk, not yet referenced by any version, just before the commit.
+/// Nothing protects the chunks of a put in flight longer than the grace
+/// period (10 minutes in production: a very large or very slow put). Open
+/// in issue 9; run with `--ignored` to see it fail.
+#[test]
+#[ignore = "known gap: a put outlasting the GC grace period (issue 9)"]
+fn known_gap_put_outlasting_gc_grace() {
+    check_regression("replication_under_faults", 30078, &[], replication::run);
 }
 
 /// Seeds that replayed differently within one process, because a crashed

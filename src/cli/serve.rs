@@ -71,6 +71,7 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         cluster_key,
         swim: options.swim,
         replication: options.replication,
+        maintenance: Default::default(),
     };
     let server = Server::start(env.clone(), config).await?;
     println!(

@@ -25,8 +25,10 @@ mod repair;
 mod service;
 mod sync;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use repair::{RepairStatus, RepairTask};
 pub use service::ClusterService;
@@ -44,6 +46,29 @@ use crate::wire::Message;
 const REQUEST_ATTEMPTS: u32 = 3;
 /// Pause before a retry, times the attempt number.
 const REQUEST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The periods of the background work. Production uses the defaults of
+/// [`crate::limits`]; the simulation shortens them so that garbage
+/// collection, repair and anti-entropy run (and race) within a seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maintenance {
+    /// How often a node runs an anti-entropy round with one alive peer.
+    pub sync_interval: Duration,
+    /// How often the repair loop (repair, rebalance, GC) runs.
+    pub repair_interval: Duration,
+    /// How long a blob must stay unreferenced before it is deleted.
+    pub gc_grace: Duration,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Self {
+            sync_interval: crate::limits::SYNC_INTERVAL,
+            repair_interval: crate::limits::REPAIR_INTERVAL,
+            gc_grace: crate::limits::GC_GRACE,
+        }
+    }
+}
 
 /// Why a replicated operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +89,10 @@ pub enum ClusterError {
     #[error("no reachable node holds {0}")]
     NotFound(String),
     #[error(
+        "{0} was pruned past version {1} while it was written (a prune on another node); put it again"
+    )]
+    Pruned(String, String),
+    #[error(
         "blob {0} failed verification on every node that could be read; the bad copies were quarantined (see the node logs)"
     )]
     Corrupt(String),
@@ -81,6 +110,8 @@ pub struct ReplicationCounters {
     pub stand_ins: AtomicU64,
     /// Anti-entropy rounds completed.
     pub sync_rounds: AtomicU64,
+    /// Anti-entropy passes completed (every key compared with one peer).
+    pub sync_passes: AtomicU64,
     /// Records this node sent to a peer in anti-entropy.
     pub sync_records_sent: AtomicU64,
     /// Records this node received in anti-entropy that changed its index.
@@ -108,6 +139,14 @@ pub struct Cluster {
     store: Arc<ChunkStore>,
     index: Arc<VersionIndex>,
     hlc: Mutex<Hlc>,
+    maintenance: Maintenance,
+    /// Per member: when the last *complete* anti-entropy pass with it
+    /// started (unix ms), a pass being rounds from the first key to the
+    /// last without a failure. After such a pass this node holds every
+    /// record the member held when the pass started. The GC deletes a blob
+    /// only after a complete pass with every member since it first saw the
+    /// blob unreferenced.
+    synced_with: Mutex<BTreeMap<NodeId, u64>>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
 }
@@ -115,7 +154,7 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(
         env: Env,
-        replication: Replication,
+        (replication, maintenance): (Replication, Maintenance),
         peers: Arc<Peers>,
         members: Arc<MemberView>,
         store: Arc<ChunkStore>,
@@ -132,6 +171,8 @@ impl Cluster {
             store,
             index,
             hlc: Mutex::new(hlc),
+            maintenance,
+            synced_with: Mutex::new(BTreeMap::new()),
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
         })
@@ -190,8 +231,7 @@ impl Cluster {
     /// persisted across restarts, never the members it sees now: a node
     /// restarted cut off from its cluster must not count a quorum of one.
     fn quorum(&self) -> usize {
-        self.replication
-            .quorum_in(self.members.largest_cluster())
+        self.replication.quorum_in(self.members.largest_cluster())
     }
 
     /// Fail early, before anything is written, when fewer than a quorum of

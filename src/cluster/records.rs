@@ -17,7 +17,14 @@ impl Cluster {
         records: Vec<VersionRecord>,
         floors: Vec<Floor>,
     ) -> Result<MergeOutcome, ClusterError> {
-        self.observe(records.iter().map(|r| r.vid));
+        // Floors too: a version created after a prune must sort above its
+        // floor, or the prune's floor would drop it everywhere.
+        self.observe(
+            records
+                .iter()
+                .map(|r| r.vid)
+                .chain(floors.iter().map(|f| f.floor)),
+        );
         let index = self.index.clone();
         self.blocking(move || index.merge(&records, &floors))
             .await
@@ -39,7 +46,10 @@ impl Cluster {
         floors: Vec<Floor>,
     ) -> Result<usize, ClusterError> {
         let needed = self.quorum();
-        self.merge_local(records.clone(), floors.clone()).await?;
+        let local = self.merge_local(records.clone(), floors.clone()).await?;
+        if let Some(key) = local.below_floor.first() {
+            return Err(ClusterError::Pruned(key.name.clone(), key.vid.to_string()));
+        }
         let mut acknowledged = 1;
         let mut pushes = JoinSet::new();
         for peer in self.members.alive() {
@@ -78,7 +88,17 @@ impl Cluster {
 
     async fn push_to(&self, peer: PeerIdentity, message: Message) -> Result<(), String> {
         match self.request(&peer, || message.clone()).await {
-            Ok(Message::RecordsApplied) => Ok(()),
+            Ok(Message::RecordsApplied { below_floor }) if below_floor.is_empty() => Ok(()),
+            // The peer did not keep the record: a prune it knows of is past
+            // this version. It does not count toward the quorum.
+            Ok(Message::RecordsApplied { below_floor }) => {
+                crate::marks::hit("commit_refused_below_peer_floor");
+                Err(format!(
+                    "{}: a prune of {} is past this version",
+                    peer.node.short(),
+                    below_floor[0].name
+                ))
+            }
             Ok(other) => Err(format!("{}: answered {}", peer.node.short(), other.kind())),
             Err(error) => Err(format!("{}: {error}", peer.node.short())),
         }

@@ -1,7 +1,7 @@
 //! Repair, rebalance and garbage collection: the background loop that
 //! keeps every blob on its R owners and nowhere else.
 //!
-//! Each round (every [`REPAIR_INTERVAL`], jittered) takes the next window
+//! Each round (every `repair_interval`, jittered) takes the next window
 //! of [`REPAIR_BATCH`] blobs of the local store, computes each one's owners
 //! over the alive members, and asks the owners which they hold
 //! (`HasBlobs`, one batch per owner). Then, at most
@@ -14,10 +14,19 @@
 //!
 //! Garbage collection runs in the same loop: a blob referenced by no
 //! retained version (neither a manifest of one nor a chunk of such a
-//! manifest) is deleted once it has been seen unreferenced for
-//! [`GC_GRACE`] and an anti-entropy round has completed since, so a put in
-//! flight (chunks stored, version not yet committed) or a version this
-//! node has not heard of yet keeps its chunks.
+//! manifest) is deleted once
+//! - it has been seen unreferenced for the grace period (`gc_grace`, 10
+//!   minutes by default), counted again from the start whenever it is put
+//!   again (a file put again after a prune stores content the node still
+//!   holds: [`ChunkStore::take_put_again`](crate::store::ChunkStore::take_put_again)),
+//!   so a put in flight (chunks stored, version not yet committed) keeps
+//!   its chunks; and
+//! - a complete anti-entropy pass with *every* member, alive or not, has
+//!   started since it was first seen unreferenced: a version acknowledged
+//!   by W other nodes and not yet heard of here (a partition longer than the
+//!   grace period) keeps its chunks until this node has compared indexes
+//!   with all of them. A member that stays away holds collection back
+//!   (until SWIM forgets it), never the other way round.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,7 +38,7 @@ use bytes::Bytes;
 use super::{Cluster, ReplicationCounters};
 use crate::cas::{ChunkId, ContentId, Manifest};
 use crate::keys::NodeId;
-use crate::limits::{GC_GRACE, REPAIR_BATCH, REPAIR_COPIES_PER_ROUND, REPAIR_INTERVAL};
+use crate::limits::{REPAIR_BATCH, REPAIR_COPIES_PER_ROUND};
 use crate::peer::PeerIdentity;
 use crate::placement;
 use crate::wire::Message;
@@ -57,9 +66,9 @@ pub struct RepairTask {
 struct RepairState {
     /// The last blob id of the previous window (the next starts after it).
     cursor: Option<ChunkId>,
-    /// Blobs seen unreferenced: when first, and the anti-entropy round
-    /// count then.
-    unreferenced_since: BTreeMap<ChunkId, (u64, u64)>,
+    /// Blobs seen unreferenced, and since when (unix ms; reset when one is
+    /// put again).
+    unreferenced_since: BTreeMap<ChunkId, u64>,
     /// Chunk lists of manifests (immutable, so safe to keep), bounded.
     manifests: BTreeMap<ContentId, Vec<ChunkId>>,
 }
@@ -72,7 +81,7 @@ impl RepairTask {
         tokio::pin!(shutdown);
         let mut state = RepairState::default();
         loop {
-            let base = REPAIR_INTERVAL.as_millis() as u64;
+            let base = self.cluster.maintenance.repair_interval.as_millis() as u64;
             let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -107,7 +116,10 @@ impl Cluster {
             return Ok(());
         }
         let alive = self.alive_nodes();
-        let target = self.replication.replicas.min(self.members.largest_cluster());
+        let target = self
+            .replication
+            .replicas
+            .min(self.members.largest_cluster());
         let alive_ids: Vec<NodeId> = alive.iter().map(|p| p.node).collect();
         let owners: Vec<Vec<NodeId>> = window
             .iter()
@@ -236,6 +248,16 @@ impl Cluster {
     /// Delete blobs no retained version references (see the module docs).
     /// Any doubt (an unreadable manifest, an index error) skips the round.
     async fn collect_garbage(self: &Arc<Self>, all: &[ChunkId], state: &mut RepairState) {
+        // Taken before the records are read: a blob put again after this
+        // is kept by `delete_unless_put_again` instead.
+        let put_again = self.store.take_put_again();
+        let taken_ms = self.env.clock.unix_ms();
+        for id in put_again {
+            if let Some(since) = state.unreferenced_since.get_mut(&id) {
+                crate::marks::hit("gc_grace_restarted_by_a_put");
+                *since = taken_ms;
+            }
+        }
         let index = self.index.clone();
         let Ok(records) = self.blocking(move || index.all_records()).await else {
             return;
@@ -261,20 +283,25 @@ impl Cluster {
             referenced.extend(state.manifests[content].iter().copied());
         }
         let now = self.env.clock.unix_ms();
-        let rounds = ReplicationCounters::get(&self.counters.sync_rounds);
-        let grace = GC_GRACE.as_millis() as u64;
+        let grace = self.maintenance.gc_grace.as_millis() as u64;
         state
             .unreferenced_since
             .retain(|id, _| !referenced.contains(id));
         for id in all.iter().filter(|id| !referenced.contains(id)) {
-            let (since, rounds_then) =
-                *state.unreferenced_since.entry(*id).or_insert((now, rounds));
-            if now.saturating_sub(since) < grace || rounds <= rounds_then {
+            let since = *state.unreferenced_since.entry(*id).or_insert(now);
+            if now.saturating_sub(since) < grace {
+                continue;
+            }
+            if !self.synced_with_every_member_since(since) {
+                crate::marks::hit("gc_waits_for_sync_with_every_member");
                 continue;
             }
             let store = self.store.clone();
             let blob = *id;
-            if self.blocking(move || store.delete(&blob)).await.is_ok() {
+            if let Ok(true) = self
+                .blocking(move || store.delete_unless_put_again(&blob))
+                .await
+            {
                 state.unreferenced_since.remove(id);
                 ReplicationCounters::bump(&self.repair.garbage_collected, 1);
                 tracing::info!(blob = %id, "garbage collected a blob no version references");

@@ -68,17 +68,20 @@ impl Cluster {
             }
             Message::ApplyRecords { records, floors } => {
                 match self.merge_local(records, floors).await {
-                    Ok(_) => Message::RecordsApplied,
+                    Ok(outcome) => Message::RecordsApplied {
+                        below_floor: outcome.below_floor,
+                    },
                     Err(e) => error_with(ErrorCode::Internal, e),
                 }
             }
-            Message::SyncDigests { digests } => {
+            Message::SyncDigests { digests, after } => {
                 let index = self.index.clone();
                 let listed = self
                     .blocking(move || {
                         let ours = index.digests()?;
                         let differing = digest::differing(&ours, &digests);
-                        let keys = index.keys_in_buckets(&differing, SYNC_BATCH_BYTES)?;
+                        let keys =
+                            index.keys_in_buckets(&differing, SYNC_BATCH_BYTES, after.as_ref())?;
                         Ok::<_, crate::meta::IndexError>((differing, keys))
                     })
                     .await;

@@ -9,16 +9,22 @@
 //!    Floors are merged both ways the same way.
 //!
 //! Both lists are in key order and cut at the same byte budget, so when a
-//! list was truncated only keys up to its last one are compared; the next
-//! round carries on. The cost of a round is the keys of the differing
-//! buckets plus the missing records, never the whole index.
+//! list was truncated only keys up to its last one are compared, and the
+//! next round with that peer lists only the keys after it (`after`): a pass
+//! over a large difference advances round by round instead of comparing the
+//! same first keys for ever. A *pass* is the rounds from the first key to
+//! the last; when one completes, this node holds every record the peer held
+//! when the pass started, which the garbage collector waits for (see
+//! `repair`). The cost of a round is the keys of the differing buckets after
+//! the cursor plus the missing records, never the whole index.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Cluster, ReplicationCounters};
-use crate::limits::{SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD, SYNC_INTERVAL};
+use crate::keys::NodeId;
+use crate::limits::{SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD};
 use crate::meta::digest::SYNC_BUCKETS;
 use crate::meta::{Floor, RecordKey, VersionRecord};
 use crate::peer::PeerIdentity;
@@ -31,10 +37,22 @@ pub struct SyncReport {
     pub records_received: usize,
     pub records_sent: usize,
     pub floors_sent: usize,
+    /// The last key this round compared, when the pass continues after it
+    /// (`None`: the pass is complete).
+    pub continue_after: Option<RecordKey>,
+}
+
+/// Where a pass with one peer stands.
+#[derive(Debug, Clone, Default)]
+pub struct SyncPass {
+    /// When the pass's first round started (unix ms).
+    pub started_ms: u64,
+    /// The key the next round continues after (`None`: a new pass).
+    pub after: Option<RecordKey>,
 }
 
 /// The background loop: one round with a random alive peer every
-/// [`SYNC_INTERVAL`] (jittered, so nodes do not sync in lockstep).
+/// `sync_interval` (jittered, so nodes do not sync in lockstep).
 pub struct SyncTask {
     pub cluster: Arc<Cluster>,
 }
@@ -42,8 +60,11 @@ pub struct SyncTask {
 impl SyncTask {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // One pass in progress per peer; members come and go, so the map is
+        // pruned to the current members (bounded by MEMBERS_MAX).
+        let mut passes: BTreeMap<NodeId, SyncPass> = BTreeMap::new();
         loop {
-            let base = SYNC_INTERVAL.as_millis() as u64;
+            let base = self.cluster.maintenance.sync_interval.as_millis() as u64;
             let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -54,16 +75,43 @@ impl SyncTask {
                 continue;
             }
             let peer = &alive[(self.cluster.env.random_u64() % alive.len() as u64) as usize];
+            let members: BTreeSet<NodeId> = self
+                .cluster
+                .members
+                .members()
+                .iter()
+                .map(|m| m.node_id)
+                .collect();
+            passes.retain(|node, _| members.contains(node));
+            let now = self.cluster.env.clock.unix_ms();
+            let pass = passes.entry(peer.node).or_insert_with(|| SyncPass {
+                started_ms: now,
+                after: None,
+            });
+            if pass.after.is_none() {
+                pass.started_ms = now;
+            }
+            let after = pass.after.clone();
             let round = tokio::select! {
                 _ = &mut shutdown => break,
-                round = self.cluster.sync_with(peer) => round,
+                round = self.cluster.sync_with(peer, after) => round,
             };
             match round {
-                Ok(report) if report.differing_buckets > 0 => {
-                    tracing::debug!(peer = %peer.node.short(), ?report, "anti-entropy round")
+                Ok(report) => {
+                    if report.differing_buckets > 0 {
+                        tracing::debug!(peer = %peer.node.short(), ?report, "anti-entropy round");
+                    }
+                    pass.after = report.continue_after;
+                    if pass.after.is_none() {
+                        self.cluster.pass_completed(peer.node, pass.started_ms);
+                    } else {
+                        crate::marks::hit("sync_pass_continues");
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => {
+                    // The pass starts over: what the failed round compared
+                    // is not known to have been merged.
+                    pass.after = None;
                     tracing::debug!(peer = %peer.node.short(), %error, "anti-entropy round failed")
                 }
             }
@@ -96,8 +144,32 @@ fn key_cost(key: &RecordKey) -> usize {
 }
 
 impl Cluster {
-    /// One anti-entropy round with `peer`.
-    pub async fn sync_with(self: &Arc<Self>, peer: &PeerIdentity) -> Result<SyncReport, String> {
+    /// Note that a complete pass with `peer` started at `started_ms`.
+    fn pass_completed(&self, peer: NodeId, started_ms: u64) {
+        let mut synced = self.synced_with.lock().expect("sync state poisoned");
+        let last = synced.entry(peer).or_insert(started_ms);
+        *last = (*last).max(started_ms);
+        ReplicationCounters::bump(&self.counters.sync_passes, 1);
+    }
+
+    /// Whether, for every member this node knows (alive or not), a
+    /// complete anti-entropy pass started after `since_ms`.
+    pub(super) fn synced_with_every_member_since(&self, since_ms: u64) -> bool {
+        let synced = self.synced_with.lock().expect("sync state poisoned");
+        self.members
+            .members()
+            .iter()
+            .all(|m| synced.get(&m.node_id).is_some_and(|&at| at > since_ms))
+    }
+
+    /// One anti-entropy round with `peer`, comparing the keys after `after`
+    /// (`None`: from the first). The report says where the next round of
+    /// the pass continues.
+    pub async fn sync_with(
+        self: &Arc<Self>,
+        peer: &PeerIdentity,
+        after: Option<RecordKey>,
+    ) -> Result<SyncReport, String> {
         let index = self.index.clone();
         let digests = self
             .blocking(move || index.digests())
@@ -105,7 +177,10 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let connection = self.connect(peer).await.map_err(|e| e.to_string())?;
         let reply = connection
-            .call(Message::SyncDigests { digests })
+            .call(Message::SyncDigests {
+                digests,
+                after: after.clone(),
+            })
             .await
             .map_err(|e| e.to_string())?;
         let Message::SyncKeys {
@@ -133,7 +208,7 @@ impl Cluster {
         }
         let index = self.index.clone();
         let (our_keys, our_floors, our_truncated) = self
-            .blocking(move || index.keys_in_buckets(&wanted, SYNC_BATCH_BYTES))
+            .blocking(move || index.keys_in_buckets(&wanted, SYNC_BATCH_BYTES, after.as_ref()))
             .await
             .map_err(|e| e.to_string())?;
 
@@ -147,6 +222,7 @@ impl Cluster {
         .into_iter()
         .flatten()
         .min();
+        report.continue_after = horizon.clone();
         let within = |key: &RecordKey| horizon.as_ref().is_none_or(|h| key <= h);
         let ours: BTreeSet<&RecordKey> = our_keys.iter().collect();
         let theirs: BTreeSet<&RecordKey> = their_keys.iter().collect();
@@ -211,7 +287,9 @@ impl Cluster {
                 floors: floors.take().unwrap_or_default(),
             };
             match connection.call(message).await.map_err(|e| e.to_string())? {
-                Message::RecordsApplied => {
+                // Records below the peer's floor are dropped there, as the
+                // floor (pulled above) drops them here: nothing to redo.
+                Message::RecordsApplied { .. } => {
                     report.records_sent += sent;
                     ReplicationCounters::bump(&self.counters.sync_records_sent, sent as u64);
                 }

@@ -77,6 +77,10 @@ pub struct MergeOutcome {
     pub floors: Vec<Floor>,
     /// Records dropped below raised floors.
     pub dropped: usize,
+    /// Records given to the merge that it did not keep because their
+    /// name's floor is above them (they were pruned, or arrive after a
+    /// prune passed them).
+    pub below_floor: Vec<RecordKey>,
 }
 
 /// The persisted version index. Every mutation is one redb transaction,
@@ -264,6 +268,7 @@ impl VersionIndex {
                         && VersionId::from_key(floor.value())
                             .is_some_and(|floor| record.vid < floor)
                     {
+                        outcome.below_floor.push(record.key());
                         continue;
                     }
                     let key = record_key(&record.name, &record.vid);
@@ -413,11 +418,14 @@ impl VersionIndex {
 
     /// The floors and record keys in `buckets`, as many as fit in
     /// `byte_budget` (each costs its name plus `SYNC_ENTRY_OVERHEAD`); the
-    /// bool says whether some were left out.
+    /// bool says whether some were left out. With `after`, only the record
+    /// keys after it are listed, and no floors: the continuation of a pass
+    /// whose earlier rounds listed them.
     pub fn keys_in_buckets(
         &self,
         buckets: &[bool],
         byte_budget: usize,
+        after: Option<&RecordKey>,
     ) -> Result<(Vec<RecordKey>, Vec<Floor>, bool), IndexError> {
         let cost = |name: &str| name.len() + crate::limits::SYNC_ENTRY_OVERHEAD;
         let wanted = |name: &str| buckets.get(bucket_of(name)).copied().unwrap_or(false);
@@ -428,7 +436,11 @@ impl VersionIndex {
             let mut used = 0;
             let mut truncated = false;
             let mut floors = Vec::new();
-            for entry in floor_table.iter().map_err(storage)? {
+            let floor_entries = match after {
+                Some(_) => None,
+                None => Some(floor_table.iter().map_err(storage)?),
+            };
+            for entry in floor_entries.into_iter().flatten() {
                 let (name, floor) = entry.map_err(storage)?;
                 if let Some(floor) = VersionId::from_key(floor.value())
                     && wanted(name.value())
@@ -445,7 +457,12 @@ impl VersionIndex {
                 }
             }
             let mut keys = Vec::new();
-            for entry in table.iter().map_err(storage)? {
+            let start = after.map(|key| record_key(&key.name, &key.vid));
+            let entries = match &start {
+                Some(start) => table.range(start.as_slice()..).map_err(storage)?,
+                None => table.iter().map_err(storage)?,
+            };
+            for entry in entries {
                 if truncated {
                     break;
                 }
@@ -453,7 +470,7 @@ impl VersionIndex {
                 let Some((name, vid)) = split_record_key(key.value()) else {
                     return Err(IndexError::Corrupt("a malformed record key".into()));
                 };
-                if !wanted(name) {
+                if !wanted(name) || start.as_deref() == Some(key.value()) {
                     continue;
                 }
                 used += cost(name);

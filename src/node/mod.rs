@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::cluster::{Cluster, ClusterService, RepairTask, SyncTask};
+use crate::cluster::{Cluster, ClusterService, Maintenance, RepairTask, SyncTask};
 use crate::env::{BoxStream, Env, Listener};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{CONNECTIONS_MAX, SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub cluster_key: ClusterKey,
     pub swim: SwimTiming,
     pub replication: Replication,
+    /// Periods of anti-entropy, repair and garbage collection.
+    pub maintenance: Maintenance,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +238,7 @@ impl Server {
         let index = Arc::new(index);
         let cluster = Cluster::new(
             env.clone(),
-            config.replication,
+            (config.replication, config.maintenance),
             peers.clone(),
             members.clone(),
             store.clone(),

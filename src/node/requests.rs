@@ -48,9 +48,9 @@ impl From<StoreError> for Refusal {
 impl From<ClusterError> for Refusal {
     fn from(error: ClusterError) -> Self {
         let code = match &error {
-            ClusterError::TooFewNodes { .. } | ClusterError::QuorumNotReached { .. } => {
-                ErrorCode::Unavailable
-            }
+            ClusterError::TooFewNodes { .. }
+            | ClusterError::QuorumNotReached { .. }
+            | ClusterError::Pruned(..) => ErrorCode::Unavailable,
             ClusterError::NotFound(_) => ErrorCode::NotFound,
             ClusterError::Corrupt(_) => ErrorCode::Corrupt,
             ClusterError::Local(_) => ErrorCode::Internal,

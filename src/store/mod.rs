@@ -98,6 +98,14 @@ pub struct ChunkStore {
     usage: Mutex<Usage>,
     /// Prefix dirs whose entry in `chunks/` is known durable (at most 256).
     durable_prefixes: Mutex<BTreeSet<String>>,
+    /// Blobs put again while already present, since the garbage collector
+    /// last took them. A put of content the store already holds (a file put
+    /// again after it was pruned) must restart the blob's grace period, or
+    /// the collector, deciding from records read before the new version
+    /// existed, deletes it under the new version. The lock also orders
+    /// such a put against [`ChunkStore::delete_unless_put_again`]. Bounded
+    /// by the puts between two collector rounds.
+    put_again: Mutex<BTreeSet<ChunkId>>,
     pub counters: StoreCounters,
 }
 
@@ -112,6 +120,7 @@ impl ChunkStore {
             sealer: Sealer::new(cluster_key),
             usage: Mutex::new(Usage::default()),
             durable_prefixes: Mutex::new(BTreeSet::new()),
+            put_again: Mutex::new(BTreeSet::new()),
             counters: StoreCounters::default(),
             env,
         };
@@ -190,7 +199,15 @@ impl ChunkStore {
             return Err(StoreError::TooLarge(plaintext.len()));
         }
         debug_assert_eq!(ChunkId::of(plaintext), *id, "caller passed a wrong id");
-        if self.contains(id)? {
+        let present = {
+            let mut put_again = self.put_again.lock().unwrap();
+            let present = self.contains(id)?;
+            if present {
+                put_again.insert(*id);
+            }
+            present
+        };
+        if present {
             // Present is not the same as durable: an earlier put may have
             // renamed this blob into place and then failed to sync the
             // directory. Sync it before acknowledging on the strength of it.
@@ -338,6 +355,26 @@ impl ChunkStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(*id)),
             Err(e) => Err(StoreError::io("opening a blob", e)),
         }
+    }
+
+    /// The blobs put again while present since the last call (see
+    /// `put_again`), for the garbage collector.
+    pub fn take_put_again(&self) -> BTreeSet<ChunkId> {
+        std::mem::take(&mut *self.put_again.lock().unwrap())
+    }
+
+    /// Delete blob `id` for the garbage collector, unless it was put again
+    /// since the collector last took those (then it is kept, and `false`
+    /// returned). Atomic with respect to puts of the same blob.
+    pub fn delete_unless_put_again(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let put_again = self.put_again.lock().unwrap();
+        if put_again.contains(id) {
+            crate::marks::hit("gc_spared_a_blob_put_again");
+            return Ok(false);
+        }
+        self.delete(id)?;
+        drop(put_again);
+        Ok(true)
     }
 
     /// Delete blob `id` (absent is fine).

@@ -4,8 +4,10 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// First byte of every frame payload. A peer speaking another version is
 /// refused, never misread.
 /// Version 2 added replication (the peer storage requests, `Prune`,
-/// `Restore`, and `quorum` on `Get`).
-pub const PROTOCOL_VERSION: u8 = 2;
+/// `Restore`, and `quorum` on `Get`). Version 3: `SyncDigests` carries the
+/// key a pass continues after, and `RecordsApplied` lists the records kept
+/// out by a prune floor.
+pub const PROTOCOL_VERSION: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

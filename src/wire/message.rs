@@ -191,11 +191,20 @@ pub enum Message {
         records: Vec<VersionRecord>,
         floors: Vec<Floor>,
     },
-    RecordsApplied,
+    /// The records and floors are durable, except the records listed in
+    /// `below_floor`: the receiver's prune floor for their name is above
+    /// them, so it did not keep them (a write must not count such a node
+    /// toward its quorum).
+    RecordsApplied {
+        below_floor: Vec<RecordKey>,
+    },
     /// Anti-entropy, step 1: a digest of each of the index's buckets.
-    /// Answered by `SyncKeys` for the buckets that differ.
+    /// Answered by `SyncKeys` for the buckets that differ, listing only
+    /// keys after `after` (a pass over a large difference continues where
+    /// the previous round stopped).
     SyncDigests {
         digests: Vec<u128>,
+        after: Option<RecordKey>,
     },
     /// The responder's record keys and floors in the differing buckets.
     SyncKeys {
@@ -263,7 +272,7 @@ impl Message {
             Message::FetchBlob { .. } => "FetchBlob",
             Message::BlobData { .. } => "BlobData",
             Message::ApplyRecords { .. } => "ApplyRecords",
-            Message::RecordsApplied => "RecordsApplied",
+            Message::RecordsApplied { .. } => "RecordsApplied",
             Message::SyncDigests { .. } => "SyncDigests",
             Message::SyncKeys { .. } => "SyncKeys",
             Message::FetchRecords { .. } => "FetchRecords",
@@ -293,7 +302,7 @@ impl Message {
                 | Message::Pong
                 | Message::BlobStored
                 | Message::BlobData { .. }
-                | Message::RecordsApplied
+                | Message::RecordsApplied { .. }
                 | Message::SyncKeys { .. }
                 | Message::Records { .. }
                 | Message::Current { .. }

@@ -73,8 +73,8 @@
 //! | `Ping` -> `Pong` | keepalive, every [`PEER_KEEPALIVE_INTERVAL`](crate::limits::PEER_KEEPALIVE_INTERVAL); no `Pong` within the request timeout ends the connection |
 //! | `StoreBlob{id, bytes}` -> `BlobStored` | store a chunk or manifest durably; the receiver checks that the bytes hash to `id` |
 //! | `FetchBlob{id}` -> `BlobData{bytes}` | read a blob; the receiver of the data verifies the hash again |
-//! | `ApplyRecords{records, floors}` -> `RecordsApplied` | merge version records and prune floors into the index, durably |
-//! | `SyncDigests{digests}` -> `SyncKeys{buckets, keys, floors, truncated}` | anti-entropy: 256 bucket digests in, the responder's keys and floors of the differing buckets out |
+//! | `ApplyRecords{records, floors}` -> `RecordsApplied{below_floor}` | merge version records and prune floors into the index, durably; lists the records a floor kept out |
+//! | `SyncDigests{digests, after}` -> `SyncKeys{buckets, keys, floors, truncated}` | anti-entropy: 256 bucket digests in, the responder's keys (after `after`) and floors of the differing buckets out |
 //! | `FetchRecords{keys}` -> `Records{records}` | anti-entropy: the records for these keys |
 //! | `CurrentOf{name}` -> `Current{record}` | a quorum read: the responder's current record of a name |
 //! | `HasBlobs{ids}` -> `BlobPresence{present}` | repair: which of these blobs the responder holds |
@@ -318,11 +318,17 @@ mod tests {
                     }],
                 },
             ),
-            ("records_applied", Message::RecordsApplied),
+            (
+                "records_applied",
+                Message::RecordsApplied {
+                    below_floor: vec![record(None).key()],
+                },
+            ),
             (
                 "sync_digests",
                 Message::SyncDigests {
                     digests: vec![0, 1, u128::MAX],
+                    after: Some(record(None).key()),
                 },
             ),
             (

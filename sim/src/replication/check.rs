@@ -15,6 +15,9 @@ use super::{Config, NAMES, OPERATION_TIMEOUT, QUIESCE_WITHIN};
 use crate::env::client_env;
 use crate::workload::with_timeout;
 
+/// Reads of an acknowledged version after healing, before it counts as lost.
+const READ_TRIES: usize = 10;
+
 /// After healing: convergence, durability, no invention, liveness.
 pub(super) async fn check(
     seed: u64,
@@ -145,17 +148,29 @@ pub(super) async fn check(
         let node = i % config.nodes;
         let selector: VersionSelector = record.vid.to_string().parse().expect("ids parse");
         let mut out = Vec::new();
-        let result = with_timeout(OPERATION_TIMEOUT, async {
-            let mut c = connect(&env, seed, node).await?;
-            c.get(
-                GetTarget::Name(record.name.clone()),
-                Some(selector),
-                &mut out,
-                &mut |_, _| {},
-            )
-            .await
-        })
-        .await;
+        // A few tries: after healing, membership needs a moment to settle
+        // (a node that came back may not yet be known to the one read
+        // through, and it may hold the only copy). A copy that is gone
+        // stays unreadable through every try.
+        let mut result = Err("not tried".to_string());
+        for _ in 0..READ_TRIES {
+            out.clear();
+            result = with_timeout(OPERATION_TIMEOUT, async {
+                let mut c = connect(&env, seed, node).await?;
+                c.get(
+                    GetTarget::Name(record.name.clone()),
+                    Some(selector.clone()),
+                    &mut out,
+                    &mut |_, _| {},
+                )
+                .await
+            })
+            .await;
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         let mut h = history.borrow_mut();
         match result {
             Ok(fetched) => {

@@ -37,7 +37,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dfs::cluster::ReplicationCounters;
+use dfs::cluster::{Maintenance, ReplicationCounters};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -72,6 +72,9 @@ pub struct Config {
     pub io_error_ppm: u64,
     pub corruption_ppm: u64,
     pub faults: Faults,
+    /// Anti-entropy, repair and GC periods: short, so that garbage
+    /// collection runs (and races puts, prunes and partitions) in a seed.
+    pub maintenance: Maintenance,
 }
 
 impl Config {
@@ -108,6 +111,11 @@ impl Config {
                 // schedule) stay as they were before these classes existed.
                 isolated_restarts: pick(2) == 0,
                 disk_loss: pick(2) == 0,
+            },
+            maintenance: Maintenance {
+                sync_interval: Duration::from_millis([500, 2_000][pick(2) as usize]),
+                repair_interval: Duration::from_millis([1_000, 5_000][pick(2) as usize]),
+                gc_grace: Duration::from_millis([2_000, 10_000, 60_000][pick(3) as usize]),
             },
         }
     }
@@ -207,6 +215,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 ("sync_records_sent", &c.sync_records_sent),
                 ("repair_copies", &cluster.repair.copies_made),
                 ("rebalance_drops", &cluster.repair.copies_dropped),
+                ("garbage_collected", &cluster.repair.garbage_collected),
+                ("sync_passes", &c.sync_passes),
             ] {
                 *counters.entry(name).or_default() += ReplicationCounters::get(value);
             }

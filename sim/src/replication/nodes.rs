@@ -118,6 +118,7 @@ pub(super) fn add_node(
             swim: Default::default(),
             replication: Replication::new(config.replicas, config.write_quorum)
                 .expect("derived settings are valid"),
+            maintenance: config.maintenance,
         };
         let probes = probes.clone();
         let env = node_env.env.clone();
