@@ -136,6 +136,8 @@ fn replication_under_faults() {
             "prunes",
             "isolated_restarts",
             "disk_losses",
+            "garbage_collected",
+            "sync_passes",
         ] {
             assert!(
                 totals.get(counter).copied().unwrap_or(0) > 0,

@@ -141,12 +141,12 @@ pub struct Cluster {
     hlc: Mutex<Hlc>,
     maintenance: Maintenance,
     /// Per member: when the last *complete* anti-entropy pass with it
-    /// started (unix ms), a pass being rounds from the first key to the
-    /// last without a failure. After such a pass this node holds every
-    /// record the member held when the pass started. The GC deletes a blob
-    /// only after a complete pass with every member since it first saw the
-    /// blob unreferenced.
-    synced_with: Mutex<BTreeMap<NodeId, u64>>,
+    /// started and ended (unix ms), a pass being rounds from the first key
+    /// to the last without a failure. After such a pass this node holds
+    /// every record the member held when the pass started. The GC deletes
+    /// a blob only after a complete pass with every member since it first
+    /// saw the blob unreferenced (see `repair`).
+    synced_with: Mutex<BTreeMap<NodeId, (u64, u64)>>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
 }

@@ -104,16 +104,18 @@ impl Cluster {
         }
     }
 
-    /// The greatest current record of `name` that a majority of the
-    /// cluster (this node included) report. A newer record than ours is
+    /// The greatest current record of `name` that a majority of the known
+    /// members (this node included) report. A newer record than ours is
     /// merged here too, so later local reads see it.
     pub async fn quorum_current(
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Option<VersionRecord>, ClusterError> {
-        // Counted over the largest cluster this node has known, like the
-        // write quorum: a node cut off from its cluster is not a majority.
-        let majority = self.members.largest_cluster() / 2 + 1;
+        // A majority of the members known now (alive or not): the largest
+        // cluster ever known would also count identities replaced with a
+        // disk, and make the majority unreachable for good.
+        let known = self.members.members().len() + 1;
+        let majority = known / 2 + 1;
         let index = self.index.clone();
         let lookup = name.to_string();
         let mut best = self

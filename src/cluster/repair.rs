@@ -101,6 +101,16 @@ impl RepairTask {
 
 impl Cluster {
     async fn repair_round(self: &Arc<Self>, state: &mut RepairState) -> Result<(), String> {
+        // First, whatever else fails this round: a blob put again restarts
+        // its grace (and the set of them is emptied every round).
+        let put_again = self.store.take_put_again();
+        let taken_ms = self.env.clock.unix_ms();
+        for id in put_again {
+            if let Some(since) = state.unreferenced_since.get_mut(&id) {
+                crate::marks::hit("gc_grace_restarted_by_a_put");
+                *since = taken_ms;
+            }
+        }
         let store = self.store.clone();
         let all = self
             .blocking(move || store.list())
@@ -248,16 +258,10 @@ impl Cluster {
     /// Delete blobs no retained version references (see the module docs).
     /// Any doubt (an unreadable manifest, an index error) skips the round.
     async fn collect_garbage(self: &Arc<Self>, all: &[ChunkId], state: &mut RepairState) {
-        // Taken before the records are read: a blob put again after this
-        // is kept by `delete_unless_put_again` instead.
-        let put_again = self.store.take_put_again();
-        let taken_ms = self.env.clock.unix_ms();
-        for id in put_again {
-            if let Some(since) = state.unreferenced_since.get_mut(&id) {
-                crate::marks::hit("gc_grace_restarted_by_a_put");
-                *since = taken_ms;
-            }
-        }
+        // Blobs put again were taken at the start of the round, before the
+        // records are read here: one put again after that is kept by
+        // `delete_unless_put_again` instead.
+        let records_read_ms = self.env.clock.unix_ms();
         let index = self.index.clone();
         let Ok(records) = self.blocking(move || index.all_records()).await else {
             return;
@@ -292,7 +296,7 @@ impl Cluster {
             if now.saturating_sub(since) < grace {
                 continue;
             }
-            if !self.synced_with_every_member_since(since) {
+            if !self.synced_with_every_member_since(since, records_read_ms) {
                 crate::marks::hit("gc_waits_for_sync_with_every_member");
                 continue;
             }

@@ -38,8 +38,11 @@ pub struct SyncReport {
     pub records_sent: usize,
     pub floors_sent: usize,
     /// The last key this round compared, when the pass continues after it
-    /// (`None`: the pass is complete).
+    /// (`None`: the pass is complete, unless `stalled`).
     pub continue_after: Option<RecordKey>,
+    /// The round could not compare any key (see `sync_with`); the pass
+    /// stays where it was.
+    pub stalled: bool,
 }
 
 /// Where a pass with one peer stands.
@@ -101,6 +104,9 @@ impl SyncTask {
                     if report.differing_buckets > 0 {
                         tracing::debug!(peer = %peer.node.short(), ?report, "anti-entropy round");
                     }
+                    if report.stalled {
+                        continue;
+                    }
                     pass.after = report.continue_after;
                     if pass.after.is_none() {
                         self.cluster.pass_completed(peer.node, pass.started_ms);
@@ -144,22 +150,38 @@ fn key_cost(key: &RecordKey) -> usize {
 }
 
 impl Cluster {
-    /// Note that a complete pass with `peer` started at `started_ms`.
+    /// Note that a complete pass with `peer` started at `started_ms` (and
+    /// ends now).
     fn pass_completed(&self, peer: NodeId, started_ms: u64) {
+        let now = self.env.clock.unix_ms();
+        let members: BTreeSet<NodeId> = self.members.members().iter().map(|m| m.node_id).collect();
         let mut synced = self.synced_with.lock().expect("sync state poisoned");
-        let last = synced.entry(peer).or_insert(started_ms);
-        *last = (*last).max(started_ms);
+        synced.retain(|node, _| members.contains(node));
+        synced.insert(peer, (started_ms, now));
         ReplicationCounters::bump(&self.counters.sync_passes, 1);
     }
 
-    /// Whether, for every member this node knows (alive or not), a
-    /// complete anti-entropy pass started after `since_ms`.
-    pub(super) fn synced_with_every_member_since(&self, since_ms: u64) -> bool {
+    /// Whether this node has compared its whole index with every member:
+    /// for each member it knows (alive or not) a complete pass that started
+    /// after `since_ms` and ended by `records_read_ms` (when the caller read
+    /// the records it decides from, so what the pass merged is in them),
+    /// and for at least as many members as the largest cluster it has
+    /// known, less itself (an empty or partial view after a restart cut
+    /// off from the cluster proves nothing).
+    pub(super) fn synced_with_every_member_since(
+        &self,
+        since_ms: u64,
+        records_read_ms: u64,
+    ) -> bool {
         let synced = self.synced_with.lock().expect("sync state poisoned");
-        self.members
-            .members()
-            .iter()
-            .all(|m| synced.get(&m.node_id).is_some_and(|&at| at > since_ms))
+        let members = self.members.members();
+        let qualifies = |node: &NodeId| {
+            synced
+                .get(node)
+                .is_some_and(|&(started, ended)| started > since_ms && ended <= records_read_ms)
+        };
+        members.iter().all(|m| qualifies(&m.node_id))
+            && members.len() + 1 >= self.members.largest_cluster()
     }
 
     /// One anti-entropy round with `peer`, comparing the keys after `after`
@@ -222,6 +244,13 @@ impl Cluster {
         .into_iter()
         .flatten()
         .min();
+        // A truncated list without a single key (its floors alone filled the
+        // budget) compared nothing: the pass makes no progress and must not
+        // count as complete.
+        if (their_truncated && their_keys.is_empty()) || (our_truncated && our_keys.is_empty()) {
+            crate::marks::hit("sync_round_without_progress");
+            report.stalled = true;
+        }
         report.continue_after = horizon.clone();
         let within = |key: &RecordKey| horizon.as_ref().is_none_or(|h| key <= h);
         let ours: BTreeSet<&RecordKey> = our_keys.iter().collect();
@@ -287,8 +316,9 @@ impl Cluster {
                 floors: floors.take().unwrap_or_default(),
             };
             match connection.call(message).await.map_err(|e| e.to_string())? {
-                // Records below the peer's floor are dropped there, as the
-                // floor (pulled above) drops them here: nothing to redo.
+                // Records below the peer's floor are dropped there; that
+                // floor reaches this node in a first round of a pass (they
+                // list floors), which drops them here too.
                 Message::RecordsApplied { .. } => {
                     report.records_sent += sent;
                     ReplicationCounters::bump(&self.counters.sync_records_sent, sent as u64);
