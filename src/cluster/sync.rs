@@ -163,7 +163,7 @@ impl Cluster {
 
     /// Whether this node has compared its whole index with every member:
     /// for each member it knows (alive or not) a complete pass that started
-    /// after `since_ms` and ended by `records_read_ms` (when the caller read
+    /// after `since_ms` and ended before `records_read_ms` (when the caller read
     /// the records it decides from, so what the pass merged is in them),
     /// and for at least as many members as the largest cluster it has
     /// known, less itself (an empty or partial view after a restart cut
@@ -178,7 +178,7 @@ impl Cluster {
         let qualifies = |node: &NodeId| {
             synced
                 .get(node)
-                .is_some_and(|&(started, ended)| started > since_ms && ended <= records_read_ms)
+                .is_some_and(|&(started, ended)| started > since_ms && ended < records_read_ms)
         };
         members.iter().all(|m| qualifies(&m.node_id))
             && members.len() + 1 >= self.members.largest_cluster()
