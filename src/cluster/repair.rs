@@ -21,8 +21,10 @@
 //!   holds: [`ChunkStore::take_put_again`](crate::store::ChunkStore::take_put_again)),
 //!   so a put in flight (chunks stored, version not yet committed) keeps
 //!   its chunks; and
-//! - a complete anti-entropy pass with *every* member, alive or not, has
-//!   started since it was first seen unreferenced: a version acknowledged
+//! - a complete anti-entropy pass with *every* member, alive or not (and
+//!   with at least as many members as the largest cluster known, less this
+//!   node), started after it was first seen unreferenced and ended before
+//!   the round read its records: a version acknowledged
 //!   by W other nodes and not yet heard of here (a partition longer than the
 //!   grace period) keeps its chunks until this node has compared indexes
 //!   with all of them. A member that stays away holds collection back
