@@ -129,10 +129,18 @@ pub const SWIM_INBOX: usize = 1024;
 /// bound only guards against a logic error turning into unbounded memory.
 pub const SWIM_TIMERS_MAX: usize = 4096;
 
-/// A version id more than this far ahead of the local clock is still merged
-/// but not followed by the local hybrid clock: one peer with a broken clock
-/// must not push every later version id into the future.
-pub const CLOCK_SKEW_MAX: Duration = Duration::from_secs(3600);
+/// The most a node's clock may run ahead of another's. A version record or
+/// prune floor from a peer whose id is further ahead of this node's clock
+/// is refused (not merged, not acknowledged, logged): one node with a
+/// clock an hour fast would otherwise win every write for an hour and drag
+/// every other node's version ids along. Anti-entropy offers it again, so
+/// it is merged once this clock catches up; a put through the fast node
+/// fails with the reason when too few nodes take its record. Within the
+/// offset, two writes to the same name on different nodes less than this
+/// far apart may be ordered against real time (last writer by version id
+/// wins); a write made after another was seen always sorts after it (the
+/// hybrid clock).
+pub const CLOCK_OFFSET_MAX: Duration = Duration::from_secs(60);
 
 /// Bytes of record keys (or records) one anti-entropy message carries,
 /// counted as name length + [`SYNC_ENTRY_OVERHEAD`] each. Half a frame: a

@@ -196,6 +196,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         holds: config.holds,
         isolated_restarts: false,
         disk_loss: false,
+        clock_jumps: false,
     };
     let mut nemesis = Nemesis::new(seed, faults, names, 5_000);
     let chaos_ms = config.chaos.as_millis() as u64;

@@ -5,6 +5,12 @@
 //! restart a crashed one, or heal every link. Which classes are on is part
 //! of the seed's swarm configuration.
 //!
+//! Clocks (when the seed turns them on) move on a schedule and rng of
+//! their own, for the same reason: a node's wall clock is set ahead or
+//! behind, mostly within the maximum offset the nodes allow
+//! ([`dfs::limits::CLOCK_OFFSET_MAX`]) and sometimes beyond it, and set
+//! right again at the heal.
+//!
 //! A restart can come with two more faults, drawn from a second rng so
 //! that seeds without them keep their schedules:
 //! - *isolated restart*: the node comes back cut off from every other
@@ -35,6 +41,8 @@ pub struct Faults {
     pub isolated_restarts: bool,
     /// Restarts sometimes come back on an empty disk.
     pub disk_loss: bool,
+    /// Wall clocks are set ahead and behind.
+    pub clock_jumps: bool,
 }
 
 /// What the nemesis needs from the scenario to crash a node.
@@ -49,12 +57,17 @@ pub trait Crashable {
     fn lose_disk(&self, _i: usize) -> bool {
         false
     }
+    /// Set node `i`'s wall clock `offset_ms` away from true time.
+    fn set_clock_offset(&self, _i: usize, _offset_ms: i64) {}
 }
 
 pub struct Nemesis {
     rng: ChaCha8Rng,
     /// For the restart faults only (see the module docs).
     restart_rng: ChaCha8Rng,
+    /// For clock jumps only (see the module docs).
+    clock_rng: ChaCha8Rng,
+    next_clock_ms: u64,
     faults: Faults,
     names: Vec<String>,
     crashed: Vec<bool>,
@@ -67,6 +80,8 @@ impl Nemesis {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4E45_4D45),
             restart_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5354),
+            clock_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x434C_4F43),
+            next_clock_ms: first_action_ms,
             crashed: vec![false; names.len()],
             faults,
             names,
@@ -91,6 +106,7 @@ impl Nemesis {
         nodes: &dyn Crashable,
         trace: &mut Trace,
     ) {
+        self.clock_tick(now_ms, nodes, trace);
         if now_ms < self.next_action_ms {
             return;
         }
@@ -185,6 +201,35 @@ impl Nemesis {
         }
     }
 
+    /// Set a random node's clock off, if a jump is due.
+    fn clock_tick(&mut self, now_ms: u64, nodes: &dyn Crashable, trace: &mut Trace) {
+        if !self.faults.clock_jumps || now_ms < self.next_clock_ms {
+            return;
+        }
+        let every = 2 * self.faults.every.as_millis() as u64;
+        self.next_clock_ms = now_ms + 1 + self.clock_rng.next_u64() % (2 * every);
+        let node = (self.clock_rng.next_u64() % self.names.len() as u64) as usize;
+        let max = dfs::limits::CLOCK_OFFSET_MAX.as_millis() as i64;
+        let sign = if self.clock_rng.next_u64().is_multiple_of(2) {
+            1
+        } else {
+            -1
+        };
+        let beyond = self.clock_rng.next_u64().is_multiple_of(4);
+        let offset_ms = if beyond {
+            // 1.05 to 1.3 times the maximum offset.
+            sign * (max + max / 20 + (self.clock_rng.next_u64() % (max as u64 / 4)) as i64)
+        } else {
+            sign * (self.clock_rng.next_u64() % (max as u64 * 9 / 10)) as i64
+        };
+        nodes.set_clock_offset(node, offset_ms);
+        self.count("clock_jumps");
+        if beyond {
+            self.count("clock_jumps_beyond_max_offset");
+        }
+        trace.record(&format!("{now_ms} clock {node} {offset_ms:+} ms"));
+    }
+
     /// Repair every link and release every hold.
     pub fn heal_links(&self, sim: &turmoil::Sim<'_>) {
         for a in &self.names {
@@ -202,6 +247,12 @@ impl Nemesis {
     pub fn heal(&mut self, sim: &mut turmoil::Sim<'_>, nodes: &dyn Crashable, trace: &mut Trace) {
         self.heal_links(sim);
         let now_ms = sim.elapsed().as_millis() as u64;
+        if self.faults.clock_jumps {
+            for i in 0..self.names.len() {
+                nodes.set_clock_offset(i, 0);
+            }
+            trace.record(&format!("{now_ms} clocks set right"));
+        }
         for i in 0..self.names.len() {
             if self.crashed[i] {
                 self.maybe_lose_disk(i, nodes, now_ms, trace);

@@ -136,6 +136,8 @@ fn replication_under_faults() {
             "prunes",
             "isolated_restarts",
             "disk_losses",
+            "clock_jumps",
+            "clock_jumps_beyond_max_offset",
             "garbage_collected",
             "sync_passes",
         ] {
@@ -202,17 +204,21 @@ fn regression_quorum_after_isolated_restart() {
     );
 }
 
-/// Seed 30078 (R=1, W=1, GC grace 10 s) loses an acknowledged version
-/// today: a put stored its chunk on a node, took longer than the GC grace
-/// period to commit (retries across a partition), and that node collected
-/// the chunk, not yet referenced by any version, just before the commit.
-/// Nothing protects the chunks of a put in flight longer than the grace
-/// period (10 minutes in production: a very large or very slow put). Open
-/// in issue 9; run with `--ignored` to see it fail.
+/// Seed 30078 (R=1, W=1, GC grace 10 s) lost an acknowledged version: a
+/// put stored its chunk on a node, took longer than the GC grace period to
+/// commit (retries across a partition), and that node collected the chunk,
+/// not yet referenced by any version, just before the commit. A put now
+/// asks its blobs' holders to keep them once half the grace is gone, and
+/// the GC waits for a pass that started after the grace ended
+/// (`cluster/in_flight.rs`).
 #[test]
-#[ignore = "known gap: a put outlasting the GC grace period (issue 9)"]
-fn known_gap_put_outlasting_gc_grace() {
-    check_regression("replication_under_faults", 30078, &[], replication::run);
+fn regression_put_outlasting_gc_grace() {
+    check_regression(
+        "replication_under_faults",
+        30078,
+        &["put_kept_its_blobs_before_commit"],
+        replication::run,
+    );
 }
 
 /// Seeds that replayed differently within one process, because a crashed

@@ -13,10 +13,14 @@ use crate::store::StoreError;
 use crate::wire::{ErrorCode, Message};
 
 /// Where a blob ended up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Stored {
-    /// Nodes that hold it durably.
-    pub copies: usize,
+    /// The nodes that acknowledged it durably (at least W).
+    pub holders: Vec<PeerIdentity>,
+    /// When the store was asked for ([`crate::env::Clock::monotonic_ms`]),
+    /// before any copy was written: the garbage collector's grace period
+    /// for a new copy starts no earlier.
+    pub asked_at_ms: u64,
 }
 
 /// Why one node could not provide a blob.
@@ -60,12 +64,13 @@ impl Cluster {
         id: ChunkId,
         bytes: Bytes,
     ) -> Result<Stored, ClusterError> {
+        let asked_at_ms = self.elapsed_ms();
         let ranked = self.ranked(&id);
         let replicas = self.replication.replicas.min(ranked.len());
         let needed = self.quorum();
         let mut candidates = ranked.into_iter().enumerate();
         let mut attempts = JoinSet::new();
-        let mut copies = 0;
+        let mut holders = Vec::new();
         let mut failures = Vec::new();
         for _ in 0..replicas {
             if let Some((rank, target)) = candidates.next() {
@@ -82,7 +87,7 @@ impl Cluster {
             };
             match result {
                 Ok(()) => {
-                    copies += 1;
+                    holders.push(target);
                     if rank >= self.replication.replicas {
                         ReplicationCounters::bump(&self.counters.stand_ins, 1);
                     }
@@ -96,15 +101,18 @@ impl Cluster {
                 }
             }
         }
-        if copies < needed {
+        if holders.len() < needed {
             return Err(ClusterError::QuorumNotReached {
                 what: format!("blob {}", id.short()),
-                acknowledged: copies,
+                acknowledged: holders.len(),
                 needed,
                 detail: failures.join("; "),
             });
         }
-        Ok(Stored { copies })
+        Ok(Stored {
+            holders,
+            asked_at_ms,
+        })
     }
 
     /// Store one copy on `target` (this node or a peer).

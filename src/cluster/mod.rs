@@ -4,6 +4,8 @@
 //!   rendezvous hashing over the alive members ([`crate::placement`]) and
 //!   counts once W of them hold it durably; a read tries the owners in
 //!   order, verifies, and repairs a missing or corrupt copy it passed.
+//! - `in_flight`: a put keeps the blobs it stored from the garbage
+//!   collector until its version is committed, however long it takes.
 //! - `records`: a version record (or prune floor) is merged into the
 //!   local index, sent to every alive member, and counts once W indexes
 //!   hold it durably.
@@ -20,6 +22,7 @@
 //! has been part of (persisted, so it never shrinks at a restart).
 
 mod blobs;
+mod in_flight;
 mod records;
 mod repair;
 mod service;
@@ -30,6 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use blobs::Stored;
+pub use in_flight::PutBlobs;
 pub use repair::{RepairStatus, RepairTask};
 pub use service::ClusterService;
 pub use sync::{SyncReport, SyncTask};
@@ -98,6 +103,8 @@ pub enum ClusterError {
     Corrupt(String),
     #[error("this node's storage failed: {0}")]
     Local(String),
+    #[error("{0}")]
+    Clock(String),
 }
 
 /// Counters of replication work, for `status`, tests and the simulation's
@@ -191,23 +198,37 @@ impl Cluster {
             .map_err(|e| ClusterError::Local(e.to_string()))
     }
 
+    /// The monotonic clock the GC and anti-entropy measure their periods
+    /// with: a wall clock stepped forward would end a grace period early.
+    fn elapsed_ms(&self) -> u64 {
+        self.env.clock.monotonic_ms()
+    }
+
     /// A new version id, after every id this node has created or seen.
-    pub fn next_vid(&self) -> VersionId {
-        self.hlc
-            .lock()
-            .expect("clock poisoned")
-            .next(self.env.clock.unix_ms())
+    pub fn next_vid(&self) -> Result<VersionId, ClusterError> {
+        let now = self.env.clock.unix_ms();
+        let mut hlc = self.hlc.lock().expect("clock poisoned");
+        hlc.next(now).ok_or_else(|| {
+            ClusterError::Clock(
+                "version ids are exhausted: this node's index holds an id at the end of time (a corrupt index or a broken clock)".into(),
+            )
+        })
+    }
+
+    /// The latest wall time a peer's version id may carry: this node's clock
+    /// plus the maximum offset ([`crate::limits::CLOCK_OFFSET_MAX`]).
+    fn horizon_ms(&self) -> u64 {
+        self.env
+            .clock
+            .unix_ms()
+            .saturating_add(crate::limits::CLOCK_OFFSET_MAX.as_millis() as u64)
     }
 
     /// Note ids created elsewhere, so later local ids sort after them. An id
     /// from far in the future (a peer's broken clock) is not followed: it
     /// would drag every later version id with it.
     fn observe(&self, vids: impl Iterator<Item = VersionId>) {
-        let horizon = self
-            .env
-            .clock
-            .unix_ms()
-            .saturating_add(crate::limits::CLOCK_SKEW_MAX.as_millis() as u64);
+        let horizon = self.horizon_ms();
         let mut hlc = self.hlc.lock().expect("clock poisoned");
         for vid in vids {
             if vid.wall_ms <= horizon {

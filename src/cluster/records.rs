@@ -5,11 +5,46 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::{Cluster, ClusterError};
-use crate::meta::{Floor, MergeOutcome, VersionRecord};
+use crate::keys::NodeId;
+use crate::meta::{Floor, MergeOutcome, VersionId, VersionRecord};
 use crate::peer::PeerIdentity;
 use crate::wire::Message;
 
 impl Cluster {
+    /// Take out of `records` and `floors` (from peer `from`) those whose
+    /// version id is further ahead of this node's clock than the maximum
+    /// offset ([`crate::limits::CLOCK_OFFSET_MAX`]), and say why for the
+    /// sender. Nothing is lost: the sender keeps them and anti-entropy
+    /// offers them again, merged once this clock has caught up.
+    pub(super) fn refuse_ahead(
+        &self,
+        from: NodeId,
+        records: &mut Vec<VersionRecord>,
+        floors: &mut Vec<Floor>,
+    ) -> Option<String> {
+        let horizon = self.horizon_ms();
+        let mut furthest: Option<VersionId> = None;
+        let mut ahead = |vid: &VersionId| {
+            let refuse = vid.wall_ms > horizon;
+            if refuse && furthest.is_none_or(|f| *vid > f) {
+                furthest = Some(*vid);
+            }
+            !refuse
+        };
+        records.retain(|r| ahead(&r.vid));
+        floors.retain(|f| ahead(&f.floor));
+        let vid = furthest?;
+        crate::marks::hit("record_beyond_the_clock_offset_refused");
+        let now = self.env.clock.unix_ms();
+        let ahead_s = vid.wall_ms.saturating_sub(now) / 1000;
+        let offset_s = crate::limits::CLOCK_OFFSET_MAX.as_secs();
+        tracing::warn!(peer = %from.short(), version = %vid, ahead_s, offset_s, "refused a version id from the future: the peer's clock runs ahead of this node's (or this one's behind) by more than the maximum offset; check both clocks (NTP)");
+        Some(format!(
+            "version id {vid} is {ahead_s} s ahead of node {}'s clock, more than the {offset_s} s the clocks may differ; check the clocks (NTP)",
+            self.me.short()
+        ))
+    }
+
     /// Merge records and floors into this node's index (durably) and note
     /// their ids in the clock.
     pub async fn merge_local(
@@ -130,16 +165,18 @@ impl Cluster {
             asks.spawn(async move {
                 let ask = || Message::CurrentOf { name: name.clone() };
                 match cluster.request(&peer, ask).await {
-                    Ok(Message::Current { record }) => Ok(record),
+                    Ok(Message::Current { record }) => Ok((peer.node, record)),
                     Ok(other) => Err(format!("answered {}", other.kind())),
                     Err(error) => Err(error.to_string()),
                 }
             });
         }
         while let Some(joined) = asks.join_next().await {
-            if let Ok(Ok(record)) = joined {
+            if let Ok(Ok((from, record))) = joined {
                 answered += 1;
-                if let Some(record) = record.filter(|r| r.name == name)
+                let mut records: Vec<VersionRecord> = record.into_iter().collect();
+                self.refuse_ahead(from, &mut records, &mut Vec::new());
+                if let Some(record) = records.pop().filter(|r| r.name == name)
                     && best.as_ref().is_none_or(|b| record.vid > b.vid)
                 {
                     best = Some(record);

@@ -1,6 +1,9 @@
 //! Repair, rebalance and garbage collection: the background loop that
 //! keeps every blob on its R owners and nowhere else.
 //!
+//! Periods are measured on a monotonic clock (`Cluster::elapsed_ms`), so
+//! a wall clock stepped forward cannot end a grace period early.
+//!
 //! Each round (every `repair_interval`, jittered) takes the next window
 //! of [`REPAIR_BATCH`] blobs of the local store, computes each one's owners
 //! over the alive members, and asks the owners which they hold
@@ -17,14 +20,17 @@
 //! manifest) is deleted once
 //! - it has been seen unreferenced for the grace period (`gc_grace`, 10
 //!   minutes by default), counted again from the start whenever it is put
-//!   again (a file put again after a prune stores content the node still
-//!   holds: [`ChunkStore::take_put_again`](crate::store::ChunkStore::take_put_again)),
-//!   so a put in flight (chunks stored, version not yet committed) keeps
-//!   its chunks; and
+//!   again or kept by a put in flight (a file put again after a prune
+//!   stores content the node still holds:
+//!   [`ChunkStore::take_put_again`](crate::store::ChunkStore::take_put_again));
+//!   and
 //! - a complete anti-entropy pass with *every* member, alive or not (and
 //!   with at least as many members as the largest cluster known, less this
-//!   node), started after it was first seen unreferenced and ended before
-//!   the round read its records: a version acknowledged
+//!   node), started after that grace period ended and ended before the
+//!   round read its records. A put commits within a grace period of
+//!   storing or keeping its blobs, or checks them again after
+//!   (`in_flight`), so such a pass brings its record here. And a version
+//!   acknowledged
 //!   by W other nodes and not yet heard of here (a partition longer than the
 //!   grace period) keeps its chunks until this node has compared indexes
 //!   with all of them. A member that stays away holds collection back
@@ -106,7 +112,7 @@ impl Cluster {
         // First, whatever else fails this round: a blob put again restarts
         // its grace (and the set of them is emptied every round).
         let put_again = self.store.take_put_again();
-        let taken_ms = self.env.clock.unix_ms();
+        let taken_ms = self.elapsed_ms();
         for id in put_again {
             if let Some(since) = state.unreferenced_since.get_mut(&id) {
                 crate::marks::hit("gc_grace_restarted_by_a_put");
@@ -263,7 +269,7 @@ impl Cluster {
         // Blobs put again were taken at the start of the round, before the
         // records are read here: one put again after that is kept by
         // `delete_unless_put_again` instead.
-        let records_read_ms = self.env.clock.unix_ms();
+        let records_read_ms = self.elapsed_ms();
         let index = self.index.clone();
         let Ok(records) = self.blocking(move || index.all_records()).await else {
             return;
@@ -288,7 +294,7 @@ impl Cluster {
             }
             referenced.extend(state.manifests[content].iter().copied());
         }
-        let now = self.env.clock.unix_ms();
+        let now = self.elapsed_ms();
         let grace = self.maintenance.gc_grace.as_millis() as u64;
         state
             .unreferenced_since
@@ -298,7 +304,12 @@ impl Cluster {
             if now.saturating_sub(since) < grace {
                 continue;
             }
-            if !self.synced_with_every_member_since(since, records_read_ms) {
+            // The pass must start after the grace ended, not merely after
+            // `since`: a put may still commit a version using this blob up
+            // to a grace period after it last stored or kept it (see
+            // `Cluster::commit_put`), so only a pass started after that
+            // is sure to bring its record here.
+            if !self.synced_with_every_member_since(since + grace, records_read_ms) {
                 crate::marks::hit("gc_waits_for_sync_with_every_member");
                 continue;
             }

@@ -66,8 +66,18 @@ impl Cluster {
                     Err(e) => store_error(e),
                 }
             }
-            Message::ApplyRecords { records, floors } => {
+            Message::ApplyRecords {
+                mut records,
+                mut floors,
+            } => {
+                // Refused ids from the future: the rest is merged, but the
+                // answer is an error, so the sender counts no
+                // acknowledgement and its anti-entropy pass is incomplete.
+                let refused = self.refuse_ahead(from, &mut records, &mut floors);
                 match self.merge_local(records, floors).await {
+                    Ok(_) if refused.is_some() => {
+                        error(ErrorCode::InvalidRequest, refused.unwrap_or_default())
+                    }
                     Ok(outcome) => Message::RecordsApplied {
                         below_floor: outcome.below_floor,
                     },
@@ -140,6 +150,16 @@ impl Cluster {
                     })
                     .await;
                 match present {
+                    Ok(present) => Message::BlobPresence { present },
+                    Err(e) => store_error(e),
+                }
+            }
+            Message::KeepBlobs { ids } => {
+                if ids.len() > REPAIR_BATCH {
+                    return error(ErrorCode::InvalidRequest, "too many ids in one request");
+                }
+                let store = self.store.clone();
+                match self.blocking(move || store.keep(&ids)).await {
                     Ok(present) => Message::BlobPresence { present },
                     Err(e) => store_error(e),
                 }

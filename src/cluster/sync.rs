@@ -48,7 +48,7 @@ pub struct SyncReport {
 /// Where a pass with one peer stands.
 #[derive(Debug, Clone, Default)]
 pub struct SyncPass {
-    /// When the pass's first round started (unix ms).
+    /// When the pass's first round started ([`Cluster::elapsed_ms`]).
     pub started_ms: u64,
     /// The key the next round continues after (`None`: a new pass).
     pub after: Option<RecordKey>,
@@ -86,7 +86,7 @@ impl SyncTask {
                 .map(|m| m.node_id)
                 .collect();
             passes.retain(|node, _| members.contains(node));
-            let now = self.cluster.env.clock.unix_ms();
+            let now = self.cluster.elapsed_ms();
             let pass = passes.entry(peer.node).or_insert_with(|| SyncPass {
                 started_ms: now,
                 after: None,
@@ -153,7 +153,7 @@ impl Cluster {
     /// Note that a complete pass with `peer` started at `started_ms` (and
     /// ends now).
     fn pass_completed(&self, peer: NodeId, started_ms: u64) {
-        let now = self.env.clock.unix_ms();
+        let now = self.elapsed_ms();
         let members: BTreeSet<NodeId> = self.members.members().iter().map(|m| m.node_id).collect();
         let mut synced = self.synced_with.lock().expect("sync state poisoned");
         synced.retain(|node, _| members.contains(node));
@@ -287,10 +287,17 @@ impl Cluster {
                 other => return Err(format!("FetchRecords answered with {}", other.kind())),
             }
         }
+        let mut their_floors = their_floors;
+        let refused = self.refuse_ahead(peer.node, &mut pulled, &mut their_floors);
         let merged = self
             .merge_local(pulled, their_floors)
             .await
             .map_err(|e| e.to_string())?;
+        // A record left out means the pass did not bring everything the
+        // peer holds: the garbage collector must not count it.
+        if let Some(reason) = refused {
+            return Err(reason);
+        }
         report.records_received = merged.records.len();
         ReplicationCounters::bump(
             &self.counters.sync_records_received,

@@ -96,11 +96,17 @@ pub trait Transport: Send + Sync + 'static {
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<BoxStream>>;
 }
 
-/// Wall-clock time, for hybrid logical clocks. (Timers use `tokio::time`,
-/// which turmoil drives in the simulation.)
+/// Time. (Timers use `tokio::time`, which turmoil drives in the
+/// simulation.)
 pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch: wall time, for version ids (the
+    /// hybrid logical clock). It may jump either way (an operator or NTP
+    /// stepping it); the simulation makes it.
     fn unix_ms(&self) -> u64;
+    /// Milliseconds since an arbitrary origin on a clock that never jumps,
+    /// for measuring periods (timeouts, grace periods, backoff). Comparable
+    /// only within one process.
+    fn monotonic_ms(&self) -> u64;
 }
 
 /// Every random byte the node uses: keys, nonces, temp names, jitter.

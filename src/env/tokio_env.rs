@@ -166,6 +166,13 @@ impl Clock for SystemClock {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
+
+    #[allow(clippy::disallowed_methods)] // the one production monotonic clock
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
+        origin.elapsed().as_millis() as u64
+    }
 }
 
 struct OsRandom;

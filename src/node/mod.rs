@@ -143,6 +143,14 @@ impl Server {
         let (lock, identity, store, index, max_vid) = opened;
         let mut hlc = Hlc::new(identity.node_id());
         if let Some(vid) = max_vid {
+            // Followed even from the future: a new version must sort after
+            // every one this node holds, or a put would not be current.
+            // Peers refuse such ids until their clocks catch up, so writes
+            // through this node fail with the reason instead.
+            let ahead_ms = vid.wall_ms.saturating_sub(env.clock.unix_ms());
+            if ahead_ms > crate::limits::CLOCK_OFFSET_MAX.as_millis() as u64 {
+                tracing::warn!(version = %vid, ahead_s = ahead_ms / 1000, "this node's clock is behind the newest version it holds by more than the maximum offset; peers will refuse its writes until the clock is right (check NTP)");
+            }
             hlc.observe(&vid);
         }
         let listener = env

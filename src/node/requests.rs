@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, PutBlobs, Stored};
 use crate::limits::{FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT};
 use crate::meta::{Floor, IndexError, VersionRecord, VersionSelector, validate_name};
 use crate::secure::{SecureError, SecureStream};
@@ -53,7 +53,7 @@ impl From<ClusterError> for Refusal {
             | ClusterError::Pruned(..) => ErrorCode::Unavailable,
             ClusterError::NotFound(_) => ErrorCode::NotFound,
             ClusterError::Corrupt(_) => ErrorCode::Corrupt,
-            ClusterError::Local(_) => ErrorCode::Internal,
+            ClusterError::Local(_) | ClusterError::Clock(_) => ErrorCode::Internal,
         };
         tracing::warn!(%error, "request failed");
         Refusal::new(code, error.to_string())
@@ -122,6 +122,7 @@ impl Node {
             .err();
         let mut chunker = Chunker::default();
         let mut manifest = Manifest::default();
+        let mut blobs = PutBlobs::default();
         let mut in_flight = VecDeque::new();
         loop {
             let envelope = stream.expect().await?;
@@ -162,12 +163,12 @@ impl Node {
                     cluster
                         .store_blob(chunk_id, chunk)
                         .await
-                        .map(|_| (chunk_id, len))
+                        .map(|stored| (chunk_id, len, stored))
                 }));
                 // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT chunks in memory.
                 while in_flight.len() >= PUT_CHUNKS_IN_FLIGHT || (last && !in_flight.is_empty()) {
                     let job = in_flight.pop_front().expect("non-empty");
-                    if let Err(refusal) = record_chunk(&mut manifest, job.await) {
+                    if let Err(refusal) = record_chunk(&mut manifest, &mut blobs, job.await) {
                         failure = Some(refusal);
                         break;
                     }
@@ -178,32 +179,39 @@ impl Node {
             }
         }
         while let Some(job) = in_flight.pop_front() {
-            if let Err(refusal) = record_chunk(&mut manifest, job.await) {
+            if let Err(refusal) = record_chunk(&mut manifest, &mut blobs, job.await) {
                 failure.get_or_insert(refusal);
             }
         }
         if let Some(refusal) = failure {
             return Ok(Err(refusal));
         }
-        Ok(self.commit_put(name, manifest).await)
+        Ok(self.commit_put(name, manifest, blobs).await)
     }
 
     /// Store the manifest on its owners, then make the version record
     /// durable on W indexes.
-    async fn commit_put(&self, name: String, manifest: Manifest) -> Result<Message, Refusal> {
+    async fn commit_put(
+        &self,
+        name: String,
+        manifest: Manifest,
+        mut blobs: PutBlobs,
+    ) -> Result<Message, Refusal> {
         let bytes = manifest.encode();
         let content = ContentId::of(&bytes);
-        self.cluster
+        let stored = self
+            .cluster
             .store_blob(ChunkId(content.0), bytes.into())
             .await?;
+        blobs.add(ChunkId(content.0), &stored);
         let record = VersionRecord {
             name,
-            vid: self.cluster.next_vid(),
+            vid: self.cluster.next_vid()?,
             content: Some(content),
             size: manifest.size,
         };
         self.cluster
-            .commit(vec![record.clone()], Vec::new())
+            .commit_put(vec![record.clone()], &mut blobs)
             .await?;
         tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
         Ok(Message::PutDone { record })
@@ -366,7 +374,7 @@ impl Node {
         self.cluster.check_quorum_reachable()?;
         let record = VersionRecord {
             name,
-            vid: self.cluster.next_vid(),
+            vid: self.cluster.next_vid()?,
             content: None,
             size: 0,
         };
@@ -428,7 +436,7 @@ impl Node {
         self.cluster.check_quorum_reachable()?;
         let record = VersionRecord {
             name,
-            vid: self.cluster.next_vid(),
+            vid: self.cluster.next_vid()?,
             content: old.content,
             size: old.size,
         };
@@ -498,10 +506,12 @@ impl Node {
 
 fn record_chunk(
     manifest: &mut Manifest,
-    stored: Result<Result<(ChunkId, usize), ClusterError>, tokio::task::JoinError>,
+    blobs: &mut PutBlobs,
+    stored: Result<Result<(ChunkId, usize, Stored), ClusterError>, tokio::task::JoinError>,
 ) -> Result<(), Refusal> {
-    let (chunk_id, len) = stored
+    let (chunk_id, len, stored) = stored
         .map_err(|e| Refusal::new(ErrorCode::Internal, format!("a store task failed: {e}")))??;
+    blobs.add(chunk_id, &stored);
     manifest
         .push(chunk_id, len)
         .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))

@@ -321,6 +321,7 @@ fn is_peer_request(message: &Message) -> bool {
             | Message::FetchRecords { .. }
             | Message::CurrentOf { .. }
             | Message::HasBlobs { .. }
+            | Message::KeepBlobs { .. }
     )
 }
 

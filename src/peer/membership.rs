@@ -333,7 +333,7 @@ impl MembershipTask {
         let mut next_reach_out_ms = 0u64;
         tokio::pin!(shutdown);
         loop {
-            let now = self.env.clock.unix_ms();
+            let now = self.env.clock.monotonic_ms();
             let next_timer = driver
                 .timers
                 .keys()
@@ -449,7 +449,7 @@ impl Driver {
     }
 
     fn fire_due_timers(&mut self) {
-        let now = self.env.clock.unix_ms();
+        let now = self.env.clock.monotonic_ms();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -475,7 +475,7 @@ impl Driver {
     /// margin so the prober's own timer normally acts first. Down makes the
     /// member hear `TurnUndead` and rejoin under a new identity.
     fn expire_stale_suspicions(&mut self) {
-        let now = self.env.clock.unix_ms();
+        let now = self.env.clock.monotonic_ms();
         let limit = 2 * self.suspect_to_down.as_millis() as u64;
         let mut stale = Vec::new();
         let mut suspected = BTreeMap::new();
@@ -521,7 +521,7 @@ impl Driver {
                 },
             );
         }
-        let now = self.env.clock.unix_ms();
+        let now = self.env.clock.monotonic_ms();
         while let Some((after, timer)) = self.runtime.to_schedule() {
             if self.timers.len() >= SWIM_TIMERS_MAX {
                 tracing::error!("SWIM timer table full; dropping a timer");

@@ -123,7 +123,7 @@ impl Peers {
     /// queue, a dial in backoff or a full dial backlog, the message is
     /// dropped, which SWIM treats as packet loss.
     pub fn send_datagram(self: &Arc<Self>, to: &PeerIdentity, message: Message) {
-        let now_ms = self.env.clock.unix_ms();
+        let now_ms = self.env.clock.monotonic_ms();
         let mut state = self.state();
         if state.shut_down {
             return;
@@ -165,7 +165,7 @@ impl Peers {
     }
 
     fn dial_finished(&self, node: NodeId, connected: bool) {
-        let now_ms = self.env.clock.unix_ms();
+        let now_ms = self.env.clock.monotonic_ms();
         let random = self.env.random_u64();
         let mut state = self.state();
         let backlog = state.dialing.remove(&node).unwrap_or_default();

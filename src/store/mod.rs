@@ -363,6 +363,25 @@ impl ChunkStore {
         std::mem::take(&mut *self.put_again.lock().unwrap())
     }
 
+    /// Which of `ids` are stored, and restart the garbage collector's grace
+    /// period of those that are, as a put of them would: a put in flight
+    /// longer than the grace period keeps the chunks it already stored
+    /// this way before it commits its version. Atomic with respect to
+    /// [`ChunkStore::delete_unless_put_again`], so a blob reported present
+    /// is not collected under the caller.
+    pub fn keep(&self, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError> {
+        let mut put_again = self.put_again.lock().unwrap();
+        let mut present = Vec::with_capacity(ids.len());
+        for id in ids {
+            let here = self.contains(id)?;
+            if here {
+                put_again.insert(*id);
+            }
+            present.push(here);
+        }
+        Ok(present)
+    }
+
     /// Delete blob `id` for the garbage collector, unless it was put again
     /// since the collector last took those (then it is kept, and `false`
     /// returned). Atomic with respect to puts of the same blob.
@@ -419,5 +438,36 @@ impl ChunkStore {
         }
         ids.sort();
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::tokio_env;
+
+    fn store(dir: &Path) -> ChunkStore {
+        let env = tokio_env();
+        let key = ClusterKey::from_bytes([7; 32]);
+        ChunkStore::open(env, dir, &key).unwrap()
+    }
+
+    #[test]
+    fn a_kept_blob_survives_the_collector_until_it_takes_the_put_again_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let chunk = b"a chunk of a put in flight";
+        let id = ChunkId::of(chunk);
+        let absent = ChunkId::of(b"never stored");
+        store.put(&id, chunk).unwrap();
+        // A round took the set (empty) before the put: the blob is fair game.
+        assert!(store.take_put_again().is_empty());
+        assert_eq!(store.keep(&[id, absent]).unwrap(), vec![true, false]);
+        assert!(!store.delete_unless_put_again(&id).unwrap());
+        assert_eq!(store.get(&id).unwrap(), chunk);
+        // The next round restarts its grace from what it takes.
+        assert_eq!(store.take_put_again(), BTreeSet::from([id]));
+        assert!(store.delete_unless_put_again(&id).unwrap());
+        assert_eq!(store.keep(&[id]).unwrap(), vec![false]);
     }
 }

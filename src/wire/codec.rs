@@ -7,7 +7,7 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// `Restore`, and `quorum` on `Get`). Version 3: `SyncDigests` carries the
 /// key a pass continues after, and `RecordsApplied` lists the records kept
 /// out by a prune floor.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -237,6 +237,12 @@ pub enum Message {
     BlobPresence {
         present: Vec<bool>,
     },
+    /// A put in flight: which of these blobs does the responder hold? It
+    /// restarts the garbage collector's grace period of each one it holds,
+    /// as a put of it would. Answered by `BlobPresence`.
+    KeepBlobs {
+        ids: Vec<ChunkId>,
+    },
 }
 
 impl Message {
@@ -281,6 +287,7 @@ impl Message {
             Message::Current { .. } => "Current",
             Message::HasBlobs { .. } => "HasBlobs",
             Message::BlobPresence { .. } => "BlobPresence",
+            Message::KeepBlobs { .. } => "KeepBlobs",
         }
     }
 

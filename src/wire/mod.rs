@@ -78,6 +78,7 @@
 //! | `FetchRecords{keys}` -> `Records{records}` | anti-entropy: the records for these keys |
 //! | `CurrentOf{name}` -> `Current{record}` | a quorum read: the responder's current record of a name |
 //! | `HasBlobs{ids}` -> `BlobPresence{present}` | repair: which of these blobs the responder holds |
+//! | `KeepBlobs{ids}` -> `BlobPresence{present}` | a long put: which it holds, each one's GC grace restarted |
 //!
 //! A node serves at most
 //! [`PEER_HANDLERS_PER_CONNECTION`](crate::limits::PEER_HANDLERS_PER_CONNECTION)
@@ -374,6 +375,12 @@ mod tests {
                 "blob_presence",
                 Message::BlobPresence {
                     present: vec![true, false],
+                },
+            ),
+            (
+                "keep_blobs",
+                Message::KeepBlobs {
+                    ids: vec![ChunkId([0x45; 32])],
                 },
             ),
         ]

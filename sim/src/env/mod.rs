@@ -9,13 +9,17 @@
 //!   of chunk files, both switchable off for the final checks; and the
 //!   crash *fence*: once set, every call fails without touching the fs, so
 //!   `Drop`s that run during `Sim::crash` cannot make anything durable.
-//! - Clock: turmoil's simulated wall clock. Randomness: ChaCha8 seeded from
+//! - Clock: turmoil's simulated wall clock, plus a per-node offset the
+//!   nemesis moves (a clock running ahead or behind, stepped either way);
+//!   the monotonic clock is the simulation's elapsed time, which no offset
+//!   touches. Randomness: ChaCha8 seeded from
 //!   (seed, node, incarnation). Blocking work runs inline (turmoil's fs
 //!   context is the host's task).
 
 mod disk;
 mod net;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfs::env::{Clock, Env, Executor, Random};
@@ -43,6 +47,17 @@ impl SimEnv {
 /// Build the Env of one node incarnation. `faults.fenced` is also the
 /// incarnation's crash switch for its connections.
 pub fn sim_env(rng_seed: u64, faults: Arc<DiskFaults>) -> SimEnv {
+    sim_env_with_clock(rng_seed, faults, Arc::new(AtomicI64::new(0)))
+}
+
+/// [`sim_env`] whose wall clock is off by `clock_offset_ms` (shared with
+/// the nemesis, and kept across a node's incarnations like its hardware
+/// clock).
+pub fn sim_env_with_clock(
+    rng_seed: u64,
+    faults: Arc<DiskFaults>,
+    clock_offset_ms: Arc<AtomicI64>,
+) -> SimEnv {
     let rng = Arc::new(SimRandom(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))));
     let disk_rng = ChaCha8Rng::seed_from_u64(rng_seed ^ 0x5EED_D15C);
     let sockets = Arc::new(net::Sockets::new(faults.clone()));
@@ -50,7 +65,9 @@ pub fn sim_env(rng_seed: u64, faults: Arc<DiskFaults>) -> SimEnv {
         env: Env {
             disk: Arc::new(disk::SimDisk::new(faults, disk_rng)),
             net: Arc::new(net::SimNet::new(sockets.clone())),
-            clock: Arc::new(SimClock),
+            clock: Arc::new(SimClock {
+                offset_ms: clock_offset_ms,
+            }),
             rng,
             executor: Arc::new(Inline),
         },
@@ -72,11 +89,20 @@ impl Random for SimRandom {
     }
 }
 
-struct SimClock;
+struct SimClock {
+    offset_ms: Arc<AtomicI64>,
+}
 
 impl Clock for SimClock {
     fn unix_ms(&self) -> u64 {
-        turmoil::since_epoch()
+        let true_ms = turmoil::since_epoch()
+            .map(|d| d.as_millis() as u64)
+            .expect("SimClock used outside a turmoil host");
+        true_ms.saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        turmoil::sim_elapsed()
             .map(|d| d.as_millis() as u64)
             .expect("SimClock used outside a turmoil host")
     }

@@ -4,7 +4,8 @@
 //! clients, each with a session sticky to one node (so different clients
 //! go through different nodes), put, overwrite, get (sometimes with
 //! `--quorum`), remove, list versions, prune and restore a few names, while
-//! the [`Nemesis`] partitions, cuts one way, holds, crashes and restarts
+//! the [`Nemesis`] sets clocks ahead and behind (within and beyond the
+//! maximum offset), partitions, cuts one way, holds, crashes and restarts
 //! nodes (some cut off from all others, some on an empty disk: at most
 //! W - 1 disks are lost, fewer than the copies every acknowledged write
 //! has), links lose messages and add latency, and the disks tear writes,
@@ -88,7 +89,7 @@ impl Config {
         } else {
             [2, 2, 1, replicas][pick(4) as usize].min(replicas)
         };
-        Config {
+        let mut config = Config {
             nodes,
             replicas,
             write_quorum,
@@ -111,13 +112,17 @@ impl Config {
                 // schedule) stay as they were before these classes existed.
                 isolated_restarts: pick(2) == 0,
                 disk_loss: pick(2) == 0,
+                clock_jumps: false,
             },
             maintenance: Maintenance {
                 sync_interval: Duration::from_millis([500, 2_000][pick(2) as usize]),
                 repair_interval: Duration::from_millis([1_000, 5_000][pick(2) as usize]),
                 gc_grace: Duration::from_millis([2_000, 10_000, 60_000][pick(3) as usize]),
             },
-        }
+        };
+        // Drawn after everything above, which older seeds keep.
+        config.faults.clock_jumps = pick(2) == 0;
+        config
     }
 }
 

@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use dfs::client::{Client, ClientError};
@@ -15,7 +15,7 @@ use dfs::peer::MemberView;
 use dfs::placement::Replication;
 
 use super::{Config, PORT};
-use crate::env::{DiskFaults, sim_env};
+use crate::env::{DiskFaults, sim_env_with_clock};
 use crate::nemesis::Crashable;
 use crate::workload::cluster_key;
 
@@ -34,6 +34,8 @@ pub(super) struct Probe {
     /// How many times this node's disk was lost: its data dir is
     /// `/data` at first, `/data<n>` (empty) after the n-th loss.
     pub(super) disks_lost: u32,
+    /// How far this node's wall clock is off (the nemesis moves it).
+    pub(super) clock_offset_ms: Arc<AtomicI64>,
 }
 
 pub(super) type Probes = Rc<RefCell<Vec<Probe>>>;
@@ -71,6 +73,12 @@ impl Crashable for Nodes {
         probes[i].disks_lost += 1;
         true
     }
+
+    fn set_clock_offset(&self, i: usize, offset_ms: i64) {
+        self.probes.borrow()[i]
+            .clock_offset_ms
+            .store(offset_ms, Ordering::Relaxed);
+    }
 }
 
 pub(super) fn add_node(
@@ -93,11 +101,12 @@ pub(super) fn add_node(
         };
         let faults = DiskFaults::new(config.io_error_ppm, config.corruption_ppm);
         faults.enabled.store(faults_on.get(), Ordering::Relaxed);
-        let node_env = sim_env(
+        let node_env = sim_env_with_clock(
             seed.wrapping_mul(7_919)
                 .wrapping_add((index as u64) << 32)
                 .wrapping_add(n),
             faults.clone(),
+            probes.borrow()[index].clock_offset_ms.clone(),
         );
         let disks_lost = probes.borrow()[index].disks_lost;
         let node_config = NodeConfig {

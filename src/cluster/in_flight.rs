@@ -1,0 +1,156 @@
+//! A put in flight keeps its blobs until its version is committed.
+//!
+//! A put stores its chunks first and commits the version record that
+//! references them last. Until the record exists, the chunks are garbage
+//! to every holder's collector, which deletes a blob once it has been
+//! unreferenced for the grace period *and* a complete anti-entropy pass
+//! with every member started after that grace ended (see `repair`). So a
+//! version whose record is durable on W nodes within one grace period of
+//! the store of each of its blobs is safe: any pass that could let a
+//! collector delete one of them started after the record existed, and
+//! brought it along.
+//!
+//! A put that takes longer (a large file over a slow link, a commit
+//! retried through a partition) must renew that promise. [`PutBlobs`]
+//! remembers which nodes acknowledged which blob and when the oldest was
+//! asked for; before the commit, once half the grace period has gone, the
+//! coordinator asks every holder to *keep* its blobs (`KeepBlobs`, which
+//! restarts each one's grace as a put of it would, or answers that it is
+//! gone). If the commit itself then outlasts a grace period, the blobs are
+//! checked again after it: a put is acknowledged only if each blob is still
+//! held by W nodes. Otherwise the client gets an error (the version exists
+//! but is not acknowledged) and puts the file again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::blobs::Stored;
+use super::{Cluster, ClusterError};
+use crate::cas::ChunkId;
+use crate::keys::NodeId;
+use crate::limits::REPAIR_BATCH;
+use crate::meta::VersionRecord;
+use crate::peer::PeerIdentity;
+use crate::wire::Message;
+
+/// The blobs a put has stored so far, and where.
+#[derive(Debug, Default)]
+pub struct PutBlobs {
+    /// When the oldest store not kept since was asked for (monotonic ms).
+    oldest_ms: Option<u64>,
+    /// Each holder and the blobs it acknowledged (a blob repeated within
+    /// a file is kept once). Bounded by the file's chunk count times R, the
+    /// same order as its manifest.
+    holders: BTreeMap<NodeId, (PeerIdentity, BTreeSet<ChunkId>)>,
+    /// Every blob of the put.
+    blobs: BTreeSet<ChunkId>,
+}
+
+impl PutBlobs {
+    /// Note where a blob of the put is stored.
+    pub fn add(&mut self, id: ChunkId, stored: &Stored) {
+        self.oldest_ms = Some(match self.oldest_ms {
+            Some(oldest) => oldest.min(stored.asked_at_ms),
+            None => stored.asked_at_ms,
+        });
+        self.blobs.insert(id);
+        for holder in &stored.holders {
+            self.holders
+                .entry(holder.node)
+                .or_insert_with(|| (holder.clone(), BTreeSet::new()))
+                .1
+                .insert(id);
+        }
+    }
+
+    /// How long since the oldest store (or the last keep) was asked for.
+    fn age(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(self.oldest_ms.map_or(0, |o| now_ms.saturating_sub(o)))
+    }
+}
+
+impl Cluster {
+    /// Make a put's version records durable on W nodes, keeping its blobs
+    /// alive as the module docs describe.
+    pub async fn commit_put(
+        self: &Arc<Self>,
+        records: Vec<VersionRecord>,
+        blobs: &mut PutBlobs,
+    ) -> Result<(), ClusterError> {
+        let grace = self.maintenance.gc_grace;
+        if blobs.age(self.elapsed_ms()) > grace / 2 {
+            crate::marks::hit("put_kept_its_blobs_before_commit");
+            self.keep_blobs(blobs).await?;
+        }
+        self.commit(records, Vec::new()).await?;
+        if blobs.age(self.elapsed_ms()) > grace {
+            crate::marks::hit("put_checked_its_blobs_after_a_slow_commit");
+            self.keep_blobs(blobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Ask every holder to keep the put's blobs; fail unless each blob is
+    /// still held by W nodes. On success the grace restarts from when the
+    /// asking began.
+    async fn keep_blobs(self: &Arc<Self>, blobs: &mut PutBlobs) -> Result<(), ClusterError> {
+        let asked_at_ms = self.elapsed_ms();
+        let mut held: BTreeMap<ChunkId, usize> = BTreeMap::new();
+        for (node, (peer, ids)) in &blobs.holders {
+            let ids: Vec<ChunkId> = ids.iter().copied().collect();
+            for batch in ids.chunks(REPAIR_BATCH) {
+                let present = if *node == self.me {
+                    let store = self.store.clone();
+                    let batch = batch.to_vec();
+                    self.blocking(move || store.keep(&batch))
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    self.ask_keep(peer, batch).await
+                };
+                match present {
+                    Ok(present) => {
+                        for (id, here) in batch.iter().zip(present) {
+                            if here {
+                                *held.entry(*id).or_default() += 1;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(peer = %node.short(), %error, "cannot ask a holder to keep a put's blobs");
+                        break;
+                    }
+                }
+            }
+        }
+        let needed = self.quorum();
+        if let Some((id, count)) = blobs
+            .blobs
+            .iter()
+            .map(|id| (id, held.get(id).copied().unwrap_or(0)))
+            .find(|(_, count)| *count < needed)
+        {
+            crate::marks::hit("put_lost_a_blob_while_in_flight");
+            return Err(ClusterError::QuorumNotReached {
+                what: format!("blob {} of a put in flight", id.short()),
+                acknowledged: count,
+                needed,
+                detail: format!(
+                    "the put took longer than the garbage collector's grace period ({} s) and its copies are gone or unreachable; put the file again",
+                    self.maintenance.gc_grace.as_secs()
+                ),
+            });
+        }
+        blobs.oldest_ms = Some(asked_at_ms);
+        Ok(())
+    }
+
+    async fn ask_keep(&self, peer: &PeerIdentity, ids: &[ChunkId]) -> Result<Vec<bool>, String> {
+        let ask = || Message::KeepBlobs { ids: ids.to_vec() };
+        match self.request(peer, ask).await.map_err(|e| e.to_string())? {
+            Message::BlobPresence { present } if present.len() == ids.len() => Ok(present),
+            other => Err(format!("KeepBlobs answered with {}", other.kind())),
+        }
+    }
+}
