@@ -160,3 +160,84 @@ async fn an_oversize_swim_datagram_closes_the_connection() {
         Message::PeerHello { .. }
     ));
 }
+
+/// Send one request on a peer connection and wait for its reply (the
+/// node's own keepalive and SWIM traffic may interleave).
+async fn call(secure: &mut SecureStream, request_id: u64, message: Message) -> Message {
+    secure
+        .send(&Envelope {
+            request_id,
+            message,
+        })
+        .await
+        .unwrap();
+    loop {
+        let envelope = secure.expect().await.unwrap();
+        if envelope.request_id == request_id && envelope.message.is_reply() {
+            return envelope.message;
+        }
+    }
+}
+
+/// README, Versions: a record or floor more than the maximum clock offset
+/// ahead of the node's clock is refused (the sender counts no
+/// acknowledgement); one within the offset is merged.
+#[tokio::test]
+async fn records_from_beyond_the_clock_offset_are_refused() {
+    use dfs::limits::CLOCK_OFFSET_MAX;
+    use dfs::meta::{Floor, VersionId, VersionRecord};
+
+    let node = start_node().await;
+    let (mut secure, me) = connect_as_peer(&node).await;
+    secure.send(&hello(me)).await.unwrap();
+    secure.expect().await.unwrap();
+    let offset_ms = CLOCK_OFFSET_MAX.as_millis() as u64;
+    let record = |name: &str, ahead_ms: u64| VersionRecord {
+        name: name.into(),
+        vid: VersionId {
+            wall_ms: node.env.clock.unix_ms() + ahead_ms,
+            counter: 0,
+            node: me,
+        },
+        content: None,
+        size: 0,
+    };
+    let far = record("far", offset_ms + 60_000);
+    let near = record("near", offset_ms / 2);
+    let reply = call(
+        &mut secure,
+        1,
+        Message::ApplyRecords {
+            records: vec![far.clone(), near.clone()],
+            floors: Vec::new(),
+        },
+    )
+    .await;
+    match reply {
+        Message::Error { message, .. } => assert!(message.contains("ahead"), "{message}"),
+        other => panic!("a record from the future was acknowledged: {other:?}"),
+    }
+    let floor = Floor {
+        name: "near".into(),
+        floor: record("near", offset_ms + 60_000).vid,
+    };
+    let reply = call(
+        &mut secure,
+        2,
+        Message::ApplyRecords {
+            records: Vec::new(),
+            floors: vec![floor],
+        },
+    )
+    .await;
+    assert!(matches!(reply, Message::Error { .. }), "{reply:?}");
+    // The record within the offset was merged, the far one and the floor
+    // (which would have erased "near") were not.
+    for (id, name, expected) in [(3, "far", None), (4, "near", Some(near))] {
+        let reply = call(&mut secure, id, Message::CurrentOf { name: name.into() }).await;
+        match reply {
+            Message::Current { record } => assert_eq!(record, expected, "{name}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
