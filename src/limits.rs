@@ -56,6 +56,22 @@ pub const CONNECTIONS_MAX: usize = 64;
 /// dropped (slowloris defence: an idle half-open peer cannot hold a slot).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes one node runs at once. A socket takes a serving slot
+/// ([`CONNECTIONS_MAX`]) only once authenticated, so sockets without the
+/// key compete only for these (a few KiB each).
+pub const HANDSHAKES_MAX: usize = 256;
+
+/// Handshakes from one IP address at once: one host opening sockets it
+/// never authenticates cannot take every handshake slot. Above the
+/// concurrency of a client host's burst of connections.
+pub const HANDSHAKES_PER_HOST_MAX: usize = 32;
+
+/// A whole frame must arrive within this time once the wait for it began
+/// (each read also has [`IO_TIMEOUT`]): a connection that trickles bytes,
+/// or sends empty records, cannot hold its slot. Long enough for the
+/// largest frame (about 4 MiB) at 100 KB/s.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Any single network read or write of an established connection.
 /// Partitions drop packets silently: without this, a request would wait forever.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,6 +173,16 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the repair loop scans the local store.
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the scrub verifies its next batch of stored blobs.
+pub const SCRUB_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Blobs one scrub round reads back (at most 64 MiB).
+pub const SCRUB_BATCH: usize = 16;
+
+/// Blobs one verified `HasBlobs` may name: the responder reads each (up to
+/// 4 MiB) before it answers.
+pub const VERIFY_BATCH: usize = 16;
 
 /// Blobs one repair round examines (and ids in one `HasBlobs`, 32 bytes
 /// each); a larger store is covered over several rounds.

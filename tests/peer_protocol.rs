@@ -241,3 +241,32 @@ async fn records_from_beyond_the_clock_offset_are_refused() {
         }
     }
 }
+
+/// Sockets that never authenticate (no key, a port scan, a slowloris) do
+/// not lock clients out: they wait for handshake slots, bounded per host,
+/// not for the serving slots of authenticated connections.
+#[tokio::test]
+async fn idle_unauthenticated_sockets_do_not_lock_out_a_client() {
+    use dfs::client::Client;
+    use dfs::limits::CONNECTIONS_MAX;
+
+    let node = start_node().await;
+    let target: std::net::SocketAddr = node.addr.parse().unwrap();
+    // More idle sockets than there are serving slots, from another host
+    // (127.0.0.2: every 127/8 address is this machine on Linux).
+    let mut idle = Vec::new();
+    for _ in 0..CONNECTIONS_MAX + 16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(target).await.unwrap());
+    }
+    let mut client = Client::connect(&node.env, &node.addr, &node.key)
+        .await
+        .expect("a client with the key is served while idle sockets wait");
+    let record = client
+        .put("still-served", &mut &b"hello"[..], &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(record.size, 5);
+    drop(idle);
+}

@@ -5,8 +5,10 @@
 //! restart a crashed one, or heal every link. Which classes are on is part
 //! of the seed's swarm configuration.
 //!
-//! Clocks (when the seed turns them on) move on a schedule and rng of
-//! their own, for the same reason: a node's wall clock is set ahead or
+//! Bit rot (a few stored chunk files of one node go bad for good, on a
+//! node the scenario allows disk damage on) and clocks (when the seed
+//! turns them on) act on schedules and rngs of their own, for the same
+//! reason. Clocks: a node's wall clock is set ahead or
 //! behind, mostly within the maximum offset the nodes allow
 //! ([`dfs::limits::CLOCK_OFFSET_MAX`]) and sometimes beyond it, and set
 //! right again at the heal.
@@ -43,6 +45,8 @@ pub struct Faults {
     pub disk_loss: bool,
     /// Wall clocks are set ahead and behind.
     pub clock_jumps: bool,
+    /// Stored chunk files rot (bad bytes that stay bad).
+    pub bit_rot: bool,
 }
 
 /// What the nemesis needs from the scenario to crash a node.
@@ -59,6 +63,11 @@ pub trait Crashable {
     }
     /// Set node `i`'s wall clock `offset_ms` away from true time.
     fn set_clock_offset(&self, _i: usize, _offset_ms: i64) {}
+    /// Rot `files` chunk files of node `i`'s disk, if the scenario allows
+    /// damage to this node's disk; returns whether it does.
+    fn rot_disk(&self, _i: usize, _files: u64) -> bool {
+        false
+    }
 }
 
 pub struct Nemesis {
@@ -68,6 +77,9 @@ pub struct Nemesis {
     /// For clock jumps only (see the module docs).
     clock_rng: ChaCha8Rng,
     next_clock_ms: u64,
+    /// For bit rot only.
+    rot_rng: ChaCha8Rng,
+    next_rot_ms: u64,
     faults: Faults,
     names: Vec<String>,
     crashed: Vec<bool>,
@@ -82,6 +94,8 @@ impl Nemesis {
             restart_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5354),
             clock_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x434C_4F43),
             next_clock_ms: first_action_ms,
+            rot_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x524F_5421),
+            next_rot_ms: first_action_ms,
             crashed: vec![false; names.len()],
             faults,
             names,
@@ -107,6 +121,7 @@ impl Nemesis {
         trace: &mut Trace,
     ) {
         self.clock_tick(now_ms, nodes, trace);
+        self.rot_tick(now_ms, nodes, trace);
         if now_ms < self.next_action_ms {
             return;
         }
@@ -228,6 +243,21 @@ impl Nemesis {
             self.count("clock_jumps_beyond_max_offset");
         }
         trace.record(&format!("{now_ms} clock {node} {offset_ms:+} ms"));
+    }
+
+    /// Rot a few chunk files of a random node, if rot is due.
+    fn rot_tick(&mut self, now_ms: u64, nodes: &dyn Crashable, trace: &mut Trace) {
+        if !self.faults.bit_rot || now_ms < self.next_rot_ms {
+            return;
+        }
+        let every = 4 * self.faults.every.as_millis() as u64;
+        self.next_rot_ms = now_ms + 1 + self.rot_rng.next_u64() % (2 * every);
+        let node = (self.rot_rng.next_u64() % self.names.len() as u64) as usize;
+        let files = 1 + self.rot_rng.next_u64() % 3;
+        if nodes.rot_disk(node, files) {
+            self.count("bit_rot_orders");
+            trace.record(&format!("{now_ms} rot {node} {files} files"));
+        }
     }
 
     /// Repair every link and release every hold.

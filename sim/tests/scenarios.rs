@@ -138,6 +138,9 @@ fn replication_under_faults() {
             "disk_losses",
             "clock_jumps",
             "clock_jumps_beyond_max_offset",
+            "bit_rot_files",
+            "scrubbed",
+            "scrub_corrupt_found",
             "garbage_collected",
             "sync_passes",
         ] {
@@ -217,6 +220,37 @@ fn regression_put_outlasting_gc_grace() {
         "replication_under_faults",
         30078,
         &["put_kept_its_blobs_before_commit"],
+        replication::run,
+    );
+}
+
+/// Seed 40382 (3 nodes, W=3, clocks set back) took no write after healing:
+/// a node restarted with its clock an offset behind came back with an
+/// identity bump (then the wall clock) below its previous incarnation's,
+/// so the cluster kept declaring it down, and it kept rejoining one bump
+/// higher, for good. A start's bump is now above every earlier start's
+/// (recorded in the data dir).
+#[test]
+fn regression_restart_with_the_clock_set_back() {
+    check_regression(
+        "replication_under_faults",
+        40382,
+        &["identity_bump_above_a_clock_set_back"],
+        replication::run,
+    );
+}
+
+/// Seed 35 (3 nodes, W=2, clocks off): `get --quorum` through a node whose
+/// clock ran an offset behind returned an older version than one
+/// acknowledged before the read: the newer record came back from a peer,
+/// and the reading node, refusing it as from the future, answered with
+/// what it had. Such a read now fails with the reason.
+#[test]
+fn regression_quorum_read_behind_the_clock() {
+    check_regression(
+        "replication_under_faults",
+        35,
+        &["quorum_read_met_a_version_beyond_the_clock"],
         replication::run,
     );
 }

@@ -73,6 +73,7 @@ pub fn status(report: &StatusReport, json: bool) {
                 "chunks": report.chunks, "bytes_stored": report.bytes_stored, "quarantined": report.quarantined,
                 "under_replicated": report.under_replicated,
                 "under_replicated_bytes": report.under_replicated_bytes,
+                "scrubbed": report.scrubbed, "scrub_passes": report.scrub_passes,
             })
         );
     } else {
@@ -88,6 +89,10 @@ pub fn status(report: &StatusReport, json: bool) {
                 report.under_replicated, report.under_replicated_bytes
             );
         }
+        println!(
+            "scrub     {} blobs read back verified, {} full passes since start",
+            report.scrubbed, report.scrub_passes
+        );
         if report.quarantined > 0 {
             println!(
                 "corrupt   {} blobs quarantined since start (see the log)",

@@ -15,6 +15,8 @@
 //! - `repair`: the background loop that copies under-replicated blobs to
 //!   their owners, drops copies a node no longer owns, and deletes blobs no
 //!   retained version references.
+//! - `scrub`: the background loop that reads every stored blob back and
+//!   quarantines a rotten copy while good ones exist elsewhere.
 //! - `service`: the peer requests a node answers for the above.
 //!
 //! A cluster of one is the degenerate case: every blob's only owner is the
@@ -25,6 +27,7 @@ mod blobs;
 mod in_flight;
 mod records;
 mod repair;
+mod scrub;
 mod service;
 mod sync;
 
@@ -36,6 +39,7 @@ use std::time::Duration;
 pub use blobs::Stored;
 pub use in_flight::PutBlobs;
 pub use repair::{RepairStatus, RepairTask};
+pub use scrub::{ScrubStatus, ScrubTask};
 pub use service::ClusterService;
 pub use sync::{SyncReport, SyncTask};
 
@@ -63,6 +67,8 @@ pub struct Maintenance {
     pub repair_interval: Duration,
     /// How long a blob must stay unreferenced before it is deleted.
     pub gc_grace: Duration,
+    /// How often the scrub verifies its next batch of stored blobs.
+    pub scrub_interval: Duration,
 }
 
 impl Default for Maintenance {
@@ -71,6 +77,7 @@ impl Default for Maintenance {
             sync_interval: crate::limits::SYNC_INTERVAL,
             repair_interval: crate::limits::REPAIR_INTERVAL,
             gc_grace: crate::limits::GC_GRACE,
+            scrub_interval: crate::limits::SCRUB_INTERVAL,
         }
     }
 }
@@ -156,6 +163,7 @@ pub struct Cluster {
     synced_with: Mutex<BTreeMap<NodeId, (u64, u64)>>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
+    pub scrub: ScrubStatus,
 }
 
 impl Cluster {
@@ -182,6 +190,7 @@ impl Cluster {
             synced_with: Mutex::new(BTreeMap::new()),
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
+            scrub: ScrubStatus::default(),
         })
     }
 

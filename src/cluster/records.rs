@@ -139,18 +139,21 @@ impl Cluster {
         }
     }
 
-    /// The greatest current record of `name` that a majority of the known
-    /// members (this node included) report. A newer record than ours is
-    /// merged here too, so later local reads see it.
+    /// The greatest current record of `name` among the answers of enough
+    /// nodes (this one included) that they meet every write acknowledged by
+    /// W of them: N - W + 1 of the N members known now, and at least a
+    /// majority. So the answer is the newest acknowledged version, or newer.
+    /// A newer record than ours is merged here too, so later local reads
+    /// see it.
     pub async fn quorum_current(
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Option<VersionRecord>, ClusterError> {
-        // A majority of the members known now (alive or not): the largest
+        // N counts the members known now (alive or not): the largest
         // cluster ever known would also count identities replaced with a
-        // disk, and make the majority unreachable for good.
+        // disk, and make the read unreachable for good.
         let known = self.members.members().len() + 1;
-        let majority = known / 2 + 1;
+        let needed = (known / 2 + 1).max((known + 1).saturating_sub(self.quorum()));
         let index = self.index.clone();
         let lookup = name.to_string();
         let mut best = self
@@ -175,7 +178,14 @@ impl Cluster {
             if let Ok(Ok((from, record))) = joined {
                 answered += 1;
                 let mut records: Vec<VersionRecord> = record.into_iter().collect();
-                self.refuse_ahead(from, &mut records, &mut Vec::new());
+                if let Some(reason) = self.refuse_ahead(from, &mut records, &mut Vec::new()) {
+                    // A newer version exists that this node cannot take:
+                    // answering with an older one would break the promise.
+                    crate::marks::hit("quorum_read_met_a_version_beyond_the_clock");
+                    return Err(ClusterError::Clock(format!(
+                        "a quorum read of {name} found a newer version this node cannot take yet: {reason}"
+                    )));
+                }
                 if let Some(record) = records.pop().filter(|r| r.name == name)
                     && best.as_ref().is_none_or(|b| record.vid > b.vid)
                 {
@@ -183,11 +193,11 @@ impl Cluster {
                 }
             }
         }
-        if answered < majority {
+        if answered < needed {
             return Err(ClusterError::QuorumNotReached {
                 what: format!("a quorum read of {name}"),
                 acknowledged: answered,
-                needed: majority,
+                needed,
                 detail: "too few members answered".into(),
             });
         }

@@ -13,7 +13,10 @@
 //!   crash, a stand-in's copy going home, a joining node receiving what it
 //!   now owns);
 //! - a blob this node holds but does not own is deleted once every owner
-//!   has confirmed it holds a copy (rebalance after a stand-in or a join).
+//!   has confirmed it holds a durable copy, and then, asked again for that
+//!   blob alone, that its copy reads back verified (rebalance after a
+//!   stand-in or a join: a bit-rotted owner copy must not cost the last
+//!   good one).
 //!
 //! Garbage collection runs in the same loop: a blob referenced by no
 //! retained version (neither a manifest of one nor a chunk of such a
@@ -225,7 +228,7 @@ impl Cluster {
                 && owners
                     .iter()
                     .all(|o| holds.contains(&(*o, *id)) || pushed.contains(o));
-            if !i_own && every_owner_holds {
+            if !i_own && every_owner_holds && self.owners_verified(*id, owners, &alive).await {
                 let store = self.store.clone();
                 let blob = *id;
                 match self.blocking(move || store.delete(&blob)).await {
@@ -244,12 +247,50 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether every owner of `id` (not this node) holds a copy that reads
+    /// back verified: asked right before this node deletes its own copy, so
+    /// a bit-rotted owner copy never costs the last good one. Any doubt is
+    /// a no.
+    async fn owners_verified(
+        &self,
+        id: ChunkId,
+        owners: &[NodeId],
+        alive: &[PeerIdentity],
+    ) -> bool {
+        for owner in owners.iter().filter(|o| **o != self.me) {
+            let Some(peer) = alive.iter().find(|p| p.node == *owner) else {
+                return false;
+            };
+            match self.ask_presence_verified(peer, &[id], true).await {
+                Ok(present) if present == [true] => {}
+                Ok(_) => {
+                    crate::marks::hit("rebalance_kept_a_copy_an_owner_could_not_verify");
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     async fn ask_presence(
         &self,
         peer: &PeerIdentity,
         ids: &[ChunkId],
     ) -> Result<Vec<bool>, String> {
-        let ask = || Message::HasBlobs { ids: ids.to_vec() };
+        self.ask_presence_verified(peer, ids, false).await
+    }
+
+    async fn ask_presence_verified(
+        &self,
+        peer: &PeerIdentity,
+        ids: &[ChunkId],
+        verify: bool,
+    ) -> Result<Vec<bool>, String> {
+        let ask = || Message::HasBlobs {
+            ids: ids.to_vec(),
+            verify,
+        };
         match self.request(peer, ask).await.map_err(|e| e.to_string())? {
             Message::BlobPresence { present } if present.len() == ids.len() => Ok(present),
             other => Err(format!("HasBlobs answered with {}", other.kind())),

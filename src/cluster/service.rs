@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{Cluster, ReplicationCounters};
 use crate::cas::ChunkId;
 use crate::keys::NodeId;
-use crate::limits::{REPAIR_BATCH, SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD};
+use crate::limits::{REPAIR_BATCH, SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD, VERIFY_BATCH};
 use crate::meta::digest;
 use crate::peer::{PeerService, ServiceFuture};
 use crate::store::StoreError;
@@ -137,15 +137,22 @@ impl Cluster {
                     Err(e) => error_with(ErrorCode::Internal, e),
                 }
             }
-            Message::HasBlobs { ids } => {
-                if ids.len() > REPAIR_BATCH {
+            Message::HasBlobs { ids, verify } => {
+                let limit = if verify { VERIFY_BATCH } else { REPAIR_BATCH };
+                if ids.len() > limit {
                     return error(ErrorCode::InvalidRequest, "too many ids in one request");
                 }
                 let store = self.store.clone();
                 let present = self
                     .blocking(move || {
                         ids.iter()
-                            .map(|id| store.contains(id))
+                            .map(|id| {
+                                if verify {
+                                    store.verify(id)
+                                } else {
+                                    store.holds_durably(id)
+                                }
+                            })
                             .collect::<Result<Vec<bool>, StoreError>>()
                     })
                     .await;

@@ -291,8 +291,13 @@ impl VersionIndex {
         })
     }
 
-    /// `name`'s history: its records oldest first, and its floor.
+    /// `name`'s history: its records oldest first, and its floor. A name no
+    /// record can have (a NUL in it would make its key range another
+    /// name's) has an empty history.
     pub fn history(&self, name: &str) -> Result<History, IndexError> {
+        if validate_name(name).is_err() {
+            return Ok(History::default());
+        }
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
@@ -317,8 +322,12 @@ impl VersionIndex {
         })
     }
 
-    /// The current version of `name` (possibly a tombstone).
+    /// The current version of `name` (possibly a tombstone); none for a name
+    /// no record can have (see [`VersionIndex::history`]).
     pub fn current(&self, name: &str) -> Result<Option<VersionRecord>, IndexError> {
+        if validate_name(name).is_err() {
+            return Ok(None);
+        }
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
@@ -535,5 +544,35 @@ impl VersionIndex {
             }
             Ok(max)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::tokio_env;
+    use crate::keys::NodeId;
+
+    /// A NUL in a name would make its key range part of another name's:
+    /// "a\0ABC" must not read the records of "a".
+    #[test]
+    fn a_name_with_nul_reads_nothing_of_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+        let record = VersionRecord {
+            name: "a".into(),
+            // Its key is "a\0ABC\0\0\0\0\0...", inside "a\0ABC"'s range.
+            vid: VersionId {
+                wall_ms: 0x4142_4300_0000_0000,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            content: None,
+            size: 0,
+        };
+        index.apply(std::slice::from_ref(&record)).unwrap();
+        assert_eq!(index.current("a").unwrap(), Some(record));
+        assert_eq!(index.current("a\0ABC").unwrap(), None);
+        assert!(index.history("a\0ABC").unwrap().records.is_empty());
     }
 }

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use tokio_util::task::AbortOnDropHandle;
+
 use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
 use crate::cluster::{ClusterError, PutBlobs, Stored};
 use crate::limits::{FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT};
@@ -157,14 +159,16 @@ impl Node {
                     break;
                 };
                 let cluster = self.cluster.clone();
-                in_flight.push_back(tokio::spawn(async move {
+                // Aborted if this request ends early (the client went
+                // away): no work outlives its connection's slot.
+                in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
                     let chunk_id = ChunkId::of(&chunk);
                     let len = chunk.len();
                     cluster
                         .store_blob(chunk_id, chunk)
                         .await
                         .map(|stored| (chunk_id, len, stored))
-                }));
+                })));
                 // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT chunks in memory.
                 while in_flight.len() >= PUT_CHUNKS_IN_FLIGHT || (last && !in_flight.is_empty()) {
                     let job = in_flight.pop_front().expect("non-empty");
@@ -328,9 +332,10 @@ impl Node {
                 let Some(chunk) = pending.next() else { break };
                 let cluster = self.cluster.clone();
                 let chunk_id = chunk.id;
-                prefetched.push_back(tokio::spawn(
-                    async move { cluster.fetch_blob(chunk_id).await },
-                ));
+                // Aborted with the request (a client gone, a failed chunk).
+                prefetched.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
+                    cluster.fetch_blob(chunk_id).await
+                })));
             }
             let Some(job) = prefetched.pop_front() else {
                 break;
@@ -499,6 +504,16 @@ impl Node {
                 .cluster
                 .repair
                 .under_replicated_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            scrubbed: self
+                .cluster
+                .scrub
+                .blobs_verified
+                .load(std::sync::atomic::Ordering::Relaxed),
+            scrub_passes: self
+                .cluster
+                .scrub
+                .passes
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
     }

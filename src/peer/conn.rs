@@ -54,6 +54,9 @@ pub struct PeerConnection {
     retiring: AtomicBool,
     /// Peer requests being served on this connection now.
     serving: AtomicUsize,
+    /// Frames received so far: the keepalive pings only a connection that
+    /// has been silent for a whole interval.
+    frames_received: AtomicU64,
 }
 
 impl PeerConnection {
@@ -73,6 +76,7 @@ impl PeerConnection {
             closing: Notify::new(),
             retiring: AtomicBool::new(false),
             serving: AtomicUsize::new(0),
+            frames_received: AtomicU64::new(0),
         }
     }
 
@@ -204,10 +208,11 @@ async fn read_loop(
     inbound: &Inbound,
 ) -> String {
     // Requests are served concurrently, at most PEER_HANDLERS_PER_CONNECTION
-    // at a time; beyond that the reader waits, which backs the peer's
-    // writes up through TCP. Handlers only touch local storage, never this
-    // connection's replies, so the wait cannot deadlock. Dropping the set
-    // (the connection ended) aborts them.
+    // at a time, each until its reply is queued; beyond that the reader
+    // waits, which backs the peer's writes up through TCP. A handler waits
+    // for queue space at most a request timeout, so two nodes that both
+    // stopped reading free each other. Dropping the set (the connection
+    // ended) aborts them.
     let handlers_allowed = Arc::new(Semaphore::new(PEER_HANDLERS_PER_CONNECTION));
     let mut handlers = JoinSet::new();
     loop {
@@ -217,6 +222,7 @@ async fn read_loop(
             Ok(None) => return "the peer closed the connection".into(),
             Err(error) => return error.to_string(),
         };
+        conn.frames_received.fetch_add(1, Ordering::Relaxed);
         let Envelope {
             request_id,
             message,
@@ -285,14 +291,25 @@ async fn read_loop(
                 serving.serving.fetch_add(1, Ordering::Relaxed);
                 handlers.spawn(async move {
                     let reply = service.serve(from, request).await;
+                    // The permit is held until the reply is queued: a peer
+                    // that does not read its replies must not make this
+                    // node hold an unbounded number of them (each can be
+                    // a 4 MiB blob). The wait is bounded too: by then the
+                    // requester has given up, and two nodes whose queues
+                    // are both full must not wait on each other for good.
+                    let envelope = Envelope {
+                        request_id,
+                        message: reply,
+                    };
+                    let queued = tokio::time::timeout(
+                        PEER_REQUEST_TIMEOUT,
+                        serving.outbound.send(envelope),
+                    )
+                    .await;
+                    if queued.is_err() {
+                        tracing::debug!(peer = %from.short(), request_id, "the peer reads no replies; dropping one");
+                    }
                     drop(permit);
-                    let _ = serving
-                        .outbound
-                        .send(Envelope {
-                            request_id,
-                            message: reply,
-                        })
-                        .await;
                     serving.serving.fetch_sub(1, Ordering::Relaxed);
                 });
             }
@@ -348,11 +365,20 @@ async fn retire_when_idle(conn: &PeerConnection) -> String {
     }
 }
 
+/// Ping a connection that has been silent for a whole interval; end it if
+/// the ping goes unanswered. A busy connection is not pinged: what it
+/// receives proves the peer alive, and a ping queued behind a full queue of
+/// blobs on a slow link would time out and kill a healthy connection. With
+/// every request slot taken, the requests' own timeouts free them first.
 async fn keepalive_loop(conn: &PeerConnection) -> String {
     loop {
+        let heard = conn.frames_received.load(Ordering::Relaxed);
         tokio::time::sleep(PEER_KEEPALIVE_INTERVAL).await;
+        if conn.frames_received.load(Ordering::Relaxed) != heard {
+            continue;
+        }
         match conn.call(Message::Ping).await {
-            Ok(Message::Pong) => {}
+            Ok(Message::Pong) | Err(PeerError::Busy) => {}
             Ok(other) => return format!("keepalive answered with {}", other.kind()),
             Err(error) => return format!("keepalive failed: {error}"),
         }

@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 
 use crate::env::{BoxStream, Env, Random};
 use crate::keys::{ClusterKey, NodeId, StaticKeypair};
-use crate::limits::{HANDSHAKE_TIMEOUT, IO_TIMEOUT};
+use crate::limits::{FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, IO_TIMEOUT};
 use crate::wire::{self, Envelope, FrameDecoder, FrameError, WireError};
 
 const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
@@ -421,8 +421,15 @@ impl SecureReader {
     }
 
     /// The next frame's payload; `None` when the peer closed cleanly between
-    /// frames.
+    /// frames. The whole frame must arrive within [`FRAME_TIMEOUT`].
     pub async fn recv_frame(&mut self) -> Result<Option<Bytes>, SecureError> {
+        match tokio::time::timeout(FRAME_TIMEOUT, self.recv_frame_untimed()).await {
+            Ok(result) => result,
+            Err(_) => Err(SecureError::Timeout(FRAME_TIMEOUT)),
+        }
+    }
+
+    async fn recv_frame_untimed(&mut self) -> Result<Option<Bytes>, SecureError> {
         loop {
             if let Some(frame) = self.frames.decode(&mut self.plaintext)? {
                 return Ok(Some(frame));

@@ -106,6 +106,13 @@ pub struct ChunkStore {
     /// such a put against [`ChunkStore::delete_unless_put_again`]. Bounded
     /// by the puts between two collector rounds.
     put_again: Mutex<BTreeSet<ChunkId>>,
+    /// Blobs whose file may exist without a durable directory entry: a put
+    /// renamed it into place and has not (yet, or ever: its `sync_dir`
+    /// failed) synced the directory. Such a copy must not count as a copy
+    /// ([`ChunkStore::holds_durably`]): a crash can unname it. Cleared by
+    /// the next successful put of the blob or its deletion; bounded by the
+    /// blobs stored.
+    not_durable: Mutex<BTreeSet<ChunkId>>,
     pub counters: StoreCounters,
 }
 
@@ -121,6 +128,7 @@ impl ChunkStore {
             usage: Mutex::new(Usage::default()),
             durable_prefixes: Mutex::new(BTreeSet::new()),
             put_again: Mutex::new(BTreeSet::new()),
+            not_durable: Mutex::new(BTreeSet::new()),
             counters: StoreCounters::default(),
             env,
         };
@@ -191,6 +199,43 @@ impl ChunkStore {
             .map_err(|e| StoreError::io("checking for a blob", e))
     }
 
+    /// Whether blob `id` is stored with a durable directory entry (a copy
+    /// that survives a crash), without reading it.
+    pub fn holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.contains(id)? && !self.not_durable.lock().unwrap().contains(id))
+    }
+
+    /// Whether blob `id` is stored durably *and* reads back verified: what
+    /// a node must know before it deletes another copy on the strength of
+    /// this one. A copy that fails twice is quarantined (and not held).
+    pub fn verify(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        if !self.holds_durably(id)? {
+            return Ok(false);
+        }
+        match self.get(id) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_) | StoreError::Corrupt(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// For the scrub: read blob `id` back verified (a copy that fails twice
+    /// is quarantined: [`StoreError::Corrupt`]), and make its directory
+    /// entry durable if its put could not.
+    pub fn scrub(&self, id: &ChunkId) -> Result<(), StoreError> {
+        self.get(id)?;
+        if self.not_durable.lock().unwrap().contains(id) {
+            self.ensure_prefix_durable(id)?;
+            self.env
+                .disk
+                .sync_dir(&self.prefix_dir(id))
+                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+            self.not_durable.lock().unwrap().remove(id);
+            crate::marks::hit("scrub_made_a_blob_durable");
+        }
+        Ok(())
+    }
+
     /// Store `plaintext` (whose SHA-256 is `id`) sealed and durably.
     /// Returns once the blob survives a crash. An id already present is not
     /// rewritten.
@@ -216,6 +261,7 @@ impl ChunkStore {
                 .disk
                 .sync_dir(&self.prefix_dir(id))
                 .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+            self.not_durable.lock().unwrap().remove(id);
             return Ok(PutOutcome::AlreadyPresent);
         }
         let sealed = self.sealer.seal(id, plaintext);
@@ -234,10 +280,13 @@ impl ChunkStore {
             drop(file);
             let prefix = self.prefix_dir(id);
             self.ensure_prefix_durable(id)?;
+            self.not_durable.lock().unwrap().insert(*id);
             disk.rename(&tmp, &self.blob_path(id))
                 .map_err(|e| StoreError::io("renaming a blob into place", e))?;
             disk.sync_dir(&prefix)
-                .map_err(|e| StoreError::io("syncing a chunk dir", e))
+                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+            self.not_durable.lock().unwrap().remove(id);
+            Ok(())
         })();
         if let Err(error) = written {
             // The temp file may or may not exist; either way it must not stay.
@@ -373,7 +422,7 @@ impl ChunkStore {
         let mut put_again = self.put_again.lock().unwrap();
         let mut present = Vec::with_capacity(ids.len());
         for id in ids {
-            let here = self.contains(id)?;
+            let here = self.holds_durably(id)?;
             if here {
                 put_again.insert(*id);
             }
@@ -407,6 +456,7 @@ impl ChunkStore {
         };
         disk.remove_file(&path)
             .map_err(|e| StoreError::io("deleting a blob", e))?;
+        self.not_durable.lock().unwrap().remove(id);
         disk.sync_dir(&self.prefix_dir(id))
             .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
         let mut usage = self.usage.lock().unwrap();

@@ -71,6 +71,10 @@ pub struct StatusReport {
     pub under_replicated: u64,
     /// Their size in bytes (plaintext).
     pub under_replicated_bytes: u64,
+    /// Blobs the scrub read back verified since the node started.
+    pub scrubbed: u64,
+    /// Complete scrub passes over this node's store since it started.
+    pub scrub_passes: u64,
 }
 
 /// Every message of the protocol. See the [module docs](super) for which
@@ -229,10 +233,14 @@ pub enum Message {
     Current {
         record: Option<VersionRecord>,
     },
-    /// Repair: which of these blobs does the responder hold? Answered by
-    /// `BlobPresence`, one flag per id, in order.
+    /// Repair: which of these blobs does the responder hold durably? With
+    /// `verify`, only those that also read back verified (it reads each
+    /// one; at most `VERIFY_BATCH` ids): asked before a copy elsewhere is
+    /// deleted on the strength of these. Answered by `BlobPresence`, one
+    /// flag per id, in order.
     HasBlobs {
         ids: Vec<ChunkId>,
+        verify: bool,
     },
     BlobPresence {
         present: Vec<bool>,

@@ -77,7 +77,7 @@
 //! | `SyncDigests{digests, after}` -> `SyncKeys{buckets, keys, floors, truncated}` | anti-entropy: 256 bucket digests in, the responder's keys (after `after`) and floors of the differing buckets out |
 //! | `FetchRecords{keys}` -> `Records{records}` | anti-entropy: the records for these keys |
 //! | `CurrentOf{name}` -> `Current{record}` | a quorum read: the responder's current record of a name |
-//! | `HasBlobs{ids}` -> `BlobPresence{present}` | repair: which of these blobs the responder holds |
+//! | `HasBlobs{ids, verify}` -> `BlobPresence{present}` | repair: which of these blobs the responder holds durably (and, with `verify`, reads back verified) |
 //! | `KeepBlobs{ids}` -> `BlobPresence{present}` | a long put: which it holds, each one's GC grace restarted |
 //!
 //! A node serves at most
@@ -237,6 +237,8 @@ mod tests {
                     quarantined: 0,
                     under_replicated: 1,
                     under_replicated_bytes: 1024,
+                    scrubbed: 12,
+                    scrub_passes: 1,
                 }),
             ),
             (
@@ -369,6 +371,7 @@ mod tests {
                 "has_blobs",
                 Message::HasBlobs {
                     ids: vec![ChunkId([0x44; 32])],
+                    verify: true,
                 },
             ),
             (

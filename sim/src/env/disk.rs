@@ -1,7 +1,7 @@
 //! The simulated disk: turmoil's fs shim with injected faults and the
 //! crash fence (see the module above).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,20 @@ use dfs::env::{DirEntry, Disk, DiskFile, OpenMode};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 use turmoil::fs::shim::std::fs as simfs;
+
+/// Persistent bit rot of one node's disk, kept across its incarnations
+/// (the nemesis orders it; the disk applies it).
+#[derive(Debug, Default)]
+pub struct BitRot {
+    /// Chunk files still to rot: the next ones read while faults are on.
+    pub pending: AtomicU64,
+    /// Files whose bytes are bad: every read of them returns a flipped
+    /// byte. A file renamed away takes its rot along (quarantine); one
+    /// renamed into the path is new and sound.
+    rotten: Mutex<BTreeSet<PathBuf>>,
+    /// Files that rotted so far.
+    pub rotted: AtomicU64,
+}
 
 /// Fault switches and counters shared by the harness and one node's disk.
 #[derive(Debug, Default)]
@@ -26,11 +40,21 @@ pub struct DiskFaults {
     pub corruption_ppm: AtomicU64,
     pub injected_io_errors: AtomicU64,
     pub injected_corruptions: AtomicU64,
+    /// This disk's bit rot (shared with its other incarnations).
+    pub rot: Arc<BitRot>,
 }
 
 impl DiskFaults {
     pub fn new(io_error_ppm: u64, corruption_ppm: u64) -> Arc<Self> {
-        let faults = Self::default();
+        Self::with_rot(io_error_ppm, corruption_ppm, Arc::default())
+    }
+
+    /// [`DiskFaults::new`] on a disk whose bit rot is `rot`.
+    pub fn with_rot(io_error_ppm: u64, corruption_ppm: u64, rot: Arc<BitRot>) -> Arc<Self> {
+        let faults = Self {
+            rot,
+            ..Self::default()
+        };
         faults.io_error_ppm.store(io_error_ppm, Ordering::Relaxed);
         faults
             .corruption_ppm
@@ -81,6 +105,26 @@ impl SimDisk {
         ppm > 0 && self.rng.lock().unwrap().next_u64() % 1_000_000 < ppm
     }
 
+    /// Whether the file at `path` (a chunk being read) is rotten, rotting
+    /// it now if rot is pending and faults are on.
+    fn rots(&self, path: &Path) -> bool {
+        let rot = &self.faults.rot;
+        let mut rotten = rot.rotten.lock().unwrap();
+        if rotten.contains(path) {
+            return true;
+        }
+        let due = self.faults.enabled.load(Ordering::Relaxed)
+            && rot
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
+                .is_ok();
+        if due {
+            rotten.insert(path.to_path_buf());
+            rot.rotted.fetch_add(1, Ordering::Relaxed);
+        }
+        due
+    }
+
     fn maybe_io_error(&self) -> io::Result<()> {
         if self.roll(&self.faults.io_error_ppm) {
             self.faults
@@ -121,6 +165,11 @@ impl DiskFile for SimFile {
         self.disk.0.maybe_io_error()?;
         let n = self.file.read_at(buf, offset)?;
         let is_chunk = self.path.components().any(|c| c.as_os_str() == "chunks");
+        if is_chunk && n > 0 && self.disk.0.rots(&self.path) {
+            // Bad bytes stay bad: the same byte of every read.
+            buf[n / 2] ^= 0x20;
+            return Ok(n);
+        }
         if is_chunk && n > 0 {
             let mut last = self.disk.0.last_read_corrupt.lock().unwrap();
             let was_corrupt = last.get(&self.path).copied().unwrap_or(false);
@@ -183,7 +232,14 @@ impl Disk for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check_fence()?;
-        simfs::rename(from, to)
+        simfs::rename(from, to)?;
+        let mut rotten = self.faults.rot.rotten.lock().unwrap();
+        let moved = rotten.remove(from);
+        rotten.remove(to);
+        if moved {
+            rotten.insert(to.to_path_buf());
+        }
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -194,7 +250,9 @@ impl Disk for SimDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.check_fence()?;
-        simfs::remove_file(path)
+        simfs::remove_file(path)?;
+        self.faults.rot.rotten.lock().unwrap().remove(path);
+        Ok(())
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {

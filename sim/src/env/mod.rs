@@ -26,7 +26,7 @@ use dfs::env::{Clock, Env, Executor, Random};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-pub use disk::DiskFaults;
+pub use disk::{BitRot, DiskFaults};
 pub use net::CloseInOrder;
 
 /// One node incarnation's [`Env`], and what makes its crash replayable.

@@ -6,9 +6,9 @@
 //! `--quorum`), remove, list versions, prune and restore a few names, while
 //! the [`Nemesis`] sets clocks ahead and behind (within and beyond the
 //! maximum offset), partitions, cuts one way, holds, crashes and restarts
-//! nodes (some cut off from all others, some on an empty disk: at most
-//! W - 1 disks are lost, fewer than the copies every acknowledged write
-//! has), links lose messages and add latency, and the disks tear writes,
+//! nodes (some cut off from all others, some on an empty disk), rots
+//! stored chunk files (at most W - 1 nodes' disks are lost or rot, fewer
+//! than the copies every acknowledged write has), links lose messages and add latency, and the disks tear writes,
 //! sync early, fail with EIO and return corrupt reads. Then everything
 //! heals and the cluster quiesces, and the checkers read the history:
 //!
@@ -113,15 +113,19 @@ impl Config {
                 isolated_restarts: pick(2) == 0,
                 disk_loss: pick(2) == 0,
                 clock_jumps: false,
+                bit_rot: false,
             },
             maintenance: Maintenance {
                 sync_interval: Duration::from_millis([500, 2_000][pick(2) as usize]),
                 repair_interval: Duration::from_millis([1_000, 5_000][pick(2) as usize]),
                 gc_grace: Duration::from_millis([2_000, 10_000, 60_000][pick(3) as usize]),
+                scrub_interval: Duration::ZERO,
             },
         };
         // Drawn after everything above, which older seeds keep.
         config.faults.clock_jumps = pick(2) == 0;
+        config.maintenance.scrub_interval = Duration::from_millis([500, 3_000][pick(2) as usize]);
+        config.faults.bit_rot = pick(2) == 0;
         config
     }
 }
@@ -222,10 +226,13 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 ("rebalance_drops", &cluster.repair.copies_dropped),
                 ("garbage_collected", &cluster.repair.garbage_collected),
                 ("sync_passes", &c.sync_passes),
+                ("scrubbed", &cluster.scrub.blobs_verified),
+                ("scrub_corrupt_found", &cluster.scrub.corrupt_found),
             ] {
                 *counters.entry(name).or_default() += ReplicationCounters::get(value);
             }
         }
+        *counters.entry("bit_rot_files").or_default() += probe.rot.rotted.load(Ordering::Relaxed);
         for disk in &probe.disks {
             *counters.entry("injected_io_errors").or_default() +=
                 disk.injected_io_errors.load(Ordering::Relaxed);

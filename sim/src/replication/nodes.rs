@@ -15,7 +15,7 @@ use dfs::peer::MemberView;
 use dfs::placement::Replication;
 
 use super::{Config, PORT};
-use crate::env::{DiskFaults, sim_env_with_clock};
+use crate::env::{BitRot, DiskFaults, sim_env_with_clock};
 use crate::nemesis::Crashable;
 use crate::workload::cluster_key;
 
@@ -36,6 +36,11 @@ pub(super) struct Probe {
     pub(super) disks_lost: u32,
     /// How far this node's wall clock is off (the nemesis moves it).
     pub(super) clock_offset_ms: Arc<AtomicI64>,
+    /// Its disk's bit rot, across incarnations.
+    pub(super) rot: Arc<BitRot>,
+    /// Whether the nemesis rotted files on it (which counts against the
+    /// budget of damaged disks, like a loss).
+    pub(super) rotted: bool,
 }
 
 pub(super) type Probes = Rc<RefCell<Vec<Probe>>>;
@@ -61,16 +66,25 @@ impl Crashable for Nodes {
         }
     }
 
-    /// At most `disks_lost_max` distinct nodes lose their disk (the same
-    /// node may lose it again): every acknowledged write was on W nodes,
-    /// so at least one of them keeps its copy.
+    /// At most `disks_lost_max` distinct nodes lose their disk or have
+    /// files rot (the same node may suffer again): every acknowledged write
+    /// was on W nodes, so at least one of them keeps a good copy.
     fn lose_disk(&self, i: usize) -> bool {
         let mut probes = self.probes.borrow_mut();
-        let lost = probes.iter().filter(|p| p.disks_lost > 0).count();
-        if probes[i].disks_lost == 0 && lost >= self.disks_lost_max {
+        if !may_damage(&probes, i, self.disks_lost_max) {
             return false;
         }
         probes[i].disks_lost += 1;
+        true
+    }
+
+    fn rot_disk(&self, i: usize, files: u64) -> bool {
+        let mut probes = self.probes.borrow_mut();
+        if !may_damage(&probes, i, self.disks_lost_max) {
+            return false;
+        }
+        probes[i].rotted = true;
+        probes[i].rot.pending.fetch_add(files, Ordering::Relaxed);
         true
     }
 
@@ -79,6 +93,13 @@ impl Crashable for Nodes {
             .clock_offset_ms
             .store(offset_ms, Ordering::Relaxed);
     }
+}
+
+/// Whether node `i`'s disk may be damaged: it already was, or fewer than
+/// `max` distinct nodes' disks were.
+fn may_damage(probes: &[Probe], i: usize, max: usize) -> bool {
+    let damaged = |p: &Probe| p.disks_lost > 0 || p.rotted;
+    damaged(&probes[i]) || probes.iter().filter(|p| damaged(p)).count() < max
 }
 
 pub(super) fn add_node(
@@ -99,7 +120,11 @@ pub(super) fn add_node(
             *n += 1;
             *n - 1
         };
-        let faults = DiskFaults::new(config.io_error_ppm, config.corruption_ppm);
+        let faults = DiskFaults::with_rot(
+            config.io_error_ppm,
+            config.corruption_ppm,
+            probes.borrow()[index].rot.clone(),
+        );
         faults.enabled.store(faults_on.get(), Ordering::Relaxed);
         let node_env = sim_env_with_clock(
             seed.wrapping_mul(7_919)

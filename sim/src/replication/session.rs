@@ -27,6 +27,9 @@ pub(super) struct History {
     /// The highest floor an acknowledged prune set, by name.
     pub(super) floors: BTreeMap<String, VersionId>,
     pub(super) acknowledged: Vec<VersionRecord>,
+    /// The newest version id acknowledged so far, by name: a quorum read
+    /// that starts later must return it or a newer one.
+    pub(super) newest_acknowledged: BTreeMap<String, VersionId>,
     pub(super) violations: Vec<String>,
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
@@ -36,6 +39,15 @@ pub(super) struct History {
 }
 
 impl History {
+    fn acknowledge(&mut self, record: VersionRecord) {
+        let newest = self
+            .newest_acknowledged
+            .entry(record.name.clone())
+            .or_insert(record.vid);
+        *newest = (*newest).max(record.vid);
+        self.acknowledged.push(record);
+    }
+
     /// No invention: each listed record was written by some operation.
     pub(super) fn check_explained(&mut self, name: &str, records: &[VersionRecord]) {
         let unexplained = self.attempts.unexplained(name, records);
@@ -96,7 +108,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own put");
                         h.trace
                             .record(&format!("{tag} put {name} ok {}", record.vid));
-                        h.acknowledged.push(record);
+                        h.acknowledge(record);
                     }
                     Err(error) => {
                         h.indeterminate += 1;
@@ -106,6 +118,7 @@ pub(super) async fn session(
             }
             9..=13 => {
                 let quorum = rng.next_u64().is_multiple_of(3);
+                let acknowledged_before = history.borrow().newest_acknowledged.get(&name).copied();
                 let mut out = Vec::new();
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
@@ -130,6 +143,15 @@ pub(super) async fn session(
                         }
                         if let Some(record) = &fetched.record {
                             observe(&mut h, &name, record.vid, "a get");
+                            if quorum
+                                && let Some(newest) = acknowledged_before
+                                && record.vid < newest
+                            {
+                                h.violations.push(format!(
+                                    "quorum read: get --quorum of {name} through node{node} returned {}, older than {newest} acknowledged before it started",
+                                    record.vid
+                                ));
+                            }
                         }
                         h.trace
                             .record(&format!("{tag} get {name} ok {}", fetched.content));
@@ -155,7 +177,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own remove");
                         h.trace
                             .record(&format!("{tag} rm {name} ok {}", record.vid));
-                        h.acknowledged.push(record);
+                        h.acknowledge(record);
                     }
                     Err(error) => h.trace.record(&format!("{tag} rm {name} failed {error}")),
                 }
@@ -238,7 +260,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own restore");
                         h.trace
                             .record(&format!("{tag} restore {name} ok {}", record.vid));
-                        h.acknowledged.push(record);
+                        h.acknowledge(record);
                     }
                     Err(error) => h
                         .trace
