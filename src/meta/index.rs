@@ -527,7 +527,8 @@ impl VersionIndex {
         })
     }
 
-    /// The greatest version id in the index, to seed the clock after a restart.
+    /// The greatest version id in the index (records and floors), to seed the
+    /// clock after a restart.
     pub fn max_vid(&self) -> Result<Option<VersionId>, IndexError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
@@ -541,6 +542,13 @@ impl VersionIndex {
                 {
                     max = max.max(Some(vid));
                 }
+            }
+            // Floors too: a floor can arrive before the record it keeps,
+            // and a version created below it would be dropped at once.
+            let floors = txn.open_table(FLOORS).map_err(storage)?;
+            for entry in floors.iter().map_err(storage)? {
+                let (_, floor) = entry.map_err(storage)?;
+                max = max.max(VersionId::from_key(floor.value()));
             }
             Ok(max)
         })
@@ -574,5 +582,21 @@ mod tests {
         assert_eq!(index.current("a").unwrap(), Some(record));
         assert_eq!(index.current("a\0ABC").unwrap(), None);
         assert!(index.history("a\0ABC").unwrap().records.is_empty());
+    }
+
+    /// A restart seeds the clock above a floor whose kept record has not
+    /// arrived yet: a put there would otherwise sort below it and be
+    /// dropped at once.
+    #[test]
+    fn the_clock_seed_counts_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+        let floor = VersionId {
+            wall_ms: 1_790_000_000_000,
+            counter: 3,
+            node: NodeId([2; 32]),
+        };
+        index.raise_floor("f", floor).unwrap();
+        assert_eq!(index.max_vid().unwrap(), Some(floor));
     }
 }
