@@ -186,10 +186,20 @@ fn kill_9_of_any_node_during_puts_loses_no_acknowledged_put() {
     );
 }
 
+/// A process killed (and reaped) when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Run `serve` with its data dir on a new 8 MiB tmpfs, in a mount namespace
 /// of its own (`unshare`, as root or with user namespaces). `None` when
 /// this machine allows neither.
-fn serve_on_small_fs(dir: &Path) -> Option<(std::process::Child, String)> {
+fn serve_on_small_fs(dir: &Path) -> Option<(KillOnDrop, String)> {
     let mount_point = dir.join("small");
     std::fs::create_dir_all(&mount_point).unwrap();
     let script = format!(
@@ -208,25 +218,28 @@ fn serve_on_small_fs(dir: &Path) -> Option<(std::process::Child, String)> {
             .stderr(Stdio::null())
             .status();
         if probe.is_ok_and(|s| s.success()) {
-            let mut child = Command::new("unshare")
-                .args(unshare)
-                .args(["sh", "-c", &script])
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(dir.join("small.log")).unwrap())
-                .spawn()
-                .unwrap();
+            let mut child = KillOnDrop(
+                Command::new("unshare")
+                    .args(unshare)
+                    .args(["sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(std::fs::File::create(dir.join("small.log")).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
             let mut line = String::new();
             std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
                 &mut line,
             )
             .unwrap();
             let addr = line
                 .split("listening on ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?;
-            return Some((child, addr.to_string()));
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+                .to_string();
+            return Some((child, addr));
         }
     }
     None
@@ -238,7 +251,7 @@ fn serve_on_small_fs(dir: &Path) -> Option<(std::process::Child, String)> {
 #[test]
 fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((mut child, addr)) = serve_on_small_fs(dir.path()) else {
+    let Some((child, addr)) = serve_on_small_fs(dir.path()) else {
         eprintln!("SKIPPED: this machine cannot mount a small tmpfs (no root, no user namespaces)");
         return;
     };
@@ -246,7 +259,7 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     // the node's own process view.
     let key = std::fs::read_to_string(format!(
         "/proc/{}/root{}/small/data/cluster.key",
-        child.id(),
+        child.0.id(),
         dir.path().display()
     ))
     .expect("the node's cluster key");
@@ -259,12 +272,7 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         std::fs::write(&path, bytes).unwrap();
         Command::new(BIN)
             .args(["put", path.to_str().unwrap(), "--name", name, "--json"])
-            .args([
-                "--node",
-                &addr,
-                "--key-file",
-                key_file.to_str().unwrap(),
-            ])
+            .args(["--node", &addr, "--key-file", key_file.to_str().unwrap()])
             .output()
             .unwrap()
     };
@@ -295,12 +303,7 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         let out = scratch.join(format!("{name}.out"));
         let got = Command::new(BIN)
             .args(["get", name, "-o", out.to_str().unwrap()])
-            .args([
-                "--node",
-                &addr,
-                "--key-file",
-                key_file.to_str().unwrap(),
-            ])
+            .args(["--node", &addr, "--key-file", key_file.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
@@ -323,6 +326,4 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     );
     // A small file still fits in what is left (the node did not wedge).
     assert!(put("small", b"a few bytes").status.success());
-    let _ = child.kill();
-    let _ = child.wait();
 }
