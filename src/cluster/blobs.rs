@@ -12,6 +12,9 @@ use crate::placement;
 use crate::store::StoreError;
 use crate::wire::{ErrorCode, Message};
 
+/// Members not seen alive that one read asks at once (see `fetch_blob`).
+const NOT_ALIVE_FETCHES_AT_ONCE: usize = 8;
+
 /// Where a blob ended up.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -166,21 +169,14 @@ impl Cluster {
         if my_rank.is_some_and(|rank| rank < owners) {
             should_hold.push(self.peers.identity());
         }
-        // The alive nodes in rendezvous order, then the members this node
-        // does not see alive: membership views differ for a while after a
-        // partition heals or a node restarts, and the copy may sit on a node
-        // another member already saw come back (sim seed 8800883).
-        let suspects = self.members.not_alive();
-        let candidates = ranked.iter().chain(suspects.iter());
-        for (rank, peer) in candidates.enumerate() {
+        // The alive nodes in rendezvous order, one at a time (the first
+        // owners hold it, and a read should cost one fetch)...
+        for (rank, peer) in ranked.iter().enumerate() {
             if peer.node == self.me {
                 continue;
             }
             match self.fetch_from(peer, id).await {
                 Ok(bytes) => {
-                    if rank >= ranked.len() {
-                        crate::marks::hit("blob_found_on_member_not_alive");
-                    }
                     self.repair(id, &bytes, should_hold);
                     return Ok(bytes);
                 }
@@ -189,6 +185,36 @@ impl Cluster {
                     corrupt_seen |= matches!(failure, FetchFailure::Corrupt);
                     if rank < owners && !matches!(failure, FetchFailure::Unreachable(_)) {
                         should_hold.push(peer.clone());
+                    }
+                }
+            }
+        }
+        // ...then the members this node does not see alive, all at once
+        // (each may cost a connect timeout): membership views differ for a
+        // while after a partition heals or a node restarts, and the copy may
+        // sit on a node another member already saw come back (sim seed
+        // 8800883).
+        // At most NOT_ALIVE_FETCHES_AT_ONCE at a time, so one read never
+        // opens a dial to every member of a large cluster at once.
+        for batch in self.members.not_alive().chunks(NOT_ALIVE_FETCHES_AT_ONCE) {
+            let mut asks = JoinSet::new();
+            for peer in batch.iter().cloned() {
+                let cluster = self.clone();
+                asks.spawn(async move { (peer.node, cluster.fetch_from(&peer, id).await) });
+            }
+            while let Some(joined) = asks.join_next().await {
+                let Ok((node, fetched)) = joined else {
+                    continue;
+                };
+                match fetched {
+                    Ok(bytes) => {
+                        crate::marks::hit("blob_found_on_member_not_alive");
+                        self.repair(id, &bytes, should_hold);
+                        return Ok(bytes);
+                    }
+                    Err(failure) => {
+                        tracing::debug!(blob = %id, peer = %node.short(), %failure, "fetch from a member not seen alive failed");
+                        corrupt_seen |= matches!(failure, FetchFailure::Corrupt);
                     }
                 }
             }

@@ -271,7 +271,7 @@ impl Cluster {
         let reachable = self.alive_nodes().len();
         let needed = self.quorum();
         if reachable < needed {
-            let known = self.members.members().len() + 1;
+            let known = self.members.nodes();
             if reachable >= self.replication.quorum_in(known) {
                 // Counting only the members it knows now (a restart cut off
                 // from the cluster) would have taken this write.

@@ -152,7 +152,7 @@ impl Cluster {
         // N counts the members known now (alive or not): the largest
         // cluster ever known would also count identities replaced with a
         // disk, and make the read unreachable for good.
-        let known = self.members.members().len() + 1;
+        let known = self.members.nodes();
         let needed = (known / 2 + 1).max((known + 1).saturating_sub(self.quorum()));
         let index = self.index.clone();
         let lookup = name.to_string();

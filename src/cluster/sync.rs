@@ -162,26 +162,26 @@ impl Cluster {
     }
 
     /// Whether this node has compared its whole index with every member:
-    /// for each member it knows (alive or not) a complete pass that started
+    /// for each member it knows (alive or not; one per address, see
+    /// [`MemberView::distinct`](crate::peer::MemberView::distinct)) a complete pass that started
     /// after `since_ms` and ended before `records_read_ms` (when the caller read
     /// the records it decides from, so what the pass merged is in them),
-    /// and for at least as many members as the largest cluster it has
-    /// known, less itself (an empty or partial view after a restart cut
-    /// off from the cluster proves nothing).
+    /// in a view that holds every node it knew when it last ran (an empty
+    /// or partial view after a restart cut off from the cluster proves
+    /// nothing: [`MemberView::complete`](crate::peer::MemberView::complete)).
     pub(super) fn synced_with_every_member_since(
         &self,
         since_ms: u64,
         records_read_ms: u64,
     ) -> bool {
         let synced = self.synced_with.lock().expect("sync state poisoned");
-        let members = self.members.members();
+        let members = self.members.distinct();
         let qualifies = |node: &NodeId| {
             synced
                 .get(node)
                 .is_some_and(|&(started, ended)| started > since_ms && ended < records_read_ms)
         };
-        members.iter().all(|m| qualifies(&m.node_id))
-            && members.len() + 1 >= self.members.largest_cluster()
+        members.iter().all(|m| qualifies(&m.node_id)) && self.members.complete()
     }
 
     /// One anti-entropy round with `peer`, comparing the keys after `after`

@@ -221,7 +221,20 @@ impl Server {
             .unwrap_or(1)
             .max(persisted.len() + 1)
             .max(joining);
-        let members = Arc::new(MemberView::new(largest_cluster));
+        // The view is complete (for the garbage collector) once it holds
+        // the members persisted last time, or without that list (lost, or
+        // a first start) as many nodes as the largest cluster recorded.
+        let persisted_nodes = persisted
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            + 1;
+        let expected = if persisted.is_empty() {
+            recorded_cluster_size.unwrap_or(1)
+        } else {
+            persisted_nodes
+        };
+        let members = Arc::new(MemberView::expecting(largest_cluster, expected));
         let effective_quorum = config.replication.quorum_in(largest_cluster);
         if effective_quorum < config.replication.write_quorum {
             tracing::warn!(

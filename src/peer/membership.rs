@@ -127,6 +127,10 @@ pub struct MemberView {
     /// The largest cluster (nodes, this one included) this node has been
     /// part of, or more (see [`MemberView::largest_cluster`]).
     largest_cluster: AtomicUsize,
+    /// How many nodes the view must count before it is complete after a
+    /// start (see [`MemberView::complete`]), and whether it has been.
+    expected_at_start: usize,
+    completed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemberView {
@@ -139,10 +143,35 @@ impl MemberView {
     /// A view of a node that has been part of a cluster of
     /// `largest_cluster` nodes (1: it has only ever been alone).
     pub fn new(largest_cluster: usize) -> Self {
+        Self::expecting(largest_cluster, largest_cluster)
+    }
+
+    /// A view that is complete once it counts `expected_at_start` nodes
+    /// (this one included): the members this node persisted when it last
+    /// ran, or, without that list, the largest cluster it has known.
+    pub fn expecting(largest_cluster: usize, expected_at_start: usize) -> Self {
         Self {
             members: Mutex::new(BTreeMap::new()),
             largest_cluster: AtomicUsize::new(largest_cluster.max(1)),
+            expected_at_start: expected_at_start.max(1),
+            completed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the view holds every node this node knew when it last ran:
+    /// after a start it fills in as members are reached, and a partial view
+    /// proves nothing (the garbage collector waits for this). Once
+    /// complete, the view is authoritative: a member SWIM forgets (down for
+    /// a day, decommissioned) is not waited for again.
+    pub fn complete(&self) -> bool {
+        if self.completed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let complete = self.nodes() >= self.expected_at_start;
+        if complete {
+            self.completed.store(true, Ordering::Relaxed);
+        }
+        complete
     }
 
     /// The size of the largest cluster this node has been part of: never
@@ -152,10 +181,48 @@ impl MemberView {
     /// can take writes, and a node that restarts cut off from its cluster,
     /// or outlives the members it forgot, never counts a quorum below W.
     pub fn largest_cluster(&self) -> usize {
-        let known = self.members.lock().expect("member view poisoned").len() + 1;
+        let known = self.nodes();
         self.largest_cluster
             .fetch_max(known, Ordering::Relaxed)
             .max(known)
+    }
+
+    /// The nodes this node knows now, itself included, counting a node
+    /// once however many identities it had: a node that lost its disk
+    /// rejoins at its address under a new identity, and its old one stays
+    /// listed (down) until SWIM forgets it.
+    pub fn nodes(&self) -> usize {
+        self.distinct().len() + 1
+    }
+
+    /// The known members, one per address: of several identities at one
+    /// address the alive one, else the one with the greatest bump (the
+    /// latest start). A replaced identity will not come back, so nothing
+    /// waits for it (the garbage collector's passes, quorum reads).
+    pub fn distinct(&self) -> Vec<MemberStatus> {
+        let members = self.members.lock().expect("member view poisoned");
+        let mut by_addr: BTreeMap<&str, &(PeerIdentity, MemberState)> = BTreeMap::new();
+        for member in members.values() {
+            let rank = |(identity, state): &(PeerIdentity, MemberState)| {
+                (*state == MemberState::Alive, identity.bump)
+            };
+            by_addr
+                .entry(member.0.addr.as_str())
+                .and_modify(|kept| {
+                    if rank(member) > rank(kept) {
+                        *kept = member;
+                    }
+                })
+                .or_insert(member);
+        }
+        by_addr
+            .into_values()
+            .map(|(identity, state)| MemberStatus {
+                node_id: identity.node,
+                addr: identity.addr.clone(),
+                state: *state,
+            })
+            .collect()
     }
 
     /// Every known member except this node, sorted by node id.
