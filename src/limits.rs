@@ -174,6 +174,12 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the repair loop scans the local store.
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Contents of records refused as from beyond the clock offset that a node
+/// counts as referenced for its garbage collector (see
+/// [`CLOCK_OFFSET_MAX`]); past this, anti-entropy passes with the sender
+/// stay incomplete instead, and collection waits.
+pub const DEFERRED_CONTENTS_MAX: usize = 4096;
+
 /// How often the scrub verifies its next batch of stored blobs.
 pub const SCRUB_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -246,8 +246,8 @@ fn serve_on_small_fs(dir: &Path) -> Option<(KillOnDrop, String)> {
 }
 
 /// A node whose disk fills up refuses puts with a clear error, keeps
-/// serving what it acknowledged, and takes puts again once space is freed
-/// by a smaller file fitting.
+/// serving what it acknowledged, lists no version of the refused put, and
+/// still takes a file small enough for the space left.
 #[test]
 fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,8 +293,10 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     }
     let refusal = refusal.expect("8 MiB took 40 puts of 700 kB");
     eprintln!("refused after {} puts: {refusal}", acknowledged.len());
+    // The chunk store says "the disk is full"; the index, if it is the
+    // one that hits the limit, passes on the OS's "No space left".
     assert!(
-        refusal.contains("disk is full"),
+        refusal.contains("disk is full") || refusal.contains("No space left"),
         "the refusal does not say the disk is full: {refusal}"
     );
     assert!(!acknowledged.is_empty());

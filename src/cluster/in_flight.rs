@@ -71,6 +71,40 @@ impl PutBlobs {
 }
 
 impl Cluster {
+    /// During an upload: once half the grace period has gone since the
+    /// oldest store (or the last keep), keep every blob stored so far, so
+    /// that an upload of any length never loses its first chunks.
+    pub async fn keep_if_due(self: &Arc<Self>, blobs: &mut PutBlobs) -> Result<(), ClusterError> {
+        if blobs.age(self.elapsed_ms()) > self.maintenance.gc_grace / 2 {
+            crate::marks::hit("put_kept_its_blobs_during_the_upload");
+            self.keep_blobs(blobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Keep the blobs of content that already exists (a restore makes an
+    /// old version's content current again): ask every alive node to keep
+    /// the manifest and its chunks, and fail unless each is held by W. The
+    /// holders found are what `commit_put` then renews.
+    pub async fn keep_content(
+        self: &Arc<Self>,
+        manifest_id: ChunkId,
+        chunks: &[ChunkId],
+    ) -> Result<PutBlobs, ClusterError> {
+        let asked_at_ms = self.elapsed_ms();
+        let mut blobs = PutBlobs::default();
+        blobs.blobs.insert(manifest_id);
+        blobs.blobs.extend(chunks.iter().copied());
+        for peer in self.alive_nodes() {
+            blobs
+                .holders
+                .insert(peer.node, (peer.clone(), blobs.blobs.clone()));
+        }
+        blobs.oldest_ms = Some(asked_at_ms);
+        self.keep_blobs(&mut blobs).await?;
+        Ok(blobs)
+    }
+
     /// Make a put's version records durable on W nodes, keeping its blobs
     /// alive as the module docs describe.
     pub async fn commit_put(
@@ -133,13 +167,10 @@ impl Cluster {
         {
             crate::marks::hit("put_lost_a_blob_while_in_flight");
             return Err(ClusterError::QuorumNotReached {
-                what: format!("blob {} of a put in flight", id.short()),
+                what: format!("blob {}", id.short()),
                 acknowledged: count,
                 needed,
-                detail: format!(
-                    "the put took longer than the garbage collector's grace period ({} s) and its copies are gone or unreachable; put the file again",
-                    self.maintenance.gc_grace.as_secs()
-                ),
+                detail: "the nodes holding it could not all be reached, or its copies were collected; try again".into(),
             });
         }
         blobs.oldest_ms = Some(asked_at_ms);

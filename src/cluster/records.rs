@@ -10,6 +10,12 @@ use crate::meta::{Floor, MergeOutcome, VersionId, VersionRecord};
 use crate::peer::PeerIdentity;
 use crate::wire::Message;
 
+/// What [`Cluster::refuse_ahead`] took out, and why.
+pub(super) struct Refused {
+    pub reason: String,
+    pub records: Vec<VersionRecord>,
+}
+
 impl Cluster {
     /// Take out of `records` and `floors` (from peer `from`) those whose
     /// version id is further ahead of this node's clock than the maximum
@@ -21,7 +27,7 @@ impl Cluster {
         from: NodeId,
         records: &mut Vec<VersionRecord>,
         floors: &mut Vec<Floor>,
-    ) -> Option<String> {
+    ) -> Option<Refused> {
         let horizon = self.horizon_ms();
         let mut furthest: Option<VersionId> = None;
         let mut ahead = |vid: &VersionId| {
@@ -29,20 +35,26 @@ impl Cluster {
             if refuse && furthest.is_none_or(|f| *vid > f) {
                 furthest = Some(*vid);
             }
-            !refuse
+            refuse
         };
-        records.retain(|r| ahead(&r.vid));
-        floors.retain(|f| ahead(&f.floor));
+        let (refused, kept): (Vec<VersionRecord>, Vec<VersionRecord>) = std::mem::take(records)
+            .into_iter()
+            .partition(|r| ahead(&r.vid));
+        *records = kept;
+        floors.retain(|f| !ahead(&f.floor));
         let vid = furthest?;
         crate::marks::hit("record_beyond_the_clock_offset_refused");
         let now = self.env.clock.unix_ms();
         let ahead_s = vid.wall_ms.saturating_sub(now) / 1000;
         let offset_s = crate::limits::CLOCK_OFFSET_MAX.as_secs();
         tracing::warn!(peer = %from.short(), version = %vid, ahead_s, offset_s, "refused a version id from the future: the peer's clock runs ahead of this node's (or this one's behind) by more than the maximum offset; check both clocks (NTP)");
-        Some(format!(
-            "version id {vid} is {ahead_s} s ahead of node {}'s clock, more than the {offset_s} s the clocks may differ; check the clocks (NTP)",
-            self.me.short()
-        ))
+        Some(Refused {
+            reason: format!(
+                "version id {vid} is {ahead_s} s ahead of node {}'s clock, more than the {offset_s} s the clocks may differ; check the clocks (NTP)",
+                self.me.short()
+            ),
+            records: refused,
+        })
     }
 
     /// Merge records and floors into this node's index (durably) and note
@@ -152,6 +164,17 @@ impl Cluster {
         // N counts the members known now (alive or not): the largest
         // cluster ever known would also count identities replaced with a
         // disk, and make the read unreachable for good.
+        // A view still filling in after a restart would count too few
+        // nodes, and a read of too few need not meet the write.
+        if !self.members.complete() {
+            crate::marks::hit("quorum_read_waits_for_a_complete_view");
+            return Err(ClusterError::QuorumNotReached {
+                what: format!("a quorum read of {name}"),
+                acknowledged: self.members.nodes(),
+                needed: self.members.expected_at_start(),
+                detail: "this node has not yet reached the members it knew before it restarted; retry shortly".into(),
+            });
+        }
         let known = self.members.nodes();
         let needed = (known / 2 + 1).max((known + 1).saturating_sub(self.quorum()));
         let index = self.index.clone();
@@ -178,7 +201,9 @@ impl Cluster {
             if let Ok(Ok((from, record))) = joined {
                 answered += 1;
                 let mut records: Vec<VersionRecord> = record.into_iter().collect();
-                if let Some(reason) = self.refuse_ahead(from, &mut records, &mut Vec::new()) {
+                if let Some(Refused { reason, .. }) =
+                    self.refuse_ahead(from, &mut records, &mut Vec::new())
+                {
                     // A newer version exists that this node cannot take:
                     // answering with an older one would break the promise.
                     crate::marks::hit("quorum_read_met_a_version_beyond_the_clock");

@@ -16,7 +16,10 @@
 //!   has confirmed it holds a durable copy, and then, asked again for that
 //!   blob alone, that its copy reads back verified (rebalance after a
 //!   stand-in or a join: a bit-rotted owner copy must not cost the last
-//!   good one).
+//!   good one), at most [`REPAIR_COPIES_PER_ROUND`] per round, and only if a
+//!   retained version references it: an unreferenced blob is garbage (the
+//!   GC's) or belongs to a put in flight, which keeps its blobs on the
+//!   nodes it stored them on and must find them there.
 //!
 //! Garbage collection runs in the same loop: a blob referenced by no
 //! retained version (neither a manifest of one nor a chunk of such a
@@ -128,7 +131,8 @@ impl Cluster {
             .await
             .map_err(|e| e.to_string())?;
         let window = next_window(&all, &mut state.cursor);
-        self.collect_garbage(&all, state).await;
+        // What retained versions reference (`None`: unknown this round).
+        let referenced = self.collect_garbage(&all, state).await;
         if window.is_empty() {
             self.repair.under_replicated.store(0, Ordering::Relaxed);
             self.repair
@@ -178,6 +182,8 @@ impl Cluster {
         let mut under = 0u64;
         let mut under_bytes = 0u64;
         let mut copies_left = REPAIR_COPIES_PER_ROUND;
+        // Each drop reads the blob back on every owner first: bounded too.
+        let mut drops_left = REPAIR_COPIES_PER_ROUND;
         for (id, owners) in window.iter().zip(&owners) {
             let i_own = owners.contains(&self.me);
             let missing: Vec<&NodeId> = owners
@@ -228,7 +234,15 @@ impl Cluster {
                 && owners
                     .iter()
                     .all(|o| holds.contains(&(*o, *id)) || pushed.contains(o));
-            if !i_own && every_owner_holds && self.owners_verified(*id, owners, &alive).await {
+            // Only a blob a retained version references: an unreferenced
+            // one is garbage (the GC's to delete) or a put's in flight,
+            // whose holders the put keeps and must find holding it.
+            let droppable = !i_own
+                && every_owner_holds
+                && drops_left > 0
+                && referenced.as_ref().is_some_and(|r| r.contains(id));
+            if droppable && self.owners_verified(*id, owners, &alive).await {
+                drops_left -= 1;
                 let store = self.store.clone();
                 let blob = *id;
                 match self.blocking(move || store.delete(&blob)).await {
@@ -306,25 +320,39 @@ impl Cluster {
 
     /// Delete blobs no retained version references (see the module docs).
     /// Any doubt (an unreadable manifest, an index error) skips the round.
-    async fn collect_garbage(self: &Arc<Self>, all: &[ChunkId], state: &mut RepairState) {
+    /// Returns the blobs retained versions reference, when it could tell.
+    async fn collect_garbage(
+        self: &Arc<Self>,
+        all: &[ChunkId],
+        state: &mut RepairState,
+    ) -> Option<BTreeSet<ChunkId>> {
         // Blobs put again were taken at the start of the round, before the
         // records are read here: one put again after that is kept by
         // `delete_unless_put_again` instead.
         let records_read_ms = self.elapsed_ms();
         let index = self.index.clone();
         let Ok(records) = self.blocking(move || index.all_records()).await else {
-            return;
+            return None;
         };
-        let contents: BTreeSet<ContentId> = records.iter().filter_map(|r| r.content).collect();
+        let mut contents: BTreeSet<ContentId> = records.iter().filter_map(|r| r.content).collect();
+        // Records a peer holds that this node refused as from beyond its
+        // clock still reference their contents.
+        contents.extend(
+            self.deferred_contents
+                .lock()
+                .expect("deferred poisoned")
+                .iter()
+                .copied(),
+        );
         let mut referenced: BTreeSet<ChunkId> = BTreeSet::new();
         for content in &contents {
             referenced.insert(ChunkId(content.0));
             if !state.manifests.contains_key(content) {
                 let Ok(bytes) = self.fetch_blob(ChunkId(content.0)).await else {
-                    return;
+                    return None;
                 };
                 let Ok(manifest) = Manifest::decode(&bytes) else {
-                    return;
+                    return None;
                 };
                 if state.manifests.len() >= MANIFEST_CACHE_MAX {
                     state.manifests.clear();
@@ -368,6 +396,7 @@ impl Cluster {
         state
             .unreferenced_since
             .retain(|id, _| all.binary_search(id).is_ok());
+        Some(referenced)
     }
 }
 

@@ -75,8 +75,8 @@ impl Cluster {
                 // acknowledgement and its anti-entropy pass is incomplete.
                 let refused = self.refuse_ahead(from, &mut records, &mut floors);
                 match self.merge_local(records, floors).await {
-                    Ok(_) if refused.is_some() => {
-                        error(ErrorCode::InvalidRequest, refused.unwrap_or_default())
+                    Ok(_) if let Some(refused) = refused => {
+                        error(ErrorCode::InvalidRequest, refused.reason)
                     }
                     Ok(outcome) => Message::RecordsApplied {
                         below_floor: outcome.below_floor,

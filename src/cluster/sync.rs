@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Cluster, ReplicationCounters};
+use crate::cas::ContentId;
 use crate::keys::NodeId;
-use crate::limits::{SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD};
+use crate::limits::{DEFERRED_CONTENTS_MAX, SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD};
 use crate::meta::digest::SYNC_BUCKETS;
 use crate::meta::{Floor, RecordKey, VersionRecord};
-use crate::peer::PeerIdentity;
+use crate::peer::{PeerError, PeerIdentity};
 use crate::wire::Message;
 
 /// What one round moved.
@@ -150,6 +151,25 @@ fn key_cost(key: &RecordKey) -> usize {
 }
 
 impl Cluster {
+    /// Note the contents of records refused as from beyond the clock
+    /// offset, for the garbage collector to count as referenced until they
+    /// are merged (or this process ends; the next pass defers them again).
+    /// Returns false, noting nothing, past [`DEFERRED_CONTENTS_MAX`].
+    fn defer(&self, records: &[VersionRecord]) -> bool {
+        let mut deferred = self.deferred_contents.lock().expect("deferred poisoned");
+        let new: BTreeSet<ContentId> = records
+            .iter()
+            .filter_map(|r| r.content)
+            .filter(|c| !deferred.contains(c))
+            .collect();
+        if deferred.len() + new.len() > DEFERRED_CONTENTS_MAX {
+            return false;
+        }
+        crate::marks::hit("sync_deferred_records_beyond_the_clock");
+        deferred.extend(new);
+        true
+    }
+
     /// Note that a complete pass with `peer` started at `started_ms` (and
     /// ends now).
     fn pass_completed(&self, peer: NodeId, started_ms: u64) {
@@ -293,10 +313,14 @@ impl Cluster {
             .merge_local(pulled, their_floors)
             .await
             .map_err(|e| e.to_string())?;
-        // A record left out means the pass did not bring everything the
-        // peer holds: the garbage collector must not count it.
-        if let Some(reason) = refused {
-            return Err(reason);
+        // A record left out (from beyond the clock offset) is not in the
+        // index, so the garbage collector would not count its content:
+        // note the content as referenced meanwhile, or, past the bound,
+        // fail the round so the pass is not complete.
+        if let Some(refused) = refused
+            && !self.defer(&refused.records)
+        {
+            return Err(refused.reason);
         }
         report.records_received = merged.records.len();
         ReplicationCounters::bump(
@@ -322,15 +346,22 @@ impl Cluster {
                 records: batch,
                 floors: floors.take().unwrap_or_default(),
             };
-            match connection.call(message).await.map_err(|e| e.to_string())? {
+            match connection.call(message).await {
                 // Records below the peer's floor are dropped there; that
                 // floor reaches this node in a first round of a pass (they
                 // list floors), which drops them here too.
-                Message::RecordsApplied { .. } => {
+                Ok(Message::RecordsApplied { .. }) => {
                     report.records_sent += sent;
                     ReplicationCounters::bump(&self.counters.sync_records_sent, sent as u64);
                 }
-                other => return Err(format!("ApplyRecords answered with {}", other.kind())),
+                // The peer refused some (from beyond its clock): offered
+                // again next pass. A pass is about what this node pulled,
+                // so it goes on.
+                Err(PeerError::Remote { message, .. }) => {
+                    tracing::debug!(peer = %peer.node.short(), %message, "the peer refused records this node pushed");
+                }
+                Ok(other) => return Err(format!("ApplyRecords answered with {}", other.kind())),
+                Err(error) => return Err(error.to_string()),
             }
         }
         ReplicationCounters::bump(&self.counters.sync_rounds, 1);

@@ -444,7 +444,11 @@ fn next_identity_bump(env: &Env, data_dir: &std::path::Path) -> std::io::Result<
         }
         None => now,
     };
-    crate::env::replace_file_durably(env, &path, bump.to_string().as_bytes())?;
+    // Best effort: a node on a full disk must still start (and serve
+    // reads); the next start then only has the clock to go by.
+    if let Err(error) = crate::env::replace_file_durably(env, &path, bump.to_string().as_bytes()) {
+        tracing::warn!(path = %path.display(), %error, "cannot record this start's identity bump");
+    }
     Ok(bump)
 }
 

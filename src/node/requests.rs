@@ -176,6 +176,11 @@ impl Node {
                         failure = Some(refusal);
                         break;
                     }
+                    // A long upload keeps what it stored so far.
+                    if let Err(error) = self.cluster.keep_if_due(&mut blobs).await {
+                        failure = Some(error.into());
+                        break;
+                    }
                 }
             }
             if last {
@@ -439,14 +444,26 @@ impl Node {
         validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let old = self.resolve(name.clone(), Some(version)).await?;
         self.cluster.check_quorum_reachable()?;
+        // The old content may be garbage to its holders (a prune they
+        // heard of, this node not yet): keep it before making it current,
+        // as a put keeps what it stored.
+        let content = old.content.expect("resolve returns no tombstone");
+        let manifest_bytes = self.cluster.fetch_blob(ChunkId(content.0)).await?;
+        let manifest = Manifest::decode(&manifest_bytes)
+            .map_err(|e| Refusal::new(ErrorCode::Corrupt, format!("manifest {content}: {e}")))?;
+        let chunks: Vec<ChunkId> = manifest.chunks.iter().map(|c| c.id).collect();
+        let mut blobs = self
+            .cluster
+            .keep_content(ChunkId(content.0), &chunks)
+            .await?;
         let record = VersionRecord {
             name,
             vid: self.cluster.next_vid()?,
-            content: old.content,
+            content: Some(content),
             size: old.size,
         };
         self.cluster
-            .commit(vec![record.clone()], Vec::new())
+            .commit_put(vec![record.clone()], &mut blobs)
             .await?;
         tracing::debug!(name = %record.name, version = %record.vid, from = %old.vid, "restored");
         Ok(Message::PutDone { record })

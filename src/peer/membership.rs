@@ -158,6 +158,11 @@ impl MemberView {
         }
     }
 
+    /// How many nodes the view must count to be complete after a start.
+    pub fn expected_at_start(&self) -> usize {
+        self.expected_at_start
+    }
+
     /// Whether the view holds every node this node knew when it last ran:
     /// after a start it fills in as members are reached, and a partial view
     /// proves nothing (the garbage collector waits for this). Once
@@ -187,36 +192,37 @@ impl MemberView {
             .max(known)
     }
 
-    /// The nodes this node knows now, itself included, counting a node
-    /// once however many identities it had: a node that lost its disk
-    /// rejoins at its address under a new identity, and its old one stays
-    /// listed (down) until SWIM forgets it.
+    /// The nodes this node knows now, itself included, not counting an
+    /// identity replaced at its address ([`MemberView::distinct`]): a node
+    /// that lost its disk rejoins under a new identity, and its old one
+    /// stays listed (down) until SWIM forgets it.
     pub fn nodes(&self) -> usize {
         self.distinct().len() + 1
     }
 
-    /// The known members, one per address: of several identities at one
-    /// address the alive one, else the one with the greatest bump (the
-    /// latest start). A replaced identity will not come back, so nothing
-    /// waits for it (the garbage collector's passes, quorum reads).
+    /// The known members, less each identity that is not alive and was
+    /// replaced by a later start at its address (a node that lost its disk
+    /// rejoins there under a new identity). A replaced identity will not
+    /// come back, so nothing waits for it (the garbage collector's passes,
+    /// quorum reads).
     pub fn distinct(&self) -> Vec<MemberStatus> {
         let members = self.members.lock().expect("member view poisoned");
-        let mut by_addr: BTreeMap<&str, &(PeerIdentity, MemberState)> = BTreeMap::new();
-        for member in members.values() {
-            let rank = |(identity, state): &(PeerIdentity, MemberState)| {
-                (*state == MemberState::Alive, identity.bump)
-            };
-            by_addr
-                .entry(member.0.addr.as_str())
-                .and_modify(|kept| {
-                    if rank(member) > rank(kept) {
-                        *kept = member;
-                    }
-                })
-                .or_insert(member);
+        // The latest start at each address.
+        let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+        for (identity, _) in members.values() {
+            let bump = latest
+                .entry(identity.addr.as_str())
+                .or_insert(identity.bump);
+            *bump = (*bump).max(identity.bump);
         }
-        by_addr
-            .into_values()
+        members
+            .values()
+            // Only an identity not seen alive gives way, and only to a later
+            // start at its address: two alive members sharing an address
+            // (a wildcard advertised by mistake) are two nodes.
+            .filter(|(identity, state)| {
+                *state == MemberState::Alive || latest[identity.addr.as_str()] <= identity.bump
+            })
             .map(|(identity, state)| MemberStatus {
                 node_id: identity.node,
                 addr: identity.addr.clone(),

@@ -160,6 +160,16 @@ pub(super) async fn session(
                         if error.contains("verification failed") {
                             h.violations.push(format!("integrity: get {name}: {error}"));
                         }
+                        // No record at all, after one was acknowledged (a
+                        // prune keeps the newest, a removal is a record).
+                        if quorum
+                            && let Some(newest) = acknowledged_before
+                            && error.contains("no file named")
+                        {
+                            h.violations.push(format!(
+                                "quorum read: get --quorum of {name} through node{node} found no file, after {newest} was acknowledged"
+                            ));
+                        }
                         h.trace.record(&format!("{tag} get {name} failed {error}"));
                     }
                 }
