@@ -154,7 +154,13 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     for client in 0..config.clients {
         sim.client(
             format!("client{client}"),
-            session(seed, client, config.clone(), history.clone()),
+            session(
+                seed,
+                client,
+                config.clone(),
+                history.clone(),
+                probes.clone(),
+            ),
         );
     }
 

@@ -11,8 +11,8 @@ use dfs::wire::GetTarget;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::nodes::connect;
-use super::{Config, NAMES, OPERATION_TIMEOUT};
+use super::nodes::{Probes, connect, host};
+use super::{Config, NAMES, OPERATION_TIMEOUT, PORT};
 use crate::env::client_env;
 use crate::harness::Trace;
 use crate::workload::{Attempts, expected_content_id, random_content, with_timeout};
@@ -27,9 +27,10 @@ pub(super) struct History {
     /// The highest floor an acknowledged prune set, by name.
     pub(super) floors: BTreeMap<String, VersionId>,
     pub(super) acknowledged: Vec<VersionRecord>,
-    /// The newest version id acknowledged so far, by name: a quorum read
-    /// that starts later must return it or a newer one.
-    pub(super) newest_acknowledged: BTreeMap<String, VersionId>,
+    /// The newest version id acknowledged so far, by name, and the node
+    /// that acknowledged it: a quorum read that starts later, through a
+    /// node that knows that one, must return it or a newer one.
+    pub(super) newest_acknowledged: BTreeMap<String, (VersionId, usize)>,
     pub(super) violations: Vec<String>,
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
@@ -39,12 +40,14 @@ pub(super) struct History {
 }
 
 impl History {
-    fn acknowledge(&mut self, record: VersionRecord) {
+    fn acknowledge(&mut self, record: VersionRecord, node: usize) {
         let newest = self
             .newest_acknowledged
             .entry(record.name.clone())
-            .or_insert(record.vid);
-        *newest = (*newest).max(record.vid);
+            .or_insert((record.vid, node));
+        if record.vid > newest.0 {
+            *newest = (record.vid, node);
+        }
         self.acknowledged.push(record);
     }
 
@@ -61,6 +64,7 @@ pub(super) async fn session(
     client: usize,
     config: Config,
     history: Rc<RefCell<History>>,
+    probes: Probes,
 ) -> turmoil::Result {
     let env = client_env(seed ^ (0xC11E_0000 + client as u64));
     let node = client % config.nodes;
@@ -108,7 +112,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own put");
                         h.trace
                             .record(&format!("{tag} put {name} ok {}", record.vid));
-                        h.acknowledge(record);
+                        h.acknowledge(record, node);
                     }
                     Err(error) => {
                         h.indeterminate += 1;
@@ -144,8 +148,9 @@ pub(super) async fn session(
                         if let Some(record) = &fetched.record {
                             observe(&mut h, &name, record.vid, "a get");
                             if quorum
-                                && let Some(newest) = acknowledged_before
+                                && let Some((newest, writer)) = acknowledged_before
                                 && record.vid < newest
+                                && knows(&probes, node, writer)
                             {
                                 h.violations.push(format!(
                                     "quorum read: get --quorum of {name} through node{node} returned {}, older than {newest} acknowledged before it started",
@@ -163,8 +168,9 @@ pub(super) async fn session(
                         // No record at all, after one was acknowledged (a
                         // prune keeps the newest, a removal is a record).
                         if quorum
-                            && let Some(newest) = acknowledged_before
+                            && let Some((newest, writer)) = acknowledged_before
                             && error.contains("no file named")
+                            && knows(&probes, node, writer)
                         {
                             h.violations.push(format!(
                                 "quorum read: get --quorum of {name} through node{node} found no file, after {newest} was acknowledged"
@@ -187,7 +193,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own remove");
                         h.trace
                             .record(&format!("{tag} rm {name} ok {}", record.vid));
-                        h.acknowledge(record);
+                        h.acknowledge(record, node);
                     }
                     Err(error) => h.trace.record(&format!("{tag} rm {name} failed {error}")),
                 }
@@ -270,7 +276,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own restore");
                         h.trace
                             .record(&format!("{tag} restore {name} ok {}", record.vid));
-                        h.acknowledge(record);
+                        h.acknowledge(record, node);
                     }
                     Err(error) => h
                         .trace
@@ -281,4 +287,19 @@ pub(super) async fn session(
         tokio::time::sleep(Duration::from_millis(rng.next_u64() % 500)).await;
     }
     Ok(())
+}
+
+/// Whether node `reader` knows node `writer` (itself, or a member of its
+/// view). A quorum read counts the members its node knows: while a node
+/// joins, a write through it can be missed by a reader that has not heard
+/// of it yet, which README states.
+fn knows(probes: &Probes, reader: usize, writer: usize) -> bool {
+    if reader == writer {
+        return true;
+    }
+    let addr = format!("{}:{PORT}", host(writer));
+    probes.borrow()[reader]
+        .view
+        .as_ref()
+        .is_some_and(|view| view.members().iter().any(|m| m.addr == addr))
 }
