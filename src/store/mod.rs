@@ -520,4 +520,29 @@ mod tests {
         assert!(store.delete_unless_put_again(&id).unwrap());
         assert_eq!(store.keep(&[id]).unwrap(), vec![false]);
     }
+
+    /// A copy that rotted on disk is present but not good: `verify` (what an
+    /// owner answers before another node drops its copy) and the scrub say
+    /// so, and quarantine it, while a plain presence check cannot tell.
+    #[test]
+    fn verify_and_scrub_catch_a_copy_rotten_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let chunk = vec![0x5A; 10_000];
+        let id = ChunkId::of(&chunk);
+        store.put(&id, &chunk).unwrap();
+        assert!(store.verify(&id).unwrap());
+        let path = store.blob_path(&id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[5_000] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(store.holds_durably(&id).unwrap(), "presence alone cannot tell");
+        assert!(!store.verify(&id).unwrap());
+        assert!(!store.contains(&id).unwrap(), "the rotten copy is quarantined");
+        // A good copy put back is held again; the scrub then finds it sound.
+        store.put(&id, &chunk).unwrap();
+        store.scrub(&id).unwrap();
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(store.scrub(&id), Err(StoreError::Corrupt(_))));
+    }
 }
