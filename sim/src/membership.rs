@@ -198,6 +198,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         disk_loss: false,
         clock_jumps: false,
         bit_rot: false,
+        disk_full: false,
     };
     let mut nemesis = Nemesis::new(seed, faults, names, 5_000);
     let chaos_ms = config.chaos.as_millis() as u64;

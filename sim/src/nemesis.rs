@@ -6,7 +6,8 @@
 //! of the seed's swarm configuration.
 //!
 //! Bit rot (a few stored chunk files of one node go bad for good, on a
-//! node the scenario allows disk damage on) and clocks (when the seed
+//! node the scenario allows disk damage on), full disks (one node's, for a
+//! few seconds) and clocks (when the seed
 //! turns them on) act on schedules and rngs of their own, for the same
 //! reason. Clocks: a node's wall clock is set ahead or
 //! behind, mostly within the maximum offset the nodes allow
@@ -47,6 +48,8 @@ pub struct Faults {
     pub clock_jumps: bool,
     /// Stored chunk files rot (bad bytes that stay bad).
     pub bit_rot: bool,
+    /// A node's disk runs full for a few seconds.
+    pub disk_full: bool,
 }
 
 /// What the nemesis needs from the scenario to crash a node.
@@ -68,6 +71,8 @@ pub trait Crashable {
     fn rot_disk(&self, _i: usize, _files: u64) -> bool {
         false
     }
+    /// Make node `i`'s disk full (or not).
+    fn set_disk_full(&self, _i: usize, _full: bool) {}
 }
 
 pub struct Nemesis {
@@ -80,6 +85,10 @@ pub struct Nemesis {
     /// For bit rot only.
     rot_rng: ChaCha8Rng,
     next_rot_ms: u64,
+    /// For full disks only; and until when each node's disk is full.
+    full_rng: ChaCha8Rng,
+    next_full_ms: u64,
+    full_until: Vec<Option<u64>>,
     faults: Faults,
     names: Vec<String>,
     crashed: Vec<bool>,
@@ -96,6 +105,9 @@ impl Nemesis {
             next_clock_ms: first_action_ms,
             rot_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x524F_5421),
             next_rot_ms: first_action_ms,
+            full_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4655_4C4C),
+            next_full_ms: first_action_ms,
+            full_until: vec![None; names.len()],
             crashed: vec![false; names.len()],
             faults,
             names,
@@ -122,6 +134,7 @@ impl Nemesis {
     ) {
         self.clock_tick(now_ms, nodes, trace);
         self.rot_tick(now_ms, nodes, trace);
+        self.full_tick(now_ms, nodes, trace);
         if now_ms < self.next_action_ms {
             return;
         }
@@ -260,6 +273,28 @@ impl Nemesis {
         }
     }
 
+    /// Free the disks whose time is up; fill one, if due.
+    fn full_tick(&mut self, now_ms: u64, nodes: &dyn Crashable, trace: &mut Trace) {
+        for (node, until) in self.full_until.iter_mut().enumerate() {
+            if until.is_some_and(|until| now_ms >= until) {
+                *until = None;
+                nodes.set_disk_full(node, false);
+                trace.record(&format!("{now_ms} disk {node} has space again"));
+            }
+        }
+        if !self.faults.disk_full || now_ms < self.next_full_ms {
+            return;
+        }
+        let every = 3 * self.faults.every.as_millis() as u64;
+        self.next_full_ms = now_ms + 1 + self.full_rng.next_u64() % (2 * every);
+        let node = (self.full_rng.next_u64() % self.names.len() as u64) as usize;
+        let lasts_ms = 1_000 + self.full_rng.next_u64() % 7_000;
+        self.full_until[node] = Some(now_ms + lasts_ms);
+        nodes.set_disk_full(node, true);
+        self.count("disk_full_periods");
+        trace.record(&format!("{now_ms} disk {node} full for {lasts_ms} ms"));
+    }
+
     /// Repair every link and release every hold.
     pub fn heal_links(&self, sim: &turmoil::Sim<'_>) {
         for a in &self.names {
@@ -282,6 +317,11 @@ impl Nemesis {
                 nodes.set_clock_offset(i, 0);
             }
             trace.record(&format!("{now_ms} clocks set right"));
+        }
+        for (node, until) in self.full_until.iter_mut().enumerate() {
+            if until.take().is_some() {
+                nodes.set_disk_full(node, false);
+            }
         }
         for i in 0..self.names.len() {
             if self.crashed[i] {

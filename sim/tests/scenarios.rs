@@ -141,6 +141,8 @@ fn replication_under_faults() {
             "bit_rot_files",
             "scrubbed",
             "scrub_corrupt_found",
+            "disk_full_periods",
+            "writes_refused_disk_full",
             "garbage_collected",
             "sync_passes",
         ] {

@@ -536,9 +536,15 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[5_000] ^= 0x01;
         std::fs::write(&path, bytes).unwrap();
-        assert!(store.holds_durably(&id).unwrap(), "presence alone cannot tell");
+        assert!(
+            store.holds_durably(&id).unwrap(),
+            "presence alone cannot tell"
+        );
         assert!(!store.verify(&id).unwrap());
-        assert!(!store.contains(&id).unwrap(), "the rotten copy is quarantined");
+        assert!(
+            !store.contains(&id).unwrap(),
+            "the rotten copy is quarantined"
+        );
         // A good copy put back is held again; the scrub then finds it sound.
         store.put(&id, &chunk).unwrap();
         store.scrub(&id).unwrap();

@@ -13,8 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 use turmoil::fs::shim::std::fs as simfs;
 
-/// Persistent bit rot of one node's disk, kept across its incarnations
-/// (the nemesis orders it; the disk applies it).
+/// What happens to one node's physical disk, kept across its incarnations
+/// (the nemesis orders it; the disk applies it): persistent bit rot, and
+/// running full.
 #[derive(Debug, Default)]
 pub struct BitRot {
     /// Chunk files still to rot: the next ones read while faults are on.
@@ -25,6 +26,11 @@ pub struct BitRot {
     rotten: Mutex<BTreeSet<PathBuf>>,
     /// Files that rotted so far.
     pub rotted: AtomicU64,
+    /// The disk is full: writes that would take space fail with ENOSPC
+    /// (while faults are on).
+    pub full: AtomicBool,
+    /// Writes refused for want of space so far.
+    pub refused_full: AtomicU64,
 }
 
 /// Fault switches and counters shared by the harness and one node's disk.
@@ -125,6 +131,17 @@ impl SimDisk {
         due
     }
 
+    /// ENOSPC, when the disk is full and faults are on.
+    fn check_space(&self) -> io::Result<()> {
+        if self.faults.enabled.load(Ordering::Relaxed)
+            && self.faults.rot.full.load(Ordering::Relaxed)
+        {
+            self.faults.rot.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        Ok(())
+    }
+
     fn maybe_io_error(&self) -> io::Result<()> {
         if self.roll(&self.faults.io_error_ppm) {
             self.faults
@@ -189,6 +206,7 @@ impl DiskFile for SimFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         self.check()?;
+        self.disk.0.check_space()?;
         self.disk.0.maybe_io_error()?;
         self.file.write_at(buf, offset)
     }
@@ -198,6 +216,9 @@ impl DiskFile for SimFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check()?;
+        if len > self.file.metadata()?.len() {
+            self.disk.0.check_space()?;
+        }
         self.file.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
@@ -210,6 +231,9 @@ impl DiskFile for SimFile {
 impl Disk for SimDisk {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.check_fence()?;
+        if !simfs::exists(path) {
+            self.check_space()?;
+        }
         simfs::create_dir_all(path)
     }
 

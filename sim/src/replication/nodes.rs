@@ -78,6 +78,13 @@ impl Crashable for Nodes {
         true
     }
 
+    fn set_disk_full(&self, i: usize, full: bool) {
+        self.probes.borrow()[i]
+            .rot
+            .full
+            .store(full, Ordering::Relaxed);
+    }
+
     fn rot_disk(&self, i: usize, files: u64) -> bool {
         let mut probes = self.probes.borrow_mut();
         if !may_damage(&probes, i, self.disks_lost_max) {
