@@ -199,6 +199,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         clock_jumps: false,
         bit_rot: false,
         disk_full: false,
+        slow_disk: false,
     };
     let mut nemesis = Nemesis::new(seed, faults, names, 5_000);
     let chaos_ms = config.chaos.as_millis() as u64;

@@ -7,7 +7,8 @@
 //!
 //! Bit rot (a few stored chunk files of one node go bad for good, on a
 //! node the scenario allows disk damage on), full disks (one node's, for a
-//! few seconds) and clocks (when the seed
+//! few seconds), slow disks (each operation of one node delayed, for a
+//! while) and clocks (when the seed
 //! turns them on) act on schedules and rngs of their own, for the same
 //! reason. Clocks: a node's wall clock is set ahead or
 //! behind, mostly within the maximum offset the nodes allow
@@ -50,6 +51,8 @@ pub struct Faults {
     pub bit_rot: bool,
     /// A node's disk runs full for a few seconds.
     pub disk_full: bool,
+    /// A node's disk turns slow (every operation delayed) for a while.
+    pub slow_disk: bool,
 }
 
 /// What the nemesis needs from the scenario to crash a node.
@@ -73,6 +76,8 @@ pub trait Crashable {
     }
     /// Make node `i`'s disk full (or not).
     fn set_disk_full(&self, _i: usize, _full: bool) {}
+    /// Delay each of node `i`'s disk operations by `delay_ms` (0: not slow).
+    fn set_disk_slow(&self, _i: usize, _delay_ms: u64) {}
 }
 
 pub struct Nemesis {
@@ -89,6 +94,10 @@ pub struct Nemesis {
     full_rng: ChaCha8Rng,
     next_full_ms: u64,
     full_until: Vec<Option<u64>>,
+    /// For slow disks only; and until when each node's disk is slow.
+    slow_rng: ChaCha8Rng,
+    next_slow_ms: u64,
+    slow_until: Vec<Option<u64>>,
     faults: Faults,
     names: Vec<String>,
     crashed: Vec<bool>,
@@ -108,6 +117,9 @@ impl Nemesis {
             full_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4655_4C4C),
             next_full_ms: first_action_ms,
             full_until: vec![None; names.len()],
+            slow_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x534C_4F57),
+            next_slow_ms: first_action_ms,
+            slow_until: vec![None; names.len()],
             crashed: vec![false; names.len()],
             faults,
             names,
@@ -135,6 +147,7 @@ impl Nemesis {
         self.clock_tick(now_ms, nodes, trace);
         self.rot_tick(now_ms, nodes, trace);
         self.full_tick(now_ms, nodes, trace);
+        self.slow_tick(now_ms, nodes, trace);
         if now_ms < self.next_action_ms {
             return;
         }
@@ -295,6 +308,33 @@ impl Nemesis {
         trace.record(&format!("{now_ms} disk {node} full for {lasts_ms} ms"));
     }
 
+    /// Make the disks whose time is up fast again; slow one, if due.
+    fn slow_tick(&mut self, now_ms: u64, nodes: &dyn Crashable, trace: &mut Trace) {
+        for (node, until) in self.slow_until.iter_mut().enumerate() {
+            if until.is_some_and(|until| now_ms >= until) {
+                *until = None;
+                nodes.set_disk_slow(node, 0);
+                trace.record(&format!("{now_ms} disk {node} fast again"));
+            }
+        }
+        if !self.faults.slow_disk || now_ms < self.next_slow_ms {
+            return;
+        }
+        let every = 3 * self.faults.every.as_millis() as u64;
+        self.next_slow_ms = now_ms + 1 + self.slow_rng.next_u64() % (2 * every);
+        let node = (self.slow_rng.next_u64() % self.names.len() as u64) as usize;
+        let lasts_ms = 2_000 + self.slow_rng.next_u64() % 15_000;
+        // From a sluggish disk to one that stalls each operation for a
+        // second (a dying drive, a saturated array).
+        let delay_ms = [5, 50, 300, 1_000][(self.slow_rng.next_u64() % 4) as usize];
+        self.slow_until[node] = Some(now_ms + lasts_ms);
+        nodes.set_disk_slow(node, delay_ms);
+        self.count("slow_disk_periods");
+        trace.record(&format!(
+            "{now_ms} disk {node} slow ({delay_ms} ms) for {lasts_ms} ms"
+        ));
+    }
+
     /// Repair every link and release every hold.
     pub fn heal_links(&self, sim: &turmoil::Sim<'_>) {
         for a in &self.names {
@@ -321,6 +361,11 @@ impl Nemesis {
         for (node, until) in self.full_until.iter_mut().enumerate() {
             if until.take().is_some() {
                 nodes.set_disk_full(node, false);
+            }
+        }
+        for (node, until) in self.slow_until.iter_mut().enumerate() {
+            if until.take().is_some() {
+                nodes.set_disk_slow(node, 0);
             }
         }
         for i in 0..self.names.len() {

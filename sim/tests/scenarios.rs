@@ -143,6 +143,8 @@ fn replication_under_faults() {
             "scrub_corrupt_found",
             "disk_full_periods",
             "writes_refused_disk_full",
+            "slow_disk_periods",
+            "disk_jobs_delayed",
             "garbage_collected",
             "sync_passes",
         ] {

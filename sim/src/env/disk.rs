@@ -14,10 +14,10 @@ use rand_core::RngCore;
 use turmoil::fs::shim::std::fs as simfs;
 
 /// What happens to one node's physical disk, kept across its incarnations
-/// (the nemesis orders it; the disk applies it): persistent bit rot, and
-/// running full.
+/// (the nemesis orders it; the disk applies it): persistent bit rot,
+/// running full, and slowness.
 #[derive(Debug, Default)]
-pub struct BitRot {
+pub struct DiskState {
     /// Chunk files still to rot: the next ones read while faults are on.
     pub pending: AtomicU64,
     /// Files whose bytes are bad: every read of them returns a flipped
@@ -31,6 +31,11 @@ pub struct BitRot {
     pub full: AtomicBool,
     /// Writes refused for want of space so far.
     pub refused_full: AtomicU64,
+    /// The disk is slow: every blocking job (each disk operation of the
+    /// node) waits this long first (0: not slow).
+    pub slow_ms: AtomicU64,
+    /// Jobs delayed so far.
+    pub slow_jobs: AtomicU64,
 }
 
 /// Fault switches and counters shared by the harness and one node's disk.
@@ -47,7 +52,7 @@ pub struct DiskFaults {
     pub injected_io_errors: AtomicU64,
     pub injected_corruptions: AtomicU64,
     /// This disk's bit rot (shared with its other incarnations).
-    pub rot: Arc<BitRot>,
+    pub rot: Arc<DiskState>,
 }
 
 impl DiskFaults {
@@ -56,7 +61,7 @@ impl DiskFaults {
     }
 
     /// [`DiskFaults::new`] on a disk whose bit rot is `rot`.
-    pub fn with_rot(io_error_ppm: u64, corruption_ppm: u64, rot: Arc<BitRot>) -> Arc<Self> {
+    pub fn with_rot(io_error_ppm: u64, corruption_ppm: u64, rot: Arc<DiskState>) -> Arc<Self> {
         let faults = Self {
             rot,
             ..Self::default()

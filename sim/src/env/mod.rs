@@ -26,7 +26,7 @@ use dfs::env::{Clock, Env, Executor, Random};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-pub use disk::{BitRot, DiskFaults};
+pub use disk::{DiskFaults, DiskState};
 pub use net::CloseInOrder;
 
 /// One node incarnation's [`Env`], and what makes its crash replayable.
@@ -61,6 +61,7 @@ pub fn sim_env_with_clock(
     let rng = Arc::new(SimRandom(Mutex::new(ChaCha8Rng::seed_from_u64(rng_seed))));
     let disk_rng = ChaCha8Rng::seed_from_u64(rng_seed ^ 0x5EED_D15C);
     let sockets = Arc::new(net::Sockets::new(faults.clone()));
+    let disk_state = faults.rot.clone();
     SimEnv {
         env: Env {
             disk: Arc::new(disk::SimDisk::new(faults, disk_rng)),
@@ -69,7 +70,7 @@ pub fn sim_env_with_clock(
                 offset_ms: clock_offset_ms,
             }),
             rng,
-            executor: Arc::new(Inline),
+            executor: Arc::new(Inline { disk: disk_state }),
         },
         sockets,
     }
@@ -108,10 +109,24 @@ impl Clock for SimClock {
     }
 }
 
-struct Inline;
+/// Runs blocking jobs inline, or, while the node's disk is slow, after a
+/// delay of simulated time (a spawned task of the host: a crash drops it,
+/// job and all, like the process it stands for).
+struct Inline {
+    disk: Arc<DiskState>,
+}
 
 impl Executor for Inline {
     fn run_blocking(&self, job: Box<dyn FnOnce() + Send>) {
-        job();
+        let delay_ms = self.disk.slow_ms.load(Ordering::Relaxed);
+        if delay_ms == 0 {
+            job();
+            return;
+        }
+        self.disk.slow_jobs.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            job();
+        });
     }
 }

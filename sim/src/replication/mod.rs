@@ -9,7 +9,7 @@
 //! nodes (some cut off from all others, some on an empty disk), rots
 //! stored chunk files (at most W - 1 nodes' disks are lost or rot, fewer
 //! than the copies every acknowledged write has), fills disks for a few
-//! seconds, links lose messages and add latency, and the disks tear writes,
+//! seconds, slows disks down, links lose messages and add latency, and the disks tear writes,
 //! sync early, fail with EIO and return corrupt reads. Then everything
 //! heals and the cluster quiesces, and the checkers read the history:
 //!
@@ -116,6 +116,7 @@ impl Config {
                 clock_jumps: false,
                 bit_rot: false,
                 disk_full: false,
+                slow_disk: false,
             },
             maintenance: Maintenance {
                 sync_interval: Duration::from_millis([500, 2_000][pick(2) as usize]),
@@ -129,6 +130,7 @@ impl Config {
         config.maintenance.scrub_interval = Duration::from_millis([500, 3_000][pick(2) as usize]);
         config.faults.bit_rot = pick(2) == 0;
         config.faults.disk_full = pick(2) == 0;
+        config.faults.slow_disk = pick(2) == 0;
         config
     }
 }
@@ -244,6 +246,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         *counters.entry("bit_rot_files").or_default() += probe.rot.rotted.load(Ordering::Relaxed);
         *counters.entry("writes_refused_disk_full").or_default() +=
             probe.rot.refused_full.load(Ordering::Relaxed);
+        *counters.entry("disk_jobs_delayed").or_default() +=
+            probe.rot.slow_jobs.load(Ordering::Relaxed);
         for disk in &probe.disks {
             *counters.entry("injected_io_errors").or_default() +=
                 disk.injected_io_errors.load(Ordering::Relaxed);

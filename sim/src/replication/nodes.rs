@@ -15,7 +15,7 @@ use dfs::peer::MemberView;
 use dfs::placement::Replication;
 
 use super::{Config, PORT};
-use crate::env::{BitRot, DiskFaults, sim_env_with_clock};
+use crate::env::{DiskFaults, DiskState, sim_env_with_clock};
 use crate::nemesis::Crashable;
 use crate::workload::cluster_key;
 
@@ -37,7 +37,7 @@ pub(super) struct Probe {
     /// How far this node's wall clock is off (the nemesis moves it).
     pub(super) clock_offset_ms: Arc<AtomicI64>,
     /// Its disk's bit rot, across incarnations.
-    pub(super) rot: Arc<BitRot>,
+    pub(super) rot: Arc<DiskState>,
     /// Whether the nemesis rotted files on it (which counts against the
     /// budget of damaged disks, like a loss).
     pub(super) rotted: bool,
@@ -76,6 +76,13 @@ impl Crashable for Nodes {
         }
         probes[i].disks_lost += 1;
         true
+    }
+
+    fn set_disk_slow(&self, i: usize, delay_ms: u64) {
+        self.probes.borrow()[i]
+            .rot
+            .slow_ms
+            .store(delay_ms, Ordering::Relaxed);
     }
 
     fn set_disk_full(&self, i: usize, full: bool) {
