@@ -189,6 +189,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 // for the indirect round (foca needs rtt < period).
                 probe_rtt: probe_period * 2 / 5,
                 suspect_to_down: Duration::from_millis(*suspect_timeout_ms),
+                ..SwimTiming::default()
             };
             let options = ServeOptions {
                 listen,

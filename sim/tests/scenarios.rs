@@ -145,6 +145,7 @@ fn replication_under_faults() {
             "writes_refused_disk_full",
             "slow_disk_periods",
             "disk_jobs_delayed",
+            "members_forgotten",
             "garbage_collected",
             "sync_passes",
         ] {

@@ -58,6 +58,11 @@ pub struct SwimTiming {
     pub probe_period: Duration,
     pub probe_rtt: Duration,
     pub suspect_to_down: Duration,
+    /// How long a down member is remembered (its address lets a healed
+    /// partition merge) before it is forgotten: a day by default; the
+    /// simulation forgets within seconds, so that forgotten members race
+    /// the rest.
+    pub forget_down_after: Duration,
 }
 
 impl Default for SwimTiming {
@@ -66,6 +71,7 @@ impl Default for SwimTiming {
             probe_period: Duration::from_secs(1),
             probe_rtt: Duration::from_millis(400),
             suspect_to_down: Duration::from_secs(3),
+            forget_down_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -78,8 +84,8 @@ fn foca_config(timing: SwimTiming) -> Config {
     config.max_packet_size = NonZeroUsize::new(SWIM_PACKET_BYTES_MAX).expect("non-zero");
     config.max_transmissions = NonZeroU8::new(8).expect("non-zero");
     // Remember down members (their addresses let a healed partition merge)
-    // for a day; a member that comes back renews its identity anyway.
-    config.remove_down_after = Some(Duration::from_secs(24 * 3600));
+    // for a while; a member that comes back renews its identity anyway.
+    config.remove_down_after = Some(timing.forget_down_after);
     // Announcing to a random member, and to down members, is what merges two
     // sides of a healed partition; the defaults (30 s and 65 s) are tuned for
     // large clusters, ours are small.
@@ -131,6 +137,8 @@ pub struct MemberView {
     /// start (see [`MemberView::complete`]), and whether it has been.
     expected_at_start: usize,
     completed: std::sync::atomic::AtomicBool,
+    /// Members SWIM forgot since start.
+    forgotten: std::sync::atomic::AtomicU64,
 }
 
 impl Default for MemberView {
@@ -155,6 +163,7 @@ impl MemberView {
             largest_cluster: AtomicUsize::new(largest_cluster.max(1)),
             expected_at_start: expected_at_start.max(1),
             completed: std::sync::atomic::AtomicBool::new(false),
+            forgotten: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -271,7 +280,22 @@ impl MemberView {
     }
 
     fn replace(&self, members: BTreeMap<NodeId, (PeerIdentity, MemberState)>) {
-        *self.members.lock().expect("member view poisoned") = members;
+        let mut view = self.members.lock().expect("member view poisoned");
+        let forgotten = view
+            .keys()
+            .filter(|node| !members.contains_key(node))
+            .count();
+        if forgotten > 0 {
+            crate::marks::hit("swim_forgot_a_member");
+            self.forgotten
+                .fetch_add(forgotten as u64, Ordering::Relaxed);
+        }
+        *view = members;
+    }
+
+    /// Members SWIM forgot (down for `forget_down_after`) since start.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten.load(Ordering::Relaxed)
     }
 }
 

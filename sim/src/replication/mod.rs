@@ -77,6 +77,8 @@ pub struct Config {
     /// Anti-entropy, repair and GC periods: short, so that garbage
     /// collection runs (and races puts, prunes and partitions) in a seed.
     pub maintenance: Maintenance,
+    /// How soon SWIM forgets a down member (a day in production).
+    pub forget_down_after: Duration,
 }
 
 impl Config {
@@ -124,6 +126,7 @@ impl Config {
                 gc_grace: Duration::from_millis([2_000, 10_000, 60_000][pick(3) as usize]),
                 scrub_interval: Duration::ZERO,
             },
+            forget_down_after: Duration::ZERO,
         };
         // Drawn after everything above, which older seeds keep.
         config.faults.clock_jumps = pick(2) == 0;
@@ -131,6 +134,7 @@ impl Config {
         config.faults.bit_rot = pick(2) == 0;
         config.faults.disk_full = pick(2) == 0;
         config.faults.slow_disk = pick(2) == 0;
+        config.forget_down_after = Duration::from_secs([24 * 3600, 15, 60][pick(3) as usize]);
         config
     }
 }
@@ -246,6 +250,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         *counters.entry("bit_rot_files").or_default() += probe.rot.rotted.load(Ordering::Relaxed);
         *counters.entry("writes_refused_disk_full").or_default() +=
             probe.rot.refused_full.load(Ordering::Relaxed);
+        *counters.entry("members_forgotten").or_default() +=
+            probe.views.iter().map(|v| v.forgotten()).sum::<u64>();
         *counters.entry("disk_jobs_delayed").or_default() +=
             probe.rot.slow_jobs.load(Ordering::Relaxed);
         for disk in &probe.disks {

@@ -11,7 +11,7 @@ use dfs::client::{Client, ClientError};
 use dfs::cluster::Cluster;
 use dfs::env::Env;
 use dfs::node::{NodeConfig, Server};
-use dfs::peer::MemberView;
+use dfs::peer::{MemberView, SwimTiming};
 use dfs::placement::Replication;
 
 use super::{Config, PORT};
@@ -31,6 +31,8 @@ pub(super) struct Probe {
     pub(super) clusters: Vec<Arc<Cluster>>,
     pub(super) disks: Vec<Arc<DiskFaults>>,
     pub(super) view: Option<Arc<MemberView>>,
+    /// Every incarnation's view (for counters).
+    pub(super) views: Vec<Arc<MemberView>>,
     /// How many times this node's disk was lost: its data dir is
     /// `/data` at first, `/data<n>` (empty) after the n-th loss.
     pub(super) disks_lost: u32,
@@ -163,7 +165,10 @@ pub(super) fn add_node(
             },
             advertise: Some(format!("{}:{PORT}", host(index))),
             cluster_key: cluster_key(seed),
-            swim: Default::default(),
+            swim: SwimTiming {
+                forget_down_after: config.forget_down_after,
+                ..SwimTiming::default()
+            },
             replication: Replication::new(config.replicas, config.write_quorum)
                 .expect("derived settings are valid"),
             maintenance: config.maintenance,
@@ -190,6 +195,7 @@ pub(super) fn add_node(
             {
                 let mut probes = probes.borrow_mut();
                 probes[index].view = Some(server.node().members().clone());
+                probes[index].views.push(server.node().members().clone());
                 probes[index].clusters.push(server.node().cluster().clone());
             }
             server.run(std::future::pending()).await;
