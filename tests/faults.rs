@@ -68,18 +68,32 @@ fn writer(
     }
 }
 
-/// Read every acknowledged version back through `node`, byte for byte.
+/// Read every acknowledged version back through `node`, byte for byte. A
+/// node that was down learns of versions acknowledged meanwhile through
+/// anti-entropy, so "no version" is retried for a while (convergence), any
+/// other failure is not.
 fn check_all(node: &Node, acknowledged: &[Acknowledged], scratch: &Path, seed: u64) {
     for (i, put) in acknowledged.iter().enumerate() {
         let out = scratch.join(format!("get-{i}"));
-        let got = node.cli(&[
-            "get",
-            &put.name,
-            "--version",
-            &put.version,
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let get = || {
+            node.cli(&[
+                "get",
+                &put.name,
+                "--version",
+                &put.version,
+                "-o",
+                out.to_str().unwrap(),
+            ])
+        };
+        let mut got = get();
+        let started = std::time::Instant::now();
+        while !got.status.success()
+            && String::from_utf8_lossy(&got.stderr).contains("has no version")
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            got = get();
+        }
         assert!(
             got.status.success(),
             "seed {seed}: acknowledged version {} of {} unreadable: {}",
