@@ -161,10 +161,12 @@ pub struct Cluster {
     /// a blob only after a complete pass with every member since it first
     /// saw the blob unreferenced (see `repair`).
     synced_with: Mutex<BTreeMap<NodeId, (u64, u64)>>,
-    /// Contents of records a peer holds that this node refused as from
-    /// beyond the clock offset: the GC counts them as referenced (see
-    /// `sync::defer`). Bounded by `DEFERRED_CONTENTS_MAX`.
-    deferred_contents: Mutex<std::collections::BTreeSet<crate::cas::ContentId>>,
+    /// Per member, contents of its records that the latest complete pass
+    /// with it refused as from beyond the clock offset: the GC counts them
+    /// as referenced (see `sync::pass_completed`). Bounded by
+    /// `DEFERRED_CONTENTS_MAX` per member.
+    deferred_contents:
+        Mutex<BTreeMap<NodeId, std::collections::BTreeSet<crate::cas::ContentId>>>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
     pub scrub: ScrubStatus,
@@ -192,7 +194,7 @@ impl Cluster {
             hlc: Mutex::new(hlc),
             maintenance,
             synced_with: Mutex::new(BTreeMap::new()),
-            deferred_contents: Mutex::new(std::collections::BTreeSet::new()),
+            deferred_contents: Mutex::new(BTreeMap::new()),
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
             scrub: ScrubStatus::default(),

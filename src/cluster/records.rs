@@ -166,7 +166,7 @@ impl Cluster {
         // disk, and make the read unreachable for good.
         // A view still filling in after a restart would count too few
         // nodes, and a read of too few need not meet the write.
-        if !self.members.complete() {
+        if !self.members.complete(self.elapsed_ms()) {
             crate::marks::hit("quorum_read_waits_for_a_complete_view");
             return Err(ClusterError::QuorumNotReached {
                 what: format!("a quorum read of {name}"),

@@ -241,8 +241,12 @@ impl Cluster {
                 && every_owner_holds
                 && drops_left > 0
                 && referenced.as_ref().is_some_and(|r| r.contains(id));
-            if droppable && self.owners_verified(*id, owners, &alive).await {
+            // The budget counts attempts: each costs a read on every owner.
+            let verified = droppable && {
                 drops_left -= 1;
+                self.owners_verified(*id, owners, &alive).await
+            };
+            if verified {
                 let store = self.store.clone();
                 let blob = *id;
                 match self.blocking(move || store.delete(&blob)).await {
@@ -330,20 +334,16 @@ impl Cluster {
         // records are read here: one put again after that is kept by
         // `delete_unless_put_again` instead.
         let records_read_ms = self.elapsed_ms();
+        // Records a peer holds that this node refused as from beyond its
+        // clock still reference their contents. Read before the records: a
+        // pass completing in between merged what it no longer defers.
+        let deferred = self.deferred_contents();
         let index = self.index.clone();
         let Ok(records) = self.blocking(move || index.all_records()).await else {
             return None;
         };
         let mut contents: BTreeSet<ContentId> = records.iter().filter_map(|r| r.content).collect();
-        // Records a peer holds that this node refused as from beyond its
-        // clock still reference their contents.
-        contents.extend(
-            self.deferred_contents
-                .lock()
-                .expect("deferred poisoned")
-                .iter()
-                .copied(),
-        );
+        contents.extend(deferred);
         let mut referenced: BTreeSet<ChunkId> = BTreeSet::new();
         for content in &contents {
             referenced.insert(ChunkId(content.0));

@@ -74,14 +74,12 @@ impl Cluster {
                 // answer is an error, so the sender counts no
                 // acknowledgement and its anti-entropy pass is incomplete.
                 let refused = self.refuse_ahead(from, &mut records, &mut floors);
-                match self.merge_local(records, floors).await {
-                    Ok(_) if let Some(refused) = refused => {
-                        error(ErrorCode::InvalidRequest, refused.reason)
-                    }
-                    Ok(outcome) => Message::RecordsApplied {
+                match (self.merge_local(records, floors).await, refused) {
+                    (Ok(_), Some(refused)) => error(ErrorCode::InvalidRequest, refused.reason),
+                    (Ok(outcome), None) => Message::RecordsApplied {
                         below_floor: outcome.below_floor,
                     },
-                    Err(e) => error_with(ErrorCode::Internal, e),
+                    (Err(e), _) => error_with(ErrorCode::Internal, e),
                 }
             }
             Message::SyncDigests { digests, after } => {

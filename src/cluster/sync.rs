@@ -44,6 +44,9 @@ pub struct SyncReport {
     /// The round could not compare any key (see `sync_with`); the pass
     /// stays where it was.
     pub stalled: bool,
+    /// Contents of the peer's records this node refused as from beyond its
+    /// clock (see `defer`).
+    pub deferred: BTreeSet<ContentId>,
 }
 
 /// Where a pass with one peer stands.
@@ -53,6 +56,9 @@ pub struct SyncPass {
     pub started_ms: u64,
     /// The key the next round continues after (`None`: a new pass).
     pub after: Option<RecordKey>,
+    /// Contents of records refused so far in this pass (bounded by
+    /// [`DEFERRED_CONTENTS_MAX`]).
+    pub deferred: BTreeSet<ContentId>,
 }
 
 /// The background loop: one round with a random alive peer every
@@ -91,9 +97,11 @@ impl SyncTask {
             let pass = passes.entry(peer.node).or_insert_with(|| SyncPass {
                 started_ms: now,
                 after: None,
+                deferred: BTreeSet::new(),
             });
             if pass.after.is_none() {
                 pass.started_ms = now;
+                pass.deferred.clear();
             }
             let after = pass.after.clone();
             let round = tokio::select! {
@@ -105,12 +113,21 @@ impl SyncTask {
                     if report.differing_buckets > 0 {
                         tracing::debug!(peer = %peer.node.short(), ?report, "anti-entropy round");
                     }
+                    pass.deferred.extend(report.deferred);
+                    if pass.deferred.len() > DEFERRED_CONTENTS_MAX {
+                        // Too much to hold as referenced: this pass does
+                        // not count, and collection waits.
+                        pass.after = None;
+                        continue;
+                    }
                     if report.stalled {
                         continue;
                     }
                     pass.after = report.continue_after;
                     if pass.after.is_none() {
-                        self.cluster.pass_completed(peer.node, pass.started_ms);
+                        let deferred = std::mem::take(&mut pass.deferred);
+                        self.cluster
+                            .pass_completed(peer.node, pass.started_ms, deferred);
                     } else {
                         crate::marks::hit("sync_pass_continues");
                     }
@@ -151,34 +168,34 @@ fn key_cost(key: &RecordKey) -> usize {
 }
 
 impl Cluster {
-    /// Note the contents of records refused as from beyond the clock
-    /// offset, for the garbage collector to count as referenced until they
-    /// are merged (or this process ends; the next pass defers them again).
-    /// Returns false, noting nothing, past [`DEFERRED_CONTENTS_MAX`].
-    fn defer(&self, records: &[VersionRecord]) -> bool {
-        let mut deferred = self.deferred_contents.lock().expect("deferred poisoned");
-        let new: BTreeSet<ContentId> = records
-            .iter()
-            .filter_map(|r| r.content)
-            .filter(|c| !deferred.contains(c))
-            .collect();
-        if deferred.len() + new.len() > DEFERRED_CONTENTS_MAX {
-            return false;
-        }
-        crate::marks::hit("sync_deferred_records_beyond_the_clock");
-        deferred.extend(new);
-        true
-    }
-
     /// Note that a complete pass with `peer` started at `started_ms` (and
-    /// ends now).
-    fn pass_completed(&self, peer: NodeId, started_ms: u64) {
+    /// ends now), and the contents of the peer's records it refused as from
+    /// beyond the clock: until the next complete pass with that peer, the
+    /// garbage collector counts them as referenced (the records are not in
+    /// the index, yet the peer holds them).
+    fn pass_completed(&self, peer: NodeId, started_ms: u64, deferred: BTreeSet<ContentId>) {
         let now = self.elapsed_ms();
         let members: BTreeSet<NodeId> = self.members.members().iter().map(|m| m.node_id).collect();
+        {
+            let mut by_peer = self.deferred_contents.lock().expect("deferred poisoned");
+            by_peer.retain(|node, _| members.contains(node));
+            if deferred.is_empty() {
+                by_peer.remove(&peer);
+            } else {
+                crate::marks::hit("sync_deferred_records_beyond_the_clock");
+                by_peer.insert(peer, deferred);
+            }
+        }
         let mut synced = self.synced_with.lock().expect("sync state poisoned");
         synced.retain(|node, _| members.contains(node));
         synced.insert(peer, (started_ms, now));
         ReplicationCounters::bump(&self.counters.sync_passes, 1);
+    }
+
+    /// Every content deferred by the latest complete pass with each member.
+    pub(super) fn deferred_contents(&self) -> BTreeSet<ContentId> {
+        let by_peer = self.deferred_contents.lock().expect("deferred poisoned");
+        by_peer.values().flatten().copied().collect()
     }
 
     /// Whether this node has compared its whole index with every member:
@@ -201,7 +218,7 @@ impl Cluster {
                 .get(node)
                 .is_some_and(|&(started, ended)| started > since_ms && ended < records_read_ms)
         };
-        members.iter().all(|m| qualifies(&m.node_id)) && self.members.complete()
+        members.iter().all(|m| qualifies(&m.node_id)) && self.members.complete(self.elapsed_ms())
     }
 
     /// One anti-entropy round with `peer`, comparing the keys after `after`
@@ -314,13 +331,12 @@ impl Cluster {
             .await
             .map_err(|e| e.to_string())?;
         // A record left out (from beyond the clock offset) is not in the
-        // index, so the garbage collector would not count its content:
-        // note the content as referenced meanwhile, or, past the bound,
-        // fail the round so the pass is not complete.
-        if let Some(refused) = refused
-            && !self.defer(&refused.records)
-        {
-            return Err(refused.reason);
+        // index, so the garbage collector would not count its content: the
+        // pass carries it (see `pass_completed`).
+        if let Some(refused) = refused {
+            report
+                .deferred
+                .extend(refused.records.iter().filter_map(|r| r.content));
         }
         report.records_received = merged.records.len();
         ReplicationCounters::bump(

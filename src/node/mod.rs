@@ -183,7 +183,7 @@ impl Server {
         }
         let me = PeerIdentity {
             node: identity.node_id(),
-            addr: advertise,
+            addr: advertise.clone(),
             bump,
         };
         let (swim_tx, swim_rx) = tokio::sync::mpsc::channel(SWIM_INBOX);
@@ -224,8 +224,11 @@ impl Server {
         // The view is complete (for the garbage collector) once it holds
         // the members persisted last time, or without that list (lost, or
         // a first start) as many nodes as the largest cluster recorded.
+        // (This node's own address in the list is an earlier identity of
+        // it, from before a lost disk: not another node.)
         let persisted_nodes = persisted
             .iter()
+            .filter(|addr| **addr != advertise)
             .collect::<std::collections::BTreeSet<_>>()
             .len()
             + 1;
@@ -234,7 +237,11 @@ impl Server {
         } else {
             persisted_nodes
         };
-        let members = Arc::new(MemberView::expecting(largest_cluster, expected));
+        let members = Arc::new(MemberView::expecting(
+            largest_cluster,
+            expected,
+            (env.clock.monotonic_ms(), config.swim.forget_down_after),
+        ));
         let effective_quorum = config.replication.quorum_in(largest_cluster);
         if effective_quorum < config.replication.write_quorum {
             tracing::warn!(
@@ -444,9 +451,14 @@ fn next_identity_bump(env: &Env, data_dir: &std::path::Path) -> std::io::Result<
         }
         None => now,
     };
-    // Best effort: a node on a full disk must still start (and serve
-    // reads); the next start then only has the clock to go by.
+    // Best effort while the clock is ahead of every earlier start: a node
+    // on a full disk must still start (and serve reads), and the next start
+    // then has the clock to go by. Not when the clock is behind: two starts
+    // unrecorded would share a bump.
     if let Err(error) = crate::env::replace_file_durably(env, &path, bump.to_string().as_bytes()) {
+        if previous.is_some_and(|previous| previous >= now) {
+            return Err(error);
+        }
         tracing::warn!(path = %path.display(), %error, "cannot record this start's identity bump");
     }
     Ok(bump)

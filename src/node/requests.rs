@@ -183,6 +183,20 @@ impl Node {
                     }
                 }
             }
+            // Record the stores that finished (in order) after every frame,
+            // and keep what is due: a slow sender's chunks wait in the
+            // pipeline, and must be kept as any other.
+            while failure.is_none() && in_flight.front().is_some_and(|job| job.is_finished()) {
+                let job = in_flight.pop_front().expect("non-empty");
+                if let Err(refusal) = record_chunk(&mut manifest, &mut blobs, job.await) {
+                    failure = Some(refusal);
+                }
+            }
+            if failure.is_none()
+                && let Err(error) = self.cluster.keep_if_due(&mut blobs).await
+            {
+                failure = Some(error.into());
+            }
             if last {
                 break;
             }

@@ -136,6 +136,8 @@ pub struct MemberView {
     /// How many nodes the view must count before it is complete after a
     /// start (see [`MemberView::complete`]), and whether it has been.
     expected_at_start: usize,
+    /// When the view counts as complete regardless (monotonic ms).
+    complete_by_ms: u64,
     completed: std::sync::atomic::AtomicBool,
     /// Members SWIM forgot since start.
     forgotten: std::sync::atomic::AtomicU64,
@@ -151,17 +153,28 @@ impl MemberView {
     /// A view of a node that has been part of a cluster of
     /// `largest_cluster` nodes (1: it has only ever been alone).
     pub fn new(largest_cluster: usize) -> Self {
-        Self::expecting(largest_cluster, largest_cluster)
+        Self::expecting(largest_cluster, largest_cluster, (0, Duration::ZERO))
     }
 
     /// A view that is complete once it counts `expected_at_start` nodes
     /// (this one included): the members this node persisted when it last
     /// ran, or, without that list, the largest cluster it has known.
-    pub fn expecting(largest_cluster: usize, expected_at_start: usize) -> Self {
+    ///
+    /// `(started_ms, forget_after)`: when this node started (monotonic ms)
+    /// and how long SWIM remembers a down member. A member that has not
+    /// been seen that long after the start would have been forgotten by
+    /// now anyway (decommissioned, or gone for good), so the view counts as
+    /// complete then too, rather than stop collection until a restart.
+    pub fn expecting(
+        largest_cluster: usize,
+        expected_at_start: usize,
+        (started_ms, forget_after): (u64, Duration),
+    ) -> Self {
         Self {
             members: Mutex::new(BTreeMap::new()),
             largest_cluster: AtomicUsize::new(largest_cluster.max(1)),
             expected_at_start: expected_at_start.max(1),
+            complete_by_ms: started_ms.saturating_add(forget_after.as_millis() as u64),
             completed: std::sync::atomic::AtomicBool::new(false),
             forgotten: std::sync::atomic::AtomicU64::new(0),
         }
@@ -177,11 +190,11 @@ impl MemberView {
     /// proves nothing (the garbage collector waits for this). Once
     /// complete, the view is authoritative: a member SWIM forgets (down for
     /// a day, decommissioned) is not waited for again.
-    pub fn complete(&self) -> bool {
+    pub fn complete(&self, now_ms: u64) -> bool {
         if self.completed.load(Ordering::Relaxed) {
             return true;
         }
-        let complete = self.nodes() >= self.expected_at_start;
+        let complete = self.nodes() >= self.expected_at_start || now_ms >= self.complete_by_ms;
         if complete {
             self.completed.store(true, Ordering::Relaxed);
         }
@@ -665,12 +678,16 @@ impl Driver {
 
     async fn refresh_view(&mut self) {
         let me = self.peers.identity().node;
+        let my_addr = self.peers.identity().addr;
         let members: BTreeMap<_, _> = self
             .swim
             .iter_membership_state()
             // foca can list an earlier identity of this very node (after a
-            // rejoin, as suspect or down): it is not another member.
+            // rejoin, as suspect or down): it is not another member. Nor is
+            // an identity at this node's address that is not alive: this
+            // node before it lost its disk.
             .filter(|member| member.id().node != me)
+            .filter(|member| member.id().addr != my_addr || member.state() == foca::State::Alive)
             .take(MEMBERS_MAX)
             .map(|member| {
                 let state = match member.state() {
@@ -696,7 +713,10 @@ impl Driver {
         if size > self.recorded_cluster_size {
             self.record_cluster_size(size).await;
         }
-        if persisted != self.persisted && !persisted.is_empty() {
+        // A view still filling in after a start is not saved: the list is
+        // what the next start expects to see before it trusts its view.
+        let complete = self.view.complete(self.env.clock.monotonic_ms());
+        if persisted != self.persisted && !persisted.is_empty() && complete {
             self.persist(persisted).await;
         }
     }
