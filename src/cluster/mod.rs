@@ -165,8 +165,7 @@ pub struct Cluster {
     /// with it refused as from beyond the clock offset: the GC counts them
     /// as referenced (see `sync::pass_completed`). Bounded by
     /// `DEFERRED_CONTENTS_MAX` per member.
-    deferred_contents:
-        Mutex<BTreeMap<NodeId, std::collections::BTreeSet<crate::cas::ContentId>>>,
+    deferred_contents: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<crate::cas::ContentId>>>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
     pub scrub: ScrubStatus,
