@@ -132,6 +132,7 @@ fn replication_under_faults() {
             "repair_copies",
             "acknowledged_puts",
             "quorum_reads",
+            "quorum_reads_checked",
             "restores",
             "prunes",
             "isolated_restarts",

@@ -273,6 +273,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     counters.insert("acknowledged_puts", acked_puts);
     counters.insert("indeterminate_puts", history.indeterminate);
     counters.insert("quorum_reads", history.quorum_reads);
+    counters.insert("quorum_reads_checked", history.quorum_reads_checked);
     counters.insert("restores", history.restores);
     counters.insert("prunes", history.prunes);
     let mut trace_all = history.trace;

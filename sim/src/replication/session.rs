@@ -35,6 +35,8 @@ pub(super) struct History {
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
     pub(super) quorum_reads: u64,
+    /// Quorum reads held to the newest acknowledged write.
+    pub(super) quorum_reads_checked: u64,
     pub(super) restores: u64,
     pub(super) prunes: u64,
 }
@@ -69,9 +71,19 @@ pub(super) async fn session(
     let env = client_env(seed ^ (0xC11E_0000 + client as u64));
     let node = client % config.nodes;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574F_524B ^ ((client as u64) << 40));
-    // The newest version of each name this session has seen.
+    // The newest version of each name this session has seen. A node that
+    // lost its disk forgot what it served (README: the promise holds
+    // unless it did), so the session starts over then.
     let mut seen: BTreeMap<String, VersionId> = BTreeMap::new();
+    let disks_lost = |probes: &Probes| probes.borrow()[node].disks_lost;
+    let mut seen_on_disk = disks_lost(&probes);
+    let probes_for_observe = probes.clone();
     let mut observe = |h: &mut History, name: &str, vid: VersionId, what: &str| {
+        let now_on_disk = disks_lost(&probes_for_observe);
+        if now_on_disk != seen_on_disk {
+            seen.clear();
+            seen_on_disk = now_on_disk;
+        }
         if let Some(previous) = seen.get(name)
             && vid < *previous
         {
@@ -122,7 +134,16 @@ pub(super) async fn session(
             }
             9..=13 => {
                 let quorum = rng.next_u64().is_multiple_of(3);
-                let acknowledged_before = history.borrow().newest_acknowledged.get(&name).copied();
+                // Quorum reads meet every acknowledged write only while no
+                // node lost the disk holding it and views stay trusted
+                // (SWIM forgets down members after a day in production;
+                // some seeds forget within seconds). README says so.
+                let acknowledged_before = history
+                    .borrow()
+                    .newest_acknowledged
+                    .get(&name)
+                    .copied()
+                    .filter(|_| quorum_promise_holds(&config, &probes));
                 let mut out = Vec::new();
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
@@ -139,6 +160,9 @@ pub(super) async fn session(
                 let mut h = history.borrow_mut();
                 if quorum {
                     h.quorum_reads += 1;
+                    if acknowledged_before.is_some() {
+                        h.quorum_reads_checked += 1;
+                    }
                 }
                 match result {
                     Ok(fetched) => {
@@ -302,4 +326,11 @@ fn knows(probes: &Probes, reader: usize, writer: usize) -> bool {
         .view
         .as_ref()
         .is_some_and(|view| view.members().iter().any(|m| m.addr == addr))
+}
+
+/// Whether a quorum read now must meet every acknowledged write: no disk
+/// lost so far, and down members remembered as long as in production.
+fn quorum_promise_holds(config: &Config, probes: &Probes) -> bool {
+    config.forget_down_after >= Duration::from_secs(3600)
+        && probes.borrow().iter().all(|p| p.disks_lost == 0)
 }
