@@ -143,7 +143,9 @@ pub(super) async fn session(
                     .newest_acknowledged
                     .get(&name)
                     .copied()
-                    .filter(|_| quorum_promise_holds(&config, &probes));
+                    .filter(|_| quorum_promise_holds(&config, &probes))
+                    // The reader must know the writer when the read starts.
+                    .filter(|(_, writer)| knows(&probes, node, *writer));
                 let mut out = Vec::new();
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
@@ -172,9 +174,8 @@ pub(super) async fn session(
                         if let Some(record) = &fetched.record {
                             observe(&mut h, &name, record.vid, "a get");
                             if quorum
-                                && let Some((newest, writer)) = acknowledged_before
+                                && let Some((newest, _)) = acknowledged_before
                                 && record.vid < newest
-                                && knows(&probes, node, writer)
                             {
                                 h.violations.push(format!(
                                     "quorum read: get --quorum of {name} through node{node} returned {}, older than {newest} acknowledged before it started",
@@ -192,9 +193,8 @@ pub(super) async fn session(
                         // No record at all, after one was acknowledged (a
                         // prune keeps the newest, a removal is a record).
                         if quorum
-                            && let Some((newest, writer)) = acknowledged_before
+                            && let Some((newest, _)) = acknowledged_before
                             && error.contains("no file named")
-                            && knows(&probes, node, writer)
                         {
                             h.violations.push(format!(
                                 "quorum read: get --quorum of {name} through node{node} found no file, after {newest} was acknowledged"
