@@ -45,7 +45,7 @@ pub struct SyncReport {
     /// stays where it was.
     pub stalled: bool,
     /// Contents of the peer's records this node refused as from beyond its
-    /// clock (see `defer`).
+    /// clock (see `Cluster::pass_completed`).
     pub deferred: BTreeSet<ContentId>,
 }
 
