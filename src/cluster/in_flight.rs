@@ -41,8 +41,10 @@ pub struct PutBlobs {
     oldest_ms: Option<u64>,
     /// Each holder and the blobs it acknowledged (a blob repeated within
     /// a file is kept once). Bounded by the file's chunk count times R, the
-    /// same order as its manifest.
-    holders: BTreeMap<NodeId, (PeerIdentity, BTreeSet<ChunkId>)>,
+    /// same order as its manifest. Shared (`Arc`) when every holder is
+    /// asked about the same blobs (a restore), so that costs one set, not
+    /// one per node.
+    holders: BTreeMap<NodeId, (PeerIdentity, Arc<BTreeSet<ChunkId>>)>,
     /// Every blob of the put.
     blobs: BTreeSet<ChunkId>,
 }
@@ -56,11 +58,12 @@ impl PutBlobs {
         });
         self.blobs.insert(id);
         for holder in &stored.holders {
-            self.holders
+            let ids = &mut self
+                .holders
                 .entry(holder.node)
-                .or_insert_with(|| (holder.clone(), BTreeSet::new()))
-                .1
-                .insert(id);
+                .or_insert_with(|| (holder.clone(), Arc::default()))
+                .1;
+            Arc::make_mut(ids).insert(id);
         }
     }
 
@@ -95,10 +98,9 @@ impl Cluster {
         let mut blobs = PutBlobs::default();
         blobs.blobs.insert(manifest_id);
         blobs.blobs.extend(chunks.iter().copied());
+        let all = Arc::new(blobs.blobs.clone());
         for peer in self.alive_nodes() {
-            blobs
-                .holders
-                .insert(peer.node, (peer.clone(), blobs.blobs.clone()));
+            blobs.holders.insert(peer.node, (peer.clone(), all.clone()));
         }
         blobs.oldest_ms = Some(asked_at_ms);
         self.keep_blobs(&mut blobs).await?;
