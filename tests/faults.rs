@@ -13,7 +13,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 mod common;
 
-use common::{BIN, Node, start_cluster, wait_until};
+use common::{BIN, Node, read_listen_addr, start_cluster, wait_until};
 
 /// One acknowledged put: what was sent and the version it got.
 #[derive(Debug, Clone)]
@@ -241,18 +241,7 @@ fn serve_on_small_fs(dir: &Path) -> Option<(KillOnDrop, String)> {
                     .spawn()
                     .unwrap(),
             );
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
-                &mut line,
-            )
-            .unwrap();
-            let addr = line
-                .split("listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-                .to_string();
+            let addr = read_listen_addr(&mut child.0);
             return Some((child, addr));
         }
     }

@@ -213,6 +213,13 @@ impl Cluster {
             .map_err(|e| ClusterError::Local(e.to_string()))
     }
 
+    /// A wait of half to one and a half times `period`, so that nodes'
+    /// background rounds do not run in lockstep.
+    fn jittered(&self, period: Duration) -> Duration {
+        let base = (period.as_millis() as u64).max(1);
+        Duration::from_millis(base / 2 + self.env.random_u64() % base)
+    }
+
     /// The monotonic clock the GC and anti-entropy measure their periods
     /// with: a wall clock stepped forward would end a grace period early.
     fn elapsed_ms(&self) -> u64 {

@@ -45,7 +45,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -95,8 +94,9 @@ impl RepairTask {
         tokio::pin!(shutdown);
         let mut state = RepairState::default();
         loop {
-            let base = self.cluster.maintenance.repair_interval.as_millis() as u64;
-            let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
+            let wait = self
+                .cluster
+                .jittered(self.cluster.maintenance.repair_interval);
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}

@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use super::{Cluster, ReplicationCounters};
 use crate::cas::ChunkId;
@@ -42,8 +41,9 @@ impl ScrubTask {
         tokio::pin!(shutdown);
         let mut cursor: Option<ChunkId> = None;
         loop {
-            let base = self.cluster.maintenance.scrub_interval.as_millis() as u64;
-            let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
+            let wait = self
+                .cluster
+                .jittered(self.cluster.maintenance.scrub_interval);
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{Cluster, ReplicationCounters};
 use crate::cas::ContentId;
@@ -74,8 +73,9 @@ impl SyncTask {
         // pruned to the current members (bounded by MEMBERS_MAX).
         let mut passes: BTreeMap<NodeId, SyncPass> = BTreeMap::new();
         loop {
-            let base = self.cluster.maintenance.sync_interval.as_millis() as u64;
-            let wait = Duration::from_millis(base / 2 + self.cluster.env.random_u64() % base);
+            let wait = self
+                .cluster
+                .jittered(self.cluster.maintenance.sync_interval);
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}

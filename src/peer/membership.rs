@@ -23,8 +23,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use foca::{Codec, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
@@ -33,11 +32,11 @@ use tokio::sync::mpsc;
 
 use super::backoff::Backoff;
 use super::conn::Datagram;
+use super::view::MemberView;
 use super::{PeerIdentity, Peers};
 use crate::env::{Env, Random};
-use crate::keys::NodeId;
 use crate::limits::{MEMBERS_MAX, SWIM_PACKET_BYTES_MAX, SWIM_TIMERS_MAX};
-use crate::wire::{MemberState, MemberStatus, Message};
+use crate::wire::{MemberState, Message};
 
 /// While the node has live peers, how often it still dials one known
 /// address whose member it does not see alive.
@@ -125,192 +124,6 @@ impl rand_core_010::TryRng for EnvRng {
 }
 
 type Swim = Foca<PeerIdentity, PostcardCodec, EnvRng, NoCustomBroadcast>;
-
-/// What the rest of the node reads about membership.
-#[derive(Debug)]
-pub struct MemberView {
-    members: Mutex<BTreeMap<NodeId, (PeerIdentity, MemberState)>>,
-    /// The largest cluster (nodes, this one included) this node has been
-    /// part of, or more (see [`MemberView::largest_cluster`]).
-    largest_cluster: AtomicUsize,
-    /// How many nodes the view must count before it is complete after a
-    /// start (see [`MemberView::complete`]), and whether it has been.
-    expected_at_start: usize,
-    /// When the view counts as complete regardless (monotonic ms).
-    complete_by_ms: u64,
-    completed: std::sync::atomic::AtomicBool,
-    /// Members SWIM forgot since start.
-    forgotten: std::sync::atomic::AtomicU64,
-}
-
-impl Default for MemberView {
-    fn default() -> Self {
-        Self::new(1)
-    }
-}
-
-impl MemberView {
-    /// A view of a node that has been part of a cluster of
-    /// `largest_cluster` nodes (1: it has only ever been alone).
-    pub fn new(largest_cluster: usize) -> Self {
-        Self::expecting(largest_cluster, largest_cluster, (0, Duration::ZERO))
-    }
-
-    /// A view that is complete once it counts `expected_at_start` nodes
-    /// (this one included): the members this node persisted when it last
-    /// ran, or, without that list, the largest cluster it has known.
-    ///
-    /// `(started_ms, forget_after)`: when this node started (monotonic ms)
-    /// and how long SWIM remembers a down member. A member that has not
-    /// been seen that long after the start would have been forgotten by
-    /// now anyway (decommissioned, or gone for good), so the view counts as
-    /// complete then too, rather than stop collection until a restart.
-    pub fn expecting(
-        largest_cluster: usize,
-        expected_at_start: usize,
-        (started_ms, forget_after): (u64, Duration),
-    ) -> Self {
-        Self {
-            members: Mutex::new(BTreeMap::new()),
-            largest_cluster: AtomicUsize::new(largest_cluster.max(1)),
-            expected_at_start: expected_at_start.max(1),
-            complete_by_ms: started_ms.saturating_add(forget_after.as_millis() as u64),
-            completed: std::sync::atomic::AtomicBool::new(false),
-            forgotten: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// How many nodes the view must count to be complete after a start.
-    pub fn expected_at_start(&self) -> usize {
-        self.expected_at_start
-    }
-
-    /// Whether the view holds every node this node knew when it last ran:
-    /// after a start it fills in as members are reached, and a partial view
-    /// proves nothing (the garbage collector waits for this). Once
-    /// complete, the view is authoritative: a member SWIM forgets (down for
-    /// a day, decommissioned) is not waited for again.
-    pub fn complete(&self, now_ms: u64) -> bool {
-        if self.completed.load(Ordering::Relaxed) {
-            return true;
-        }
-        let complete = self.nodes() >= self.expected_at_start || now_ms >= self.complete_by_ms;
-        if complete {
-            self.completed.store(true, Ordering::Relaxed);
-        }
-        complete
-    }
-
-    /// The size of the largest cluster this node has been part of: never
-    /// less than the members it knows now (alive or not) plus itself, and
-    /// never shrinking, across restarts too (it is persisted). The write
-    /// quorum is W capped by this, so a node that has only ever been alone
-    /// can take writes, and a node that restarts cut off from its cluster,
-    /// or outlives the members it forgot, never counts a quorum below W.
-    pub fn largest_cluster(&self) -> usize {
-        let known = self.nodes();
-        self.largest_cluster
-            .fetch_max(known, Ordering::Relaxed)
-            .max(known)
-    }
-
-    /// The nodes this node knows now, itself included, not counting an
-    /// identity replaced at its address ([`MemberView::distinct`]): a node
-    /// that lost its disk rejoins under a new identity, and its old one
-    /// stays listed (down) until SWIM forgets it.
-    pub fn nodes(&self) -> usize {
-        self.distinct().len() + 1
-    }
-
-    /// The known members, less each identity that is not alive and was
-    /// replaced by a later start at its address (a node that lost its disk
-    /// rejoins there under a new identity). A replaced identity will not
-    /// come back, so nothing waits for it (the garbage collector's passes,
-    /// quorum reads).
-    pub fn distinct(&self) -> Vec<MemberStatus> {
-        let members = self.members.lock().expect("member view poisoned");
-        // The latest start at each address.
-        let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
-        for (identity, _) in members.values() {
-            let bump = latest
-                .entry(identity.addr.as_str())
-                .or_insert(identity.bump);
-            *bump = (*bump).max(identity.bump);
-        }
-        members
-            .values()
-            // Only an identity not seen alive gives way, and only to a later
-            // start at its address: two alive members sharing an address
-            // (a wildcard advertised by mistake) are two nodes.
-            .filter(|(identity, state)| {
-                *state == MemberState::Alive || latest[identity.addr.as_str()] <= identity.bump
-            })
-            .map(|(identity, state)| MemberStatus {
-                node_id: identity.node,
-                addr: identity.addr.clone(),
-                state: *state,
-            })
-            .collect()
-    }
-
-    /// Every known member except this node, sorted by node id.
-    pub fn members(&self) -> Vec<MemberStatus> {
-        self.members
-            .lock()
-            .expect("member view poisoned")
-            .values()
-            .map(|(identity, state)| MemberStatus {
-                node_id: identity.node,
-                addr: identity.addr.clone(),
-                state: *state,
-            })
-            .collect()
-    }
-
-    /// Members currently alive (not suspect, not down), excluding this node.
-    pub fn alive(&self) -> Vec<PeerIdentity> {
-        self.members
-            .lock()
-            .expect("member view poisoned")
-            .values()
-            .filter(|(_, state)| *state == MemberState::Alive)
-            .map(|(identity, _)| identity.clone())
-            .collect()
-    }
-
-    /// Members this node does not see alive now (suspect or down),
-    /// excluding this node: a read that found no copy on the alive nodes
-    /// asks these last, since views differ for a while after a partition or
-    /// a restart and a copy may sit on a node this one has not seen come back.
-    pub fn not_alive(&self) -> Vec<PeerIdentity> {
-        self.members
-            .lock()
-            .expect("member view poisoned")
-            .values()
-            .filter(|(_, state)| *state != MemberState::Alive)
-            .map(|(identity, _)| identity.clone())
-            .collect()
-    }
-
-    fn replace(&self, members: BTreeMap<NodeId, (PeerIdentity, MemberState)>) {
-        let mut view = self.members.lock().expect("member view poisoned");
-        let forgotten = view
-            .keys()
-            .filter(|node| !members.contains_key(node))
-            .count();
-        if forgotten > 0 {
-            crate::marks::hit("swim_forgot_a_member");
-            self.forgotten
-                .fetch_add(forgotten as u64, Ordering::Relaxed);
-        }
-        *view = members;
-    }
-
-    /// Members SWIM forgot (down for `forget_down_after`) since start.
-    pub fn forgotten(&self) -> u64 {
-        self.forgotten.load(Ordering::Relaxed)
-    }
-}
 
 /// One entry of `members.json`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -13,11 +13,13 @@ mod conn;
 mod identity;
 pub mod membership;
 mod peers;
+mod view;
 
 pub use conn::{Datagram, PeerConnection};
 pub use identity::PeerIdentity;
-pub use membership::{MemberView, MembershipTask, SwimTiming};
+pub use membership::{MembershipTask, SwimTiming};
 pub use peers::Peers;
+pub use view::MemberView;
 
 use std::future::Future;
 use std::pin::Pin;

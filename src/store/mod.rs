@@ -225,12 +225,7 @@ impl ChunkStore {
     pub fn scrub(&self, id: &ChunkId) -> Result<(), StoreError> {
         self.get(id)?;
         if self.not_durable.lock().unwrap().contains(id) {
-            self.ensure_prefix_durable(id)?;
-            self.env
-                .disk
-                .sync_dir(&self.prefix_dir(id))
-                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-            self.not_durable.lock().unwrap().remove(id);
+            self.make_entry_durable(id)?;
             crate::marks::hit("scrub_made_a_blob_durable");
         }
         Ok(())
@@ -256,12 +251,7 @@ impl ChunkStore {
             // Present is not the same as durable: an earlier put may have
             // renamed this blob into place and then failed to sync the
             // directory. Sync it before acknowledging on the strength of it.
-            self.ensure_prefix_durable(id)?;
-            self.env
-                .disk
-                .sync_dir(&self.prefix_dir(id))
-                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-            self.not_durable.lock().unwrap().remove(id);
+            self.make_entry_durable(id)?;
             return Ok(PutOutcome::AlreadyPresent);
         }
         let sealed = self.sealer.seal(id, plaintext);
@@ -297,6 +287,18 @@ impl ChunkStore {
         usage.blobs += 1;
         usage.bytes += sealed.len() as u64;
         Ok(PutOutcome::Written)
+    }
+
+    /// Make the directory entry of stored blob `id` durable (its prefix's
+    /// entry in `chunks/`, then its own), and count it as held again.
+    fn make_entry_durable(&self, id: &ChunkId) -> Result<(), StoreError> {
+        self.ensure_prefix_durable(id)?;
+        self.env
+            .disk
+            .sync_dir(&self.prefix_dir(id))
+            .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
+        self.not_durable.lock().unwrap().remove(id);
+        Ok(())
     }
 
     /// Create `id`'s prefix dir if needed and make its entry in `chunks/`

@@ -26,17 +26,22 @@ pub fn spawn_serve(data_dir: &Path, args: &[&str], stderr: Stdio) -> (Child, Str
         .stderr(stderr)
         .spawn()
         .expect("start dfs-node");
+    let addr = read_listen_addr(&mut child);
+    (child, addr)
+}
+
+/// Read `serve`'s first line ("listening on ADDR") from the child's stdout
+/// and return the address.
+pub fn read_listen_addr(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split("listening on ")
+    line.split("listening on ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-        .to_string();
-    (child, addr)
+        .to_string()
 }
 
 /// Failure detection settings given to every node of these tests.
