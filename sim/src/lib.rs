@@ -10,7 +10,9 @@
 //!   against a workload whose history the checkers read.
 //! - [`membership`]: 3 to 9 nodes join through one, under partitions,
 //!   holds, crashes, latency and link flaps, plus an intruder without the
-//!   key; after healing every node must see every other alive.
+//!   key; after healing every node must see every other alive. Its join
+//!   storm starts every node within seconds through one, with slow links
+//!   and stalled nodes, and wants each listed alive once within 30 s.
 //! - [`nemesis`]: partitions, one-way cuts, holds, crashes and restarts,
 //!   shared by the multi-node scenarios.
 //! - [`replication`]: 3 to 7 nodes, clients putting, reading, removing,

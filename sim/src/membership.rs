@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dfs::keys::{ClusterKey, NodeId};
 use dfs::node::{NodeConfig, Server};
-use dfs::peer::MemberView;
+use dfs::peer::{MemberView, SwimTiming};
 use dfs::wire::MemberState;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -95,7 +95,23 @@ struct Probe {
 
 type Probes = Rc<RefCell<Vec<Probe>>>;
 
-fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes, name: String) {
+/// How one node of a scenario starts: its SWIM timing, and how long after
+/// the simulation's start its first start waits (a join storm staggers
+/// starts; a restart never waits).
+#[derive(Clone, Copy, Default)]
+struct Start {
+    swim: SwimTiming,
+    delay: Duration,
+}
+
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    seed: u64,
+    index: usize,
+    probes: &Probes,
+    name: String,
+    start: Start,
+) {
     let probes = probes.clone();
     let incarnation = Rc::new(RefCell::new(0u64));
     sim.host(name.clone(), move || {
@@ -124,13 +140,15 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             bootstrap,
             advertise: Some(format!("{name}:{PORT}")),
             cluster_key: key(seed, 0x4B45_5953),
-            swim: Default::default(),
+            swim: start.swim,
             replication: Default::default(),
             maintenance: Default::default(),
         };
         let probes = probes.clone();
         let env = node_env.env.clone();
+        let delay = if n == 0 { start.delay } else { Duration::ZERO };
         node_env.host_software(async move {
+            tokio::time::sleep(delay).await;
             let server = Server::start(env, config).await?;
             {
                 let mut probes = probes.borrow_mut();
@@ -156,7 +174,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let probes: Probes = Rc::new(RefCell::new(vec![Probe::default(); config.nodes + 1]));
     let _fence_at_exit = FenceAll(probes.clone());
     for i in 0..config.nodes {
-        add_node(&mut sim, seed, i, &probes, host(i));
+        add_node(&mut sim, seed, i, &probes, host(i), Start::default());
     }
     // The intruder bootstraps through node 0 with the wrong key.
     {
@@ -341,4 +359,169 @@ impl Drop for FenceAll {
             }
         }
     }
+}
+
+/// A join storm (issue 9, item 11: five real nodes started at once through
+/// one bootstrap address once failed to see each other alive within 30 s).
+/// Every node starts within a few seconds of the others, node 0 not
+/// necessarily first, all bootstrapping through node 0; links are slow and
+/// nodes stall (a starved process: all its links held) while they join.
+/// No node crashes and nothing partitions for good, so every node must list
+/// exactly the others alive, each once, within [`JOIN_WITHIN`] of the last
+/// start and the last stall.
+pub const JOIN_WITHIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    pub nodes: usize,
+    /// Starts are spread uniformly over this much time.
+    pub start_spread: Duration,
+    pub max_latency: Duration,
+    /// The real-process tests' timing (probe 500 ms, rtt 200 ms, suspicion
+    /// 1.5 s) or the default.
+    pub fast_swim: bool,
+    /// Stalls while joining: how many, and the longest.
+    pub stalls: usize,
+    pub stall_max: Duration,
+}
+
+impl JoinConfig {
+    pub fn derive(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4A4F_494E);
+        let mut pick = |n: u64| rng.next_u64() % n;
+        JoinConfig {
+            nodes: [3, 5, 5, 5, 7, 9][pick(6) as usize],
+            start_spread: Duration::from_millis(pick(3_000)),
+            max_latency: Duration::from_millis([2, 20, 100, 250][pick(4) as usize]),
+            fast_swim: pick(4) != 0,
+            stalls: pick(8) as usize,
+            stall_max: Duration::from_millis(200 + pick(2_800)),
+        }
+    }
+}
+
+pub fn describe_join(seed: u64) -> String {
+    format!("{:?}", JoinConfig::derive(seed))
+}
+
+pub fn join_storm(seed: u64) -> Result<Outcome, String> {
+    let config = JoinConfig::derive(seed);
+    let builder = sim_builder(seed, config.max_latency);
+    let mut sim = builder.build();
+    let mut trace = Trace::default();
+    let mut counters: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4F52);
+    let mut pick = |n: u64| rng.next_u64() % n.max(1);
+
+    let swim = if config.fast_swim {
+        SwimTiming {
+            probe_period: Duration::from_millis(500),
+            probe_rtt: Duration::from_millis(200),
+            suspect_to_down: Duration::from_millis(1_500),
+            ..SwimTiming::default()
+        }
+    } else {
+        SwimTiming::default()
+    };
+    let probes: Probes = Rc::new(RefCell::new(vec![Probe::default(); config.nodes]));
+    let _fence_at_exit = FenceAll(probes.clone());
+    let spread_ms = config.start_spread.as_millis() as u64;
+    let mut last_start_ms = 0;
+    for i in 0..config.nodes {
+        let delay_ms = pick(spread_ms + 1);
+        last_start_ms = last_start_ms.max(delay_ms);
+        trace.record(&format!("node{i} starts at {delay_ms} ms"));
+        let start = Start {
+            swim,
+            delay: Duration::from_millis(delay_ms),
+        };
+        add_node(&mut sim, seed, i, &probes, host(i), start);
+    }
+    // Stalls: (start, end, node), within the first 10 s.
+    let stall_max_ms = config.stall_max.as_millis() as u64;
+    let mut stalls: Vec<(u64, u64, usize)> = (0..config.stalls)
+        .map(|_| {
+            let at = pick(10_000);
+            (
+                at,
+                at + 100 + pick(stall_max_ms),
+                pick(config.nodes as u64) as usize,
+            )
+        })
+        .collect();
+    stalls.sort();
+    let quiet_from_ms = stalls
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(0)
+        .max(last_start_ms);
+    let deadline_ms = quiet_from_ms + JOIN_WITHIN.as_millis() as u64;
+
+    let names: Vec<String> = (0..config.nodes).map(host).collect();
+    let mut stalled: Vec<u64> = vec![0; config.nodes];
+    let set_stall = |sim: &mut turmoil::Sim<'_>, node: usize, on: bool| {
+        for (j, other) in names.iter().enumerate() {
+            if j != node {
+                if on {
+                    sim.hold(names[node].as_str(), other.as_str());
+                } else {
+                    sim.release(names[node].as_str(), other.as_str());
+                }
+            }
+        }
+    };
+    loop {
+        sim.step().map_err(|e| format!("simulation error: {e}"))?;
+        let now_ms = sim.elapsed().as_millis() as u64;
+        for &(from, to, node) in &stalls {
+            let should = now_ms >= from && now_ms < to;
+            let was = stalled[node] > 0;
+            if should && stalled[node] == 0 {
+                stalled[node] = to;
+                set_stall(&mut sim, node, true);
+                *counters.entry("stalls").or_default() += 1;
+                trace.record(&format!("{now_ms} stall node{node}"));
+            } else if was && now_ms >= stalled[node] {
+                stalled[node] = 0;
+                set_stall(&mut sim, node, false);
+                trace.record(&format!("{now_ms} resume node{node}"));
+            }
+        }
+        if now_ms > last_start_ms && joined(&probes, config.nodes) {
+            counters.insert("join_ms_sum", now_ms - last_start_ms);
+            trace.record(&format!("joined at {now_ms} ms"));
+            break;
+        }
+        if now_ms > deadline_ms {
+            return Err(format!(
+                "the {} nodes did not all see each other alive within {JOIN_WITHIN:?} of the last start and stall: {}",
+                config.nodes,
+                describe_views(&probes, config.nodes)
+            ));
+        }
+    }
+    counters.insert("nodes", config.nodes as u64);
+    Ok(Outcome {
+        trace: trace.finish(),
+        counters,
+    })
+}
+
+/// Stricter than [`converged`], as `five_nodes_join…` counts: every node
+/// lists each other node's current identity alive, and nothing else alive
+/// (no stale identity of a restarted member counted twice).
+fn joined(probes: &Probes, nodes: usize) -> bool {
+    if !converged(probes, nodes) {
+        return false;
+    }
+    probes.borrow()[..nodes].iter().all(|probe| {
+        probe.view.as_ref().is_some_and(|view| {
+            view.members()
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .count()
+                == nodes - 1
+        })
+    })
 }

@@ -84,6 +84,22 @@ fn membership_partitions_and_crashes() {
 }
 
 #[test]
+fn membership_join_storm() {
+    let totals = run_scenario(
+        "membership_join_storm",
+        32,
+        membership::describe_join,
+        membership::join_storm,
+    );
+    if seeds(32).len() >= 8 {
+        assert!(
+            totals.get("stalls").copied().unwrap_or(0) > 0,
+            "no stalls across the sweep: the scenario is not testing them"
+        );
+    }
+}
+
+#[test]
 fn membership_determinism() {
     check_replays("membership_determinism", &seeds(2), membership::run);
 }
