@@ -464,3 +464,78 @@ async fn with_timeout<T>(io: impl Future<Output = io::Result<T>>) -> Result<T, S
         Err(_) => Err(SecureError::Timeout(IO_TIMEOUT)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::tokio_env;
+
+    /// Two ends of an established session over an in-memory pipe.
+    async fn session() -> (SecureStream, SecureStream) {
+        let env = tokio_env();
+        let key = ClusterKey::from_bytes([3; 32]);
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (initiator, responder) = (generate_keypair(&env), generate_keypair(&env));
+        let (a, b) = tokio::join!(
+            handshake(&env, Box::new(a), Role::Initiator, &initiator, &key),
+            handshake(&env, Box::new(b), Role::Responder, &responder, &key),
+        );
+        (a.unwrap(), b.unwrap())
+    }
+
+    /// One valid record with no plaintext: it completes a read (so no
+    /// per-read timeout fires) yet brings no frame closer.
+    async fn send_empty_record(writer: &mut SecureWriter) {
+        let mut record = vec![0u8; 2 + NOISE_TAG_BYTES];
+        let len = writer
+            .noise
+            .write_message(writer.nonce, &[], &mut record[2..])
+            .unwrap();
+        writer.nonce += 1;
+        record[..2].copy_from_slice(&(len as u16).to_be_bytes());
+        writer.io.write_all(&record).await.unwrap();
+        writer.io.flush().await.unwrap();
+    }
+
+    /// Issue 9, item 8: an authenticated peer sending an empty record every
+    /// 29 s (just inside the per-read timeout) held its connection forever.
+    /// The whole frame now has [`FRAME_TIMEOUT`].
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_trickling_empty_records_is_closed_after_the_frame_timeout() {
+        let (client, server) = session().await;
+        let (_client_reader, mut client_writer) = client.into_split();
+        let (mut server_reader, _server_writer) = server.into_split();
+        let started = tokio::time::Instant::now();
+        let trickle = async {
+            loop {
+                send_empty_record(&mut client_writer).await;
+                tokio::time::sleep(IO_TIMEOUT - Duration::from_secs(1)).await;
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = server_reader.recv_frame() => outcome,
+            _ = trickle => unreachable!("the trickle never ends"),
+            _ = tokio::time::sleep(FRAME_TIMEOUT * 10) => panic!("the connection is held open"),
+        };
+        assert!(
+            matches!(outcome, Err(SecureError::Timeout(t)) if t == FRAME_TIMEOUT),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() <= FRAME_TIMEOUT + Duration::from_secs(1));
+    }
+
+    /// A frame that arrives whole, however slowly its records came, is
+    /// delivered.
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_within_the_timeout_is_delivered() {
+        let (mut client, mut server) = session().await;
+        send_empty_record(&mut client.writer).await;
+        tokio::time::sleep(FRAME_TIMEOUT / 2).await;
+        let envelope = Envelope {
+            request_id: 9,
+            message: crate::wire::Message::Ping,
+        };
+        client.send(&envelope).await.unwrap();
+        assert_eq!(server.expect().await.unwrap().request_id, 9);
+    }
+}
