@@ -384,3 +384,158 @@ async fn keepalive_loop(conn: &PeerConnection) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A connection run against a hand-driven remote end over an in-memory
+    //! pipe, with paused time: what it holds for a peer that reads nothing,
+    //! and when its keepalive ends it.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cas::ChunkId;
+    use crate::env::tokio_env;
+    use crate::keys::ClusterKey;
+    use crate::peer::ServiceFuture;
+    use crate::secure::{Role, SecureStream, generate_keypair, handshake};
+
+    /// Answers every request with a 64 KiB blob and counts the requests.
+    struct BigReplies(Arc<AtomicUsize>);
+
+    impl PeerService for BigReplies {
+        fn serve(&self, _from: NodeId, _request: Message) -> ServiceFuture {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Message::BlobData {
+                    bytes: vec![7; 64 * 1024],
+                }
+            })
+        }
+    }
+
+    struct Running {
+        task: tokio::task::JoinHandle<String>,
+        remote: SecureStream,
+        _swim: mpsc::Receiver<Datagram>,
+    }
+
+    /// Run a connection whose requests `service` answers; the returned
+    /// `remote` is the peer's end, driven by the test.
+    async fn connection(service: Arc<dyn PeerService>) -> Running {
+        let env = tokio_env();
+        let key = ClusterKey::from_bytes([5; 32]);
+        let (here, there) = tokio::io::duplex(64 * 1024);
+        let (local_keys, remote_keys) = (generate_keypair(&env), generate_keypair(&env));
+        let (local, remote) = tokio::join!(
+            handshake(&env, Box::new(here), Role::Responder, &local_keys, &key),
+            handshake(&env, Box::new(there), Role::Initiator, &remote_keys, &key),
+        );
+        let (local, remote) = (local.unwrap(), remote.unwrap());
+        let identity = PeerIdentity {
+            node: remote.remote(),
+            addr: "remote:1".into(),
+            bump: 1,
+        };
+        let (queue_tx, queue_rx) = mpsc::channel(crate::limits::PEER_QUEUE_FRAMES);
+        let conn = Arc::new(PeerConnection::new(1, identity, remote.remote(), queue_tx));
+        let (swim_tx, swim_rx) = mpsc::channel(4);
+        let slot = Arc::new(OnceLock::new());
+        let _ = slot.set(service);
+        let inbound = Inbound {
+            swim_inbox: swim_tx,
+            service: slot,
+        };
+        let (reader, writer) = local.into_split();
+        let task = tokio::spawn(async move { run(&conn, reader, writer, queue_rx, inbound).await });
+        Running {
+            task,
+            remote,
+            _swim: swim_rx,
+        }
+    }
+
+    /// Issue 9, item 8: the handler permit was released before the reply
+    /// was queued, so a peer that sends requests and never reads the
+    /// replies made the node build them without bound (each can be 4 MiB).
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_reads_no_replies_gets_only_a_bounded_number_built() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let running = connection(Arc::new(BigReplies(served.clone()))).await;
+        let (_remote_reader, mut remote_writer) = running.remote.into_split();
+        let requests = 600usize;
+        let sender = tokio::spawn(async move {
+            for request_id in 1..=requests as u64 {
+                let request = Envelope {
+                    request_id,
+                    message: Message::FetchBlob {
+                        id: ChunkId([1; 32]),
+                    },
+                };
+                if remote_writer.send(&request).await.is_err() {
+                    break;
+                }
+            }
+            remote_writer
+        });
+        // Well inside the request timeout, after which blocked handlers
+        // drop their replies and the next ones are served.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let built = served.load(Ordering::SeqCst);
+        // The outbound queue, the handlers waiting to queue, and the reply
+        // the writer is stuck sending.
+        let bound = crate::limits::PEER_QUEUE_FRAMES + PEER_HANDLERS_PER_CONNECTION + 2;
+        assert!(
+            built <= bound,
+            "{built} replies built for a peer that reads none (bound {bound})"
+        );
+        assert!(built >= PEER_HANDLERS_PER_CONNECTION, "only {built} served");
+        assert!(!running.task.is_finished());
+        sender.abort();
+    }
+
+    /// A peer that keeps sending but never answers a ping keeps its
+    /// connection: what it sends proves it alive, and pinging a busy
+    /// connection (its ping queued behind blobs on a slow link) killed
+    /// healthy connections.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_not_pinged_to_death() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let running = connection(Arc::new(BigReplies(served))).await;
+        let (_remote_reader, mut remote_writer) = running.remote.into_split();
+        let chatter = async {
+            loop {
+                let datagram = Envelope {
+                    request_id: 0,
+                    message: Message::Swim { bytes: vec![1; 8] },
+                };
+                remote_writer.send(&datagram).await.unwrap();
+                tokio::time::sleep(PEER_KEEPALIVE_INTERVAL / 3).await;
+            }
+        };
+        let lasted = tokio::time::timeout(PEER_KEEPALIVE_INTERVAL * 20, async {
+            tokio::select! {
+                reason = running.task => reason.unwrap(),
+                _ = chatter => unreachable!(),
+            }
+        })
+        .await;
+        assert!(lasted.is_err(), "the connection ended: {lasted:?}");
+    }
+
+    /// A peer that sends nothing and answers no ping is dropped within a
+    /// keepalive interval and a request timeout or so.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_that_answers_no_ping_is_dropped() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let running = connection(Arc::new(BigReplies(served))).await;
+        let started = tokio::time::Instant::now();
+        let reason = tokio::time::timeout(PEER_KEEPALIVE_INTERVAL * 20, running.task)
+            .await
+            .expect("a silent peer kept its connection")
+            .unwrap();
+        assert!(reason.starts_with("keepalive failed"), "{reason}");
+        assert!(started.elapsed() <= PEER_KEEPALIVE_INTERVAL * 2 + PEER_REQUEST_TIMEOUT);
+        drop(running.remote);
+    }
+}
