@@ -111,6 +111,15 @@ pub const PEER_DIAL_BACKLOG: usize = 16;
 /// (8 x 4 MiB) while letting a coordinator's pipelined chunks overlap.
 pub const PEER_HANDLERS_PER_CONNECTION: usize = 8;
 
+/// Blob writes to this node's disk submitted at once, from every client
+/// and peer together. A write's permit goes with its disk job, which runs
+/// to its end even when the request that asked for it was dropped (a
+/// client or peer that disconnected): so however often a client
+/// reconnects, at most this many abandoned blobs wait on a slow disk,
+/// and the requests behind them wait (and are cancelled) holding nothing
+/// but their own buffer.
+pub const DISK_WRITES_IN_FLIGHT: usize = 32;
+
 /// A peer connection with no traffic sends a `Ping` this often, well inside
 /// [`IO_TIMEOUT`], so a healthy idle connection never times out and a dead
 /// one is noticed within one ping timeout.

@@ -332,3 +332,61 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     // A small file still fits in what is left (the node did not wedge).
     assert!(put("small", b"a few bytes").status.success());
 }
+
+/// Issue 9, item 9: a stopping node dropped its peer connections before the
+/// client requests in flight drained, so a put caught by a SIGTERM failed
+/// (or worse, lost its quorum half-way). Now the put finishes: the node
+/// stops taking connections, lets the put reach W nodes, then stops.
+#[test]
+fn a_put_in_flight_when_its_node_is_stopped_completes() {
+    use std::io::Write as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3);
+    wait_until(Duration::from_secs(30), "all 3 alive on every node", || {
+        nodes.iter().all(|n| n.alive_count() == 3)
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5354_4F50);
+    let mut data = vec![0u8; 8 << 20];
+    rng.fill_bytes(&mut data);
+    let mut put = Command::new(common::BIN)
+        .args(["put", "-", "--name", "drained", "--node", &nodes[0].addr])
+        .arg("--data-dir")
+        .arg(&nodes[0].data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = put.stdin.take().unwrap();
+    stdin.write_all(&data[..4 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = Command::new("kill")
+        .args(["-TERM", &nodes[0].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(&data[4 << 20..]).unwrap();
+    drop(stdin);
+    let output = put.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the put in flight at shutdown failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let exit = nodes[0].child.wait().unwrap();
+    assert!(exit.success(), "the stopped node exited with {exit}");
+    assert!(nodes[0].log_text().contains("draining in-flight requests"));
+    let read = dir.path().join("read");
+    let got = nodes[1].cli(&["get", "drained", "-o", read.to_str().unwrap()]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        std::fs::read(&read).unwrap() == data,
+        "the put read back differently"
+    );
+}

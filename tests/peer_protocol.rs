@@ -19,7 +19,14 @@ struct Running {
 }
 
 async fn start_node() -> Running {
-    let env = tokio_env();
+    start_node_on(tokio_env()).await
+}
+
+async fn start_node_on(env: Env) -> Running {
+    start_node_with(env, Default::default()).await
+}
+
+async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let key = ClusterKey::from_bytes([7; 32]);
     let server = Server::start(
@@ -31,7 +38,7 @@ async fn start_node() -> Running {
             advertise: None,
             cluster_key: key.clone(),
             swim: Default::default(),
-            replication: Default::default(),
+            replication,
             maintenance: Default::default(),
         },
     )
@@ -269,4 +276,201 @@ async fn idle_unauthenticated_sockets_do_not_lock_out_a_client() {
         .unwrap();
     assert_eq!(record.size, 5);
     drop(idle);
+}
+
+/// A disk that can stall: while stalled, blocking jobs wait in a queue
+/// (each keeps what it captured, a blob's bytes for a write).
+#[derive(Default)]
+struct StallingDisk {
+    stalled: std::sync::atomic::AtomicBool,
+    parked: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
+
+impl StallingDisk {
+    fn parked(&self) -> usize {
+        self.parked.lock().unwrap().len()
+    }
+
+    #[allow(clippy::disallowed_methods)] // This is the executor.
+    fn resume(&self) {
+        self.stalled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        for job in std::mem::take(&mut *self.parked.lock().unwrap()) {
+            std::thread::spawn(job);
+        }
+    }
+}
+
+/// The test's own blocking pool: one thread per job (the node's jobs are
+/// few here), parked while the disk is stalled.
+struct Stalling(std::sync::Arc<StallingDisk>);
+
+impl dfs::env::Executor for Stalling {
+    #[allow(clippy::disallowed_methods)] // This is the executor.
+    fn run_blocking(&self, job: Box<dyn FnOnce() + Send>) {
+        if self.0.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            self.0.parked.lock().unwrap().push(job);
+        } else {
+            std::thread::spawn(job);
+        }
+    }
+}
+
+/// Issue 9, item 8: the work a request starts must not outlive it without
+/// bound. A disk job runs to its end even when its request is gone, so a
+/// peer (or client) that sends blobs to a stalled disk, disconnects and
+/// comes back could pile up blob writes, each holding its bytes, for as
+/// long as it liked. Writes submitted to the disk are bounded, and a
+/// request waiting for one is dropped with its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_sent_to_a_stalled_disk_by_reconnecting_peers_pile_up_only_to_a_bound() {
+    use dfs::cas::ChunkId;
+    use dfs::limits::DISK_WRITES_IN_FLIGHT;
+
+    let disk = std::sync::Arc::new(StallingDisk::default());
+    let mut env = tokio_env();
+    env.executor = std::sync::Arc::new(Stalling(disk.clone()));
+    let node = start_node_on(env).await;
+    disk.stalled
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let connections = 12;
+    let blobs_each = 8;
+    for c in 0..connections {
+        let (mut secure, me) = connect_as_peer(&node).await;
+        secure.send(&hello(me)).await.unwrap();
+        secure.expect().await.unwrap();
+        for b in 0..blobs_each {
+            let bytes = bytes::Bytes::from(vec![(c * blobs_each + b) as u8; 64 * 1024]);
+            secure
+                .send(&Envelope {
+                    request_id: 1 + b as u64,
+                    message: Message::StoreBlob {
+                        id: ChunkId::of(&bytes),
+                        bytes,
+                    },
+                })
+                .await
+                .unwrap();
+        }
+        // Let the node read them, then go away without waiting.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(secure);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let parked = disk.parked();
+    // The node's own background work (membership, sync, repair, scrub)
+    // may park a few jobs of its own beside the writes.
+    assert!(
+        parked <= DISK_WRITES_IN_FLIGHT + 8,
+        "{parked} disk jobs wait on the stalled disk for {} blobs sent by peers that left (bound {DISK_WRITES_IN_FLIGHT})",
+        connections * blobs_each
+    );
+    // The disk comes back and the node serves as before.
+    disk.resume();
+    let (mut secure, me) = connect_as_peer(&node).await;
+    secure.send(&hello(me)).await.unwrap();
+    secure.expect().await.unwrap();
+    let bytes = bytes::Bytes::from_static(b"after the stall");
+    let reply = call(
+        &mut secure,
+        100,
+        Message::StoreBlob {
+            id: ChunkId::of(&bytes),
+            bytes,
+        },
+    )
+    .await;
+    assert!(matches!(reply, Message::BlobStored), "{reply:?}");
+}
+
+/// A source that yields `left` bytes of varied data, then never ends (a
+/// client that stalls mid-upload).
+struct StallsAfter {
+    left: usize,
+    state: u64,
+}
+
+impl tokio::io::AsyncRead for StallsAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return std::task::Poll::Pending;
+        }
+        let n = buf.remaining().min(self.left).min(64 * 1024);
+        let mut chunk = vec![0u8; n];
+        for byte in chunk.iter_mut() {
+            self.state = self
+                .state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            *byte = (self.state >> 56) as u8;
+        }
+        self.left -= n;
+        buf.put_slice(&chunk);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Issue 9, item 8: a put's chunk stores ran on after their client went
+/// away, outside every connection bound. Clients that upload to a stalled
+/// disk and give up leave no task behind: the put's pipeline is dropped
+/// with its connection. (A put whose pipeline is full waits on the disk
+/// before it reads again, so it notices its client's departure only once
+/// the disk moves: its tasks stay inside its connection slot.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_abandoned_on_a_stalled_disk_leave_no_tasks_behind() {
+    let disk = std::sync::Arc::new(StallingDisk::default());
+    let mut env = tokio_env();
+    env.executor = std::sync::Arc::new(Stalling(disk.clone()));
+    let replication = dfs::placement::Replication {
+        replicas: 1,
+        write_quorum: 1,
+    };
+    let node = start_node_with(env, replication).await;
+    // The disk stalls: every chunk store the puts below start waits on it.
+    disk.stalled
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let mut baseline = None;
+    for round in 0..8u64 {
+        let mut client = dfs::client::Client::connect(&node.env, &node.addr, &node.key)
+            .await
+            .unwrap();
+        let mut source = StallsAfter {
+            left: 5 << 20,
+            state: round + 1,
+        };
+        let name = format!("abandoned-{round}");
+        let mut progress = |_| {};
+        let put = client.put(&name, &mut source, &mut progress);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(800), put)
+                .await
+                .is_err(),
+            "a put to a stalled disk finished"
+        );
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if round == 1 {
+            baseline = Some(tasks());
+        }
+    }
+    let baseline = baseline.unwrap();
+    let now = tasks();
+    // Six more abandoned puts of 5 MiB: a chunk or two each (the chunker
+    // cuts once it holds the largest chunk's worth), fewer than the put
+    // pipeline holds, so the node is reading when the client goes;
+    // without the abort, each left its chunk stores waiting on the disk.
+    assert!(
+        now <= baseline + 4,
+        "{now} tasks alive after six more abandoned puts (was {baseline})"
+    );
+    disk.resume();
 }

@@ -127,8 +127,7 @@ impl Cluster {
         bytes: Bytes,
     ) -> (PeerIdentity, usize, Result<(), String>) {
         let result = if target.node == self.me {
-            let store = self.store.clone();
-            self.blocking(move || store.put(&id, &bytes))
+            self.put_locally(id, bytes)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

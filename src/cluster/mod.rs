@@ -31,6 +31,7 @@ mod scrub;
 mod service;
 mod sync;
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,7 @@ pub use scrub::{ScrubStatus, ScrubTask};
 pub use service::ClusterService;
 pub use sync::{SyncReport, SyncTask};
 
+use crate::cas::ChunkId;
 use crate::env::Env;
 use crate::keys::NodeId;
 use crate::meta::{Hlc, IndexState, VersionId, VersionIndex};
@@ -166,6 +168,9 @@ pub struct Cluster {
     /// as referenced (see `sync::pass_completed`). Bounded by
     /// `DEFERRED_CONTENTS_MAX` per member.
     deferred_contents: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<crate::cas::ContentId>>>,
+    /// Bounds blob writes submitted to the disk (see
+    /// [`DISK_WRITES_IN_FLIGHT`](crate::limits::DISK_WRITES_IN_FLIGHT)).
+    disk_writes: Arc<tokio::sync::Semaphore>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
     pub scrub: ScrubStatus,
@@ -194,6 +199,9 @@ impl Cluster {
             maintenance,
             synced_with: Mutex::new(BTreeMap::new()),
             deferred_contents: Mutex::new(BTreeMap::new()),
+            disk_writes: Arc::new(tokio::sync::Semaphore::new(
+                crate::limits::DISK_WRITES_IN_FLIGHT,
+            )),
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
             scrub: ScrubStatus::default(),
@@ -331,6 +339,29 @@ impl Cluster {
                 result => return result,
             }
         }
+    }
+
+    /// Store a blob on this node's disk. The write's permit travels with
+    /// its job, which outlives a dropped caller: abandoned writes are
+    /// bounded by [`DISK_WRITES_IN_FLIGHT`](crate::limits::DISK_WRITES_IN_FLIGHT).
+    async fn put_locally(
+        &self,
+        id: ChunkId,
+        bytes: Bytes,
+    ) -> Result<crate::store::PutOutcome, crate::store::StoreError> {
+        let permit = self
+            .disk_writes
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the disk write semaphore is never closed");
+        let store = self.store.clone();
+        self.blocking(move || {
+            let outcome = store.put(&id, &bytes);
+            drop(permit);
+            outcome
+        })
+        .await
     }
 
     /// Run a blocking storage job on the executor.

@@ -53,8 +53,7 @@ impl Cluster {
                     tracing::error!(peer = %from.short(), blob = %id, "a peer sent a blob whose bytes do not match its id");
                     return error(ErrorCode::InvalidRequest, "the bytes do not hash to the id");
                 }
-                let store = self.store.clone();
-                match self.blocking(move || store.put(&id, &bytes)).await {
+                match self.put_locally(id, bytes).await {
                     Ok(_) => Message::BlobStored,
                     Err(e) => store_error(e),
                 }

@@ -386,6 +386,7 @@ async fn keepalive_loop(conn: &PeerConnection) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Paused tokio time is the clock these tests read.
 mod tests {
     //! A connection run against a hand-driven remote end over an in-memory
     //! pipe, with paused time: what it holds for a peer that reads nothing,

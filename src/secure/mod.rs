@@ -466,6 +466,7 @@ async fn with_timeout<T>(io: impl Future<Output = io::Result<T>>) -> Result<T, S
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Paused tokio time is the clock these tests read.
 mod tests {
     use super::*;
     use crate::env::tokio_env;
