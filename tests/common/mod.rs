@@ -17,7 +17,30 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_dfs-node");
 /// Start `dfs-node serve --data-dir DIR ARGS...` and wait for its
 /// "listening on ADDR" line; returns the process and the address.
 pub fn spawn_serve(data_dir: &Path, args: &[&str], stderr: Stdio) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    spawn_serve_in(&[], data_dir, args, stderr)
+}
+
+/// A command running `dfs-node`, through `launcher` when it is not empty
+/// (e.g. `ip netns exec NS`, which execs the binary: the child is the node).
+pub fn dfs_command(launcher: &[String]) -> Command {
+    match launcher.split_first() {
+        None => Command::new(BIN),
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BIN);
+            command
+        }
+    }
+}
+
+/// [`spawn_serve`] through a launcher.
+pub fn spawn_serve_in(
+    launcher: &[String],
+    data_dir: &Path,
+    args: &[&str],
+    stderr: Stdio,
+) -> (Child, String) {
+    let mut child = dfs_command(launcher)
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
@@ -58,12 +81,20 @@ pub struct Node {
     pub addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Prefix of every command run for this node (empty: run directly).
+    pub launcher: Vec<String>,
 }
 
 impl Node {
     /// Start `serve` on `listen` with extra arguments; waits for the
     /// "listening on" line.
     pub fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
+        Node::start_in(Vec::new(), data_dir, listen, extra)
+    }
+
+    /// [`Node::start`] through a launcher, which this node's client
+    /// commands use too.
+    pub fn start_in(launcher: Vec<String>, data_dir: &Path, listen: &str, extra: &[&str]) -> Node {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let probe = PROBE_INTERVAL_MS.to_string();
@@ -78,18 +109,19 @@ impl Node {
         ];
         args.extend_from_slice(extra);
         let stderr = std::fs::File::create(&log).unwrap();
-        let (child, addr) = spawn_serve(data_dir, &args, stderr.into());
+        let (child, addr) = spawn_serve_in(&launcher, data_dir, &args, stderr.into());
         Node {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
             log,
+            launcher,
         }
     }
 
     /// Run a client verb against this node (with its data dir's key).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        dfs_command(&self.launcher)
             .args(args)
             .args(["--node", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
@@ -121,7 +153,7 @@ impl Node {
 
     /// `status --json`, or None if the node does not answer.
     pub fn status(&self) -> Option<Value> {
-        let output = Command::new(BIN)
+        let output = dfs_command(&self.launcher)
             .args(["status", "--json", "--node", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .output()
