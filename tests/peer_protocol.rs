@@ -8,7 +8,7 @@ use dfs::env::{Env, tokio_env};
 use dfs::keys::{ClusterKey, NodeId};
 use dfs::node::{NodeConfig, Server};
 use dfs::peer::PeerIdentity;
-use dfs::secure::{Role, SecureStream, generate_keypair, handshake};
+use dfs::secure::{Role, SecureStream, handshake};
 use dfs::wire::{Envelope, Message};
 
 struct Running {
@@ -56,7 +56,7 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
 
 /// Handshake as a fresh node; returns the stream and our node id.
 async fn connect_as_peer(node: &Running) -> (SecureStream, NodeId) {
-    let keypair = generate_keypair(&node.env);
+    let keypair = dfs::keys::StaticKeypair::generate(&node.env);
     let stream = node.env.net.connect(&node.addr).await.unwrap();
     let secure = handshake(&node.env, stream, Role::Initiator, &keypair, &node.key)
         .await

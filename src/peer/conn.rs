@@ -399,7 +399,7 @@ mod tests {
     use crate::env::tokio_env;
     use crate::keys::ClusterKey;
     use crate::peer::ServiceFuture;
-    use crate::secure::{Role, SecureStream, generate_keypair, handshake};
+    use crate::secure::{Role, SecureStream, handshake};
 
     /// Answers every request with a 64 KiB blob and counts the requests.
     struct BigReplies(Arc<AtomicUsize>);
@@ -427,7 +427,10 @@ mod tests {
         let env = tokio_env();
         let key = ClusterKey::from_bytes([5; 32]);
         let (here, there) = tokio::io::duplex(64 * 1024);
-        let (local_keys, remote_keys) = (generate_keypair(&env), generate_keypair(&env));
+        let (local_keys, remote_keys) = (
+            crate::keys::StaticKeypair::generate(&env),
+            crate::keys::StaticKeypair::generate(&env),
+        );
         let (local, remote) = tokio::join!(
             handshake(&env, Box::new(here), Role::Responder, &local_keys, &key),
             handshake(&env, Box::new(there), Role::Initiator, &remote_keys, &key),

@@ -29,7 +29,7 @@ use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 
 use crate::env::{BoxStream, Env, Random};
-use crate::keys::{ClusterKey, NodeId, StaticKeypair};
+use crate::keys::{ClusterKey, EnvRng, NodeId, StaticKeypair};
 use crate::limits::{FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, IO_TIMEOUT};
 use crate::wire::{self, Envelope, FrameDecoder, FrameError, WireError};
 
@@ -77,15 +77,6 @@ struct EnvResolver {
     rng: Arc<dyn Random>,
 }
 
-struct EnvRng(Arc<dyn Random>);
-
-impl snow::types::Random for EnvRng {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill(dest);
-        Ok(())
-    }
-}
-
 impl CryptoResolver for EnvResolver {
     fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
         Some(Box::new(EnvRng(self.rng.clone())))
@@ -120,25 +111,6 @@ fn builder(env: &Env) -> snow::Builder<'static> {
             rng: env.rng.clone(),
         }),
     )
-}
-
-/// A new static X25519 key pair from the Env's randomness.
-pub fn generate_keypair(env: &Env) -> StaticKeypair {
-    let keypair = builder(env)
-        .generate_keypair()
-        .expect("X25519 key generation does not fail");
-    StaticKeypair {
-        private: keypair
-            .private
-            .as_slice()
-            .try_into()
-            .expect("X25519 private keys are 32 bytes"),
-        public: keypair
-            .public
-            .as_slice()
-            .try_into()
-            .expect("X25519 public keys are 32 bytes"),
-    }
 }
 
 /// Which end of the handshake this is.
@@ -476,7 +448,7 @@ mod tests {
         let env = tokio_env();
         let key = ClusterKey::from_bytes([3; 32]);
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let (initiator, responder) = (generate_keypair(&env), generate_keypair(&env));
+        let (initiator, responder) = (StaticKeypair::generate(&env), StaticKeypair::generate(&env));
         let (a, b) = tokio::join!(
             handshake(&env, Box::new(a), Role::Initiator, &initiator, &key),
             handshake(&env, Box::new(b), Role::Responder, &responder, &key),

@@ -1,6 +1,8 @@
-//! Key material on disk: the cluster key (shared secret of a cluster) and a
-//! node's static Noise identity. Both are hex text files, created 0600 by
-//! [`Disk`](crate::env::Disk) and written durably.
+//! Key material, in one place: the cluster key (the secret the nodes of a
+//! cluster share), a node's static Noise identity, and how both are made
+//! and kept on disk (hex text files, created 0600 by
+//! [`Disk`](crate::env::Disk) and written durably). [`secure`](crate::secure)
+//! uses these; nothing here depends on it.
 //!
 //! The cluster key is never used directly: [`ClusterKey::derive`] gives an
 //! independent key per purpose (Noise psk, at-rest sealing), so one use can
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use snow::resolvers::CryptoResolver;
 
 use crate::cas::sha256;
 use crate::env::{Env, read_file, write_file_durably};
@@ -127,8 +130,23 @@ impl fmt::Debug for StaticKeypair {
 }
 
 impl StaticKeypair {
+    /// A new X25519 key pair from the Env's randomness (snow's X25519).
     pub fn generate(env: &Env) -> Self {
-        crate::secure::generate_keypair(env)
+        let mut dh = snow::resolvers::DefaultResolver
+            .resolve_dh(&snow::params::DHChoice::Curve25519)
+            .expect("snow has X25519");
+        dh.generate(&mut EnvRng(env.rng.clone()))
+            .expect("X25519 key generation does not fail");
+        Self {
+            private: dh
+                .privkey()
+                .try_into()
+                .expect("X25519 private keys are 32 bytes"),
+            public: dh
+                .pubkey()
+                .try_into()
+                .expect("X25519 public keys are 32 bytes"),
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -157,6 +175,17 @@ impl StaticKeypair {
         both[KEY_BYTES..].copy_from_slice(&keypair.public);
         store_hex(env, &path, &both)?;
         Ok(keypair)
+    }
+}
+
+/// The Env's randomness behind snow's RNG trait (key generation here, and
+/// the ephemeral keys of every handshake in [`secure`](crate::secure)).
+pub struct EnvRng(pub std::sync::Arc<dyn crate::env::Random>);
+
+impl snow::types::Random for EnvRng {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill(dest);
+        Ok(())
     }
 }
 
