@@ -20,6 +20,11 @@ use snow::resolvers::CryptoResolver;
 use crate::cas::sha256;
 use crate::env::{Env, read_file, write_file_durably};
 
+pub mod access;
+pub mod credentials;
+
+pub use access::{Access, AccessKeyError, AccessKeyId, Permission, SecretKey, SecretSealer};
+
 /// Size of every symmetric key and of an X25519 key.
 pub const KEY_BYTES: usize = 32;
 
