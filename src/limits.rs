@@ -116,9 +116,15 @@ pub const PEER_HANDLERS_PER_CONNECTION: usize = 8;
 /// to its end even when the request that asked for it was dropped (a
 /// client or peer that disconnected): so however often a client
 /// reconnects, at most this many abandoned blobs wait on a slow disk,
-/// and the requests behind them wait (and are cancelled) holding nothing
-/// but their own buffer.
+/// and the requests behind them wait (at most [`DISK_WRITE_WAIT_MAX`], and
+/// are cancelled with their request) holding nothing but their buffer.
 pub const DISK_WRITES_IN_FLIGHT: usize = 32;
+
+/// How long a blob write waits for one of those slots before it fails as
+/// busy: well inside [`PEER_REQUEST_TIMEOUT`], so a peer gets an answer,
+/// and the connection whose handler waited goes back to reading before
+/// its keepalive could fail.
+pub const DISK_WRITE_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// A peer connection with no traffic sends a `Ping` this often, well inside
 /// [`IO_TIMEOUT`], so a healthy idle connection never times out and a dead

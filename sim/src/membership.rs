@@ -365,7 +365,8 @@ impl Drop for FenceAll {
 /// one bootstrap address once failed to see each other alive within 30 s).
 /// Every node starts within a few seconds of the others, node 0 not
 /// necessarily first, all bootstrapping through node 0; links are slow and
-/// nodes stall (a starved process: all its links held) while they join.
+/// nodes stall while they join (all its links held: what its peers see of
+/// a starved process, though its own timers run on).
 /// No node crashes and nothing partitions for good, so every node must list
 /// exactly the others alive, each once, within [`JOIN_WITHIN`] of the last
 /// start and the last stall.
@@ -460,14 +461,16 @@ pub fn join_storm(seed: u64) -> Result<Outcome, String> {
 
     let names: Vec<String> = (0..config.nodes).map(host).collect();
     let mut stalled: Vec<u64> = vec![0; config.nodes];
-    let set_stall = |sim: &mut turmoil::Sim<'_>, node: usize, on: bool| {
+    // A link is held while either of its ends is stalled.
+    let set_stall = |sim: &mut turmoil::Sim<'_>, stalled: &[u64], node: usize, on: bool| {
         for (j, other) in names.iter().enumerate() {
-            if j != node {
-                if on {
-                    sim.hold(names[node].as_str(), other.as_str());
-                } else {
-                    sim.release(names[node].as_str(), other.as_str());
-                }
+            if j == node {
+                continue;
+            }
+            if on {
+                sim.hold(names[node].as_str(), other.as_str());
+            } else if stalled[j] == 0 {
+                sim.release(names[node].as_str(), other.as_str());
             }
         }
     };
@@ -479,17 +482,19 @@ pub fn join_storm(seed: u64) -> Result<Outcome, String> {
             let was = stalled[node] > 0;
             if should && stalled[node] == 0 {
                 stalled[node] = to;
-                set_stall(&mut sim, node, true);
+                set_stall(&mut sim, &stalled, node, true);
                 *counters.entry("stalls").or_default() += 1;
                 trace.record(&format!("{now_ms} stall node{node}"));
             } else if was && now_ms >= stalled[node] {
                 stalled[node] = 0;
-                set_stall(&mut sim, node, false);
+                set_stall(&mut sim, &stalled, node, false);
                 trace.record(&format!("{now_ms} resume node{node}"));
             }
         }
-        if now_ms > last_start_ms && joined(&probes, config.nodes) {
-            counters.insert("join_ms_sum", now_ms - last_start_ms);
+        // Judged once the last node has started and the last stall ended
+        // (a stall may break a membership that had formed).
+        if now_ms > quiet_from_ms && joined(&probes, config.nodes) {
+            counters.insert("join_ms_sum", now_ms - quiet_from_ms);
             trace.record(&format!("joined at {now_ms} ms"));
             break;
         }

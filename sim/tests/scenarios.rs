@@ -100,6 +100,15 @@ fn membership_join_storm() {
 }
 
 #[test]
+fn membership_join_storm_determinism() {
+    check_replays(
+        "membership_join_storm_determinism",
+        &seeds(2),
+        membership::join_storm,
+    );
+}
+
+#[test]
 fn membership_determinism() {
     check_replays("membership_determinism", &seeds(2), membership::run);
 }

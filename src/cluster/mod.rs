@@ -344,17 +344,22 @@ impl Cluster {
     /// Store a blob on this node's disk. The write's permit travels with
     /// its job, which outlives a dropped caller: abandoned writes are
     /// bounded by [`DISK_WRITES_IN_FLIGHT`](crate::limits::DISK_WRITES_IN_FLIGHT).
+    /// The wait for a permit is bounded too, so a peer's handler (which
+    /// holds one of its connection's few slots) gives up and answers, and
+    /// the connection keeps reading.
     async fn put_locally(
         &self,
         id: ChunkId,
         bytes: Bytes,
     ) -> Result<crate::store::PutOutcome, crate::store::StoreError> {
-        let permit = self
-            .disk_writes
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the disk write semaphore is never closed");
+        use crate::limits::DISK_WRITE_WAIT_MAX;
+        let permit = tokio::time::timeout(
+            DISK_WRITE_WAIT_MAX,
+            self.disk_writes.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| crate::store::StoreError::Busy(DISK_WRITE_WAIT_MAX))?
+        .expect("the disk write semaphore is never closed");
         let store = self.store.clone();
         self.blocking(move || {
             let outcome = store.put(&id, &bytes);

@@ -35,6 +35,7 @@ fn store_error(error: StoreError) -> Message {
         StoreError::DiskFull { .. } => ErrorCode::DiskFull,
         StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
         StoreError::Io { .. } => ErrorCode::Internal,
+        StoreError::Busy(_) => ErrorCode::Unavailable,
     };
     error_with(code, error)
 }

@@ -41,6 +41,7 @@ impl From<StoreError> for Refusal {
             StoreError::DiskFull { .. } => ErrorCode::DiskFull,
             StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
             StoreError::Io { .. } => ErrorCode::Internal,
+            StoreError::Busy(_) => ErrorCode::Unavailable,
         };
         tracing::warn!(%error, "request failed in the chunk store");
         Refusal::new(code, error.to_string())

@@ -497,18 +497,31 @@ mod tests {
         assert!(started.elapsed() <= FRAME_TIMEOUT + Duration::from_secs(1));
     }
 
-    /// A frame that arrives whole, however slowly its records came, is
-    /// delivered.
+    /// A frame whose records trickle in over more than one read timeout,
+    /// each within it, is delivered if it completes within the frame
+    /// timeout.
     #[tokio::test(start_paused = true)]
-    async fn a_frame_within_the_timeout_is_delivered() {
-        let (mut client, mut server) = session().await;
-        send_empty_record(&mut client.writer).await;
-        tokio::time::sleep(FRAME_TIMEOUT / 2).await;
+    async fn a_slow_frame_within_the_frame_timeout_is_delivered() {
+        let (client, server) = session().await;
+        let (_client_reader, mut client_writer) = client.into_split();
+        let (mut server_reader, _server_writer) = server.into_split();
         let envelope = Envelope {
             request_id: 9,
             message: crate::wire::Message::Ping,
         };
-        client.send(&envelope).await.unwrap();
-        assert_eq!(server.expect().await.unwrap().request_id, 9);
+        let slow_sender = async {
+            for _ in 0..2 {
+                send_empty_record(&mut client_writer).await;
+                tokio::time::sleep(IO_TIMEOUT - Duration::from_secs(2)).await;
+            }
+            // 56 s in: past one read timeout, inside the frame timeout.
+            client_writer.send(&envelope).await.unwrap();
+            std::future::pending::<()>().await;
+        };
+        let received = tokio::select! {
+            received = server_reader.recv() => received,
+            _ = slow_sender => unreachable!(),
+        };
+        assert_eq!(received.unwrap().unwrap().request_id, 9);
     }
 }

@@ -51,6 +51,8 @@ pub enum StoreError {
     Io { context: String, source: io::Error },
     #[error("blob of {0} bytes is above the {BLOB_BYTES_MAX}-byte limit")]
     TooLarge(usize),
+    #[error("the disk is busy: no write slot freed within {0:?}; try again")]
+    Busy(std::time::Duration),
 }
 
 impl StoreError {
