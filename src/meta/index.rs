@@ -6,7 +6,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::backend::DiskBackend;
 use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
 use super::record::VERSION_KEY_BYTES;
-use super::{Floor, History, IndexState, RecordKey, VersionId, VersionRecord, validate_name};
+use super::{
+    Floor, History, IndexState, KeyRecord, RecordKey, VersionId, VersionRecord, validate_name,
+};
 use crate::env::{Env, OpenMode};
 
 /// `name ‖ 0x00 ‖ VersionId::to_key()` -> postcard(VersionRecord).
@@ -15,6 +17,8 @@ use crate::env::{Env, OpenMode};
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 /// name -> VersionId::to_key() of its prune floor.
 const FLOORS: TableDefinition<&str, &[u8]> = TableDefinition::new("floors");
+/// Access key id -> [`KeyRecord::encode`].
+const ACCESS_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("access_keys");
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -199,7 +203,55 @@ impl VersionIndex {
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(RECORDS).map_err(storage)?;
         txn.open_table(FLOORS).map_err(storage)?;
+        txn.open_table(ACCESS_KEYS).map_err(storage)?;
         txn.commit().map_err(storage)
+    }
+
+    /// Merge access key records (last writer wins per key), durable on
+    /// return; returns those that changed the index. Malformed records are
+    /// skipped: a peer's corrupt record must not poison the index.
+    pub fn merge_keys(&self, records: &[KeyRecord]) -> Result<Vec<KeyRecord>, IndexError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let mut changed = Vec::new();
+            {
+                let mut table = txn.open_table(ACCESS_KEYS).map_err(storage)?;
+                for record in records {
+                    if record.validate().is_err() {
+                        continue;
+                    }
+                    let id: &[u8] = record.id.as_str().as_bytes();
+                    let wins = match table.get(id).map_err(storage)? {
+                        // An undecodable stored record loses to any valid one.
+                        Some(existing) => KeyRecord::decode(existing.value())
+                            .map_or(true, |existing| record.supersedes(&existing)),
+                        None => true,
+                    };
+                    if wins {
+                        table
+                            .insert(id, record.encode().as_slice())
+                            .map_err(storage)?;
+                        changed.push(record.clone());
+                    }
+                }
+            }
+            txn.commit().map_err(storage)?;
+            Ok(changed)
+        })
+    }
+
+    /// Every access key record, removed ones included, by id.
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, IndexError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(ACCESS_KEYS).map_err(storage)?;
+            let mut keys = Vec::new();
+            for entry in table.iter().map_err(storage)? {
+                let (_, value) = entry.map_err(storage)?;
+                keys.push(KeyRecord::decode(value.value()).map_err(IndexError::Corrupt)?);
+            }
+            Ok(keys)
+        })
     }
 
     /// Merge `records` in (the CRDT insert of [`History`]); returns the ones
@@ -598,5 +650,59 @@ mod tests {
         };
         index.raise_floor("f", floor).unwrap();
         assert_eq!(index.max_vid().unwrap(), Some(floor));
+    }
+
+    /// Key records merge last-writer-wins, durably, and a late older copy
+    /// never brings a removed key back.
+    #[test]
+    fn key_records_merge_last_writer_wins_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let env = tokio_env();
+        let created = KeyRecord {
+            id: crate::keys::AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap(),
+            name: "ci".into(),
+            permission: crate::keys::Permission::admin(),
+            sealed_secret: vec![1; 68],
+            created_ms: 5,
+            version: VersionId {
+                wall_ms: 10,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            removed: false,
+        };
+        let removed = created.removal(VersionId {
+            wall_ms: 20,
+            ..created.version
+        });
+        {
+            let index = VersionIndex::open(&env, &path).unwrap();
+            assert_eq!(
+                index
+                    .merge_keys(std::slice::from_ref(&created))
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert_eq!(
+                index
+                    .merge_keys(std::slice::from_ref(&removed))
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert!(
+                index
+                    .merge_keys(std::slice::from_ref(&created))
+                    .unwrap()
+                    .is_empty()
+            );
+            let mut malformed = created.clone();
+            malformed.name = String::new();
+            assert!(index.merge_keys(&[malformed]).unwrap().is_empty());
+        }
+        let index = VersionIndex::open(&env, &path).unwrap();
+        assert_eq!(index.keys().unwrap(), vec![removed]);
     }
 }

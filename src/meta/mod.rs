@@ -10,17 +10,21 @@
 //!   `StorageBackend` over the [`Disk`](crate::env::Disk) seam, so the
 //!   simulation's crash and disk-fault model covers metadata too.
 //! - [`digest`]: bucketed digests for anti-entropy.
+//! - [`KeyRecord`]: an access key as replicated cluster state (last writer
+//!   wins per key), kept in the same database.
 
 mod backend;
 mod crdt;
 pub mod digest;
 mod hlc;
 mod index;
+mod key_record;
 mod record;
 
 pub use crdt::{History, IndexState};
 pub use hlc::Hlc;
 pub use index::{IndexError, MergeOutcome, VersionIndex};
+pub use key_record::{KEY_RECORD_FORMAT, KeyRecord};
 pub use record::{
     Floor, NameError, RecordKey, VersionId, VersionRecord, VersionSelector, validate_name,
 };
