@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use dfs::client::Client;
 use dfs::env::tokio_env;
-use dfs::keys::ClusterKey;
+use dfs::keys::credentials::Credentials;
 use dfs::wire::GetTarget;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -76,7 +76,12 @@ fn main() {
         nodes.push((child, addr, data_dir));
     }
     let start = Instant::now();
-    while !nodes.iter().all(|(_, addr, d)| alive_members(addr, d) == 3) {
+    // Every client command uses the first node's admin key (in its data
+    // dir; the others learn the key by sync).
+    while !nodes
+        .iter()
+        .all(|(_, addr, _)| alive_members(addr, &first_dir) == 3)
+    {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "cluster did not form"
@@ -91,11 +96,11 @@ fn main() {
     );
     // Read through another node than the one that coordinated the put.
     let output = dir.path().join("output.bin");
-    let (_, second_addr, second_dir) = &nodes[1];
+    let (_, second_addr, _) = &nodes[1];
     let get_seconds = run(
         &["get", "big", "-o", output.to_str().unwrap()],
         second_addr,
-        second_dir,
+        &first_dir,
     );
     let same = std::fs::metadata(&output).unwrap().len() == size as u64;
     assert!(same, "the file read back has the wrong size");
@@ -104,8 +109,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (put_latency, get_latency) = runtime.block_on(async {
         let env = tokio_env();
-        let cluster_key = ClusterKey::load(&env, &key).unwrap();
-        let mut client = Client::connect(&env, &first_addr, &cluster_key)
+        let credentials = Credentials::load(&env, &first_dir.join("credentials")).unwrap();
+        let mut client = Client::connect(&env, &first_addr, &credentials)
             .await
             .unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(3);

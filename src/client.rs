@@ -10,11 +10,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cas::{ChunkId, ContentId, Manifest};
 use crate::env::Env;
-use crate::keys::{ClusterKey, StaticKeypair};
+use crate::keys::StaticKeypair;
+use crate::keys::credentials::Credentials;
+use crate::keys::{AccessKeyId, Permission};
 use crate::limits::{CONNECT_TIMEOUT, PUT_DATA_FRAME_BYTES};
 use crate::meta::{VersionId, VersionRecord, VersionSelector};
-use crate::secure::{Role, SecureError, SecureStream, handshake};
-use crate::wire::{Envelope, ErrorCode, GetTarget, Message, StatusReport};
+use crate::secure::{Credential, SecureError, SecureStream, connect};
+use crate::wire::{Envelope, ErrorCode, GetTarget, KeyInfo, Message, StatusReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -22,7 +24,9 @@ pub enum ClientError {
         "cannot reach a dfs node at {addr}: {reason}; is `dfs-node serve` running there? (--node / DFS_NODE)"
     )]
     Unreachable { addr: String, reason: String },
-    #[error("{0}; check that --key-file holds this cluster's key")]
+    #[error(
+        "{0}; check the access key (DFS_ACCESS_KEY_ID and DFS_SECRET_ACCESS_KEY, --credentials, or the credentials file)"
+    )]
     Refused(SecureError),
     #[error("connection to the node failed: {0}")]
     Connection(#[from] SecureError),
@@ -37,6 +41,29 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The access key was refused (unknown, removed, wrong secret).
+    pub fn is_refused_key(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused(_)
+                | ClientError::Remote {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+        )
+    }
+
+    /// The access key may not do what was asked.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Remote {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
@@ -62,11 +89,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// Dial `addr` and run the handshake with a fresh client identity.
+    /// Dial `addr` and run the handshake with a fresh client identity,
+    /// proving `credentials`' access key.
     pub async fn connect(
         env: &Env,
         addr: &str,
-        cluster_key: &ClusterKey,
+        credentials: &Credentials,
     ) -> Result<Self, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             addr: addr.to_string(),
@@ -78,10 +106,12 @@ impl Client {
             Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         };
         let identity = StaticKeypair::generate(env);
-        let stream = handshake(env, stream, Role::Initiator, &identity, cluster_key)
+        let stream = connect(env, stream, &identity, Credential::Client(credentials))
             .await
             .map_err(|e| match e {
-                SecureError::HandshakeRefused(_) => ClientError::Refused(e),
+                SecureError::HandshakeRefused(_) | SecureError::AccessKeyRefused { .. } => {
+                    ClientError::Refused(e)
+                }
                 SecureError::Io(io) => unreachable(io.to_string()),
                 other => ClientError::Connection(other),
             })?;
@@ -340,6 +370,51 @@ impl Client {
     pub async fn status(&mut self) -> Result<StatusReport, ClientError> {
         match self.call(Message::Status).await? {
             Message::StatusReply(report) => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Create an access key (admin keys only): the key and its secret,
+    /// which nothing shows again.
+    pub async fn create_key(
+        &mut self,
+        name: &str,
+        permission: Permission,
+    ) -> Result<(KeyInfo, String), ClientError> {
+        let request = Message::KeyCreate {
+            name: name.to_string(),
+            permission,
+        };
+        match self.call(request).await? {
+            Message::KeyCreated { key, secret } => Ok((key, secret)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, ClientError> {
+        match self.call(Message::KeyList).await? {
+            Message::KeyListing { keys } => Ok(keys),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn remove_key(&mut self, id: AccessKeyId) -> Result<KeyInfo, ClientError> {
+        match self.call(Message::KeyRemove { id }).await? {
+            Message::KeyChanged { key } => Ok(key),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn set_key_permission(
+        &mut self,
+        id: AccessKeyId,
+        permission: Permission,
+    ) -> Result<KeyInfo, ClientError> {
+        match self
+            .call(Message::KeySetPermission { id, permission })
+            .await?
+        {
+            Message::KeyChanged { key } => Ok(key),
             other => Err(unexpected(&other)),
         }
     }

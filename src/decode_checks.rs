@@ -67,3 +67,32 @@ pub fn manifest_decode(data: &[u8]) {
         assert_eq!(total, manifest.size);
     }
 }
+
+/// Decode raw bytes as each thing the access-key layer reads from strangers
+/// or disks: a handshake's party claim and verdict, a stored key record,
+/// a credentials file. What decodes re-encodes to the same bytes (the
+/// postcard ones), and nothing panics.
+pub fn credentials_decode(data: &[u8]) {
+    use crate::keys::credentials::Credentials;
+    use crate::meta::KeyRecord;
+    use crate::secure::{Party, Verdict, decode_payload};
+
+    if let Ok(party) = decode_payload::<Party>(data) {
+        assert_eq!(postcard::to_stdvec(&party).unwrap(), data, "{party:?}");
+    }
+    if let Ok(verdict) = decode_payload::<Verdict>(data) {
+        assert_eq!(postcard::to_stdvec(&verdict).unwrap(), data, "{verdict:?}");
+    }
+    if let Ok(record) = KeyRecord::decode(data) {
+        assert_eq!(record.encode(), data, "{record:?}");
+        assert!(record.validate().is_ok());
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(credentials) = Credentials::parse(text)
+    {
+        assert_eq!(
+            Credentials::parse(&credentials.to_file_text()).unwrap(),
+            credentials
+        );
+    }
+}

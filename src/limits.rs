@@ -217,3 +217,10 @@ pub const REPAIR_COPIES_PER_ROUND: usize = 64;
 /// been seen unreferenced for this long (a put in flight stores its chunks
 /// before its version exists).
 pub const GC_GRACE: Duration = Duration::from_secs(600);
+
+// Access keys.
+
+/// Access key records a cluster keeps, removed keys' tombstones included:
+/// every node holds all of them, and anti-entropy sends them in one frame
+/// (a record is at most about 4.4 KiB, so 512 fit in 2.3 MiB).
+pub const ACCESS_KEY_RECORDS_MAX: usize = 512;

@@ -3,7 +3,8 @@
 //! This binary (`main.rs` and `cli/`) is the only place that uses `anyhow`,
 //! prints for humans, and turns errors into exit codes:
 //! 0 success, 1 failure, 2 usage error, 3 not found, 4 node unreachable,
-//! 5 refused (wrong cluster key).
+//! 5 access key refused (unknown, removed, wrong secret, or none found),
+//! 6 the access key may not do this.
 
 mod cli;
 
@@ -38,9 +39,11 @@ struct Cli {
         default_value = "127.0.0.1:7400"
     )]
     node: String,
-    /// Cluster key file [default: DATA_DIR/cluster.key].
-    #[arg(long, global = true, env = "DFS_KEY_FILE")]
-    key_file: Option<PathBuf>,
+    /// Access key file (client verbs) [default: DFS_ACCESS_KEY_ID and
+    /// DFS_SECRET_ACCESS_KEY, else DATA_DIR/credentials, else
+    /// ~/.config/dfs/credentials].
+    #[arg(long, global = true, env = "DFS_CREDENTIALS")]
+    credentials: Option<PathBuf>,
     /// The node's data directory.
     #[arg(long, global = true, env = "DFS_DATA_DIR", default_value = "dfs-data")]
     data_dir: PathBuf,
@@ -122,8 +125,62 @@ enum Command {
         #[arg(long)]
         version: String,
     },
-    /// This node, its members and its storage use.
+    /// This node, its members and its storage use (admin keys).
     Status,
+    /// Access keys: who may use the cluster (admin keys).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key; prints its id and secret (the secret only this once).
+    Create {
+        /// A label for people (who or what uses it).
+        name: String,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// The keys in use.
+    Ls,
+    /// Remove a key: every node refuses it from then on.
+    Rm { id: String },
+    /// Change a key's permission (its secret stays).
+    Set {
+        id: String,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct AccessArgs {
+    /// Read only [default: read-write].
+    #[arg(long, conflicts_with = "admin")]
+    read_only: bool,
+    /// Everything: key management, status and prune too.
+    #[arg(long)]
+    admin: bool,
+    /// Only names starting with this (repeatable) [default: every name].
+    #[arg(long = "prefix")]
+    prefixes: Vec<String>,
+}
+
+impl AccessArgs {
+    fn permission(&self) -> dfs::keys::Permission {
+        use dfs::keys::Access;
+        let access = if self.admin {
+            Access::Admin
+        } else if self.read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        };
+        dfs::keys::Permission {
+            access,
+            prefixes: self.prefixes.clone(),
+        }
+    }
 }
 
 /// Keep the heap near what is live. A put or get holds a few chunk-sized
@@ -245,6 +302,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status => {
             let report = connect(&env, &cli).await?.status().await?;
             output::status(&report, json);
+            Ok(())
+        }
+        Command::Key(command) => {
+            let mut client = connect(&env, &cli).await?;
+            match command {
+                KeyCommand::Create { name, access } => {
+                    let (key, secret) = client.create_key(name, access.permission()).await?;
+                    cli::keys::created(&key, &secret, json);
+                }
+                KeyCommand::Ls => cli::keys::listing(&client.list_keys().await?, json),
+                KeyCommand::Rm { id } => {
+                    let id = dfs::keys::AccessKeyId::parse(id).map_err(Failure::usage)?;
+                    cli::keys::changed("removed", &client.remove_key(id).await?, json);
+                }
+                KeyCommand::Set { id, access } => {
+                    let id = dfs::keys::AccessKeyId::parse(id).map_err(Failure::usage)?;
+                    let key = client.set_key_permission(id, access.permission()).await?;
+                    cli::keys::changed("changed", &key, json);
+                }
+            }
             Ok(())
         }
     }

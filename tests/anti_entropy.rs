@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use dfs::client::Client;
 use dfs::cluster::{Cluster, ReplicationCounters};
 use dfs::env::{Env, tokio_env};
-use dfs::keys::ClusterKey;
+use dfs::keys::credentials::{Credentials, ProvisionedKey};
+use dfs::keys::{AccessKeyId, ClusterKey, Permission, SecretKey};
 use dfs::node::{NodeConfig, Server};
 use dfs::placement::Replication;
 use tokio::sync::oneshot;
@@ -34,6 +35,12 @@ async fn start(env: &Env, dir: &Path, listen: &str, bootstrap: Vec<String>) -> R
             swim: Default::default(),
             replication: Replication::new(1, 1).unwrap(),
             maintenance: Default::default(),
+            admin_credentials_file: None,
+            provisioned_keys: vec![ProvisionedKey {
+                name: "test".into(),
+                credentials: credentials(),
+                permission: Permission::admin(),
+            }],
         },
     )
     .await
@@ -52,9 +59,15 @@ async fn start(env: &Env, dir: &Path, listen: &str, bootstrap: Vec<String>) -> R
     }
 }
 
+fn credentials() -> Credentials {
+    Credentials {
+        id: AccessKeyId::parse("DFSTESTKEYAAAAAAAAAA").unwrap(),
+        secret: SecretKey::parse(&"t".repeat(40)).unwrap(),
+    }
+}
+
 async fn put_many(env: &Env, addr: &str, range: std::ops::Range<usize>) {
-    let key = ClusterKey::from_bytes([9; 32]);
-    let mut client = Client::connect(env, addr, &key).await.unwrap();
+    let mut client = Client::connect(env, addr, &credentials()).await.unwrap();
     for i in range {
         let body = format!("file {i}");
         client

@@ -366,11 +366,21 @@ fn the_data_dir_holds_no_plaintext() {
 fn wrong_key_and_unreachable_node_have_their_own_errors() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));
-    let other_key = dir.path().join("other.key");
-    std::fs::write(&other_key, format!("{}\n", "ab".repeat(32))).unwrap();
-    let refused = node.cli(&["ls", "--key-file", other_key.to_str().unwrap()]);
+    // An access key this cluster never made, from a credentials file.
+    let other_key = dir.path().join("other");
+    std::fs::write(
+        &other_key,
+        format!(
+            "access_key_id = DFSNOSUCHKEYAAAAAAAA\nsecret_access_key = {}\n",
+            "ab".repeat(20)
+        ),
+    )
+    .unwrap();
+    let refused = node.cli(&["ls", "--credentials", other_key.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("cluster key"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("unknown access key"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one clear line: {stderr}");
     node.ok(&["ls"]);
 
     let unreachable = Command::new(BIN)

@@ -185,7 +185,9 @@ fn kill_9_of_any_node_during_puts_loses_no_acknowledged_put() {
             _ => vec!["--bootstrap".to_string(), nodes[0].addr.clone()],
         };
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let credentials = nodes[victim].credentials.clone();
         nodes[victim] = Node::start(&data_dir, &addr, &extra);
+        nodes[victim].credentials = credentials;
         wait_until(Duration::from_secs(30), "all 3 alive again", || {
             nodes.iter().all(|n| n.alive_count() == 3)
         });
@@ -258,16 +260,16 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         eprintln!("SKIPPED: this machine cannot mount a small tmpfs (no root, no user namespaces)");
         return;
     };
-    // The key lives on the small fs, inside the namespace; read it through
-    // the node's own process view.
-    let key = std::fs::read_to_string(format!(
-        "/proc/{}/root{}/small/data/cluster.key",
+    // The admin key lives on the small fs, inside the namespace; read it
+    // through the node's own process view.
+    let credentials = std::fs::read_to_string(format!(
+        "/proc/{}/root{}/small/data/credentials",
         child.0.id(),
         dir.path().display()
     ))
-    .expect("the node's cluster key");
-    let key_file = dir.path().join("cluster.key");
-    std::fs::write(&key_file, key).unwrap();
+    .expect("the node's admin access key");
+    let key_file = dir.path().join("credentials");
+    std::fs::write(&key_file, credentials).unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let put = |name: &str, bytes: &[u8]| {
@@ -275,7 +277,7 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         std::fs::write(&path, bytes).unwrap();
         Command::new(BIN)
             .args(["put", path.to_str().unwrap(), "--name", name, "--json"])
-            .args(["--node", &addr, "--key-file", key_file.to_str().unwrap()])
+            .args(["--node", &addr, "--credentials", key_file.to_str().unwrap()])
             .output()
             .unwrap()
     };
@@ -308,7 +310,7 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         let out = scratch.join(format!("{name}.out"));
         let got = Command::new(BIN)
             .args(["get", name, "-o", out.to_str().unwrap()])
-            .args(["--node", &addr, "--key-file", key_file.to_str().unwrap()])
+            .args(["--node", &addr, "--credentials", key_file.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
@@ -319,7 +321,7 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         assert!(std::fs::read(&out).unwrap() == *bytes, "{name} differs");
     }
     let listed = Command::new(BIN)
-        .args(["ls", "--json", "--node", &addr, "--key-file"])
+        .args(["ls", "--json", "--node", &addr, "--credentials"])
         .arg(&key_file)
         .output()
         .unwrap();

@@ -11,7 +11,7 @@ use dfs::cas::{ChunkId, Manifest};
 use dfs::decode_checks;
 use dfs::wire::{Envelope, encode_frame_header};
 
-const TARGETS: [&str; 4] = ["frame", "message", "roundtrip", "manifest"];
+const TARGETS: [&str; 5] = ["frame", "message", "roundtrip", "manifest", "credentials"];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -63,6 +63,11 @@ fn message_inputs() {
 #[test]
 fn manifest_inputs() {
     replay("manifest", decode_checks::manifest_decode);
+}
+
+#[test]
+fn credentials_inputs() {
+    replay("credentials", decode_checks::credentials_decode);
 }
 
 #[test]
@@ -131,6 +136,46 @@ fn write_seed_corpus() {
             .expect("three chunks fit");
     }
     write("manifest", "three-chunks", &manifest.encode());
+
+    use dfs::keys::credentials::Credentials;
+    use dfs::keys::{AccessKeyId, SecretKey};
+    use dfs::secure::{Party, Verdict};
+    let id = AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap();
+    write(
+        "credentials",
+        "party-node",
+        &postcard::to_stdvec(&Party::Node).unwrap(),
+    );
+    write(
+        "credentials",
+        "party-client",
+        &postcard::to_stdvec(&Party::Client(id)).unwrap(),
+    );
+    let refused = Verdict::Refused("unknown access key".into());
+    write(
+        "credentials",
+        "verdict-refused",
+        &postcard::to_stdvec(&refused).unwrap(),
+    );
+    let credentials = Credentials {
+        id,
+        secret: SecretKey::parse(&"s".repeat(40)).unwrap(),
+    };
+    write("credentials", "file", credentials.to_file_text().as_bytes());
+    let record = dfs::meta::KeyRecord {
+        id,
+        name: "ci".into(),
+        permission: dfs::keys::Permission::admin(),
+        sealed_secret: vec![1; 68],
+        created_ms: 1,
+        version: dfs::meta::VersionId {
+            wall_ms: 2,
+            counter: 0,
+            node: dfs::keys::NodeId([3; 32]),
+        },
+        removed: false,
+    };
+    write("credentials", "key-record", &record.encode());
 }
 
 #[test]

@@ -143,7 +143,7 @@ fn partition_and_heal() {
     let key = dir.path().join("n0").join("cluster.key");
     let mut nodes = vec![first];
     for i in 1..3 {
-        nodes.push(Node::start_in(
+        let mut node = Node::start_in(
             launcher(i),
             &dir.path().join(format!("n{i}")),
             &format!("10.77.0.{}:7400", i + 1),
@@ -153,7 +153,9 @@ fn partition_and_heal() {
                 "--cluster-key-file",
                 key.to_str().unwrap(),
             ],
-        ));
+        );
+        node.credentials = Some(dir.path().join("n0").join("credentials"));
+        nodes.push(node);
     }
     wait_until(
         Duration::from_secs(30),

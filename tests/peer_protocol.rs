@@ -1,21 +1,32 @@
 //! The peer protocol against an in-process node on 127.0.0.1, speaking it by
-//! hand: what a well-behaved peer gets, and what a hostile key holder cannot
-//! do (claim another node's identity, park a huge datagram).
+//! hand: what a well-behaved peer gets, what a hostile key holder cannot
+//! do (claim another node's identity, park a huge datagram), and what a
+//! client with only an access key cannot do (anything a node does).
 
 use std::time::Duration;
 
 use dfs::env::{Env, tokio_env};
-use dfs::keys::{ClusterKey, NodeId};
+use dfs::keys::credentials::{Credentials, ProvisionedKey};
+use dfs::keys::{AccessKeyId, ClusterKey, NodeId, Permission, SecretKey};
 use dfs::node::{NodeConfig, Server};
 use dfs::peer::PeerIdentity;
-use dfs::secure::{Role, SecureStream, handshake};
+use dfs::secure::{Credential, SecureError, SecureStream, connect};
 use dfs::wire::{Envelope, Message};
 
 struct Running {
     env: Env,
     addr: String,
     key: ClusterKey,
+    /// An admin access key every test node is provisioned with.
+    credentials: Credentials,
     _dir: tempfile::TempDir,
+}
+
+fn admin_credentials() -> Credentials {
+    Credentials {
+        id: AccessKeyId::parse("DFSTESTADMINAAAAAAAA").unwrap(),
+        secret: SecretKey::parse(&"A".repeat(40)).unwrap(),
+    }
 }
 
 async fn start_node() -> Running {
@@ -40,6 +51,12 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
             swim: Default::default(),
             replication,
             maintenance: Default::default(),
+            admin_credentials_file: None,
+            provisioned_keys: vec![ProvisionedKey {
+                name: "test admin".into(),
+                credentials: admin_credentials(),
+                permission: Permission::admin(),
+            }],
         },
     )
     .await
@@ -50,6 +67,7 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
         env,
         addr,
         key,
+        credentials: admin_credentials(),
         _dir: dir,
     }
 }
@@ -58,7 +76,7 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
 async fn connect_as_peer(node: &Running) -> (SecureStream, NodeId) {
     let keypair = dfs::keys::StaticKeypair::generate(&node.env);
     let stream = node.env.net.connect(&node.addr).await.unwrap();
-    let secure = handshake(&node.env, stream, Role::Initiator, &keypair, &node.key)
+    let secure = connect(&node.env, stream, &keypair, Credential::Node(&node.key))
         .await
         .unwrap();
     (secure, keypair.node_id())
@@ -267,7 +285,7 @@ async fn idle_unauthenticated_sockets_do_not_lock_out_a_client() {
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         idle.push(socket.connect(target).await.unwrap());
     }
-    let mut client = Client::connect(&node.env, &node.addr, &node.key)
+    let mut client = Client::connect(&node.env, &node.addr, &node.credentials)
         .await
         .expect("a client with the key is served while idle sockets wait");
     let record = client
@@ -440,7 +458,7 @@ async fn puts_abandoned_on_a_stalled_disk_leave_no_tasks_behind() {
     };
     let mut baseline = None;
     for round in 0..8u64 {
-        let mut client = dfs::client::Client::connect(&node.env, &node.addr, &node.key)
+        let mut client = dfs::client::Client::connect(&node.env, &node.addr, &node.credentials)
             .await
             .unwrap();
         let mut source = StallsAfter {
@@ -473,4 +491,145 @@ async fn puts_abandoned_on_a_stalled_disk_leave_no_tasks_behind() {
         "{now} tasks alive after six more abandoned puts (was {baseline})"
     );
     disk.resume();
+}
+
+/// Connect as a client with `credentials`.
+async fn connect_as_client(
+    node: &Running,
+    credentials: &Credentials,
+) -> Result<SecureStream, SecureError> {
+    let keypair = dfs::keys::StaticKeypair::generate(&node.env);
+    let stream = node.env.net.connect(&node.addr).await.unwrap();
+    connect(&node.env, stream, &keypair, Credential::Client(credentials)).await
+}
+
+/// Issue 10: a client holding only an access key (even an admin key)
+/// cannot speak as a node: its PeerHello closes the connection, and peer
+/// requests (a floor that would erase a history everywhere) are refused
+/// and change nothing.
+#[tokio::test]
+async fn a_client_with_an_access_key_gets_no_peer_message_served() {
+    use dfs::meta::{Floor, VersionId};
+
+    let node = start_node().await;
+    let mut client = dfs::client::Client::connect(&node.env, &node.addr, &node.credentials)
+        .await
+        .unwrap();
+    client
+        .put("precious", &mut &b"history"[..], &mut |_| {})
+        .await
+        .unwrap();
+
+    let mut secure = connect_as_client(&node, &node.credentials).await.unwrap();
+    let floor = Floor {
+        name: "precious".into(),
+        floor: VersionId {
+            wall_ms: node.env.clock.unix_ms(),
+            counter: u32::MAX,
+            node: NodeId([0xFF; 32]),
+        },
+    };
+    let forged = Message::ApplyRecords {
+        records: Vec::new(),
+        floors: vec![floor],
+    };
+    let reply = call(&mut secure, 1, forged).await;
+    assert!(
+        matches!(reply, Message::Error { .. }),
+        "a client's ApplyRecords was answered {reply:?}"
+    );
+    let reply = call(&mut secure, 2, Message::FetchKeys { digest: [0; 32] }).await;
+    assert!(matches!(reply, Message::Error { .. }), "{reply:?}");
+    // A PeerHello on a client connection closes it.
+    let me = dfs::keys::StaticKeypair::generate(&node.env).node_id();
+    secure.send(&hello(me)).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), secure.recv())
+        .await
+        .expect("the node neither answered nor closed");
+    assert!(
+        !matches!(
+            next,
+            Ok(Some(Envelope {
+                message: Message::PeerHello { .. },
+                ..
+            }))
+        ),
+        "a client was taken for a peer"
+    );
+    // The history is whole.
+    let mut client = dfs::client::Client::connect(&node.env, &node.addr, &node.credentials)
+        .await
+        .unwrap();
+    let (history, _) = client.versions("precious").await.unwrap();
+    assert_eq!(history.len(), 1);
+}
+
+/// Unknown key, wrong secret: refused in the handshake with the reason,
+/// and no request is served.
+#[tokio::test]
+async fn unknown_keys_and_wrong_secrets_are_refused_in_the_handshake() {
+    let node = start_node().await;
+    let unknown = Credentials {
+        id: AccessKeyId::parse("DFSUNKNOWNKEYAAAAAAA").unwrap(),
+        secret: SecretKey::parse(&"u".repeat(40)).unwrap(),
+    };
+    match connect_as_client(&node, &unknown).await {
+        Err(SecureError::AccessKeyRefused { reason, .. }) => {
+            assert!(reason.contains("unknown access key"), "{reason}")
+        }
+        other => panic!(
+            "an unknown key got {other:?}",
+            other = other.map(|_| "a session")
+        ),
+    }
+    let wrong = Credentials {
+        id: node.credentials.id,
+        secret: SecretKey::parse(&"w".repeat(40)).unwrap(),
+    };
+    match connect_as_client(&node, &wrong).await {
+        Err(SecureError::AccessKeyRefused { reason, .. }) => {
+            assert!(reason.contains("wrong secret"), "{reason}")
+        }
+        other => panic!(
+            "a wrong secret got {other:?}",
+            other = other.map(|_| "a session")
+        ),
+    }
+    // A node credential without the cluster key fails too.
+    let keypair = dfs::keys::StaticKeypair::generate(&node.env);
+    let stream = node.env.net.connect(&node.addr).await.unwrap();
+    let stranger = ClusterKey::from_bytes([0x55; 32]);
+    assert!(
+        connect(&node.env, stream, &keypair, Credential::Node(&stranger))
+            .await
+            .is_err()
+    );
+}
+
+/// A holder of the cluster key that sends client requests instead of a
+/// PeerHello is not served: clients need an access key.
+#[tokio::test]
+async fn the_cluster_key_alone_serves_no_client_request() {
+    let node = start_node().await;
+    let (mut secure, _) = connect_as_peer(&node).await;
+    secure
+        .send(&Envelope {
+            request_id: 1,
+            message: Message::List,
+        })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), secure.recv())
+        .await
+        .expect("the node neither answered nor closed");
+    assert!(
+        !matches!(
+            next,
+            Ok(Some(Envelope {
+                message: Message::Listing { .. },
+                ..
+            }))
+        ),
+        "a cluster key holder was served a listing"
+    );
 }

@@ -26,7 +26,9 @@ fn a_node_restarted_alone_refuses_writes_below_the_quorum() {
     nodes[2].kill_9();
     nodes[0].kill_9();
     let (data_dir, addr) = (nodes[0].data_dir.clone(), nodes[0].addr.clone());
+    let credentials = nodes[0].credentials.clone();
     nodes[0] = Node::start(&data_dir, &addr, &[]);
+    nodes[0].credentials = credentials;
 
     let refused = put(&nodes[0], "f2");
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -43,7 +45,9 @@ fn a_node_restarted_alone_refuses_writes_below_the_quorum() {
     // members.json) does not shrink the quorum either.
     nodes[0].kill_9();
     std::fs::remove_file(data_dir.join("members.json")).unwrap();
+    let credentials = nodes[0].credentials.clone();
     nodes[0] = Node::start(&data_dir, &addr, &[]);
+    nodes[0].credentials = credentials;
     let refused = put(&nodes[0], "f3");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(

@@ -164,7 +164,9 @@ fn five_nodes_replicate_survive_two_kills_and_heal() {
     for victim in [1, 3] {
         let data_dir = nodes[victim].data_dir.clone();
         let addr = nodes[victim].addr.clone();
+        let credentials = nodes[victim].credentials.clone();
         nodes[victim] = Node::start(&data_dir, &addr, &[]);
+        nodes[victim].credentials = credentials;
     }
     wait_until(Duration::from_secs(30), "all 5 alive again", || {
         nodes.iter().all(|n| n.alive_count() == 5)

@@ -143,6 +143,8 @@ fn add_node(
             swim: start.swim,
             replication: Default::default(),
             maintenance: Default::default(),
+            admin_credentials_file: None,
+            provisioned_keys: crate::workload::provisioned_keys(seed),
         };
         let probes = probes.clone();
         let env = node_env.env.clone();
@@ -193,6 +195,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             swim: Default::default(),
             replication: Default::default(),
             maintenance: Default::default(),
+            admin_credentials_file: None,
+            provisioned_keys: crate::workload::provisioned_keys(seed),
         };
         sim.host(INTRUDER, move || {
             let (env, config, probes) = (env.clone(), config.clone(), probes.clone());

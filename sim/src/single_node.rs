@@ -130,6 +130,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 swim: Default::default(),
                 replication: Default::default(),
                 maintenance: Default::default(),
+                admin_credentials_file: None,
+                provisioned_keys: crate::workload::provisioned_keys(seed),
             };
             node_env.host_software(async move {
                 // A supervisor: a start that fails (injected EIO) is retried.
@@ -247,7 +249,12 @@ fn client_env(seed: u64, salt: u64) -> Env {
 }
 
 async fn connect(env: &Env, seed: u64) -> Result<Client, ClientError> {
-    Client::connect(env, &format!("{NODE}:{PORT}"), &cluster_key(seed)).await
+    Client::connect(
+        env,
+        &format!("{NODE}:{PORT}"),
+        &crate::workload::client_credentials(seed),
+    )
+    .await
 }
 
 async fn workload(seed: u64, config: Config, history: Rc<RefCell<History>>) -> turmoil::Result {

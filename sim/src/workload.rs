@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use dfs::cas::{ChunkId, Chunker, ContentId, Manifest};
 use dfs::client::ClientError;
-use dfs::keys::ClusterKey;
+use dfs::keys::credentials::{Credentials, ProvisionedKey};
+use dfs::keys::{AccessKeyId, ClusterKey, Permission, SecretKey};
 use dfs::meta::VersionRecord;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -29,6 +30,35 @@ pub fn cluster_key(seed: u64) -> ClusterKey {
     let mut bytes = [0u8; 32];
     ChaCha8Rng::seed_from_u64(seed ^ 0x4B45_5953).fill_bytes(&mut bytes);
     ClusterKey::from_bytes(bytes)
+}
+
+/// The access key the clients of seed `seed` use: an admin key every node
+/// is provisioned with (the same record everywhere, so it costs the
+/// schedule nothing).
+pub fn client_credentials(seed: u64) -> Credentials {
+    const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4143_4345_5353);
+    let mut pick = |alphabet: &[u8], n: usize| -> String {
+        (0..n)
+            .map(|_| alphabet[(rng.next_u32() as usize) % alphabet.len()] as char)
+            .collect()
+    };
+    let id = format!("DFS{}", pick(ID, 17));
+    let secret = pick(SECRET, 40);
+    Credentials {
+        id: AccessKeyId::parse(&id).expect("a well-formed id"),
+        secret: SecretKey::parse(&secret).expect("a well-formed secret"),
+    }
+}
+
+/// What every node of seed `seed` is provisioned with: the clients' key.
+pub fn provisioned_keys(seed: u64) -> Vec<ProvisionedKey> {
+    vec![ProvisionedKey {
+        name: "simulation".into(),
+        credentials: client_credentials(seed),
+        permission: Permission::admin(),
+    }]
 }
 
 /// Run a client operation; past `limit` it is indeterminate ("timed out").

@@ -2,15 +2,14 @@
 //! command is carried out and how its result is shown. `main.rs` holds the
 //! command line and dispatches to these.
 
+pub mod credentials;
+pub mod keys;
 pub mod output;
 pub mod serve;
 pub mod transfer;
 
-use std::path::PathBuf;
-
 use dfs::client::{Client, ClientError};
 use dfs::env::Env;
-use dfs::keys::{CLUSTER_KEY_FILE, ClusterKey};
 
 use crate::Cli;
 
@@ -26,7 +25,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let code = match error.downcast_ref::<ClientError>() {
             Some(e) if e.is_not_found() => 3,
             Some(ClientError::Unreachable { .. }) => 4,
-            Some(ClientError::Refused(_)) => 5,
+            Some(e) if e.is_refused_key() => 5,
+            Some(e) if e.is_forbidden() => 6,
             _ => 1,
         };
         Failure { code, error }
@@ -43,22 +43,7 @@ impl Failure {
     }
 }
 
-fn key_path(cli: &Cli) -> PathBuf {
-    cli.key_file
-        .clone()
-        .unwrap_or_else(|| cli.data_dir.join(CLUSTER_KEY_FILE))
-}
-
 pub async fn connect(env: &Env, cli: &Cli) -> Result<Client, Failure> {
-    let path = key_path(cli);
-    if !path.exists() {
-        return Err(anyhow::anyhow!(
-            "no cluster key at {}: pass --key-file (or DFS_KEY_FILE), or run `dfs-node serve` once with --data-dir {}",
-            path.display(),
-            cli.data_dir.display()
-        )
-        .into());
-    }
-    let key = ClusterKey::load(env, &path)?;
-    Ok(Client::connect(env, &cli.node, &key).await?)
+    let credentials = credentials::find(env, cli)?;
+    Ok(Client::connect(env, &cli.node, &credentials).await?)
 }

@@ -58,7 +58,7 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         None => {
             let (key, created) = ClusterKey::load_or_create(env, &own_key_path)?;
             if created {
-                tracing::info!(path = %own_key_path.display(), "created a new cluster key; give it to nodes and clients that should join");
+                tracing::info!(path = %own_key_path.display(), "created a new cluster key; give it to the nodes that should join (only nodes: clients use access keys)");
             }
             key
         }
@@ -72,6 +72,8 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         swim: options.swim,
         replication: options.replication,
         maintenance: Default::default(),
+        admin_credentials_file: Some(data_dir.join(dfs::keys::credentials::CREDENTIALS_FILE)),
+        provisioned_keys: Vec::new(),
     };
     let server = Server::start(env.clone(), config).await?;
     println!(

@@ -17,6 +17,9 @@
 //!   retained version references.
 //! - `scrub`: the background loop that reads every stored blob back and
 //!   quarantines a rotten copy while good ones exist elsewhere.
+//! - `keys` and [`Keyring`]: access keys as cluster state, written like
+//!   records (W nodes), repaired by a digest exchange in every sync round,
+//!   and held in memory for the handshake and every request's permission.
 //! - `service`: the peer requests a node answers for the above.
 //!
 //! A cluster of one is the degenerate case: every blob's only owner is the
@@ -25,6 +28,8 @@
 
 mod blobs;
 mod in_flight;
+mod keyring;
+mod keys;
 mod records;
 mod repair;
 mod scrub;
@@ -39,6 +44,8 @@ use std::time::Duration;
 
 pub use blobs::Stored;
 pub use in_flight::PutBlobs;
+pub use keyring::Keyring;
+pub use keys::KeySyncReport;
 pub use repair::{RepairStatus, RepairTask};
 pub use scrub::{ScrubStatus, ScrubTask};
 pub use service::ClusterService;
@@ -114,6 +121,8 @@ pub enum ClusterError {
     Local(String),
     #[error("{0}")]
     Clock(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Counters of replication work, for `status`, tests and the simulation's
@@ -171,6 +180,8 @@ pub struct Cluster {
     /// Bounds blob writes submitted to the disk (see
     /// [`DISK_WRITES_IN_FLIGHT`](crate::limits::DISK_WRITES_IN_FLIGHT)).
     disk_writes: Arc<tokio::sync::Semaphore>,
+    /// The access keys this node knows (see [`Keyring`]).
+    pub keyring: Arc<Keyring>,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
     pub scrub: ScrubStatus,
@@ -182,9 +193,9 @@ impl Cluster {
         (replication, maintenance): (Replication, Maintenance),
         peers: Arc<Peers>,
         members: Arc<MemberView>,
-        store: Arc<ChunkStore>,
-        index: Arc<VersionIndex>,
+        (store, index): (Arc<ChunkStore>, Arc<VersionIndex>),
         hlc: Hlc,
+        keyring: Arc<Keyring>,
     ) -> Arc<Self> {
         let me = peers.identity().node;
         Arc::new(Self {
@@ -202,6 +213,7 @@ impl Cluster {
             disk_writes: Arc::new(tokio::sync::Semaphore::new(
                 crate::limits::DISK_WRITES_IN_FLIGHT,
             )),
+            keyring,
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
             scrub: ScrubStatus::default(),

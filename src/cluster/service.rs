@@ -82,7 +82,12 @@ impl Cluster {
                     (Err(e), _) => error_with(ErrorCode::Internal, e),
                 }
             }
-            Message::SyncDigests { digests, after } => {
+            Message::SyncDigests {
+                digests,
+                after,
+                keys_digest,
+            } => {
+                let keys_differ = self.keyring.digest() != keys_digest;
                 let index = self.index.clone();
                 let listed = self
                     .blocking(move || {
@@ -104,6 +109,7 @@ impl Cluster {
                         keys,
                         floors,
                         truncated,
+                        keys_differ,
                     },
                     Err(e) => error_with(ErrorCode::Internal, e),
                 }
@@ -128,6 +134,18 @@ impl Cluster {
                     Err(e) => error_with(ErrorCode::Internal, e),
                 }
             }
+            Message::ApplyKeys { keys } => {
+                if keys.len() > crate::limits::ACCESS_KEY_RECORDS_MAX {
+                    return error(ErrorCode::InvalidRequest, "too many key records");
+                }
+                match self.merge_keys_local(keys).await {
+                    Ok(_) => Message::KeysApplied,
+                    Err(e) => error_with(ErrorCode::Internal, e),
+                }
+            }
+            Message::FetchKeys { digest } => Message::KeyRecords {
+                keys: self.key_records_for(digest),
+            },
             Message::CurrentOf { name } => {
                 let index = self.index.clone();
                 match self.blocking(move || index.current(&name)).await {

@@ -4,6 +4,9 @@
 //! 1. A sends the digests of its index buckets (`SyncDigests`); B compares
 //!    them with its own and answers with its record keys and floors in the
 //!    buckets that differ (`SyncKeys`).
+//!    The same exchange compares the digests of both nodes' access key
+//!    records; when they differ, A fetches B's and sends B those of its own
+//!    that B lacks or that supersede B's (see `keys`).
 //! 2. A lists its own keys in those buckets. Keys only B has, A fetches
 //!    (`FetchRecords`); records only A has, A sends (`ApplyRecords`).
 //!    Floors are merged both ways the same way.
@@ -46,6 +49,8 @@ pub struct SyncReport {
     /// Contents of the peer's records this node refused as from beyond its
     /// clock (see `Cluster::pass_completed`).
     pub deferred: BTreeSet<ContentId>,
+    /// The peer's access key records differ from this node's.
+    pub keys_differ: bool,
 }
 
 /// Where a pass with one peer stands.
@@ -108,6 +113,17 @@ impl SyncTask {
                 _ = &mut shutdown => break,
                 round = self.cluster.sync_with(peer, after) => round,
             };
+            // Access keys ride along: the round compared their digests,
+            // and records move only when they differ.
+            if matches!(&round, Ok(report) if report.keys_differ) {
+                let keys = tokio::select! {
+                    _ = &mut shutdown => break,
+                    keys = self.cluster.sync_keys_with(peer) => keys,
+                };
+                if let Err(error) = keys {
+                    tracing::debug!(peer = %peer.node.short(), %error, "access key sync failed");
+                }
+            }
             match round {
                 Ok(report) => {
                     if report.differing_buckets > 0 {
@@ -239,6 +255,7 @@ impl Cluster {
             .call(Message::SyncDigests {
                 digests,
                 after: after.clone(),
+                keys_digest: self.keyring.digest(),
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -247,12 +264,14 @@ impl Cluster {
             keys: their_keys,
             floors: their_floors,
             truncated: their_truncated,
+            keys_differ,
         } = reply
         else {
             return Err(format!("SyncDigests answered with {}", reply.kind()));
         };
         let mut report = SyncReport {
             differing_buckets: buckets.len(),
+            keys_differ,
             ..SyncReport::default()
         };
         if buckets.is_empty() {

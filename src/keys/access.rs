@@ -282,7 +282,31 @@ impl SecretSealer {
     /// secret moved to another key does not open). The nonce is random:
     /// 96 bits, a few keys per cluster.
     pub fn seal(&self, env: &Env, id: &AccessKeyId, secret: &SecretKey) -> Vec<u8> {
-        let nonce: [u8; SEAL_NONCE_BYTES] = env.random_array();
+        self.seal_with(env.random_array(), id, secret)
+    }
+
+    /// The same bytes wherever it is sealed: the nonce is derived from the
+    /// id and the secret, so it repeats only with the same plaintext (which
+    /// reveals nothing but that equality). For provisioned keys, which
+    /// every node seals itself and must agree on byte for byte.
+    pub fn seal_deterministic(&self, id: &AccessKeyId, secret: &SecretKey) -> Vec<u8> {
+        let mut hasher = <Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut hasher, b"dfs provisioned key nonce v1");
+        sha2::Digest::update(&mut hasher, id.0);
+        sha2::Digest::update(&mut hasher, secret.0.as_bytes());
+        let digest = sha2::Digest::finalize(hasher);
+        let nonce: [u8; SEAL_NONCE_BYTES] = digest[..SEAL_NONCE_BYTES]
+            .try_into()
+            .expect("a SHA-256 digest is longer than a nonce");
+        self.seal_with(nonce, id, secret)
+    }
+
+    fn seal_with(
+        &self,
+        nonce: [u8; SEAL_NONCE_BYTES],
+        id: &AccessKeyId,
+        secret: &SecretKey,
+    ) -> Vec<u8> {
         let mut sealed = secret.0.as_bytes().to_vec();
         self.aead()
             .seal_in_place_append_tag(

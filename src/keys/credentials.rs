@@ -39,6 +39,15 @@ pub enum CredentialsError {
     Malformed { path: PathBuf, reason: String },
 }
 
+/// A key a node is told to make sure exists (see
+/// `NodeConfig::provisioned_keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedKey {
+    pub name: String,
+    pub credentials: Credentials,
+    pub permission: super::access::Permission,
+}
+
 /// An access key as a client holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {

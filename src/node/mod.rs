@@ -6,9 +6,11 @@
 //! until its shutdown future completes, then drains in-flight requests for
 //! at most [`SHUTDOWN_DRAIN_TIMEOUT`].
 //!
-//! Every inbound connection starts with the Noise handshake. If its first
-//! message is a `PeerHello`, it is a node and the connection moves to the
-//! [`Peers`] registry; otherwise it is a client and is served here. The
+//! Every inbound connection starts with the Noise handshake, which says
+//! who is at the other end ([`Party`]): a node (it proved the cluster key)
+//! must send a `PeerHello` and moves to the [`Peers`] registry; a client
+//! (it proved an access key) is served here, every request checked against
+//! its key's current permission, and never gets a peer message served. The
 //! membership task ([`MembershipTask`]) runs beside the accept loop and
 //! leaves the cluster at shutdown. The client requests themselves are in
 //! `requests.rs`.
@@ -21,15 +23,17 @@ use tokio::task::JoinSet;
 
 use admission::{Admission, HandshakeSlot};
 
+use crate::cluster::Keyring;
 use crate::cluster::{Cluster, ClusterService, Maintenance, RepairTask, ScrubTask, SyncTask};
 use crate::env::{BoxStream, Env, Listener};
+use crate::keys::credentials::{Credentials, ProvisionedKey};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
 use crate::meta::{Hlc, IndexError, VersionIndex};
 use crate::peer::membership::{load_largest_cluster, load_member_addrs};
 use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
 use crate::placement::Replication;
-use crate::secure::{Role, handshake};
+use crate::secure::{Party, accept};
 use crate::store::{ChunkStore, StoreError};
 use crate::wire::Message;
 
@@ -53,6 +57,14 @@ pub struct NodeConfig {
     pub replication: Replication,
     /// Periods of anti-entropy, repair and garbage collection.
     pub maintenance: Maintenance,
+    /// Where the first start of a new cluster writes an admin access key
+    /// (a node started without `--bootstrap` that knows no key and finds no
+    /// file there); `None`: never.
+    pub admin_credentials_file: Option<PathBuf>,
+    /// Keys this node makes sure exist (each unless removed since), with
+    /// the same record on every node: for deployments that hand nodes their
+    /// first key, and the simulation's clients.
+    pub provisioned_keys: Vec<ProvisionedKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +90,8 @@ pub enum NodeError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot set up access keys: {0}")]
+    Keys(String),
 }
 
 /// State shared by all connections of one node.
@@ -85,7 +99,6 @@ pub enum NodeError {
 pub struct Node {
     env: Env,
     identity: StaticKeypair,
-    cluster_key: ClusterKey,
     store: Arc<ChunkStore>,
     index: Arc<VersionIndex>,
     cluster: Arc<Cluster>,
@@ -277,15 +290,15 @@ impl Server {
             (config.replication, config.maintenance),
             peers.clone(),
             members.clone(),
-            store.clone(),
-            index.clone(),
+            (store.clone(), index.clone()),
             hlc,
+            Arc::new(Keyring::new(&config.cluster_key)),
         );
+        set_up_keys(&env, &config, &cluster).await?;
         peers.set_service(Arc::new(ClusterService(cluster.clone())));
         let node = Node {
             env,
             identity,
-            cluster_key: config.cluster_key,
             store,
             index,
             cluster,
@@ -494,16 +507,15 @@ impl Node {
         handshake_slot: HandshakeSlot,
         admission: &Admission,
     ) {
-        let mut secure = match handshake(
+        let accepted = accept(
             &self.env,
             stream,
-            Role::Responder,
             &self.identity,
-            &self.cluster_key,
+            self.cluster.keyring.as_ref(),
         )
-        .await
-        {
-            Ok(secure) => secure,
+        .await;
+        let (mut secure, party) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%peer, %error, "handshake refused");
                 return;
@@ -517,7 +529,34 @@ impl Node {
                 return;
             }
         };
-        let mut first = true;
+        let key = match party {
+            Party::Node => {
+                // A node's first message is its hello; anything else is a
+                // node (or a holder of the cluster key) that is not
+                // speaking the peer protocol.
+                match secure.recv().await {
+                    Ok(Some(envelope)) => match envelope.message {
+                        Message::PeerHello { identity } => {
+                            let node = identity.node;
+                            if let Err(error) = self.peers.accept(secure, identity).await {
+                                tracing::warn!(%peer, node = %node.short(), %error, "peer connection refused");
+                            }
+                        }
+                        other => {
+                            tracing::warn!(%peer, message = other.kind(), "a connection with the cluster key sent no PeerHello; closing it (clients need an access key)")
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(error) => tracing::info!(%peer, %error, "closing a connection"),
+                }
+                return;
+            }
+            Party::Client(key) => key,
+        };
+        self.cluster
+            .keyring
+            .note_used(&key, self.env.clock.unix_ms());
+        tracing::debug!(%peer, %key, "client connected");
         loop {
             let envelope = match secure.recv().await {
                 Ok(Some(envelope)) => envelope,
@@ -529,20 +568,61 @@ impl Node {
                     break;
                 }
             };
-            if first && let Message::PeerHello { identity } = envelope.message {
-                let node = identity.node;
-                if let Err(error) = self.peers.accept(secure, identity).await {
-                    tracing::warn!(%peer, node = %node.short(), %error, "peer connection refused");
+            match self.handle(&mut secure, envelope, &key).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "connection closed while serving a request");
+                    break;
                 }
-                return;
-            }
-            first = false;
-            if let Err(error) = self.handle(&mut secure, envelope).await {
-                tracing::debug!(%peer, %error, "connection closed while serving a request");
-                break;
             }
         }
     }
+}
+
+/// Load the access keys this node holds, make sure the provisioned ones
+/// exist, and on the first start of a new cluster create an admin key and
+/// write it where the CLI on this machine finds it.
+async fn set_up_keys(
+    env: &Env,
+    config: &NodeConfig,
+    cluster: &Arc<Cluster>,
+) -> Result<(), NodeError> {
+    let keys = |e: crate::cluster::ClusterError| NodeError::Keys(e.to_string());
+    let known = cluster.load_keys().await.map_err(keys)?;
+    cluster
+        .provision_keys(&config.provisioned_keys)
+        .map_err(keys)?;
+    let Some(path) = &config.admin_credentials_file else {
+        return Ok(());
+    };
+    if known > 0 || !config.bootstrap.is_empty() || !config.provisioned_keys.is_empty() {
+        return Ok(());
+    }
+    let exists = {
+        let (env, path) = (env.clone(), path.clone());
+        env.clone()
+            .blocking(move || env.disk.exists(&path))
+            .await
+            .map_err(|e| NodeError::Keys(e.to_string()))?
+    };
+    if exists {
+        return Ok(());
+    }
+    let (id, secret) = cluster
+        .create_first_admin_key("admin".into())
+        .await
+        .map_err(keys)?;
+    let credentials = Credentials { id, secret };
+    {
+        let (env, path) = (env.clone(), path.clone());
+        env.clone()
+            .blocking(move || credentials.store(&env, &path))
+            .await
+            .map_err(|e| NodeError::Keys(e.to_string()))?;
+    }
+    tracing::info!(key = %id, file = %path.display(), "created the cluster's first admin access key; the CLI on this machine uses it (keep the file private; `dfs-node key create` makes more)");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
 use crate::cluster::{ClusterError, PutBlobs, Stored};
+use crate::keys::{AccessKeyId, Permission};
 use crate::limits::{FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT};
 use crate::meta::{Floor, IndexError, VersionRecord, VersionSelector, validate_name};
 use crate::secure::{SecureError, SecureStream};
@@ -56,6 +57,7 @@ impl From<ClusterError> for Refusal {
             | ClusterError::Pruned(..) => ErrorCode::Unavailable,
             ClusterError::NotFound(_) => ErrorCode::NotFound,
             ClusterError::Corrupt(_) => ErrorCode::Corrupt,
+            ClusterError::Invalid(_) => ErrorCode::InvalidRequest,
             ClusterError::Local(_) | ClusterError::Clock(_) => ErrorCode::Internal,
         };
         tracing::warn!(%error, "request failed");
@@ -70,15 +72,93 @@ impl From<IndexError> for Refusal {
     }
 }
 
+/// Whether `permission` allows `request`; the refusal says what is missing.
+fn authorize(permission: &Permission, request: &Message) -> Result<(), Refusal> {
+    let forbidden = |what: String| {
+        Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!("this access key ({permission}) may not {what}"),
+        ))
+    };
+    match request {
+        Message::PutStart { name } | Message::Remove { name } | Message::Restore { name, .. }
+            if !permission.may_write(name) =>
+        {
+            forbidden(format!("write {name}"))
+        }
+        Message::Versions { name } if !permission.may_read(name) => {
+            forbidden(format!("read {name}"))
+        }
+        Message::Get {
+            target: GetTarget::Name(name),
+            ..
+        } if !permission.may_read(name) => forbidden(format!("read {name}")),
+        Message::Get {
+            target: GetTarget::Content(_),
+            ..
+        } if !permission.may_read_any() => {
+            forbidden("read by content id (only a key without prefixes may)".into())
+        }
+        Message::Prune { name, .. } if !permission.is_admin() || !permission.may_write(name) => {
+            forbidden(format!("prune {name} (an admin key may)"))
+        }
+        Message::Status
+        | Message::KeyCreate { .. }
+        | Message::KeyList
+        | Message::KeyRemove { .. }
+        | Message::KeySetPermission { .. }
+            if !permission.is_admin() =>
+        {
+            forbidden(format!("{} (an admin key may)", request.kind()))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Node {
-    /// Serve one request. An `Err` is a connection failure; a refused request
-    /// is answered with `Message::Error` and the connection stays usable.
+    /// Serve one request of a client authenticated by access key `key`,
+    /// checked against the key's permission as it is now. An `Err` is a
+    /// connection failure; a refused request is answered with
+    /// `Message::Error` and the connection stays usable, unless the key was
+    /// removed (`Ok(false)`: the connection closes).
     pub(super) async fn handle(
         &self,
         stream: &mut SecureStream,
         request: Envelope,
-    ) -> Result<(), SecureError> {
+        key: &AccessKeyId,
+    ) -> Result<bool, SecureError> {
         let id = request.request_id;
+        let Some(permission) = self.cluster.keyring.permission(key) else {
+            tracing::info!(%key, "refusing a request of a removed access key; closing its connection");
+            stream
+                .send(&Envelope {
+                    request_id: id,
+                    message: Message::Error {
+                        code: ErrorCode::Unauthorized,
+                        message: format!("access key {key} was removed"),
+                    },
+                })
+                .await?;
+            return Ok(false);
+        };
+        if let Err(refusal) = authorize(&permission, &request.message) {
+            tracing::info!(%key, request = request.message.kind(), "refused: {}", refusal.message);
+            // A refused put still sends its data: read it to the end, so
+            // the client hears why rather than a reset connection.
+            if let Message::PutStart { .. } = request.message {
+                self.drain_put(stream, id).await?;
+            }
+            stream
+                .send(&Envelope {
+                    request_id: id,
+                    message: Message::Error {
+                        code: refusal.code,
+                        message: refusal.message,
+                    },
+                })
+                .await?;
+            return Ok(true);
+        }
         let reply = match request.message {
             Message::PutStart { name } => self.put(stream, id, name).await?,
             Message::Get {
@@ -86,15 +166,42 @@ impl Node {
                 version,
                 quorum,
             } => match self.get(stream, id, target, version, quorum).await? {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(refusal) => Err(refusal),
             },
             Message::Remove { name } => self.remove(name).await,
-            Message::List => self.list().await,
+            Message::List => self.list(&permission).await,
             Message::Versions { name } => self.versions(name).await,
             Message::Status => Ok(Message::StatusReply(self.status())),
             Message::Prune { name, keep } => self.prune(name, keep).await,
             Message::Restore { name, version } => self.restore(name, version).await,
+            Message::KeyCreate { name, permission } => {
+                match self.cluster.create_key(name, permission).await {
+                    Ok((key, secret)) => Ok(Message::KeyCreated {
+                        key,
+                        secret: secret.expose().to_string(),
+                    }),
+                    Err(error) => Err(error.into()),
+                }
+            }
+            Message::KeyList => Ok(Message::KeyListing {
+                keys: self.cluster.keyring.list(),
+            }),
+            Message::KeyRemove { id: target } => self
+                .cluster
+                .remove_key(target)
+                .await
+                .map(|key| Message::KeyChanged { key })
+                .map_err(Refusal::from),
+            Message::KeySetPermission {
+                id: target,
+                permission,
+            } => self
+                .cluster
+                .set_key_permission(target, permission)
+                .await
+                .map(|key| Message::KeyChanged { key })
+                .map_err(Refusal::from),
             other => Err(Refusal::new(
                 ErrorCode::InvalidRequest,
                 format!("{} is not a request", other.kind()),
@@ -109,7 +216,24 @@ impl Node {
                 request_id: id,
                 message,
             })
-            .await
+            .await?;
+        Ok(true)
+    }
+
+    /// Read a refused put's frames up to its `PutFinish`.
+    async fn drain_put(&self, stream: &mut SecureStream, id: u64) -> Result<(), SecureError> {
+        loop {
+            let envelope = stream.expect().await?;
+            if envelope.request_id != id {
+                return Err(SecureError::Wire(crate::wire::WireError::Undecodable(
+                    "frame of another request during a put".into(),
+                )));
+            }
+            match envelope.message {
+                Message::PutData { .. } => continue,
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Receive a file, chunk, hash, seal and store it, then record the version.
@@ -484,13 +608,21 @@ impl Node {
         Ok(Message::PutDone { record })
     }
 
-    async fn list(&self) -> Result<Message, Refusal> {
+    /// The current files the key may read. (A key limited to prefixes
+    /// filters the first names of the whole listing: with many files
+    /// outside its prefixes it may see a truncated listing; listing by
+    /// prefix comes with the S3 API.)
+    async fn list(&self, permission: &Permission) -> Result<Message, Refusal> {
         let index = self.index.clone();
-        let records = self
+        let mut records = self
             .env
             .blocking(move || index.list_current(crate::limits::RECORDS_PER_REPLY_MAX + 1))
             .await?;
+        let all = records.len();
+        records.retain(|r| permission.may_read(&r.name));
+        let filtered = records.len() < all;
         let (records, truncated) = fit_in_frame(records);
+        let truncated = truncated || (filtered && all > crate::limits::RECORDS_PER_REPLY_MAX);
         Ok(Message::Listing { records, truncated })
     }
 

@@ -339,6 +339,8 @@ fn is_peer_request(message: &Message) -> bool {
             | Message::CurrentOf { .. }
             | Message::HasBlobs { .. }
             | Message::KeepBlobs { .. }
+            | Message::ApplyKeys { .. }
+            | Message::FetchKeys { .. }
     )
 }
 
@@ -399,7 +401,7 @@ mod tests {
     use crate::env::tokio_env;
     use crate::keys::ClusterKey;
     use crate::peer::ServiceFuture;
-    use crate::secure::{Role, SecureStream, handshake};
+    use crate::secure::{Credential, NodesOnly, SecureStream, accept, connect};
 
     /// Answers every request with a 64 KiB blob and counts the requests.
     struct BigReplies(Arc<AtomicUsize>);
@@ -431,11 +433,12 @@ mod tests {
             crate::keys::StaticKeypair::generate(&env),
             crate::keys::StaticKeypair::generate(&env),
         );
+        let authority = NodesOnly(key.clone());
         let (local, remote) = tokio::join!(
-            handshake(&env, Box::new(here), Role::Responder, &local_keys, &key),
-            handshake(&env, Box::new(there), Role::Initiator, &remote_keys, &key),
+            accept(&env, Box::new(here), &local_keys, &authority),
+            connect(&env, Box::new(there), &remote_keys, Credential::Node(&key)),
         );
-        let (local, remote) = (local.unwrap(), remote.unwrap());
+        let (local, remote) = (local.unwrap().0, remote.unwrap());
         let identity = PeerIdentity {
             node: remote.remote(),
             addr: "remote:1".into(),

@@ -12,7 +12,7 @@ use super::{PeerError, PeerIdentity, PeerService};
 use crate::env::Env;
 use crate::keys::{ClusterKey, NodeId, StaticKeypair};
 use crate::limits::{CONNECT_TIMEOUT, PEER_DIAL_BACKLOG, PEER_QUEUE_FRAMES};
-use crate::secure::{Role, SecureStream, handshake};
+use crate::secure::{Credential, SecureStream, connect};
 use crate::wire::{Envelope, Message};
 
 /// All peer connections of one node.
@@ -198,12 +198,11 @@ impl Peers {
                 )));
             }
         };
-        let mut secure = handshake(
+        let mut secure = connect(
             &self.env,
             stream,
-            Role::Initiator,
             &self.keypair,
-            &self.cluster_key,
+            Credential::Node(&self.cluster_key),
         )
         .await?;
         let remote = secure.remote();

@@ -2,15 +2,25 @@
 //!
 //! Every connection starts with `Noise_XXpsk3_25519_ChaChaPoly_SHA256`
 //! (snow: X25519 and the handshake hash from its pure-Rust resolver, the
-//! record cipher from ring's ChaCha20-Poly1305, randomness from the [`Env`]). The psk is
-//! derived from the cluster key, so a party without it cannot finish a
-//! handshake; the static keys identify the two ends ([`NodeId`]).
+//! record cipher from ring's ChaCha20-Poly1305, randomness from the [`Env`]).
+//! The static keys identify the two ends ([`NodeId`]); the psk says what
+//! the initiator is:
 //!
-//! Handshake messages travel as `u16 big-endian length ‖ message`. With
-//! `psk3` the responder learns whether the initiator holds the key from the
-//! third message; the initiator learns it from a confirmation record the
-//! responder sends right after, so both sides can report a wrong key as
-//! such instead of as a broken pipe later.
+//! - a **node** proves it holds the cluster key (the psk is derived from it);
+//! - a **client** proves it holds an access key's secret (the psk is derived
+//!   from that: [`SecretKey::client_psk`](crate::keys::SecretKey::client_psk)).
+//!
+//! The initiator says which in its first message's payload ([`Party`],
+//! clear text but bound into the handshake hash: an access key *id*, never
+//! a secret), so the responder knows which psk to expect in the third. The
+//! responder's second message carries its [`Verdict`] (encrypted, not yet
+//! authenticated by the psk): an unknown or removed key is refused there,
+//! with the reason. A wrong key or secret fails the third message; the
+//! initiator learns that from the missing confirmation record the responder
+//! sends after it, so both sides report a wrong key as such instead of as a
+//! broken pipe later.
+//!
+//! Handshake messages travel as `u16 big-endian length ‖ message`.
 //!
 //! After the handshake, [`SecureStream`] carries [frames](crate::wire::frame)
 //! split into Noise transport records of at most 65 535 bytes, encrypted and
@@ -28,8 +38,11 @@ use snow::params::NoiseParams;
 use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::env::{BoxStream, Env, Random};
-use crate::keys::{ClusterKey, EnvRng, NodeId, StaticKeypair};
+use crate::keys::credentials::Credentials;
+use crate::keys::{AccessKeyId, ClusterKey, EnvRng, KEY_BYTES, NodeId, StaticKeypair};
 use crate::limits::{FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, IO_TIMEOUT};
 use crate::wire::{self, Envelope, FrameDecoder, FrameError, WireError};
 
@@ -52,6 +65,10 @@ pub enum SecureError {
         "the handshake was refused: the peer does not share this cluster key (or is not a dfs node): {0}"
     )]
     HandshakeRefused(String),
+    #[error("the node refused access key {id}: {reason}")]
+    AccessKeyRefused { id: AccessKeyId, reason: String },
+    #[error("refused a connection: {0}")]
+    Refusing(String),
     #[error("the connection was idle past the {0:?} timeout")]
     Timeout(Duration),
     #[error("the peer closed the connection")]
@@ -134,17 +151,92 @@ async fn read_handshake(io: &mut BufReader<BoxStream>, buffer: &mut [u8]) -> io:
     Ok(len)
 }
 
-/// Run the handshake over `stream` within [`HANDSHAKE_TIMEOUT`].
-pub async fn handshake(
+/// Who the initiator of a connection is, as its first handshake message
+/// says (a claim the psk then proves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Party {
+    /// A node of the cluster: holds the cluster key.
+    Node,
+    /// A user's client: holds this access key's secret.
+    Client(AccessKeyId),
+}
+
+/// The responder's answer in the second handshake message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Verdict {
+    /// Go on; the third message proves the credential.
+    Proceed,
+    /// The claimed credential is not accepted, and why.
+    Refused(String),
+}
+
+/// What an initiator proves.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    Node(&'a ClusterKey),
+    Client(&'a Credentials),
+}
+
+impl Credential<'_> {
+    fn party(&self) -> Party {
+        match self {
+            Credential::Node(_) => Party::Node,
+            Credential::Client(credentials) => Party::Client(credentials.id),
+        }
+    }
+
+    fn psk(&self) -> [u8; KEY_BYTES] {
+        match self {
+            Credential::Node(key) => node_psk(key),
+            Credential::Client(credentials) => credentials.secret.client_psk(),
+        }
+    }
+}
+
+/// The psk nodes handshake with.
+pub fn node_psk(cluster_key: &ClusterKey) -> [u8; KEY_BYTES] {
+    cluster_key.derive("dfs noise psk v1")
+}
+
+/// What a responder checks an initiator's claim against.
+pub trait Authority: Send + Sync {
+    /// The psk of nodes (from the cluster key).
+    fn node_psk(&self) -> [u8; KEY_BYTES];
+    /// The psk of access key `id`, or why the key is refused (unknown,
+    /// removed).
+    fn client_psk(&self, id: &AccessKeyId) -> Result<[u8; KEY_BYTES], String>;
+}
+
+/// An [`Authority`] that knows nodes only (a node before its keys are
+/// loaded, and tests).
+pub struct NodesOnly(pub ClusterKey);
+
+impl Authority for NodesOnly {
+    fn node_psk(&self) -> [u8; KEY_BYTES] {
+        node_psk(&self.0)
+    }
+
+    fn client_psk(&self, _id: &AccessKeyId) -> Result<[u8; KEY_BYTES], String> {
+        Err("this endpoint accepts nodes only".into())
+    }
+}
+
+/// Longest [`Party`] or [`Verdict`] payload read (a refusal reason is a
+/// line of text).
+const PAYLOAD_BYTES_MAX: usize = 1024;
+
+/// Open a connection as `credential`'s holder, within [`HANDSHAKE_TIMEOUT`].
+pub async fn connect(
     env: &Env,
     stream: BoxStream,
-    role: Role,
     identity: &StaticKeypair,
-    cluster_key: &ClusterKey,
+    credential: Credential<'_>,
 ) -> Result<SecureStream, SecureError> {
     match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        run_handshake(env, stream, role, identity, cluster_key),
+        run_initiator(env, stream, identity, credential),
     )
     .await
     {
@@ -153,47 +245,212 @@ pub async fn handshake(
     }
 }
 
-async fn run_handshake(
+/// Accept a connection, within [`HANDSHAKE_TIMEOUT`]: returns the stream
+/// and who proved to be at the other end.
+pub async fn accept(
     env: &Env,
     stream: BoxStream,
-    role: Role,
     identity: &StaticKeypair,
-    cluster_key: &ClusterKey,
-) -> Result<SecureStream, SecureError> {
-    let psk = cluster_key.derive("dfs noise psk v1");
+    authority: &dyn Authority,
+) -> Result<(SecureStream, Party), SecureError> {
+    match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        run_responder(env, stream, identity, authority),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(SecureError::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
+    }
+}
+
+/// The handshake's buffers and I/O, for either side.
+struct Exchange {
+    io: Io,
+    message: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Exchange {
+    fn new(stream: BoxStream) -> Self {
+        Self {
+            io: BufReader::with_capacity(2 * NOISE_MESSAGE_MAX, stream),
+            message: vec![0u8; NOISE_MESSAGE_MAX],
+            payload: vec![0u8; NOISE_MESSAGE_MAX],
+        }
+    }
+
+    async fn write(
+        &mut self,
+        noise: &mut snow::HandshakeState,
+        payload: &[u8],
+    ) -> Result<(), SecureError> {
+        let len = noise
+            .write_message(payload, &mut self.message)
+            .map_err(refused)?;
+        write_handshake(&mut self.io, &self.message[..len]).await?;
+        Ok(())
+    }
+
+    /// Read one handshake message; returns its payload's length.
+    async fn read(&mut self, noise: &mut snow::HandshakeState) -> Result<usize, SecureError> {
+        let len = read_handshake(&mut self.io, &mut self.message)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    SecureError::HandshakeRefused("the peer closed the connection".into())
+                }
+                _ => SecureError::Io(e),
+            })?;
+        noise
+            .read_message(&self.message[..len], &mut self.payload)
+            .map_err(refused)
+    }
+}
+
+fn refused(e: snow::Error) -> SecureError {
+    SecureError::HandshakeRefused(e.to_string())
+}
+
+fn noise_state(
+    env: &Env,
+    identity: &StaticKeypair,
+    role: Role,
+) -> Result<snow::HandshakeState, SecureError> {
     let builder = builder(env)
         .local_private_key(&identity.private)
-        .and_then(|b| b.psk(3, &psk))
-        .expect("static key and psk have valid lengths");
-    let mut noise = match role {
+        .expect("a static key has a valid length");
+    match role {
         Role::Initiator => builder.build_initiator(),
         Role::Responder => builder.build_responder(),
     }
-    .expect("valid Noise parameters");
-    let mut io = BufReader::with_capacity(2 * NOISE_MESSAGE_MAX, stream);
-    let mut message = vec![0u8; NOISE_MESSAGE_MAX];
-    let mut payload = vec![0u8; NOISE_MESSAGE_MAX];
-    let refused = |e: snow::Error| SecureError::HandshakeRefused(e.to_string());
-    // XX: -> e; <- e, ee, s, es; -> s, se, psk. Initiator writes on even steps.
-    for step in 0..3 {
-        let we_write = (step % 2 == 0) == (role == Role::Initiator);
-        if we_write {
-            let len = noise.write_message(&[], &mut message).map_err(refused)?;
-            write_handshake(&mut io, &message[..len]).await?;
-        } else {
-            let len = read_handshake(&mut io, &mut message)
-                .await
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => {
-                        SecureError::HandshakeRefused("the peer closed the connection".into())
-                    }
-                    _ => SecureError::Io(e),
-                })?;
-            noise
-                .read_message(&message[..len], &mut payload)
-                .map_err(refused)?;
-        }
+    .map_err(refused)
+}
+
+// XX: -> e; <- e, ee, s, es; -> s, se, psk.
+
+async fn run_initiator(
+    env: &Env,
+    stream: BoxStream,
+    identity: &StaticKeypair,
+    credential: Credential<'_>,
+) -> Result<SecureStream, SecureError> {
+    let mut noise = noise_state(env, identity, Role::Initiator)?;
+    noise
+        .set_psk(3, &credential.psk())
+        .expect("a 32-byte psk at position 3");
+    let mut exchange = Exchange::new(stream);
+    let party = postcard::to_stdvec(&credential.party()).expect("a party always serializes");
+    exchange.write(&mut noise, &party).await?;
+    let len = exchange.read(&mut noise).await?;
+    let verdict: Verdict = decode_payload(&exchange.payload[..len])?;
+    if let Verdict::Refused(reason) = verdict {
+        return Err(match credential {
+            Credential::Client(credentials) => SecureError::AccessKeyRefused {
+                id: credentials.id,
+                reason,
+            },
+            Credential::Node(_) => SecureError::HandshakeRefused(reason),
+        });
     }
+    exchange.write(&mut noise, &[]).await?;
+    let mut stream = finish(noise, exchange)?;
+    // The confirmation record: only a responder that accepted the third
+    // message (and so the psk) can send it.
+    let no_confirmation = |detail: String| match credential {
+        Credential::Client(credentials) => SecureError::AccessKeyRefused {
+            id: credentials.id,
+            reason: format!("wrong secret for this key, or the key was just removed ({detail})"),
+        },
+        Credential::Node(_) => SecureError::HandshakeRefused(detail),
+    };
+    let got = stream.reader.read_record().await.map_err(|e| match e {
+        SecureError::Closed | SecureError::Io(_) | SecureError::BadRecord => {
+            no_confirmation("the peer closed the connection after the handshake".into())
+        }
+        other => other,
+    })?;
+    if !got {
+        return Err(no_confirmation("no confirmation from the peer".into()));
+    }
+    if stream.reader.plaintext.split().as_ref() != CONFIRMATION {
+        return Err(SecureError::HandshakeRefused(
+            "unexpected confirmation".into(),
+        ));
+    }
+    Ok(stream)
+}
+
+async fn run_responder(
+    env: &Env,
+    stream: BoxStream,
+    identity: &StaticKeypair,
+    authority: &dyn Authority,
+) -> Result<(SecureStream, Party), SecureError> {
+    let mut noise = noise_state(env, identity, Role::Responder)?;
+    let mut exchange = Exchange::new(stream);
+    let len = exchange.read(&mut noise).await?;
+    let party: Result<Party, String> = decode_payload(&exchange.payload[..len])
+        .map_err(|_| "the first handshake message names no party: a client needs an access key (DFS_ACCESS_KEY_ID), and this node a newer dfs".to_string())
+        .and_then(|party| match party {
+            Party::Client(id) if !id.is_well_formed() => Err("malformed access key id".into()),
+            party => Ok(party),
+        });
+    let psk = party.and_then(|party| {
+        let psk = match &party {
+            Party::Node => Ok(authority.node_psk()),
+            Party::Client(id) => authority.client_psk(id),
+        }?;
+        Ok((party, psk))
+    });
+    let (party, psk) = match psk {
+        Ok(accepted) => accepted,
+        Err(reason) => {
+            let verdict = postcard::to_stdvec(&Verdict::Refused(reason.clone()))
+                .expect("a verdict always serializes");
+            // Best effort: the refusal is what the initiator should read.
+            let _ = exchange.write(&mut noise, &verdict).await;
+            return Err(SecureError::Refusing(reason));
+        }
+    };
+    noise.set_psk(3, &psk).expect("a 32-byte psk at position 3");
+    let proceed = postcard::to_stdvec(&Verdict::Proceed).expect("a verdict always serializes");
+    exchange.write(&mut noise, &proceed).await?;
+    exchange
+        .read(&mut noise)
+        .await
+        .map_err(|e| match (&e, party) {
+            (SecureError::HandshakeRefused(_), Party::Client(id)) => {
+                SecureError::Refusing(format!("access key {id} presented a wrong secret"))
+            }
+            _ => e,
+        })?;
+    let mut stream = finish(noise, exchange)?;
+    stream.writer.write_records(CONFIRMATION).await?;
+    with_timeout(stream.writer.io.flush()).await?;
+    Ok((stream, party))
+}
+
+/// Decode a handshake payload ([`Party`] or [`Verdict`]): bytes from an
+/// unauthenticated stranger, capped before they are decoded.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, SecureError> {
+    if payload.len() > PAYLOAD_BYTES_MAX {
+        return Err(SecureError::HandshakeRefused(
+            "oversize handshake payload".into(),
+        ));
+    }
+    let undecodable =
+        |e: String| SecureError::HandshakeRefused(format!("undecodable handshake payload: {e}"));
+    match postcard::take_from_bytes(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(undecodable(format!("{} bytes after its end", rest.len()))),
+        Err(e) => Err(undecodable(e.to_string())),
+    }
+}
+
+/// The transport state and split stream after the three messages.
+fn finish(noise: snow::HandshakeState, exchange: Exchange) -> Result<SecureStream, SecureError> {
+    let io = exchange.io;
     let remote = NodeId::from_public_key(
         noise
             .get_remote_static()
@@ -201,7 +458,7 @@ async fn run_handshake(
     );
     let noise = Arc::new(noise.into_stateless_transport_mode().map_err(refused)?);
     let (read_half, write_half) = tokio::io::split(io);
-    let mut stream = SecureStream {
+    Ok(SecureStream {
         reader: SecureReader {
             io: read_half,
             noise: noise.clone(),
@@ -217,34 +474,7 @@ async fn run_handshake(
             nonce: 0,
             outgoing: Vec::new(),
         },
-    };
-    match role {
-        Role::Responder => {
-            stream.writer.write_records(CONFIRMATION).await?;
-            with_timeout(stream.writer.io.flush()).await?;
-        }
-        Role::Initiator => {
-            let got = stream.reader.read_record().await.map_err(|e| match e {
-                SecureError::Closed | SecureError::Io(_) | SecureError::BadRecord => {
-                    SecureError::HandshakeRefused(
-                        "the peer closed the connection after the handshake".into(),
-                    )
-                }
-                other => other,
-            })?;
-            if !got {
-                return Err(SecureError::HandshakeRefused(
-                    "no confirmation from the peer".into(),
-                ));
-            }
-            if stream.reader.plaintext.split().as_ref() != CONFIRMATION {
-                return Err(SecureError::HandshakeRefused(
-                    "unexpected confirmation".into(),
-                ));
-            }
-        }
-    }
-    Ok(stream)
+    })
 }
 
 type Io = BufReader<BoxStream>;
@@ -449,11 +679,12 @@ mod tests {
         let key = ClusterKey::from_bytes([3; 32]);
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (initiator, responder) = (StaticKeypair::generate(&env), StaticKeypair::generate(&env));
+        let authority = NodesOnly(key.clone());
         let (a, b) = tokio::join!(
-            handshake(&env, Box::new(a), Role::Initiator, &initiator, &key),
-            handshake(&env, Box::new(b), Role::Responder, &responder, &key),
+            connect(&env, Box::new(a), &initiator, Credential::Node(&key)),
+            accept(&env, Box::new(b), &responder, &authority),
         );
-        (a.unwrap(), b.unwrap())
+        (a.unwrap(), b.unwrap().0)
     }
 
     /// One valid record with no plaintext: it completes a read (so no

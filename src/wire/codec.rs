@@ -6,8 +6,11 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// Version 2 added replication (the peer storage requests, `Prune`,
 /// `Restore`, and `quorum` on `Get`). Version 3: `SyncDigests` carries the
 /// key a pass continues after, and `RecordsApplied` lists the records kept
-/// out by a prune floor.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// out by a prune floor. Version 4: `KeepBlobs`, `HasBlobs.verify`.
+/// Version 5: access keys (the `Key*` requests, `ApplyKeys`, `FetchKeys`,
+/// the key digest in `SyncDigests`/`SyncKeys`, error codes `Unauthorized`
+/// and `Forbidden`).
+pub const PROTOCOL_VERSION: u8 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

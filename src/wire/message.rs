@@ -2,8 +2,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cas::{ChunkId, ContentId};
-use crate::keys::NodeId;
-use crate::meta::{Floor, RecordKey, VersionId, VersionRecord, VersionSelector};
+use crate::keys::{AccessKeyId, NodeId, Permission};
+use crate::meta::{Floor, KeyRecord, RecordKey, VersionId, VersionRecord, VersionSelector};
 use crate::peer::PeerIdentity;
 
 /// One framed message and the request it belongs to.
@@ -36,6 +36,23 @@ pub enum ErrorCode {
     /// The node cannot serve this now (overloaded, shutting down).
     Unavailable,
     Internal,
+    /// The connection's access key is no longer valid (it was removed).
+    Unauthorized,
+    /// The connection's access key may not do this.
+    Forbidden,
+}
+
+/// An access key as `key ls` shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct KeyInfo {
+    pub id: AccessKeyId,
+    pub name: String,
+    pub permission: Permission,
+    pub created_ms: u64,
+    /// When the answering node last accepted a connection with it (unix
+    /// ms; each node knows only its own).
+    pub last_used_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +226,9 @@ pub enum Message {
     SyncDigests {
         digests: Vec<u128>,
         after: Option<RecordKey>,
+        /// The digest of the sender's access key records: the answer says
+        /// whether the responder's differs (then `FetchKeys` follows).
+        keys_digest: [u8; 32],
     },
     /// The responder's record keys and floors in the differing buckets.
     SyncKeys {
@@ -217,6 +237,8 @@ pub enum Message {
         floors: Vec<Floor>,
         /// More differing keys exist than fit; the next round continues.
         truncated: bool,
+        /// The responder's access key records differ from the sender's.
+        keys_differ: bool,
     },
     /// Anti-entropy, step 2: the records for these keys; answered by
     /// `Records` (keys the responder no longer has are skipped).
@@ -250,6 +272,53 @@ pub enum Message {
     /// as a put of it would. Answered by `BlobPresence`.
     KeepBlobs {
         ids: Vec<ChunkId>,
+    },
+
+    // Access keys: client requests of an admin key...
+    /// Create a key; answered by `KeyCreated`, the only time its secret is
+    /// ever shown.
+    KeyCreate {
+        name: String,
+        permission: Permission,
+    },
+    KeyCreated {
+        key: KeyInfo,
+        secret: String,
+    },
+    /// Every key not removed; answered by `KeyListing`.
+    KeyList,
+    KeyListing {
+        keys: Vec<KeyInfo>,
+    },
+    /// Remove a key: every node refuses it from then on. Answered by
+    /// `KeyChanged`.
+    KeyRemove {
+        id: AccessKeyId,
+    },
+    /// Change a key's permission (its secret stays). Answered by
+    /// `KeyChanged`.
+    KeySetPermission {
+        id: AccessKeyId,
+        permission: Permission,
+    },
+    KeyChanged {
+        key: KeyInfo,
+    },
+    // ...and between nodes.
+    /// Merge these key records (last writer wins per key), durably;
+    /// answered by `KeysApplied`.
+    ApplyKeys {
+        keys: Vec<KeyRecord>,
+    },
+    KeysApplied,
+    /// Anti-entropy of keys: the digest of the sender's key records.
+    /// Answered by `KeyRecords`: `None` when the responder's digest is the
+    /// same, else all its records.
+    FetchKeys {
+        digest: [u8; 32],
+    },
+    KeyRecords {
+        keys: Option<Vec<KeyRecord>>,
     },
 }
 
@@ -296,6 +365,17 @@ impl Message {
             Message::HasBlobs { .. } => "HasBlobs",
             Message::BlobPresence { .. } => "BlobPresence",
             Message::KeepBlobs { .. } => "KeepBlobs",
+            Message::KeyCreate { .. } => "KeyCreate",
+            Message::KeyCreated { .. } => "KeyCreated",
+            Message::KeyList => "KeyList",
+            Message::KeyListing { .. } => "KeyListing",
+            Message::KeyRemove { .. } => "KeyRemove",
+            Message::KeySetPermission { .. } => "KeySetPermission",
+            Message::KeyChanged { .. } => "KeyChanged",
+            Message::ApplyKeys { .. } => "ApplyKeys",
+            Message::KeysApplied => "KeysApplied",
+            Message::FetchKeys { .. } => "FetchKeys",
+            Message::KeyRecords { .. } => "KeyRecords",
         }
     }
 
@@ -322,6 +402,11 @@ impl Message {
                 | Message::Records { .. }
                 | Message::Current { .. }
                 | Message::BlobPresence { .. }
+                | Message::KeyCreated { .. }
+                | Message::KeyListing { .. }
+                | Message::KeyChanged { .. }
+                | Message::KeysApplied
+                | Message::KeyRecords { .. }
         )
     }
 }

@@ -46,6 +46,15 @@
 //! | `Status` | `StatusReply(StatusReport)` |
 //! | `Prune{name, keep}` | `Pruned{floor, removed}` |
 //! | `Restore{name, version}` | `PutDone{record}` (a new version with the old content) |
+//! | `KeyCreate{name, permission}` | `KeyCreated{key, secret}` (admin keys only; the only time a secret is shown) |
+//! | `KeyList` | `KeyListing{keys}` (admin) |
+//! | `KeyRemove{id}`, `KeySetPermission{id, permission}` | `KeyChanged{key}` (admin) |
+//!
+//! A client connection is authenticated by an access key (see
+//! [`secure`](crate::secure)); every request is checked against the key's
+//! current permission: `Error{Forbidden}` when it may not, and
+//! `Error{Unauthorized}` (then the connection closes) once the key is
+//! removed.
 //!
 //! Any node serves any request: it coordinates the replicated work (chunks
 //! to their owners, records to every member, see
@@ -60,8 +69,9 @@
 //! client accept wrong data.
 //!
 //! # Peer connections
-//! A connection whose first envelope is `PeerHello{identity}` is a peer
-//! connection; the acceptor answers with its own `PeerHello`. The identity's
+//! A connection authenticated with the cluster key (a node) must send
+//! `PeerHello{identity}` first; the acceptor answers with its own
+//! `PeerHello`. A client connection that sends one is closed. The identity's
 //! node id must equal the one the Noise handshake authenticated (else the
 //! connection is refused and the refusal logged). Between two nodes one
 //! connection is used; if both dial at once, both keep the one dialed by
@@ -74,11 +84,13 @@
 //! | `StoreBlob{id, bytes}` -> `BlobStored` | store a chunk or manifest durably; the receiver checks that the bytes hash to `id` |
 //! | `FetchBlob{id}` -> `BlobData{bytes}` | read a blob; the receiver of the data verifies the hash again |
 //! | `ApplyRecords{records, floors}` -> `RecordsApplied{below_floor}` | merge version records and prune floors into the index, durably; lists the records a floor kept out |
-//! | `SyncDigests{digests, after}` -> `SyncKeys{buckets, keys, floors, truncated}` | anti-entropy: 256 bucket digests in, the responder's keys (after `after`) and floors of the differing buckets out |
+//! | `SyncDigests{digests, after, keys_digest}` -> `SyncKeys{buckets, keys, floors, truncated, keys_differ}` | anti-entropy: 256 bucket digests in, the responder's keys (after `after`) and floors of the differing buckets out; and whether its access key records differ |
 //! | `FetchRecords{keys}` -> `Records{records}` | anti-entropy: the records for these keys |
 //! | `CurrentOf{name}` -> `Current{record}` | a quorum read: the responder's current record of a name |
 //! | `HasBlobs{ids, verify}` -> `BlobPresence{present}` | repair: which of these blobs the responder holds durably (and, with `verify`, reads back verified) |
 //! | `KeepBlobs{ids}` -> `BlobPresence{present}` | a long put: which it holds, each one's GC grace restarted |
+//! | `ApplyKeys{keys}` -> `KeysApplied` | merge access key records (last writer wins per key), durably |
+//! | `FetchKeys{digest}` -> `KeyRecords{keys}` | anti-entropy of keys (when `SyncKeys` said they differ): all the responder's key records, or `None` when its digest is the same |
 //!
 //! A node serves at most
 //! [`PEER_HANDLERS_PER_CONNECTION`](crate::limits::PEER_HANDLERS_PER_CONNECTION)
@@ -105,7 +117,7 @@ mod message;
 pub use codec::{PROTOCOL_VERSION, WireError, decode, encode, encode_frame};
 pub use frame::{FrameDecoder, FrameError, encode_frame_header};
 pub use message::{
-    Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport,
+    Envelope, ErrorCode, GetTarget, KeyInfo, MemberState, MemberStatus, Message, StatusReport,
 };
 
 #[cfg(test)]
@@ -332,6 +344,7 @@ mod tests {
                 Message::SyncDigests {
                     digests: vec![0, 1, u128::MAX],
                     after: Some(record(None).key()),
+                    keys_digest: [0x5A; 32],
                 },
             ),
             (
@@ -341,6 +354,7 @@ mod tests {
                     keys: vec![record(None).key()],
                     floors: Vec::new(),
                     truncated: false,
+                    keys_differ: true,
                 },
             ),
             (
@@ -386,7 +400,102 @@ mod tests {
                     ids: vec![ChunkId([0x45; 32])],
                 },
             ),
+            (
+                "key_create",
+                Message::KeyCreate {
+                    name: "ci".into(),
+                    permission: read_only_team(),
+                },
+            ),
+            (
+                "key_created",
+                Message::KeyCreated {
+                    key: key_info(),
+                    secret: "s".repeat(40),
+                },
+            ),
+            ("key_list", Message::KeyList),
+            (
+                "key_listing",
+                Message::KeyListing {
+                    keys: vec![key_info()],
+                },
+            ),
+            ("key_remove", Message::KeyRemove { id: key_id() }),
+            (
+                "key_set_permission",
+                Message::KeySetPermission {
+                    id: key_id(),
+                    permission: read_only_team(),
+                },
+            ),
+            ("key_changed", Message::KeyChanged { key: key_info() }),
+            (
+                "apply_keys",
+                Message::ApplyKeys {
+                    keys: vec![key_record()],
+                },
+            ),
+            ("keys_applied", Message::KeysApplied),
+            ("fetch_keys", Message::FetchKeys { digest: [0x6B; 32] }),
+            (
+                "key_records",
+                Message::KeyRecords {
+                    keys: Some(vec![key_record()]),
+                },
+            ),
+            (
+                "error_forbidden",
+                Message::Error {
+                    code: ErrorCode::Forbidden,
+                    message: "no".into(),
+                },
+            ),
+            (
+                "error_unauthorized",
+                Message::Error {
+                    code: ErrorCode::Unauthorized,
+                    message: "removed".into(),
+                },
+            ),
         ]
+    }
+
+    fn key_id() -> crate::keys::AccessKeyId {
+        crate::keys::AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap()
+    }
+
+    fn read_only_team() -> crate::keys::Permission {
+        crate::keys::Permission {
+            access: crate::keys::Access::ReadOnly,
+            prefixes: vec!["team/".into()],
+        }
+    }
+
+    fn key_info() -> KeyInfo {
+        KeyInfo {
+            id: key_id(),
+            name: "ci".into(),
+            permission: read_only_team(),
+            created_ms: 1_790_000_000_000,
+            last_used_ms: Some(1_790_000_001_000),
+        }
+    }
+
+    fn key_record() -> crate::meta::KeyRecord {
+        crate::meta::KeyRecord {
+            id: key_id(),
+            name: "ci".into(),
+            permission: read_only_team(),
+            sealed_secret: vec![0x77; 68],
+            created_ms: 1_790_000_000_000,
+            version: crate::meta::VersionId {
+                wall_ms: 1_790_000_000_000,
+                counter: 1,
+                node: NodeId([0x12; 32]),
+            },
+            removed: false,
+        }
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct Node {
     pub log: PathBuf,
     /// Prefix of every command run for this node (empty: run directly).
     pub launcher: Vec<String>,
+    /// The access key file its client commands use (`None`: the CLI's
+    /// default, DATA_DIR/credentials, which a new cluster's first node
+    /// writes).
+    pub credentials: Option<PathBuf>,
 }
 
 impl Node {
@@ -116,17 +120,26 @@ impl Node {
             data_dir: data_dir.to_path_buf(),
             log,
             launcher,
+            credentials: None,
         }
     }
 
     /// Run a client verb against this node (with its data dir's key).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        dfs_command(&self.launcher)
-            .args(args)
+        self.client_command().args(args).output().unwrap()
+    }
+
+    /// `dfs-node` set up to talk to this node with its access key; the
+    /// caller adds the verb.
+    pub fn client_command(&self) -> Command {
+        let mut command = dfs_command(&self.launcher);
+        command
             .args(["--node", &self.addr, "--data-dir"])
-            .arg(&self.data_dir)
-            .output()
-            .unwrap()
+            .arg(&self.data_dir);
+        if let Some(credentials) = &self.credentials {
+            command.arg("--credentials").arg(credentials);
+        }
+        command
     }
 
     /// Blob ids in this node's chunk store.
@@ -153,9 +166,9 @@ impl Node {
 
     /// `status --json`, or None if the node does not answer.
     pub fn status(&self) -> Option<Value> {
-        let output = dfs_command(&self.launcher)
-            .args(["status", "--json", "--node", &self.addr, "--data-dir"])
-            .arg(&self.data_dir)
+        let output = self
+            .client_command()
+            .args(["status", "--json"])
             .output()
             .unwrap();
         if !output.status.success() {
@@ -221,9 +234,10 @@ pub fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> b
 pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
     let first = Node::start(&root.join("n0"), "127.0.0.1:0", &[]);
     let key = root.join("n0").join("cluster.key");
+    let admin = root.join("n0").join("credentials");
     let mut nodes = vec![first];
     for i in 1..size {
-        let node = Node::start(
+        let mut node = Node::start(
             &root.join(format!("n{i}")),
             "127.0.0.1:0",
             &[
@@ -233,6 +247,8 @@ pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
                 key.to_str().unwrap(),
             ],
         );
+        // The first node's admin key, which reaches the others by sync.
+        node.credentials = Some(admin.clone());
         nodes.push(node);
     }
     nodes

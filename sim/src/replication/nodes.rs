@@ -172,6 +172,8 @@ pub(super) fn add_node(
             replication: Replication::new(config.replicas, config.write_quorum)
                 .expect("derived settings are valid"),
             maintenance: config.maintenance,
+            admin_credentials_file: None,
+            provisioned_keys: crate::workload::provisioned_keys(seed),
         };
         let probes = probes.clone();
         let env = node_env.env.clone();
@@ -205,5 +207,10 @@ pub(super) fn add_node(
 }
 
 pub(super) async fn connect(env: &Env, seed: u64, node: usize) -> Result<Client, ClientError> {
-    Client::connect(env, &format!("{}:{PORT}", host(node)), &cluster_key(seed)).await
+    Client::connect(
+        env,
+        &format!("{}:{PORT}", host(node)),
+        &crate::workload::client_credentials(seed),
+    )
+    .await
 }

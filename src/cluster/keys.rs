@@ -1,0 +1,296 @@
+//! Access keys across the cluster: created, changed and removed like a
+//! version record is written (durable on this node, pushed to every alive
+//! member, acknowledged once W nodes hold it), and repaired by
+//! anti-entropy: each round compares a digest of all key records with one
+//! peer and exchanges the records that differ. A key removed on one node is
+//! refused by every node that has heard of it: within a push when the
+//! nodes are up, within a sync round or two of one that was not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::{Cluster, ClusterError};
+use crate::keys::NodeId;
+use crate::keys::access::{AccessKeyId, Permission, SecretKey, validate_key_name};
+use crate::keys::credentials::ProvisionedKey;
+use crate::limits::ACCESS_KEY_RECORDS_MAX;
+use crate::meta::{KeyRecord, VersionId};
+use crate::peer::PeerIdentity;
+use crate::wire::{KeyInfo, Message};
+
+/// What a sync round of keys moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeySyncReport {
+    pub received: usize,
+    pub sent: usize,
+}
+
+impl Cluster {
+    /// Load this node's key records into its keyring (at start).
+    pub async fn load_keys(&self) -> Result<usize, ClusterError> {
+        let index = self.index.clone();
+        let records = self
+            .blocking(move || index.keys())
+            .await
+            .map_err(|e| ClusterError::Local(e.to_string()))?;
+        self.keyring.absorb(&records);
+        Ok(records.len())
+    }
+
+    /// Merge key records into this node's index (durably) and keyring;
+    /// returns those that changed something.
+    pub async fn merge_keys_local(
+        &self,
+        keys: Vec<KeyRecord>,
+    ) -> Result<Vec<KeyRecord>, ClusterError> {
+        self.observe(keys.iter().map(|k| k.version));
+        let index = self.index.clone();
+        let changed = self
+            .blocking(move || index.merge_keys(&keys))
+            .await
+            .map_err(|e| ClusterError::Local(e.to_string()))?;
+        self.keyring.offer(&changed);
+        Ok(changed)
+    }
+
+    /// Make key records durable here and on every alive member; returns
+    /// once W nodes (this one included) hold them.
+    async fn commit_keys(self: &Arc<Self>, keys: Vec<KeyRecord>) -> Result<(), ClusterError> {
+        let needed = self.quorum();
+        self.merge_keys_local(keys.clone()).await?;
+        let mut acknowledged = 1;
+        let mut pushes = JoinSet::new();
+        for peer in self.members.alive() {
+            let cluster = self.clone();
+            let keys = keys.clone();
+            pushes.spawn(async move {
+                let apply = || Message::ApplyKeys { keys: keys.clone() };
+                match cluster.request(&peer, apply).await {
+                    Ok(Message::KeysApplied) => Ok(()),
+                    Ok(other) => Err(format!("{}: answered {}", peer.node.short(), other.kind())),
+                    Err(error) => Err(format!("{}: {error}", peer.node.short())),
+                }
+            });
+        }
+        let mut failures = Vec::new();
+        while acknowledged < needed {
+            match pushes.join_next().await {
+                Some(Ok(Ok(()))) => acknowledged += 1,
+                Some(Ok(Err(error))) => failures.push(error),
+                Some(Err(error)) => failures.push(format!("a push task failed: {error}")),
+                None => break,
+            }
+        }
+        pushes.detach_all();
+        if acknowledged < needed {
+            return Err(ClusterError::QuorumNotReached {
+                what: format!("the change of access key {}", keys[0].id),
+                acknowledged,
+                needed,
+                detail: failures.join("; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Create an access key; returns it and its secret (shown once).
+    pub async fn create_key(
+        self: &Arc<Self>,
+        name: String,
+        permission: Permission,
+    ) -> Result<(KeyInfo, SecretKey), ClusterError> {
+        validate_key_name(&name).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        permission
+            .validate()
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let (records, live) = self.keyring.counts();
+        if records >= ACCESS_KEY_RECORDS_MAX {
+            return Err(ClusterError::Invalid(format!(
+                "the cluster has {records} key records ({live} keys in use, the rest removed); {ACCESS_KEY_RECORDS_MAX} is the most this version keeps"
+            )));
+        }
+        self.check_quorum_reachable()?;
+        let id = AccessKeyId::generate(&self.env);
+        let secret = SecretKey::generate(&self.env);
+        let record = KeyRecord {
+            id,
+            name,
+            permission,
+            sealed_secret: self.keyring.sealer().seal(&self.env, &id, &secret),
+            created_ms: self.env.clock.unix_ms(),
+            version: self.next_vid()?,
+            removed: false,
+        };
+        self.commit_keys(vec![record]).await?;
+        let info = self
+            .keyring
+            .info(&id)
+            .expect("a committed key is in the keyring");
+        tracing::info!(key = %id, name = %info.name, permission = %info.permission, "access key created");
+        Ok((info, secret))
+    }
+
+    /// Remove a key: a tombstone without its secret.
+    pub async fn remove_key(self: &Arc<Self>, id: AccessKeyId) -> Result<KeyInfo, ClusterError> {
+        let current = self.live_key(&id)?;
+        self.check_quorum_reachable()?;
+        let removal = current.removal(self.next_vid()?);
+        self.commit_keys(vec![removal]).await?;
+        tracing::info!(key = %id, name = %current.name, "access key removed");
+        Ok(self
+            .keyring
+            .info(&id)
+            .expect("a committed key is in the keyring"))
+    }
+
+    /// Change a key's permission; its secret stays.
+    pub async fn set_key_permission(
+        self: &Arc<Self>,
+        id: AccessKeyId,
+        permission: Permission,
+    ) -> Result<KeyInfo, ClusterError> {
+        permission
+            .validate()
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let current = self.live_key(&id)?;
+        self.check_quorum_reachable()?;
+        let changed = KeyRecord {
+            permission,
+            version: self.next_vid()?,
+            ..current
+        };
+        self.commit_keys(vec![changed]).await?;
+        let info = self
+            .keyring
+            .info(&id)
+            .expect("a committed key is in the keyring");
+        tracing::info!(key = %id, permission = %info.permission, "access key permission changed");
+        Ok(info)
+    }
+
+    fn live_key(&self, id: &AccessKeyId) -> Result<KeyRecord, ClusterError> {
+        self.keyring
+            .record(id)
+            .filter(|r| !r.removed)
+            .ok_or_else(|| ClusterError::NotFound(format!("access key {id}")))
+    }
+
+    /// Make sure each provisioned key exists: the same record on every node
+    /// (its version is the least there is, so any change made since, a
+    /// removal included, wins over it). It is held in memory: every node
+    /// is given it at start, and it reaches a node's index only when a
+    /// peer's sync sends it (so provisioning writes nothing at start).
+    pub fn provision_keys(&self, keys: &[ProvisionedKey]) -> Result<(), ClusterError> {
+        let records: Vec<KeyRecord> = keys
+            .iter()
+            .map(|key| KeyRecord {
+                id: key.credentials.id,
+                name: key.name.clone(),
+                permission: key.permission.clone(),
+                sealed_secret: self
+                    .keyring
+                    .sealer()
+                    .seal_deterministic(&key.credentials.id, &key.credentials.secret),
+                created_ms: 0,
+                version: VersionId {
+                    wall_ms: 0,
+                    counter: 0,
+                    node: NodeId([0; 32]),
+                },
+                removed: false,
+            })
+            .collect();
+        for record in &records {
+            record.validate().map_err(ClusterError::Invalid)?;
+        }
+        self.keyring.offer(&records);
+        Ok(())
+    }
+
+    /// The first start of a new cluster's first node: an admin key, made
+    /// durable here only (there is nobody else yet; anti-entropy hands it
+    /// to every node that joins).
+    pub async fn create_first_admin_key(
+        &self,
+        name: String,
+    ) -> Result<(AccessKeyId, SecretKey), ClusterError> {
+        let id = AccessKeyId::generate(&self.env);
+        let secret = SecretKey::generate(&self.env);
+        let record = KeyRecord {
+            id,
+            name,
+            permission: Permission::admin(),
+            sealed_secret: self.keyring.sealer().seal(&self.env, &id, &secret),
+            created_ms: self.env.clock.unix_ms(),
+            version: self.next_vid()?,
+            removed: false,
+        };
+        self.merge_keys_local(vec![record]).await?;
+        Ok((id, secret))
+    }
+
+    /// The answer to a peer's `FetchKeys`: every record, unless the digests
+    /// are the same.
+    pub(super) fn key_records_for(&self, digest: [u8; 32]) -> Option<Vec<KeyRecord>> {
+        if self.keyring.digest() == digest {
+            return None;
+        }
+        let mut records = self.keyring.records();
+        records.truncate(ACCESS_KEY_RECORDS_MAX);
+        Some(records)
+    }
+
+    /// One anti-entropy round of keys with `peer`: fetch its records when
+    /// the digests differ, merge them, and send it those of ours that it
+    /// lacks or that supersede its own.
+    pub async fn sync_keys_with(
+        self: &Arc<Self>,
+        peer: &PeerIdentity,
+    ) -> Result<KeySyncReport, String> {
+        let digest = self.keyring.digest();
+        let theirs = match self
+            .request(peer, || Message::FetchKeys { digest })
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Message::KeyRecords { keys: None } => return Ok(KeySyncReport::default()),
+            Message::KeyRecords { keys: Some(keys) } => keys,
+            other => return Err(format!("answered {}", other.kind())),
+        };
+        if theirs.len() > ACCESS_KEY_RECORDS_MAX {
+            return Err(format!("{} key records, above the limit", theirs.len()));
+        }
+        let by_id: BTreeMap<AccessKeyId, KeyRecord> =
+            theirs.iter().map(|k| (k.id, k.clone())).collect();
+        let received = self
+            .merge_keys_local(theirs)
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        let newer: Vec<KeyRecord> = self
+            .keyring
+            .records()
+            .into_iter()
+            .filter(|ours| by_id.get(&ours.id).is_none_or(|t| ours.supersedes(t)))
+            .collect();
+        let sent = newer.len();
+        if !newer.is_empty() {
+            match self
+                .request(peer, || Message::ApplyKeys {
+                    keys: newer.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Message::KeysApplied => {}
+                other => return Err(format!("answered {}", other.kind())),
+            }
+        }
+        if received + sent > 0 {
+            tracing::debug!(peer = %peer.node.short(), received, sent, "access keys synced");
+        }
+        Ok(KeySyncReport { received, sent })
+    }
+}
