@@ -568,6 +568,10 @@ impl Node {
                     break;
                 }
             };
+            if let Message::PeerHello { .. } = envelope.message {
+                tracing::warn!(%peer, %key, "a client connection spoke as a node (PeerHello); closing it");
+                break;
+            }
             match self.handle(&mut secure, envelope, &key).await {
                 Ok(true) => {}
                 Ok(false) => break,

@@ -10,7 +10,8 @@
 //! stored chunk files (at most W - 1 nodes' disks are lost or rot, fewer
 //! than the copies every acknowledged write has), fills disks for a few
 //! seconds, slows disks down, links lose messages and add latency, and the disks tear writes,
-//! sync early, fail with EIO and return corrupt reads. Then everything
+//! sync early, fail with EIO and return corrupt reads. A client-key
+//! intruder speaks as a node to random nodes (`intruder.rs`). Then everything
 //! heals and the cluster quiesces, and the checkers read the history:
 //!
 //! 1. integrity: no read returned bytes other than what was put (clients
@@ -30,6 +31,7 @@
 //! config from the seed and runs the phases.
 
 mod check;
+mod intruder;
 mod nodes;
 mod session;
 
@@ -79,6 +81,8 @@ pub struct Config {
     pub maintenance: Maintenance,
     /// How soon SWIM forgets a down member (a day in production).
     pub forget_down_after: Duration,
+    /// A client-key holder speaking as a node throughout the run.
+    pub intruder: bool,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
                 scrub_interval: Duration::ZERO,
             },
             forget_down_after: Duration::ZERO,
+            intruder: false,
         };
         // Drawn after everything above, which older seeds keep.
         config.faults.clock_jumps = pick(2) == 0;
@@ -135,6 +140,7 @@ impl Config {
         config.faults.disk_full = pick(2) == 0;
         config.faults.slow_disk = pick(2) == 0;
         config.forget_down_after = Duration::from_secs([24 * 3600, 15, 60][pick(3) as usize]);
+        config.intruder = pick(2) == 0;
         config
     }
 }
@@ -170,6 +176,13 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 history.clone(),
                 probes.clone(),
             ),
+        );
+    }
+
+    if config.intruder {
+        sim.client(
+            "intruder",
+            intruder::intruder(seed, config.clone(), history.clone()),
         );
     }
 
@@ -276,6 +289,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     counters.insert("quorum_reads_checked", history.quorum_reads_checked);
     counters.insert("restores", history.restores);
     counters.insert("prunes", history.prunes);
+    counters.insert("intruder_refusals", history.intruder_refusals);
     let mut trace_all = history.trace;
     trace_all.append("nemesis", trace);
     trace_all.record(&format!("healed at {healed_ms}"));

@@ -39,6 +39,8 @@ pub(super) struct History {
     pub(super) quorum_reads_checked: u64,
     pub(super) restores: u64,
     pub(super) prunes: u64,
+    /// Peer messages the client-key intruder sent that were refused.
+    pub(super) intruder_refusals: u64,
 }
 
 impl History {
