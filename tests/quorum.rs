@@ -79,7 +79,7 @@ fn a_node_that_was_always_alone_takes_writes_and_says_so() {
     );
     assert!(
         node.log_text()
-            .contains("never been part of a cluster of 2 nodes"),
+            .contains("this node has never had another member"),
         "the node does not say that its writes need fewer copies than W: {}",
         node.log_text()
     );

@@ -308,6 +308,22 @@ fn regression_crashes_replay_in_one_process() {
     check_replays("membership_determinism", &[507], membership::run);
 }
 
+/// Seed 61000890 (3 nodes, R = W = 3, bit rot on up to two disks) lost an
+/// acknowledged version: the third node had not joined yet, so the write
+/// quorum was capped at the two nodes of the forming cluster, and both
+/// copies rotted. A forming cluster no longer shrinks W (only a node that
+/// has never had another member writes with fewer copies); the seed's
+/// puts are refused until the third node joins.
+#[test]
+fn regression_forming_cluster_keeps_the_write_quorum() {
+    check_regression(
+        "replication_under_faults",
+        61000890,
+        &["write_refused_while_the_cluster_forms"],
+        replication::run,
+    );
+}
+
 /// When a regression seed drifts off its path, find seeds that take it:
 /// `SIM_MARK=<mark> SIM_SEEDS=200 SIM_SEED_BASE=<b> cargo test -p sim
 /// --release --test scenarios find_seeds_hitting_a_mark -- --ignored

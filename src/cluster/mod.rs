@@ -23,8 +23,8 @@
 //! - `service`: the peer requests a node answers for the above.
 //!
 //! A cluster of one is the degenerate case: every blob's only owner is the
-//! node itself and W is capped by the size of the largest cluster the node
-//! has been part of (persisted, so it never shrinks at a restart).
+//! node itself, and a node that has never had another member writes one
+//! copy; once it has (persisted, so a restart does not forget), W.
 
 mod blobs;
 mod in_flight;
@@ -288,11 +288,12 @@ impl Cluster {
         nodes
     }
 
-    /// How many acknowledgements a write needs: W, or every node when this
-    /// node has never been part of a cluster of W (a cluster of one takes
-    /// writes). The count is the largest cluster this node has known,
-    /// persisted across restarts, never the members it sees now: a node
-    /// restarted cut off from its cluster must not count a quorum of one.
+    /// How many acknowledgements a write needs: W, or one when this node has
+    /// never had another member (a cluster of one takes writes). It goes by
+    /// the largest cluster this node has known, persisted across restarts,
+    /// never the members it sees now: a node restarted cut off from its
+    /// cluster must not count a quorum of one, nor a forming cluster of two
+    /// a quorum of two when W is three.
     fn quorum(&self) -> usize {
         self.replication.quorum_in(self.members.largest_cluster())
     }
@@ -304,6 +305,11 @@ impl Cluster {
         let reachable = self.alive_nodes().len();
         let needed = self.quorum();
         if reachable < needed {
+            if self.members.largest_cluster() < needed {
+                // A cluster still forming: W does not shrink to the nodes
+                // found so far.
+                crate::marks::hit("write_refused_while_the_cluster_forms");
+            }
             let known = self.members.nodes();
             if reachable >= self.replication.quorum_in(known) {
                 // Counting only the members it knows now (a restart cut off

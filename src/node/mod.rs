@@ -260,8 +260,7 @@ impl Server {
             tracing::warn!(
                 write_quorum = config.replication.write_quorum,
                 effective = effective_quorum,
-                "this node has never been part of a cluster of {} nodes: writes need {effective_quorum} durable copies until more nodes join (then {} for good)",
-                config.replication.write_quorum,
+                "this node has never had another member: writes need {effective_quorum} durable copy while it is alone; once another node joins, {} for good",
                 config.replication.write_quorum,
             );
         }
