@@ -633,3 +633,45 @@ async fn the_cluster_key_alone_serves_no_client_request() {
         "a cluster key holder was served a listing"
     );
 }
+
+#[allow(clippy::disallowed_methods)] // Measures a wait on the real clock.
+/// Repeated failures from one address are slowed down: after a few
+/// refused secrets, each new client handshake from that host waits longer
+/// (100 ms doubling). A node's handshake from the same host is not slowed.
+#[tokio::test]
+async fn a_host_that_keeps_presenting_wrong_secrets_is_slowed_down() {
+    let node = start_node().await;
+    let wrong = Credentials {
+        id: node.credentials.id,
+        secret: SecretKey::parse(&"w".repeat(40)).unwrap(),
+    };
+    let mut took = Vec::new();
+    for _ in 0..8 {
+        let started = std::time::Instant::now();
+        assert!(connect_as_client(&node, &wrong).await.is_err());
+        took.push(started.elapsed());
+    }
+    // Failures 1-3 are free; the 8th attempt follows 7 failures: 800 ms.
+    assert!(
+        took[7] >= Duration::from_millis(800),
+        "the 8th wrong secret was answered after {:?} ({took:?})",
+        took[7]
+    );
+    let started = std::time::Instant::now();
+    let (mut secure, me) = connect_as_peer(&node).await;
+    secure.send(&hello(me)).await.unwrap();
+    assert!(matches!(
+        secure.expect().await.unwrap().message,
+        Message::PeerHello { .. }
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "a node's handshake waited {:?}",
+        started.elapsed()
+    );
+    // The right key still gets in (after its wait), and clears the slate.
+    connect_as_client(&node, &node.credentials).await.unwrap();
+    let started = std::time::Instant::now();
+    connect_as_client(&node, &node.credentials).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(800));
+}

@@ -506,20 +506,35 @@ impl Node {
         handshake_slot: HandshakeSlot,
         admission: &Admission,
     ) {
+        // A client whose host's access keys keep failing waits first
+        // (holding its host's handshake slot); nodes never do.
+        let penalty = admission.penalty(&peer, self.env.clock.monotonic_ms());
+        if !penalty.is_zero() {
+            tracing::debug!(%peer, ?penalty, "slowing down clients of a host whose access keys keep failing");
+        }
         let accepted = accept(
             &self.env,
             stream,
             &self.identity,
             self.cluster.keyring.as_ref(),
+            penalty,
         )
         .await;
         let (mut secure, party) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
+                // Refused credentials of a client (a node's wrong cluster
+                // key fails as HandshakeRefused and is not counted).
+                if matches!(error, crate::secure::SecureError::Refusing(_)) {
+                    admission.note_failure(&peer, self.env.clock.monotonic_ms());
+                }
                 tracing::warn!(%peer, %error, "handshake refused");
                 return;
             }
         };
+        if matches!(party, Party::Client(_)) {
+            admission.note_success(&peer);
+        }
         drop(handshake_slot);
         let _slot = match admission.connection() {
             Ok(slot) => slot,

@@ -435,7 +435,13 @@ mod tests {
         );
         let authority = NodesOnly(key.clone());
         let (local, remote) = tokio::join!(
-            accept(&env, Box::new(here), &local_keys, &authority),
+            accept(
+                &env,
+                Box::new(here),
+                &local_keys,
+                &authority,
+                Duration::ZERO
+            ),
             connect(&env, Box::new(there), &remote_keys, Credential::Node(&key)),
         );
         let (local, remote) = (local.unwrap().0, remote.unwrap());

@@ -246,16 +246,18 @@ pub async fn connect(
 }
 
 /// Accept a connection, within [`HANDSHAKE_TIMEOUT`]: returns the stream
-/// and who proved to be at the other end.
+/// and who proved to be at the other end. A client (by its first message)
+/// waits `client_penalty` first: its host's handshakes kept failing.
 pub async fn accept(
     env: &Env,
     stream: BoxStream,
     identity: &StaticKeypair,
     authority: &dyn Authority,
+    client_penalty: Duration,
 ) -> Result<(SecureStream, Party), SecureError> {
     match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        run_responder(env, stream, identity, authority),
+        run_responder(env, stream, identity, authority, client_penalty),
     )
     .await
     {
@@ -386,6 +388,7 @@ async fn run_responder(
     stream: BoxStream,
     identity: &StaticKeypair,
     authority: &dyn Authority,
+    client_penalty: Duration,
 ) -> Result<(SecureStream, Party), SecureError> {
     let mut noise = noise_state(env, identity, Role::Responder)?;
     let mut exchange = Exchange::new(stream);
@@ -396,6 +399,9 @@ async fn run_responder(
             Party::Client(id) if !id.is_well_formed() => Err("malformed access key id".into()),
             party => Ok(party),
         });
+    if !matches!(party, Ok(Party::Node)) && !client_penalty.is_zero() {
+        tokio::time::sleep(client_penalty).await;
+    }
     let psk = party.and_then(|party| {
         let psk = match &party {
             Party::Node => Ok(authority.node_psk()),
@@ -682,7 +688,7 @@ mod tests {
         let authority = NodesOnly(key.clone());
         let (a, b) = tokio::join!(
             connect(&env, Box::new(a), &initiator, Credential::Node(&key)),
-            accept(&env, Box::new(b), &responder, &authority),
+            accept(&env, Box::new(b), &responder, &authority, Duration::ZERO),
         );
         (a.unwrap(), b.unwrap().0)
     }
