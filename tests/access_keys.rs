@@ -157,6 +157,10 @@ fn a_key_whose_permission_changes_keeps_its_secret_and_loses_its_rights() {
     let body = file(dir.path(), "body", "v1");
     let writer = create_key(&node, &["ci"]);
     writer.ok(&node, &["put", body.to_str().unwrap(), "--name", "build"]);
+    // Each version records the key that wrote it.
+    let versions: Value =
+        serde_json::from_str(&writer.ok(&node, &["versions", "build", "--json"])).unwrap();
+    assert_eq!(versions[0]["by"], writer.id.as_str(), "{versions}");
     let changed = node.cli(&["key", "set", &writer.id, "--read-only"]);
     assert!(
         changed.status.success(),

@@ -226,6 +226,7 @@ async fn records_from_beyond_the_clock_offset_are_refused() {
         },
         content: None,
         size: 0,
+        by: None,
     };
     let far = record("far", offset_ms + 60_000);
     let near = record("near", offset_ms / 2);

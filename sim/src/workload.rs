@@ -196,6 +196,7 @@ mod tests {
             },
             content,
             size: 0,
+            by: None,
         }
     }
 

@@ -13,6 +13,13 @@ pub struct ChunkRef {
 
 /// A file's content: its size and its chunks in order. Encoded with postcard;
 /// the SHA-256 of the encoding is the file's [`ContentId`].
+///
+/// Format: this layout is format 1, and it has no format byte: one would
+/// change every content id already stored. The version marker of later
+/// formats is reserved instead: a format-1 manifest that starts with a
+/// zero byte (size 0) is exactly `[0, 0]` (no chunks), so `0 ‖ f` with
+/// `f >= 1` can never be one; a later format starts `0 ‖ f ‖ ...`, and this
+/// build refuses it by name ([`ManifestError::NewerFormat`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Manifest {
@@ -30,6 +37,8 @@ pub enum ManifestError {
     Inconsistent(&'static str),
     #[error("file has more than {MANIFEST_CHUNKS_MAX} chunks (the largest file dfs stores)")]
     TooManyChunks,
+    #[error("manifest format {0} is newer than this build reads")]
+    NewerFormat(u8),
 }
 
 impl Manifest {
@@ -64,6 +73,11 @@ impl Manifest {
     pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         if bytes.len() > MANIFEST_BYTES_MAX {
             return Err(ManifestError::TooLarge(bytes.len()));
+        }
+        if let [0, format, ..] = bytes
+            && *format >= 1
+        {
+            return Err(ManifestError::NewerFormat(*format));
         }
         let (manifest, rest): (Manifest, _) = postcard::take_from_bytes(bytes)
             .map_err(|e| ManifestError::Undecodable(e.to_string()))?;
@@ -105,6 +119,23 @@ impl Manifest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The encoding is a promise to every content id stored so far.
+    #[test]
+    fn manifest_bytes_are_stable() {
+        let mut manifest = Manifest::default();
+        manifest.push(ChunkId([0x11; 32]), 1 << 20).unwrap();
+        manifest.push(ChunkId([0x22; 32]), 12_345).unwrap();
+        insta::assert_snapshot!(hex::encode(manifest.encode()));
+        assert_eq!(
+            Manifest::decode(&Manifest::default().encode()),
+            Ok(Manifest::default())
+        );
+        assert_eq!(
+            Manifest::decode(&[0, 2, 0xAA]),
+            Err(ManifestError::NewerFormat(2))
+        );
+    }
 
     fn arbitrary_manifest() -> impl Strategy<Value = Manifest> {
         prop::collection::vec((any::<[u8; 32]>(), 1u32..=CHUNK_MAX_BYTES as u32), 0..64).prop_map(

@@ -158,7 +158,8 @@ pub fn history(records: &[VersionRecord], truncated: bool, json: bool) {
     if json {
         let versions = records.iter().map(|r| {
             json!({"version": r.vid.to_string(), "content_id": r.content.map(|c| c.to_string()),
-                   "size": r.size, "deleted": r.is_tombstone()})
+                   "size": r.size, "deleted": r.is_tombstone(),
+                   "by": r.by.map(|k| k.to_string())})
         });
         println!("{}", serde_json::Value::Array(versions.collect()));
     } else {
@@ -167,7 +168,8 @@ pub fn history(records: &[VersionRecord], truncated: bool, json: bool) {
                 .content
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "(deleted)".into());
-            println!("{}\t{}\t{}", r.vid, r.size, content);
+            let by = r.by.map_or_else(|| "-".to_string(), |k| k.to_string());
+            println!("{}\t{}\t{}\t{by}", r.vid, r.size, content);
         }
     }
     warn_truncated(truncated);

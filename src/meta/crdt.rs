@@ -103,6 +103,7 @@ mod tests {
                 vid: vid(wall, node),
                 content: content.map(|c| ContentId([c; 32])),
                 size,
+                by: None,
             },
         );
         let floors = prop::collection::vec((0u8..3, prop::option::of((0u64..6, 0u8..2))), 0..3);
@@ -166,12 +167,14 @@ mod tests {
             vid: vid(1, 0),
             content: Some(ContentId([1; 32])),
             size: 3,
+            by: None,
         };
         let rm = VersionRecord {
             name: "a".into(),
             vid: vid(2, 0),
             content: None,
             size: 0,
+            by: None,
         };
         assert!(history.insert(rm.clone()));
         assert!(history.insert(put.clone()));

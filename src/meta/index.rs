@@ -5,16 +5,19 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::backend::DiskBackend;
 use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
-use super::record::VERSION_KEY_BYTES;
+use super::record::{LegacyRecord, VERSION_KEY_BYTES};
 use super::{
     Floor, History, IndexState, KeyRecord, RecordKey, VersionId, VersionRecord, validate_name,
 };
 use crate::env::{Env, OpenMode};
 
-/// `name ‖ 0x00 ‖ VersionId::to_key()` -> postcard(VersionRecord).
-/// Names contain no NUL, so all of a name's records are one key range, in
-/// version order.
-const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// `name ‖ 0x00 ‖ VersionId::to_key()` -> [`VersionRecord::encode_stored`]
+/// (a format byte, then postcard). Names contain no NUL, so all of a
+/// name's records are one key range, in version order.
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records_v2");
+/// The same keys, before access keys: postcard of [`LegacyRecord`] without
+/// a format byte. Migrated into [`RECORDS`] (and dropped) at open.
+const LEGACY_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 /// name -> VersionId::to_key() of its prune floor.
 const FLOORS: TableDefinition<&str, &[u8]> = TableDefinition::new("floors");
 /// Access key id -> [`KeyRecord::encode`].
@@ -69,7 +72,7 @@ fn split_record_key(key: &[u8]) -> Option<(&str, VersionId)> {
 }
 
 fn decode_record(bytes: &[u8]) -> Result<VersionRecord, IndexError> {
-    postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(e.to_string()))
+    VersionRecord::decode_stored(bytes).map_err(IndexError::Corrupt)
 }
 
 /// What a [`VersionIndex::merge`] changed.
@@ -201,10 +204,44 @@ impl VersionIndex {
     /// The commit is durable, so the database's header is on disk too.
     fn create_tables(db: &Database) -> Result<(), IndexError> {
         let txn = db.begin_write().map_err(storage)?;
+        Self::migrate_legacy_records(&txn)?;
         txn.open_table(RECORDS).map_err(storage)?;
         txn.open_table(FLOORS).map_err(storage)?;
         txn.open_table(ACCESS_KEYS).map_err(storage)?;
         txn.commit().map_err(storage)
+    }
+
+    /// An index written before access keys holds its records in the legacy
+    /// table: copy them into the current one (`by: None`) and drop it, in
+    /// the transaction that opens the index (a crash leaves either).
+    fn migrate_legacy_records(txn: &redb::WriteTransaction) -> Result<(), IndexError> {
+        let legacy = txn
+            .list_tables()
+            .map_err(storage)?
+            .any(|table| redb::TableHandle::name(&table) == "records");
+        if !legacy {
+            return Ok(());
+        }
+        let mut migrated = 0usize;
+        {
+            let old = txn.open_table(LEGACY_RECORDS).map_err(storage)?;
+            let mut new = txn.open_table(RECORDS).map_err(storage)?;
+            for entry in old.iter().map_err(storage)? {
+                let (key, value) = entry.map_err(storage)?;
+                let record: LegacyRecord = postcard::from_bytes(value.value())
+                    .map_err(|e| IndexError::Corrupt(format!("a record of the old format: {e}")))?;
+                let record = VersionRecord::from(record);
+                new.insert(key.value(), record.encode_stored().as_slice())
+                    .map_err(storage)?;
+                migrated += 1;
+            }
+        }
+        txn.delete_table(LEGACY_RECORDS).map_err(storage)?;
+        tracing::info!(
+            migrated,
+            "version index: records moved to the format with access keys"
+        );
+        Ok(())
     }
 
     /// Merge access key records (last writer wins per key), durable on
@@ -329,8 +366,7 @@ impl VersionIndex {
                         None => true,
                     };
                     if newer {
-                        let value =
-                            postcard::to_stdvec(record).expect("a record always serializes");
+                        let value = record.encode_stored();
                         table
                             .insert(key.as_slice(), value.as_slice())
                             .map_err(storage)?;
@@ -629,6 +665,7 @@ mod tests {
             },
             content: None,
             size: 0,
+            by: None,
         };
         index.apply(std::slice::from_ref(&record)).unwrap();
         assert_eq!(index.current("a").unwrap(), Some(record));
@@ -704,5 +741,68 @@ mod tests {
         }
         let index = VersionIndex::open(&env, &path).unwrap();
         assert_eq!(index.keys().unwrap(), vec![removed]);
+    }
+
+    /// A data dir from before access keys opens: its records move to the
+    /// current table with `by: None`, every one, and the old table goes.
+    #[test]
+    fn an_index_from_before_access_keys_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let old: Vec<LegacyRecord> = (0..50u64)
+            .map(|i| LegacyRecord {
+                name: format!("f{}", i % 7),
+                vid: VersionId {
+                    wall_ms: 1_790_000_000_000 + i,
+                    counter: 0,
+                    node: NodeId([3; 32]),
+                },
+                content: (i % 5 != 0).then_some(crate::cas::ContentId([i as u8; 32])),
+                size: i,
+            })
+            .collect();
+        {
+            // Written as the previous version did: postcard values in
+            // "records", keys name ‖ 0 ‖ version key.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(LEGACY_RECORDS).unwrap();
+                for record in &old {
+                    let value = postcard::to_stdvec(record).unwrap();
+                    table
+                        .insert(
+                            record_key(&record.name, &record.vid).as_slice(),
+                            value.as_slice(),
+                        )
+                        .unwrap();
+                }
+                txn.open_table(FLOORS).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let index = VersionIndex::open(&tokio_env(), &path).unwrap();
+        let mut expected: Vec<VersionRecord> = old.into_iter().map(VersionRecord::from).collect();
+        expected.sort();
+        let mut all = index.all_records().unwrap();
+        all.sort();
+        assert_eq!(all, expected);
+        assert!(all.iter().all(|r| r.by.is_none()));
+        drop(index);
+        // The old table is gone, and a second open changes nothing.
+        let index = VersionIndex::open(&tokio_env(), &path).unwrap();
+        assert_eq!(index.all_records().unwrap().len(), 50);
+        index
+            .with_db(|db| {
+                let txn = db.begin_read().map_err(storage)?;
+                let names: Vec<String> = txn
+                    .list_tables()
+                    .map_err(storage)?
+                    .map(|t| redb::TableHandle::name(&t).to_string())
+                    .collect();
+                assert!(!names.contains(&"records".to_string()), "{names:?}");
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cas::ContentId;
-use crate::keys::NodeId;
+use crate::keys::{AccessKeyId, NodeId};
 use crate::limits::NAME_BYTES_MAX;
 
 /// A version's id: a hybrid logical clock reading plus the node that took it.
@@ -107,7 +107,9 @@ impl FromStr for VersionSelector {
 }
 
 /// One version of a name. `content: None` is a tombstone (the name was
-/// removed at this version). The node that created it is `vid.node`.
+/// removed at this version). The node that created it is `vid.node`; the
+/// access key that asked for it is `by` (`None` for versions written
+/// before access keys existed).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VersionRecord {
@@ -115,6 +117,55 @@ pub struct VersionRecord {
     pub vid: VersionId,
     pub content: Option<ContentId>,
     pub size: u64,
+    pub by: Option<AccessKeyId>,
+}
+
+/// The format byte in front of every record the index stores.
+pub const RECORD_FORMAT: u8 = 2;
+
+impl VersionRecord {
+    /// The bytes the index stores: [`RECORD_FORMAT`], then postcard.
+    pub fn encode_stored(&self) -> Vec<u8> {
+        let mut bytes = vec![RECORD_FORMAT];
+        bytes.extend(postcard::to_stdvec(self).expect("a record always serializes"));
+        bytes
+    }
+
+    /// The inverse of [`VersionRecord::encode_stored`], refusing other
+    /// formats and trailing bytes.
+    pub fn decode_stored(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&RECORD_FORMAT, rest)) => match postcard::take_from_bytes(rest) {
+                Ok((record, [])) => Ok(record),
+                Ok((_, trailing)) => Err(format!("{} bytes after a record", trailing.len())),
+                Err(e) => Err(e.to_string()),
+            },
+            Some((format, _)) => Err(format!("unknown record format {format}")),
+            None => Err("an empty record".into()),
+        }
+    }
+}
+
+/// A record as the index stored it before access keys (format 1: postcard,
+/// no format byte, no `by`); read once, when an index is migrated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct LegacyRecord {
+    pub name: String,
+    pub vid: VersionId,
+    pub content: Option<ContentId>,
+    pub size: u64,
+}
+
+impl From<LegacyRecord> for VersionRecord {
+    fn from(old: LegacyRecord) -> Self {
+        VersionRecord {
+            name: old.name,
+            vid: old.vid,
+            content: old.content,
+            size: old.size,
+            by: None,
+        }
+    }
 }
 
 impl VersionRecord {
@@ -217,5 +268,43 @@ mod tests {
             validate_name(&"x".repeat(2000)),
             Err(NameError::TooLong(2000))
         ));
+    }
+
+    fn sample() -> VersionRecord {
+        VersionRecord {
+            name: "reports/q3.pdf".into(),
+            vid: VersionId {
+                wall_ms: 1_790_000_000_123,
+                counter: 4,
+                node: NodeId([0xab; 32]),
+            },
+            content: Some(ContentId([0x5c; 32])),
+            size: 123_456,
+            by: Some(AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap()),
+        }
+    }
+
+    /// The stored layout is a promise to every data dir written so far.
+    #[test]
+    fn stored_record_bytes_are_stable() {
+        insta::assert_snapshot!(hex::encode(sample().encode_stored()));
+    }
+
+    #[test]
+    fn stored_records_round_trip_and_other_formats_are_refused() {
+        let record = sample();
+        let bytes = record.encode_stored();
+        assert_eq!(VersionRecord::decode_stored(&bytes), Ok(record));
+        assert!(VersionRecord::decode_stored(&[]).is_err());
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(
+            VersionRecord::decode_stored(&other)
+                .unwrap_err()
+                .contains("format 9")
+        );
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(VersionRecord::decode_stored(&trailing).is_err());
     }
 }

@@ -160,7 +160,7 @@ impl Node {
             return Ok(true);
         }
         let reply = match request.message {
-            Message::PutStart { name } => self.put(stream, id, name).await?,
+            Message::PutStart { name } => self.put(stream, id, name, *key).await?,
             Message::Get {
                 target,
                 version,
@@ -169,12 +169,12 @@ impl Node {
                 Ok(()) => return Ok(true),
                 Err(refusal) => Err(refusal),
             },
-            Message::Remove { name } => self.remove(name).await,
+            Message::Remove { name } => self.remove(name, *key).await,
             Message::List => self.list(&permission).await,
             Message::Versions { name } => self.versions(name).await,
             Message::Status => Ok(Message::StatusReply(self.status())),
             Message::Prune { name, keep } => self.prune(name, keep).await,
-            Message::Restore { name, version } => self.restore(name, version).await,
+            Message::Restore { name, version } => self.restore(name, version, *key).await,
             Message::KeyCreate { name, permission } => {
                 match self.cluster.create_key(name, permission).await {
                     Ok((key, secret)) => Ok(Message::KeyCreated {
@@ -242,6 +242,7 @@ impl Node {
         stream: &mut SecureStream,
         id: u64,
         name: String,
+        key: AccessKeyId,
     ) -> Result<Result<Message, Refusal>, SecureError> {
         let mut failure = validate_name(&name)
             .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
@@ -334,7 +335,7 @@ impl Node {
         if let Some(refusal) = failure {
             return Ok(Err(refusal));
         }
-        Ok(self.commit_put(name, manifest, blobs).await)
+        Ok(self.commit_put(name, manifest, blobs, key).await)
     }
 
     /// Store the manifest on its owners, then make the version record
@@ -344,6 +345,7 @@ impl Node {
         name: String,
         manifest: Manifest,
         mut blobs: PutBlobs,
+        key: AccessKeyId,
     ) -> Result<Message, Refusal> {
         let bytes = manifest.encode();
         let content = ContentId::of(&bytes);
@@ -357,6 +359,7 @@ impl Node {
             vid: self.cluster.next_vid()?,
             content: Some(content),
             size: manifest.size,
+            by: Some(key),
         };
         self.cluster
             .commit_put(vec![record.clone()], &mut blobs)
@@ -517,7 +520,7 @@ impl Node {
         Ok(Ok(()))
     }
 
-    async fn remove(&self, name: String) -> Result<Message, Refusal> {
+    async fn remove(&self, name: String, key: AccessKeyId) -> Result<Message, Refusal> {
         validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let current = self.resolve(name.clone(), None).await?;
         self.cluster.check_quorum_reachable()?;
@@ -526,6 +529,7 @@ impl Node {
             vid: self.cluster.next_vid()?,
             content: None,
             size: 0,
+            by: Some(key),
         };
         self.cluster
             .commit(vec![record.clone()], Vec::new())
@@ -579,7 +583,12 @@ impl Node {
     }
 
     /// Make an earlier version's content current again, as a new version.
-    async fn restore(&self, name: String, version: VersionSelector) -> Result<Message, Refusal> {
+    async fn restore(
+        &self,
+        name: String,
+        version: VersionSelector,
+        key: AccessKeyId,
+    ) -> Result<Message, Refusal> {
         validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let old = self.resolve(name.clone(), Some(version)).await?;
         self.cluster.check_quorum_reachable()?;
@@ -600,6 +609,7 @@ impl Node {
             vid: self.cluster.next_vid()?,
             content: Some(content),
             size: old.size,
+            by: Some(key),
         };
         self.cluster
             .commit_put(vec![record.clone()], &mut blobs)

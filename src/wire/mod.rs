@@ -138,6 +138,7 @@ mod tests {
             },
             content,
             size: 5,
+            by: Some(key_id()),
         }
     }
 
