@@ -70,11 +70,7 @@ impl KeyRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         match bytes.split_first() {
             Some((&KEY_RECORD_FORMAT, rest)) => {
-                let (record, trailing): (KeyRecord, _) =
-                    postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
-                if !trailing.is_empty() {
-                    return Err(format!("{} bytes after the key record", trailing.len()));
-                }
+                let record: KeyRecord = crate::wire::decode_canonical(rest)?;
                 record.validate()?;
                 Ok(record)
             }

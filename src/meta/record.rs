@@ -135,11 +135,7 @@ impl VersionRecord {
     /// formats and trailing bytes.
     pub fn decode_stored(bytes: &[u8]) -> Result<Self, String> {
         match bytes.split_first() {
-            Some((&RECORD_FORMAT, rest)) => match postcard::take_from_bytes(rest) {
-                Ok((record, [])) => Ok(record),
-                Ok((_, trailing)) => Err(format!("{} bytes after a record", trailing.len())),
-                Err(e) => Err(e.to_string()),
-            },
+            Some((&RECORD_FORMAT, rest)) => crate::wire::decode_canonical(rest),
             Some((format, _)) => Err(format!("unknown record format {format}")),
             None => Err("an empty record".into()),
         }

@@ -439,19 +439,16 @@ async fn run_responder(
 
 /// Decode a handshake payload ([`Party`] or [`Verdict`]): bytes from an
 /// unauthenticated stranger, capped before they are decoded.
-pub fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, SecureError> {
+pub fn decode_payload<T: serde::de::DeserializeOwned + Serialize>(
+    payload: &[u8],
+) -> Result<T, SecureError> {
     if payload.len() > PAYLOAD_BYTES_MAX {
         return Err(SecureError::HandshakeRefused(
             "oversize handshake payload".into(),
         ));
     }
-    let undecodable =
-        |e: String| SecureError::HandshakeRefused(format!("undecodable handshake payload: {e}"));
-    match postcard::take_from_bytes(payload) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(undecodable(format!("{} bytes after its end", rest.len()))),
-        Err(e) => Err(undecodable(e.to_string())),
-    }
+    wire::decode_canonical(payload)
+        .map_err(|e| SecureError::HandshakeRefused(format!("undecodable handshake payload: {e}")))
 }
 
 /// The transport state and split stream after the three messages.

@@ -78,3 +78,22 @@ pub fn decode(payload: &[u8]) -> Result<Envelope, WireError> {
     }
     Ok(envelope)
 }
+
+/// Decode `bytes` as one postcard value with nothing after it, in its one
+/// canonical spelling (no overlong varint: see [`decode`]). For every
+/// postcard layout read from strangers or disks: handshake payloads,
+/// stored records.
+pub fn decode_canonical<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bytes: &[u8],
+) -> Result<T, String> {
+    let (value, rest): (T, _) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the value", rest.len()));
+    }
+    let canonical = postcard::serialize_with_flavor(&value, postcard::ser_flavors::Size::default())
+        .map_err(|e| e.to_string())?;
+    if canonical != bytes.len() {
+        return Err("not in its canonical encoding (an overlong integer)".into());
+    }
+    Ok(value)
+}

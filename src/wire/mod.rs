@@ -114,7 +114,7 @@ mod codec;
 pub mod frame;
 mod message;
 
-pub use codec::{PROTOCOL_VERSION, WireError, decode, encode, encode_frame};
+pub use codec::{PROTOCOL_VERSION, WireError, decode, decode_canonical, encode, encode_frame};
 pub use frame::{FrameDecoder, FrameError, encode_frame_header};
 pub use message::{
     Envelope, ErrorCode, GetTarget, KeyInfo, MemberState, MemberStatus, Message, StatusReport,
