@@ -220,7 +220,13 @@ pub const GC_GRACE: Duration = Duration::from_secs(600);
 
 // Access keys.
 
-/// Access key records a cluster keeps, removed keys' tombstones included:
-/// every node holds all of them, and anti-entropy sends them in one frame
-/// (a record is at most about 4.4 KiB, so 512 fit in 2.3 MiB).
-pub const ACCESS_KEY_RECORDS_MAX: usize = 512;
+/// Access keys a cluster creates, removed keys' tombstones included (every
+/// node holds all of them). Checked where a key is created, so keys created
+/// at once on several nodes can pass it; [`ACCESS_KEY_RECORDS_MAX`] leaves
+/// them room.
+pub const ACCESS_KEYS_CREATED_MAX: usize = 512;
+
+/// Key records a node takes or sends in one exchange: twice what creation
+/// allows. Anti-entropy sends them all in one frame (a record is at most
+/// about 1.2 KiB, so 1024 fit in 1.3 MiB).
+pub const ACCESS_KEY_RECORDS_MAX: usize = 2 * ACCESS_KEYS_CREATED_MAX;

@@ -676,3 +676,47 @@ async fn a_host_that_keeps_presenting_wrong_secrets_is_slowed_down() {
     connect_as_client(&node, &node.credentials).await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(800));
 }
+
+/// A key removed while a connection with it is open: that connection's
+/// next request is refused (Unauthorized) and the connection closes. An
+/// admin cannot remove the last admin key, nor make an admin key limited
+/// to a prefix.
+#[tokio::test]
+async fn a_key_removed_while_its_connection_is_open_is_refused_at_the_next_request() {
+    use dfs::client::Client;
+    use dfs::keys::Access;
+
+    let node = start_node().await;
+    let mut admin = Client::connect(&node.env, &node.addr, &node.credentials)
+        .await
+        .unwrap();
+    let writer = Permission {
+        access: Access::ReadWrite,
+        prefixes: Vec::new(),
+    };
+    let (key, secret) = admin.create_key("leaving", writer).await.unwrap();
+    let leaving = Credentials {
+        id: key.id,
+        secret: SecretKey::parse(&secret).unwrap(),
+    };
+    let mut open = Client::connect(&node.env, &node.addr, &leaving)
+        .await
+        .unwrap();
+    open.list().await.unwrap();
+    admin.remove_key(key.id).await.unwrap();
+    let refused = open.list().await.unwrap_err();
+    assert!(refused.is_refused_key(), "{refused}");
+    assert!(open.list().await.is_err(), "the connection stayed open");
+
+    let last = admin.remove_key(node.credentials.id).await.unwrap_err();
+    assert!(last.to_string().contains("last admin key"), "{last}");
+    let scoped = Permission {
+        access: Access::Admin,
+        prefixes: vec!["team/".into()],
+    };
+    let refused = admin.create_key("scoped", scoped).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("admin key cannot be limited"),
+        "{refused}"
+    );
+}

@@ -212,6 +212,35 @@ pub fn check_regression(
     }
 }
 
+/// [`check_regression`] over several seeds of one bug: every seed must pass,
+/// and each mark must be hit by at least one of them. Less brittle than
+/// one seed where the path is reached by chance.
+pub fn check_regressions(
+    scenario: &str,
+    seeds: &[u64],
+    marks: &[&str],
+    run: impl Fn(u64) -> Result<Outcome, String>,
+) {
+    let mut hit: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for &seed in seeds {
+        dfs::marks::take();
+        if let Err(reason) = run(seed) {
+            panic!(
+                "regression seed {seed} fails again: {reason}\nreproduce: SIM_SEED={seed} cargo test -p sim --release {scenario} -- --nocapture"
+            );
+        }
+        for (mark, count) in dfs::marks::take() {
+            *hit.entry(mark).or_default() += count;
+        }
+    }
+    for mark in marks {
+        assert!(
+            hit.get(mark).copied().unwrap_or(0) > 0,
+            "regression seeds {seeds:?} passed but none reaches the path of their bug (mark {mark} not hit; hit: {hit:?}); their schedules drifted: pick new seeds that hit it"
+        );
+    }
+}
+
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         text.to_string()

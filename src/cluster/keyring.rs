@@ -49,11 +49,18 @@ impl Keyring {
         &self.sealer
     }
 
-    /// Take in records that won a merge in the index (so each replaces
-    /// what this keyring holds for its key).
-    pub fn absorb(&self, records: &[KeyRecord]) {
+    /// Take in records where they win over what this keyring holds (last
+    /// writer wins), deciding and inserting under one lock, so two merges of
+    /// one key at once cannot leave the older behind.
+    pub fn offer(&self, records: &[KeyRecord]) {
         let mut keys = self.keys.write().expect("keyring poisoned");
         for record in records {
+            if keys
+                .get(&record.id)
+                .is_some_and(|held| !record.supersedes(&held.record))
+            {
+                continue;
+            }
             let psk = if record.removed {
                 None
             } else {
@@ -75,21 +82,6 @@ impl Keyring {
                 },
             );
         }
-    }
-
-    /// Take in records only where they win over what this keyring holds
-    /// (last writer wins): provisioned keys, which live in memory and lose
-    /// to any change persisted since.
-    pub fn offer(&self, records: &[KeyRecord]) {
-        let winners: Vec<KeyRecord> = {
-            let keys = self.keys.read().expect("keyring poisoned");
-            records
-                .iter()
-                .filter(|r| keys.get(&r.id).is_none_or(|e| r.supersedes(&e.record)))
-                .cloned()
-                .collect()
-        };
-        self.absorb(&winners);
     }
 
     /// The permission of a key that may be used now (`None`: unknown or
@@ -132,6 +124,18 @@ impl Keyring {
     pub fn info(&self, id: &AccessKeyId) -> Option<KeyInfo> {
         let keys = self.keys.read().expect("keyring poisoned");
         keys.get(id).map(|e| info(&e.record, e.last_used_ms))
+    }
+
+    /// Whether `id` is the only key in use with admin access (removing or
+    /// downgrading it would leave nobody able to manage keys).
+    pub fn is_last_admin(&self, id: &AccessKeyId) -> bool {
+        let keys = self.keys.read().expect("keyring poisoned");
+        let admins: Vec<&AccessKeyId> = keys
+            .iter()
+            .filter(|(_, e)| !e.record.removed && e.record.permission.is_admin())
+            .map(|(id, _)| id)
+            .collect();
+        admins == [id]
     }
 
     /// Keys ever created (removed ones stay as tombstones) and keys in use.
@@ -181,5 +185,59 @@ impl Authority for Keyring {
                 "unknown access key {id} (if it was just created, try again in a few seconds)"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::tokio_env;
+    use crate::keys::NodeId;
+    use crate::keys::access::SecretKey;
+    use crate::meta::VersionId;
+
+    fn record(keyring: &Keyring, version_ms: u64, removed: bool) -> KeyRecord {
+        let env = tokio_env();
+        let id = AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap();
+        let secret = SecretKey::parse(&"k".repeat(40)).unwrap();
+        KeyRecord {
+            id,
+            name: "ci".into(),
+            permission: Permission::admin(),
+            sealed_secret: if removed {
+                Vec::new()
+            } else {
+                keyring.sealer().seal(&env, &id, &secret)
+            },
+            created_ms: 1,
+            version: VersionId {
+                wall_ms: version_ms,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            removed,
+        }
+    }
+
+    /// A late, older record (a push of a change overtaken by a removal)
+    /// never brings a removed key back, in either order.
+    #[test]
+    fn the_newest_record_wins_whatever_order_they_arrive_in() {
+        let keyring = Keyring::new(&ClusterKey::from_bytes([4; 32]));
+        let (changed, removed) = (record(&keyring, 15, false), record(&keyring, 20, true));
+        let id = changed.id;
+        keyring.offer(std::slice::from_ref(&removed));
+        keyring.offer(std::slice::from_ref(&changed));
+        assert!(keyring.permission(&id).is_none());
+        assert!(keyring.client_psk(&id).unwrap_err().contains("removed"));
+        let other = Keyring::new(&ClusterKey::from_bytes([4; 32]));
+        other.offer(&[changed.clone(), removed.clone()]);
+        assert!(other.permission(&id).is_none());
+        assert_eq!(keyring.digest(), other.digest());
+        // Equal versions: the removal wins.
+        let tie = Keyring::new(&ClusterKey::from_bytes([4; 32]));
+        let live_at_20 = record(&tie, 20, false);
+        tie.offer(&[removed, live_at_20]);
+        assert!(tie.permission(&id).is_none());
     }
 }

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use super::{Cluster, ClusterError};
 use crate::keys::NodeId;
 use crate::keys::access::{AccessKeyId, Permission, SecretKey, validate_key_name};
-use crate::keys::credentials::ProvisionedKey;
-use crate::limits::ACCESS_KEY_RECORDS_MAX;
+use crate::keys::credentials::{Credentials, ProvisionedKey};
+use crate::limits::{ACCESS_KEY_RECORDS_MAX, ACCESS_KEYS_CREATED_MAX};
 use crate::meta::{KeyRecord, VersionId};
 use crate::peer::PeerIdentity;
 use crate::wire::{KeyInfo, Message};
@@ -35,7 +35,10 @@ impl Cluster {
             .blocking(move || index.keys())
             .await
             .map_err(|e| ClusterError::Local(e.to_string()))?;
-        self.keyring.absorb(&records);
+        // Key versions come from node clocks too: a change made here must
+        // sort after every one this node holds.
+        self.observe(records.iter().map(|k| k.version));
+        self.keyring.offer(&records);
         Ok(records.len())
     }
 
@@ -106,9 +109,9 @@ impl Cluster {
             .validate()
             .map_err(|e| ClusterError::Invalid(e.to_string()))?;
         let (records, live) = self.keyring.counts();
-        if records >= ACCESS_KEY_RECORDS_MAX {
+        if records >= ACCESS_KEYS_CREATED_MAX {
             return Err(ClusterError::Invalid(format!(
-                "the cluster has {records} key records ({live} keys in use, the rest removed); {ACCESS_KEY_RECORDS_MAX} is the most this version keeps"
+                "the cluster has {records} key records ({live} keys in use, the rest removed); {ACCESS_KEYS_CREATED_MAX} is the most this version creates"
             )));
         }
         self.check_quorum_reachable()?;
@@ -135,14 +138,16 @@ impl Cluster {
     /// Remove a key: a tombstone without its secret.
     pub async fn remove_key(self: &Arc<Self>, id: AccessKeyId) -> Result<KeyInfo, ClusterError> {
         let current = self.live_key(&id)?;
+        if self.keyring.is_last_admin(&id) {
+            return Err(ClusterError::Invalid(format!(
+                "access key {id} is the last admin key: create another admin key first"
+            )));
+        }
         self.check_quorum_reachable()?;
-        let removal = current.removal(self.next_vid()?);
-        self.commit_keys(vec![removal]).await?;
+        let removal = current.removal(self.version_after(&current.version)?);
+        let info = self.commit_key_change(removal).await?;
         tracing::info!(key = %id, name = %current.name, "access key removed");
-        Ok(self
-            .keyring
-            .info(&id)
-            .expect("a committed key is in the keyring"))
+        Ok(info)
     }
 
     /// Change a key's permission; its secret stays.
@@ -155,19 +160,65 @@ impl Cluster {
             .validate()
             .map_err(|e| ClusterError::Invalid(e.to_string()))?;
         let current = self.live_key(&id)?;
+        if !permission.is_admin() && self.keyring.is_last_admin(&id) {
+            return Err(ClusterError::Invalid(format!(
+                "access key {id} is the last admin key: create another admin key first"
+            )));
+        }
         self.check_quorum_reachable()?;
         let changed = KeyRecord {
             permission,
-            version: self.next_vid()?,
+            version: self.version_after(&current.version)?,
             ..current
         };
-        self.commit_keys(vec![changed]).await?;
-        let info = self
-            .keyring
-            .info(&id)
-            .expect("a committed key is in the keyring");
+        let info = self.commit_key_change(changed).await?;
         tracing::info!(key = %id, permission = %info.permission, "access key permission changed");
         Ok(info)
+    }
+
+    /// A version for a change of a record at `current`: this clock's next,
+    /// or, when the clock is behind the record (a restart with the clock set
+    /// back, a peer's clock ahead), the least version above it. A change
+    /// must win over what it changes, whatever the clocks say.
+    fn version_after(&self, current: &VersionId) -> Result<VersionId, ClusterError> {
+        let next = self.next_vid()?;
+        if next > *current {
+            return Ok(next);
+        }
+        let (wall_ms, counter) = match current.counter.checked_add(1) {
+            Some(counter) => (current.wall_ms, counter),
+            None => (
+                current.wall_ms.checked_add(1).ok_or_else(|| {
+                    ClusterError::Clock("a key's version is at the end of time".into())
+                })?,
+                0,
+            ),
+        };
+        Ok(VersionId {
+            wall_ms,
+            counter,
+            node: self.me,
+        })
+    }
+
+    /// Commit one key change and return the key as it now stands; an error
+    /// if the change did not win (a newer change of the key got there
+    /// first), rather than report a change that did not happen.
+    async fn commit_key_change(
+        self: &Arc<Self>,
+        change: KeyRecord,
+    ) -> Result<KeyInfo, ClusterError> {
+        let id = change.id;
+        self.commit_keys(vec![change.clone()]).await?;
+        match self.keyring.record(&id) {
+            Some(now) if now == change => Ok(self
+                .keyring
+                .info(&id)
+                .expect("a committed key is in the keyring")),
+            _ => Err(ClusterError::Invalid(format!(
+                "access key {id} was changed elsewhere at the same time; look at it (`key ls`) and try again"
+            ))),
+        }
     }
 
     fn live_key(&self, id: &AccessKeyId) -> Result<KeyRecord, ClusterError> {
@@ -209,26 +260,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// The first start of a new cluster's first node: an admin key, made
+    /// The first start of a new cluster's first node: its admin key, made
     /// durable here only (there is nobody else yet; anti-entropy hands it
     /// to every node that joins).
     pub async fn create_first_admin_key(
         &self,
-        name: String,
-    ) -> Result<(AccessKeyId, SecretKey), ClusterError> {
-        let id = AccessKeyId::generate(&self.env);
-        let secret = SecretKey::generate(&self.env);
+        credentials: &Credentials,
+    ) -> Result<(), ClusterError> {
         let record = KeyRecord {
-            id,
-            name,
+            id: credentials.id,
+            name: "admin".into(),
             permission: Permission::admin(),
-            sealed_secret: self.keyring.sealer().seal(&self.env, &id, &secret),
+            sealed_secret: self.keyring.sealer().seal(
+                &self.env,
+                &credentials.id,
+                &credentials.secret,
+            ),
             created_ms: self.env.clock.unix_ms(),
             version: self.next_vid()?,
             removed: false,
         };
         self.merge_keys_local(vec![record]).await?;
-        Ok((id, secret))
+        Ok(())
     }
 
     /// The answer to a peer's `FetchKeys`: every record, unless the digests

@@ -29,9 +29,10 @@ pub const SECRET_CHARS: usize = 40;
 /// A key's name (a label for people): at most this many bytes.
 pub const KEY_NAME_BYTES_MAX: usize = 64;
 /// Name prefixes one key may be limited to.
-pub const PREFIXES_MAX: usize = 16;
-/// Bytes of one prefix (a name is at most 1024).
-pub const PREFIX_BYTES_MAX: usize = 256;
+pub const PREFIXES_MAX: usize = 8;
+/// Bytes of one prefix. With [`PREFIXES_MAX`], a key record stays near
+/// 1 KiB, so all of a cluster's records fit in one frame.
+pub const PREFIX_BYTES_MAX: usize = 128;
 
 /// Key ids use the RFC 4648 base32 alphabet (upper case, no 0/1/8/9 to
 /// mistake for letters), as AWS's do.
@@ -52,9 +53,13 @@ pub enum AccessKeyError {
     #[error("a key name must be 1 to {KEY_NAME_BYTES_MAX} bytes of printable text")]
     BadName,
     #[error(
-        "a key may be limited to at most {PREFIXES_MAX} prefixes of 1 to {PREFIX_BYTES_MAX} bytes, without NUL"
+        "a key may be limited to at most {PREFIXES_MAX} prefixes of 1 to {PREFIX_BYTES_MAX} bytes, without control characters"
     )]
     BadPrefixes,
+    #[error(
+        "an admin key cannot be limited to prefixes: it manages every key, so it could give itself every name"
+    )]
+    AdminWithPrefixes,
     #[error(
         "the sealed secret of key {0} does not open (corrupt, or sealed under another cluster key)"
     )]
@@ -225,10 +230,14 @@ impl Permission {
     }
 
     pub fn validate(&self) -> Result<(), AccessKeyError> {
-        let bad_prefix =
-            |p: &String| p.is_empty() || p.len() > PREFIX_BYTES_MAX || p.contains('\0');
+        let bad_prefix = |p: &String| {
+            p.is_empty() || p.len() > PREFIX_BYTES_MAX || p.chars().any(char::is_control)
+        };
         if self.prefixes.len() > PREFIXES_MAX || self.prefixes.iter().any(bad_prefix) {
             return Err(AccessKeyError::BadPrefixes);
+        }
+        if self.access == Access::Admin && !self.prefixes.is_empty() {
+            return Err(AccessKeyError::AdminWithPrefixes);
         }
         Ok(())
     }
@@ -402,6 +411,16 @@ mod tests {
             prefixes: vec![String::new()],
         };
         assert!(empty.validate().is_err());
+        // An admin key manages keys: limited to a prefix, it could make
+        // itself an unlimited one.
+        let scoped_admin = Permission {
+            access: Access::Admin,
+            prefixes: vec!["team/".into()],
+        };
+        assert_eq!(
+            scoped_admin.validate(),
+            Err(AccessKeyError::AdminWithPrefixes)
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::backend::DiskBackend;
 use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
@@ -18,6 +18,10 @@ const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records_v2"
 /// The same keys, before access keys: postcard of [`LegacyRecord`] without
 /// a format byte. Migrated into [`RECORDS`] (and dropped) at open.
 const LEGACY_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// What the legacy table holds after a migration: a key no name makes
+/// (0xFF is never in UTF-8) and a value no older build decodes (a length
+/// varint that never ends).
+const UPGRADED_SENTINEL: (&[u8], &[u8]) = (b"\xffdfs: migrated to records_v2", &[0xFF; 12]);
 /// name -> VersionId::to_key() of its prune floor.
 const FLOORS: TableDefinition<&str, &[u8]> = TableDefinition::new("floors");
 /// Access key id -> [`KeyRecord::encode`].
@@ -212,22 +216,23 @@ impl VersionIndex {
     }
 
     /// An index written before access keys holds its records in the legacy
-    /// table: copy them into the current one (`by: None`) and drop it, in
-    /// the transaction that opens the index (a crash leaves either).
+    /// table: copy them into the current one (`by: None`), in the
+    /// transaction that opens the index (a crash leaves either layout
+    /// whole). The legacy table then holds only [`UPGRADED_SENTINEL`], in
+    /// every index this build opens, new ones too: an older build cannot
+    /// decode it, so rolled back by mistake it fails to list or collect
+    /// rather than find an empty index and let its garbage collector
+    /// delete every chunk.
     fn migrate_legacy_records(txn: &redb::WriteTransaction) -> Result<(), IndexError> {
-        let legacy = txn
-            .list_tables()
-            .map_err(storage)?
-            .any(|table| redb::TableHandle::name(&table) == "records");
-        if !legacy {
-            return Ok(());
-        }
         let mut migrated = 0usize;
         {
             let old = txn.open_table(LEGACY_RECORDS).map_err(storage)?;
             let mut new = txn.open_table(RECORDS).map_err(storage)?;
             for entry in old.iter().map_err(storage)? {
                 let (key, value) = entry.map_err(storage)?;
+                if key.value() == UPGRADED_SENTINEL.0 {
+                    continue;
+                }
                 let record: LegacyRecord = postcard::from_bytes(value.value())
                     .map_err(|e| IndexError::Corrupt(format!("a record of the old format: {e}")))?;
                 let record = VersionRecord::from(record);
@@ -236,11 +241,27 @@ impl VersionIndex {
                 migrated += 1;
             }
         }
+        let sentinel_only = {
+            let table = txn.open_table(LEGACY_RECORDS).map_err(storage)?;
+            table.len().map_err(storage)? == 1
+                && table.get(UPGRADED_SENTINEL.0).map_err(storage)?.is_some()
+        };
+        if sentinel_only {
+            return Ok(());
+        }
+        // A new index gets the sentinel too: an older build must not take
+        // it for an empty one either.
         txn.delete_table(LEGACY_RECORDS).map_err(storage)?;
-        tracing::info!(
-            migrated,
-            "version index: records moved to the format with access keys"
-        );
+        txn.open_table(LEGACY_RECORDS)
+            .map_err(storage)?
+            .insert(UPGRADED_SENTINEL.0, UPGRADED_SENTINEL.1)
+            .map_err(storage)?;
+        if migrated > 0 {
+            tracing::info!(
+                migrated,
+                "version index: records moved to the format with access keys (an older dfs cannot open this index)"
+            );
+        }
         Ok(())
     }
 
@@ -789,7 +810,8 @@ mod tests {
         assert_eq!(all, expected);
         assert!(all.iter().all(|r| r.by.is_none()));
         drop(index);
-        // The old table is gone, and a second open changes nothing.
+        // The old table holds only the sentinel, and a second open changes
+        // nothing.
         let index = VersionIndex::open(&tokio_env(), &path).unwrap();
         assert_eq!(index.all_records().unwrap().len(), 50);
         index
@@ -800,7 +822,34 @@ mod tests {
                     .map_err(storage)?
                     .map(|t| redb::TableHandle::name(&t).to_string())
                     .collect();
-                assert!(!names.contains(&"records".to_string()), "{names:?}");
+                assert!(names.contains(&"records".to_string()), "{names:?}");
+                // What an older build finds there: one entry it cannot
+                // decode (so it fails, rather than see an empty index).
+                let legacy = txn.open_table(LEGACY_RECORDS).map_err(storage)?;
+                let entries: Vec<_> = legacy
+                    .iter()
+                    .map_err(storage)?
+                    .map(|e| e.unwrap().1.value().to_vec())
+                    .collect();
+                assert_eq!(entries.len(), 1);
+                assert!(postcard::from_bytes::<LegacyRecord>(&entries[0]).is_err());
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// A new index carries the sentinel too: an older build opening it
+    /// fails instead of taking it for an empty index.
+    #[test]
+    fn a_new_index_is_unreadable_to_older_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+        index
+            .with_db(|db| {
+                let txn = db.begin_read().map_err(storage)?;
+                let legacy = txn.open_table(LEGACY_RECORDS).map_err(storage)?;
+                let value = legacy.get(UPGRADED_SENTINEL.0).map_err(storage)?.unwrap();
+                assert!(postcard::from_bytes::<LegacyRecord>(value.value()).is_err());
                 Ok(())
             })
             .unwrap();

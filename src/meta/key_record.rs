@@ -35,12 +35,15 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Whether `self` wins over `other` (a record of the same key). Equal
     /// versions come from one clock reading, so they are one change; should
-    /// two differ anyway (a bug), the greater encoding wins everywhere alike.
+    /// two differ anyway (a bug), a removal wins, then the greater encoding,
+    /// everywhere alike.
     pub fn supersedes(&self, other: &KeyRecord) -> bool {
         match self.version.cmp(&other.version) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => self.encode() > other.encode(),
+            std::cmp::Ordering::Equal => {
+                (self.removed, self.encode()) > (other.removed, other.encode())
+            }
         }
     }
 

@@ -599,8 +599,11 @@ impl Node {
 }
 
 /// Load the access keys this node holds, make sure the provisioned ones
-/// exist, and on the first start of a new cluster create an admin key and
-/// write it where the CLI on this machine finds it.
+/// exist, and on the first start of a new cluster (no `--bootstrap`, no key
+/// known) create an admin key and write it where the CLI on this machine
+/// finds it. The file is written first, and a start that finds one whose
+/// key the cluster does not know adopts it: a crash in between never leaves
+/// a key nobody holds.
 async fn set_up_keys(
     env: &Env,
     config: &NodeConfig,
@@ -617,29 +620,50 @@ async fn set_up_keys(
     if known > 0 || !config.bootstrap.is_empty() || !config.provisioned_keys.is_empty() {
         return Ok(());
     }
-    let exists = {
-        let (env, path) = (env.clone(), path.clone());
-        env.clone()
-            .blocking(move || env.disk.exists(&path))
-            .await
-            .map_err(|e| NodeError::Keys(e.to_string()))?
+    let blocking = |job: Box<dyn FnOnce() -> Result<Option<Credentials>, String> + Send>| {
+        env.clone().blocking(job)
     };
-    if exists {
-        return Ok(());
-    }
-    let (id, secret) = cluster
-        .create_first_admin_key("admin".into())
+    let existing = {
+        let (env, path) = (env.clone(), path.clone());
+        blocking(Box::new(move || {
+            if !env.disk.exists(&path).map_err(|e| e.to_string())? {
+                return Ok(None);
+            }
+            Credentials::load(&env, &path)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }))
+        .await
+        .map_err(NodeError::Keys)?
+    };
+    let (credentials, adopted) = match existing {
+        Some(credentials) => (credentials, true),
+        None => {
+            let credentials = Credentials {
+                id: crate::keys::AccessKeyId::generate(env),
+                secret: crate::keys::SecretKey::generate(env),
+            };
+            let (env, path, to_store) = (env.clone(), path.clone(), credentials.clone());
+            blocking(Box::new(move || {
+                to_store
+                    .store(&env, &path)
+                    .map(|()| None)
+                    .map_err(|e| e.to_string())
+            }))
+            .await
+            .map_err(NodeError::Keys)?;
+            (credentials, false)
+        }
+    };
+    cluster
+        .create_first_admin_key(&credentials)
         .await
         .map_err(keys)?;
-    let credentials = Credentials { id, secret };
-    {
-        let (env, path) = (env.clone(), path.clone());
-        env.clone()
-            .blocking(move || credentials.store(&env, &path))
-            .await
-            .map_err(|e| NodeError::Keys(e.to_string()))?;
+    if adopted {
+        tracing::info!(key = %credentials.id, file = %path.display(), "this node knows no access key: the admin key in its credentials file is the cluster's first");
+    } else {
+        tracing::info!(key = %credentials.id, file = %path.display(), "created the cluster's first admin access key; the CLI on this machine uses it (keep the file private; `dfs-node key create` makes more)");
     }
-    tracing::info!(key = %id, file = %path.display(), "created the cluster's first admin access key; the CLI on this machine uses it (keep the file private; `dfs-node key create` makes more)");
     Ok(())
 }
 

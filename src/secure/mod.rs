@@ -347,6 +347,13 @@ async fn run_initiator(
     let len = exchange.read(&mut noise).await?;
     let verdict: Verdict = decode_payload(&exchange.payload[..len])?;
     if let Verdict::Refused(reason) = verdict {
+        // Not authenticated yet (the psk is proven in the third message):
+        // shown as text, never as terminal control sequences.
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(300)
+            .collect();
         return Err(match credential {
             Credential::Client(credentials) => SecureError::AccessKeyRefused {
                 id: credentials.id,
