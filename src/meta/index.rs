@@ -65,6 +65,19 @@ fn name_range(name: &str) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// The least key above every key that starts with `prefix` (`None`: no
+/// such key, the range runs to the end).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// The inverse of [`record_key`].
 fn split_record_key(key: &[u8]) -> Option<(&str, VersionId)> {
     let split = key.len().checked_sub(VERSION_KEY_BYTES + 1)?;
@@ -455,12 +468,37 @@ impl VersionIndex {
     /// The current version of every name that is not deleted, by name, at
     /// most `limit` of them.
     pub fn list_current(&self, limit: usize) -> Result<Vec<VersionRecord>, IndexError> {
+        self.list_current_under("", None, limit)
+    }
+
+    /// [`VersionIndex::list_current`] of the names starting with `prefix`
+    /// and sorting after `start_after`: one range of the index, read from
+    /// its start, however many names lie outside it.
+    pub fn list_current_under(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, IndexError> {
+        // Keys are name ‖ 0 ‖ version: a name's records sort before any
+        // longer name's, so `after ‖ 1` is past every record of `after`.
+        let mut start = prefix.as_bytes().to_vec();
+        if let Some(after) = start_after.filter(|a| a.as_bytes() >= prefix.as_bytes()) {
+            start = after.as_bytes().to_vec();
+            start.push(1);
+        }
+        let end = prefix_end(prefix.as_bytes());
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
+            let range = match &end {
+                Some(end) => table.range(start.as_slice()..end.as_slice()),
+                None => table.range(start.as_slice()..),
+            }
+            .map_err(storage)?;
             let mut live = Vec::new();
             let mut last: Option<VersionRecord> = None;
-            for entry in table.iter().map_err(storage)? {
+            for entry in range {
                 let (_, value) = entry.map_err(storage)?;
                 let record = decode_record(value.value())?;
                 if let Some(previous) = last.take()
@@ -853,5 +891,62 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// Listing under a prefix reads only that range, after a start name,
+    /// and skips deleted names.
+    #[test]
+    fn listing_under_a_prefix_reads_its_range_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+        let record = |name: &str, wall_ms: u64, deleted: bool| VersionRecord {
+            name: name.into(),
+            vid: VersionId {
+                wall_ms,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            content: (!deleted).then_some(crate::cas::ContentId([1; 32])),
+            size: 1,
+            by: None,
+        };
+        let mut records = Vec::new();
+        for name in [
+            "a",
+            "team",
+            "team/a",
+            "team/b",
+            "team/c",
+            "teammates/x",
+            "z",
+        ] {
+            records.push(record(name, 10, false));
+        }
+        records.push(record("team/b", 20, true));
+        index.apply(&records).unwrap();
+        let names = |list: Vec<VersionRecord>| list.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(index.list_current_under("team/", None, 100).unwrap()),
+            ["team/a", "team/c"]
+        );
+        assert_eq!(
+            names(index.list_current_under("team", None, 100).unwrap()),
+            ["team", "team/a", "team/c", "teammates/x"]
+        );
+        assert_eq!(
+            names(
+                index
+                    .list_current_under("team/", Some("team/a"), 100)
+                    .unwrap()
+            ),
+            ["team/c"]
+        );
+        assert_eq!(
+            names(index.list_current_under("", Some("team/c"), 1).unwrap()),
+            ["teammates/x"]
+        );
+        assert_eq!(index.list_current(100).unwrap().len(), 6);
+        assert_eq!(prefix_end(&[0x61, 0xff]), Some(vec![0x62]));
+        assert_eq!(prefix_end(&[0xff]), None);
     }
 }

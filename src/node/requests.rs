@@ -618,21 +618,30 @@ impl Node {
         Ok(Message::PutDone { record })
     }
 
-    /// The current files the key may read. (A key limited to prefixes
-    /// filters the first names of the whole listing: with many files
-    /// outside its prefixes it may see a truncated listing; listing by
-    /// prefix comes with the S3 API.)
+    /// The current files the key may read: the whole index for a key
+    /// without prefixes, else the range of each prefix (so a key limited
+    /// to `team/` lists `team/` however many other names there are).
     async fn list(&self, permission: &Permission) -> Result<Message, Refusal> {
         let index = self.index.clone();
-        let mut records = self
+        let limit = crate::limits::RECORDS_PER_REPLY_MAX + 1;
+        let prefixes = if permission.prefixes.is_empty() {
+            vec![String::new()]
+        } else {
+            permission.prefixes.clone()
+        };
+        let listed = self
             .env
-            .blocking(move || index.list_current(crate::limits::RECORDS_PER_REPLY_MAX + 1))
+            .blocking(move || {
+                let mut by_name = std::collections::BTreeMap::new();
+                for prefix in &prefixes {
+                    for record in index.list_current_under(prefix, None, limit)? {
+                        by_name.insert(record.name.clone(), record);
+                    }
+                }
+                Ok::<_, IndexError>(by_name.into_values().take(limit).collect::<Vec<_>>())
+            })
             .await?;
-        let all = records.len();
-        records.retain(|r| permission.may_read(&r.name));
-        let filtered = records.len() < all;
-        let (records, truncated) = fit_in_frame(records);
-        let truncated = truncated || (filtered && all > crate::limits::RECORDS_PER_REPLY_MAX);
+        let (records, truncated) = fit_in_frame(listed);
         Ok(Message::Listing { records, truncated })
     }
 
