@@ -325,6 +325,22 @@ fn regression_forming_cluster_keeps_the_write_quorum() {
     );
 }
 
+/// Seed 62000482 (3 nodes, R = W = 1, members forgotten after 15 s) lost
+/// an acknowledged version: its manifest's only copy was on a node that,
+/// partitioned long enough to forget both other members, had "synced with
+/// every member" (none left) and collected it, while the record lived on
+/// the forgotten side. The collector now also needs complete passes with
+/// N - W members (N the largest cluster known), which meet every record.
+#[test]
+fn regression_gc_meets_every_record_after_members_are_forgotten() {
+    check_regression(
+        "replication_under_faults",
+        62000482,
+        &["gc_waits_for_enough_members_to_meet_every_record"],
+        replication::run,
+    );
+}
+
 /// When a regression seed drifts off its path, find seeds that take it:
 /// `SIM_MARK=<mark> SIM_SEEDS=200 SIM_SEED_BASE=<b> cargo test -p sim
 /// --release --test scenarios find_seeds_hitting_a_mark -- --ignored
