@@ -26,5 +26,6 @@ pub use hlc::Hlc;
 pub use index::{IndexError, MergeOutcome, VersionIndex};
 pub use key_record::{KEY_RECORD_FORMAT, KeyRecord};
 pub use record::{
-    Floor, NameError, RecordKey, VersionId, VersionRecord, VersionSelector, validate_name,
+    Floor, NameError, RECORD_FORMAT, RecordKey, VersionId, VersionRecord, VersionSelector,
+    validate_name,
 };
