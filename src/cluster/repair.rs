@@ -31,8 +31,9 @@
 //!   [`ChunkStore::take_put_again`](crate::store::ChunkStore::take_put_again));
 //!   and
 //! - a complete anti-entropy pass with *every* member, alive or not (and
-//!   with at least as many members as the largest cluster known, less this
-//!   node), started after that grace period ended and ended before the
+//!   with at least N - W members, N the largest cluster known, so that the
+//!   passes meet every record's W holders even when SWIM has forgotten
+//!   them), started after that grace period ended and ended before the
 //!   round read its records. A put commits within a grace period of
 //!   storing or keeping its blobs, or checks them again after
 //!   (`in_flight`), so such a pass brings its record here. And a version

@@ -230,21 +230,23 @@ impl Server {
         } else {
             config.replication.write_quorum
         };
-        let largest_cluster = recorded_cluster_size
-            .unwrap_or(1)
-            .max(persisted.len() + 1)
-            .max(joining);
         // The view is complete (for the garbage collector) once it holds
         // the members persisted last time, or without that list (lost, or
         // a first start) as many nodes as the largest cluster recorded.
         // (This node's own address in the list is an earlier identity of
-        // it, from before a lost disk: not another node.)
+        // it, from before a lost disk: not another node. Nor is a second
+        // identity at one address: the largest cluster counts addresses,
+        // or a replaced node would count twice, for good.)
         let persisted_nodes = persisted
             .iter()
             .filter(|addr| **addr != advertise)
             .collect::<std::collections::BTreeSet<_>>()
             .len()
             + 1;
+        let largest_cluster = recorded_cluster_size
+            .unwrap_or(1)
+            .max(persisted_nodes)
+            .max(joining);
         let expected = if persisted.is_empty() {
             recorded_cluster_size.unwrap_or(1)
         } else {

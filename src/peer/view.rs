@@ -87,16 +87,31 @@ impl MemberView {
     }
 
     /// The size of the largest cluster this node has been part of: never
-    /// less than the members it knows now (alive or not) plus itself, and
-    /// never shrinking, across restarts too (it is persisted). The write
-    /// quorum is W capped by this, so a node that has only ever been alone
-    /// can take writes, and a node that restarts cut off from its cluster,
-    /// or outlives the members it forgot, never counts a quorum below W.
+    /// less than the addresses of the members it knows now (alive or not)
+    /// plus itself, and never shrinking, across restarts too (it is
+    /// persisted). A node that has only ever been alone writes one copy,
+    /// any other W; and the garbage collector meets every record through
+    /// N - W members of it. Addresses, not identities, are counted: a node
+    /// that lost its disk and came back at its address under a new
+    /// identity is one node, also in the seconds both identities look
+    /// alive (counting two would hold the collector back for good).
     pub fn largest_cluster(&self) -> usize {
-        let known = self.nodes();
+        let known = self.addresses();
         self.largest_cluster
             .fetch_max(known, Ordering::Relaxed)
             .max(known)
+    }
+
+    /// The distinct addresses among the members this node knows, plus
+    /// itself.
+    fn addresses(&self) -> usize {
+        let members = self.members.lock().expect("member view poisoned");
+        members
+            .values()
+            .map(|(identity, _)| identity.addr.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            + 1
     }
 
     /// The nodes this node knows now, itself included, not counting an
@@ -194,5 +209,39 @@ impl MemberView {
     /// Members SWIM forgot (down for `forget_down_after`) since start.
     pub fn forgotten(&self) -> u64 {
         self.forgotten.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(node: u8, addr: &str, bump: u64) -> PeerIdentity {
+        PeerIdentity {
+            node: NodeId([node; 32]),
+            addr: addr.into(),
+            bump,
+        }
+    }
+
+    /// A node that lost its disk and rejoined at its address under a new
+    /// identity is one node: counted twice, even for the seconds both
+    /// identities look alive, the largest cluster would grow for good and
+    /// hold the garbage collector back (it needs N - W members).
+    #[test]
+    fn a_replaced_identity_at_one_address_counts_once() {
+        let view = MemberView::new(1);
+        let mut members = BTreeMap::new();
+        for (node, addr, bump) in [(1, "b:7400", 1), (2, "c:7400", 1), (3, "c:7400", 2)] {
+            let identity = identity(node, addr, bump);
+            members.insert(identity.node, (identity, MemberState::Alive));
+        }
+        view.replace(members);
+        assert_eq!(view.largest_cluster(), 3);
+        assert_eq!(
+            view.nodes(),
+            4,
+            "two alive identities at one address are two members"
+        );
     }
 }
