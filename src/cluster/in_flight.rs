@@ -50,6 +50,19 @@ pub struct PutBlobs {
 }
 
 impl PutBlobs {
+    /// The blob with the fewest holders, and how many (`None`: no blob).
+    pub(super) fn fewest_holders(&self) -> Option<(ChunkId, usize)> {
+        let mut counts: BTreeMap<ChunkId, usize> = self.blobs.iter().map(|id| (*id, 0)).collect();
+        for (_, ids) in self.holders.values() {
+            for id in ids.iter() {
+                if let Some(count) = counts.get_mut(id) {
+                    *count += 1;
+                }
+            }
+        }
+        counts.into_iter().min_by_key(|(_, count)| *count)
+    }
+
     /// Note where a blob of the put is stored.
     pub fn add(&mut self, id: ChunkId, stored: &Stored) {
         self.oldest_ms = Some(match self.oldest_ms {
@@ -119,6 +132,20 @@ impl Cluster {
             crate::marks::hit("put_kept_its_blobs_before_commit");
             self.keep_blobs(blobs).await?;
         }
+        // Blobs stored while this node was alone have one copy; if another
+        // node joined since, the version needs W copies of each.
+        let needed = self.quorum();
+        if let Some((id, copies)) = blobs.fewest_holders()
+            && copies < needed
+        {
+            crate::marks::hit("put_outgrown_by_its_cluster");
+            return Err(ClusterError::QuorumNotReached {
+                what: format!("blob {id}"),
+                acknowledged: copies,
+                needed,
+                detail: "stored before another node joined this one; put the file again".into(),
+            });
+        }
         self.commit(records, Vec::new()).await?;
         if blobs.age(self.elapsed_ms()) > grace {
             crate::marks::hit("put_checked_its_blobs_after_a_slow_commit");
@@ -185,5 +212,35 @@ impl Cluster {
             Message::BlobPresence { present } if present.len() == ids.len() => Ok(present),
             other => Err(format!("KeepBlobs answered with {}", other.kind())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(node: u8) -> PeerIdentity {
+        PeerIdentity {
+            node: NodeId([node; 32]),
+            addr: format!("n{node}:7400"),
+            bump: 1,
+        }
+    }
+
+    /// What a commit checks against W: the blob with the fewest holders.
+    #[test]
+    fn the_fewest_holders_of_any_blob_are_counted() {
+        let mut blobs = PutBlobs::default();
+        assert_eq!(blobs.fewest_holders(), None);
+        let (a, b) = (ChunkId([1; 32]), ChunkId([2; 32]));
+        let stored = |nodes: &[u8]| Stored {
+            holders: nodes.iter().map(|n| holder(*n)).collect(),
+            asked_at_ms: 0,
+        };
+        blobs.add(a, &stored(&[1, 2]));
+        blobs.add(b, &stored(&[1]));
+        assert_eq!(blobs.fewest_holders(), Some((b, 1)));
+        blobs.add(b, &stored(&[3]));
+        assert_eq!(blobs.fewest_holders().map(|(_, n)| n), Some(2));
     }
 }
