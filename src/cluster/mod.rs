@@ -182,6 +182,8 @@ pub struct Cluster {
     disk_writes: Arc<tokio::sync::Semaphore>,
     /// The access keys this node knows (see [`Keyring`]).
     pub keyring: Arc<Keyring>,
+    /// The last (members, needed) the GC was held back with, logged once.
+    gc_held_logged: AtomicU64,
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
     pub scrub: ScrubStatus,
@@ -214,6 +216,7 @@ impl Cluster {
                 crate::limits::DISK_WRITES_IN_FLIGHT,
             )),
             keyring,
+            gc_held_logged: AtomicU64::new(0),
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
             scrub: ScrubStatus::default(),

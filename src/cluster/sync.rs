@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{Cluster, ReplicationCounters};
 use crate::cas::ContentId;
@@ -249,9 +250,25 @@ impl Cluster {
         let others = members.iter().filter(|m| qualifies(&m.node_id)).count();
         if others < others_needed {
             crate::marks::hit("gc_waits_for_enough_members_to_meet_every_record");
+            self.note_gc_held(others, others_needed);
             return false;
         }
         true
+    }
+
+    /// Say (once per change) that garbage collection waits for members it
+    /// cannot reach: silent, it would look like a disk filling for no
+    /// reason.
+    fn note_gc_held(&self, members: usize, needed: usize) {
+        let key = ((members as u64) << 32) | needed as u64;
+        if self.gc_held_logged.swap(key, Ordering::Relaxed) != key {
+            tracing::warn!(
+                members,
+                needed,
+                largest_cluster = self.members.largest_cluster(),
+                "garbage collection waits: it must compare indexes with {needed} members to meet every version's holders and knows {members}; it resumes when they are reachable (after removing nodes for good, lower cluster_size in the data dir)"
+            );
+        }
     }
 
     /// One anti-entropy round with `peer`, comparing the keys after `after`
