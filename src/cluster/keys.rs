@@ -63,7 +63,6 @@ impl Cluster {
     async fn commit_keys(self: &Arc<Self>, keys: Vec<KeyRecord>) -> Result<(), ClusterError> {
         let needed = self.quorum();
         self.merge_keys_local(keys.clone()).await?;
-        let mut acknowledged = 1;
         let mut pushes = JoinSet::new();
         for peer in self.members.alive() {
             let cluster = self.clone();
@@ -77,16 +76,7 @@ impl Cluster {
                 }
             });
         }
-        let mut failures = Vec::new();
-        while acknowledged < needed {
-            match pushes.join_next().await {
-                Some(Ok(Ok(()))) => acknowledged += 1,
-                Some(Ok(Err(error))) => failures.push(error),
-                Some(Err(error)) => failures.push(format!("a push task failed: {error}")),
-                None => break,
-            }
-        }
-        pushes.detach_all();
+        let (acknowledged, failures) = super::records::until_quorum(pushes, 1, needed).await;
         if acknowledged < needed {
             return Err(ClusterError::QuorumNotReached {
                 what: format!("the change of access key {}", keys[0].id),

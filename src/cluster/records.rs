@@ -97,7 +97,6 @@ impl Cluster {
         if let Some(key) = local.below_floor.first() {
             return Err(ClusterError::Pruned(key.name.clone(), key.vid.to_string()));
         }
-        let mut acknowledged = 1;
         let mut pushes = JoinSet::new();
         for peer in self.members.alive() {
             let cluster = self.clone();
@@ -107,17 +106,7 @@ impl Cluster {
             };
             pushes.spawn(async move { cluster.push_to(peer, message).await });
         }
-        let mut failures = Vec::new();
-        while acknowledged < needed {
-            match pushes.join_next().await {
-                Some(Ok(Ok(()))) => acknowledged += 1,
-                Some(Ok(Err(error))) => failures.push(error),
-                Some(Err(error)) => failures.push(format!("a push task failed: {error}")),
-                None => break,
-            }
-        }
-        // The rest finish on their own; detach them rather than abort.
-        pushes.detach_all();
+        let (acknowledged, failures) = until_quorum(pushes, 1, needed).await;
         if acknowledged < needed {
             let what = match records.first() {
                 Some(record) => format!("version {} of {}", record.vid, record.name),
@@ -231,4 +220,27 @@ impl Cluster {
         }
         Ok(best)
     }
+}
+
+/// Wait for pushes until `needed` acknowledgements (counting the
+/// `acknowledged` already had, this node's own) or until none is left;
+/// returns the count and the failures seen. The pushes still running
+/// finish on their own (detached, not aborted): the write reaches every
+/// node it can.
+pub(super) async fn until_quorum(
+    mut pushes: JoinSet<Result<(), String>>,
+    mut acknowledged: usize,
+    needed: usize,
+) -> (usize, Vec<String>) {
+    let mut failures = Vec::new();
+    while acknowledged < needed {
+        match pushes.join_next().await {
+            Some(Ok(Ok(()))) => acknowledged += 1,
+            Some(Ok(Err(error))) => failures.push(error),
+            Some(Err(error)) => failures.push(format!("a push task failed: {error}")),
+            None => break,
+        }
+    }
+    pushes.detach_all();
+    (acknowledged, failures)
 }
