@@ -227,6 +227,8 @@ async fn records_from_beyond_the_clock_offset_are_refused() {
         content: None,
         size: 0,
         by: None,
+        etag: None,
+        null_version: false,
     };
     let far = record("far", offset_ms + 60_000);
     let near = record("near", offset_ms / 2);

@@ -197,6 +197,8 @@ mod tests {
             content,
             size: 0,
             by: None,
+            etag: None,
+            null_version: false,
         }
     }
 

@@ -20,11 +20,71 @@ pub struct ChunkRef {
 /// zero byte (size 0) is exactly `[0, 0]` (no chunks), so `0 ‖ f` with
 /// `f >= 1` can never be one; a later format starts `0 ‖ f ‖ ...`, and this
 /// build refuses it by name ([`ManifestError::NewerFormat`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Format 2 (`0 ‖ 2 ‖ postcard`) adds [`Attributes`]: what a version was put
+/// with beside its bytes (an S3 object's Content-Type and `x-amz-meta-*`).
+/// A manifest without attributes is still written as format 1, so a file's
+/// content id does not change with the protocol it was put through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Manifest {
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
+    pub attributes: Attributes,
+}
+
+/// Named values kept with a version's content, sorted by name, each name
+/// once (so that equal attributes encode, and address, alike).
+pub type Attributes = Vec<(String, String)>;
+
+/// Most attributes a manifest keeps, and their total bytes (S3 allows 2 KiB
+/// of user metadata; the standard headers come on top).
+pub const ATTRIBUTES_MAX: usize = 64;
+pub const ATTRIBUTE_BYTES_MAX: usize = 8192;
+
+/// Format 1's layout.
+#[derive(Serialize, Deserialize)]
+struct ManifestV1 {
+    size: u64,
+    chunks: Vec<ChunkRef>,
+}
+
+/// Format 2's layout (after the `0 ‖ 2` marker).
+#[derive(Serialize, Deserialize)]
+struct ManifestV2 {
+    size: u64,
+    chunks: Vec<ChunkRef>,
+    attributes: Attributes,
+}
+
+/// The first two bytes of a format-2 manifest.
+const FORMAT_2_MARKER: [u8; 2] = [0, 2];
+
+/// Whether `attributes` are sorted, unique, within the bounds, and free of
+/// control characters (they become HTTP headers).
+pub fn check_attributes(attributes: &Attributes) -> Result<(), ManifestError> {
+    if attributes.len() > ATTRIBUTES_MAX {
+        return Err(ManifestError::Attributes("too many"));
+    }
+    let bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > ATTRIBUTE_BYTES_MAX {
+        return Err(ManifestError::Attributes("too large"));
+    }
+    if attributes.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
+        return Err(ManifestError::Attributes(
+            "not sorted by name, or a name twice",
+        ));
+    }
+    let clean = |text: &str| !text.chars().any(char::is_control);
+    if attributes
+        .iter()
+        .any(|(k, v)| k.is_empty() || !clean(k) || !clean(v))
+    {
+        return Err(ManifestError::Attributes(
+            "an empty name or a control character",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +99,8 @@ pub enum ManifestError {
     TooManyChunks,
     #[error("manifest format {0} is newer than this build reads")]
     NewerFormat(u8),
+    #[error("manifest attributes are invalid: {0}")]
+    Attributes(&'static str),
 }
 
 impl Manifest {
@@ -60,7 +122,32 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("a manifest always serializes")
+        if self.attributes.is_empty() {
+            return postcard::to_stdvec(&ManifestV1 {
+                size: self.size,
+                chunks: self.chunks.clone(),
+            })
+            .expect("a manifest always serializes");
+        }
+        let mut bytes = FORMAT_2_MARKER.to_vec();
+        postcard::to_io(
+            &ManifestV2 {
+                size: self.size,
+                chunks: self.chunks.clone(),
+                attributes: self.attributes.clone(),
+            },
+            &mut bytes,
+        )
+        .expect("a manifest always serializes");
+        bytes
+    }
+
+    /// The value of attribute `name`.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|at| self.attributes[at].1.as_str())
     }
 
     pub fn content_id(&self) -> ContentId {
@@ -74,26 +161,30 @@ impl Manifest {
         if bytes.len() > MANIFEST_BYTES_MAX {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
-        if let [0, format, ..] = bytes
-            && *format >= 1
-        {
-            return Err(ManifestError::NewerFormat(*format));
-        }
-        let (manifest, rest): (Manifest, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| ManifestError::Undecodable(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(ManifestError::Inconsistent(
-                "trailing bytes after the manifest",
-            ));
-        }
-        // Overlong varints are the only second spelling postcard accepts;
-        // refusing them keeps one encoding per manifest (see wire::codec).
-        let canonical =
-            postcard::serialize_with_flavor(&manifest, postcard::ser_flavors::Size::default())
-                .map_err(|e| ManifestError::Undecodable(e.to_string()))?;
-        if canonical != bytes.len() {
-            return Err(ManifestError::Inconsistent("overlong integer encoding"));
-        }
+        let manifest = match bytes {
+            [0, 2, rest @ ..] => {
+                let v2: ManifestV2 = decode_exactly(rest)?;
+                if v2.attributes.is_empty() {
+                    // Format 1 spells this manifest: one encoding each.
+                    return Err(ManifestError::Inconsistent("format 2 without attributes"));
+                }
+                check_attributes(&v2.attributes)?;
+                Manifest {
+                    size: v2.size,
+                    chunks: v2.chunks,
+                    attributes: v2.attributes,
+                }
+            }
+            [0, format, ..] if *format >= 1 => return Err(ManifestError::NewerFormat(*format)),
+            _ => {
+                let v1: ManifestV1 = decode_exactly(bytes)?;
+                Manifest {
+                    size: v1.size,
+                    chunks: v1.chunks,
+                    attributes: Attributes::new(),
+                }
+            }
+        };
         if manifest.chunks.len() > MANIFEST_CHUNKS_MAX {
             return Err(ManifestError::TooManyChunks);
         }
@@ -115,6 +206,27 @@ impl Manifest {
     }
 }
 
+/// Decode `bytes` as exactly one `T`: no trailing bytes, and no overlong
+/// varint (the only second spelling postcard accepts; refusing it keeps one
+/// encoding per manifest, see wire::codec).
+fn decode_exactly<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ManifestError> {
+    let (value, rest): (T, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| ManifestError::Undecodable(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ManifestError::Inconsistent(
+            "trailing bytes after the manifest",
+        ));
+    }
+    let canonical = postcard::serialize_with_flavor(&value, postcard::ser_flavors::Size::default())
+        .map_err(|e| ManifestError::Undecodable(e.to_string()))?;
+    if canonical != bytes.len() {
+        return Err(ManifestError::Inconsistent("overlong integer encoding"));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,9 +244,47 @@ mod tests {
             Ok(Manifest::default())
         );
         assert_eq!(
-            Manifest::decode(&[0, 2, 0xAA]),
-            Err(ManifestError::NewerFormat(2))
+            Manifest::decode(&[0, 3, 0xAA]),
+            Err(ManifestError::NewerFormat(3))
         );
+    }
+
+    /// Attributes make a format-2 manifest, which round-trips; without
+    /// them the bytes (and the content id) are format 1's.
+    #[test]
+    fn attributes_are_kept_in_format_2_only() {
+        let mut plain = Manifest::default();
+        plain.push(ChunkId([0x11; 32]), 100).unwrap();
+        let mut typed = plain.clone();
+        typed.attributes = vec![
+            ("content-type".into(), "text/plain".into()),
+            ("x-amz-meta-owner".into(), "Zoë".into()),
+        ];
+        let bytes = typed.encode();
+        assert_eq!(bytes[..2], [0, 2]);
+        insta::assert_snapshot!(hex::encode(&bytes));
+        assert_eq!(Manifest::decode(&bytes), Ok(typed.clone()));
+        assert_eq!(typed.attribute("content-type"), Some("text/plain"));
+        assert_ne!(plain.content_id(), typed.content_id());
+        assert_ne!(plain.encode()[..2], [0, 2]);
+        // One spelling each: format 2 without attributes, and unsorted
+        // attributes, are refused.
+        let mut empty_v2 = vec![0, 2];
+        postcard::to_io(
+            &ManifestV2 {
+                size: 100,
+                chunks: plain.chunks.clone(),
+                attributes: Vec::new(),
+            },
+            &mut empty_v2,
+        )
+        .unwrap();
+        assert!(Manifest::decode(&empty_v2).is_err());
+        typed.attributes.reverse();
+        assert!(matches!(
+            Manifest::decode(&typed.encode()),
+            Err(ManifestError::Attributes(_))
+        ));
     }
 
     fn arbitrary_manifest() -> impl Strategy<Value = Manifest> {

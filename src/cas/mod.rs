@@ -13,4 +13,7 @@ mod manifest;
 
 pub use chunker::Chunker;
 pub use ids::{ChunkId, ContentId, IdParseError, sha256};
-pub use manifest::{ChunkRef, Manifest, ManifestError};
+pub use manifest::{
+    ATTRIBUTE_BYTES_MAX, ATTRIBUTES_MAX, Attributes, ChunkRef, Manifest, ManifestError,
+    check_attributes,
+};

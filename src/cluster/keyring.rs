@@ -10,7 +10,7 @@ use std::sync::RwLock;
 
 use sha2::{Digest, Sha256};
 
-use crate::keys::access::{AccessKeyId, Permission, SecretSealer};
+use crate::keys::access::{AccessKeyId, Permission, SecretKey, SecretSealer};
 use crate::keys::{ClusterKey, KEY_BYTES};
 use crate::meta::KeyRecord;
 use crate::secure::{Authority, node_psk};
@@ -47,6 +47,14 @@ impl Keyring {
 
     pub fn sealer(&self) -> &SecretSealer {
         &self.sealer
+    }
+
+    /// The secret of a live key, for protocols that sign requests with it
+    /// (S3's SigV4) rather than handshake with a psk derived from it.
+    pub fn secret(&self, id: &AccessKeyId) -> Option<SecretKey> {
+        let keys = self.keys.read().expect("keyring poisoned");
+        let entry = keys.get(id).filter(|e| e.psk.is_some())?;
+        self.sealer.open(id, &entry.record.sealed_secret).ok()
     }
 
     /// Take in records where they win over what this keyring holds (last

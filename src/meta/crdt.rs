@@ -104,6 +104,8 @@ mod tests {
                 content: content.map(|c| ContentId([c; 32])),
                 size,
                 by: None,
+                etag: None,
+                null_version: false,
             },
         );
         let floors = prop::collection::vec((0u8..3, prop::option::of((0u64..6, 0u8..2))), 0..3);
@@ -168,6 +170,8 @@ mod tests {
             content: Some(ContentId([1; 32])),
             size: 3,
             by: None,
+            etag: None,
+            null_version: false,
         };
         let rm = VersionRecord {
             name: "a".into(),
@@ -175,6 +179,8 @@ mod tests {
             content: None,
             size: 0,
             by: None,
+            etag: None,
+            null_version: false,
         };
         assert!(history.insert(rm.clone()));
         assert!(history.insert(put.clone()));

@@ -107,6 +107,17 @@ pub struct MergeOutcome {
     pub below_floor: Vec<RecordKey>,
 }
 
+/// Where a listing starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom {
+    /// At the prefix.
+    Start,
+    /// After this name.
+    After(String),
+    /// After every name that starts with this.
+    PastPrefix(String),
+}
+
 /// The persisted version index. Every mutation is one redb transaction,
 /// committed durably (fsync) before the method returns.
 #[derive(Debug)]
@@ -480,14 +491,39 @@ impl VersionIndex {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, IndexError> {
+        let from = start_after.map_or(ListFrom::Start, |after| ListFrom::After(after.into()));
+        self.list_current_from(prefix, &from, limit)
+    }
+
+    /// As [`VersionIndex::list_current_under`], from any [`ListFrom`]
+    /// (S3 listings skip a whole common prefix at once).
+    pub fn list_current_from(
+        &self,
+        prefix: &str,
+        from: &ListFrom,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, IndexError> {
         // Keys are name ‖ 0 ‖ version: a name's records sort before any
         // longer name's, so `after ‖ 1` is past every record of `after`.
         let mut start = prefix.as_bytes().to_vec();
-        if let Some(after) = start_after.filter(|a| a.as_bytes() >= prefix.as_bytes()) {
-            start = after.as_bytes().to_vec();
-            start.push(1);
+        match from {
+            ListFrom::Start => {}
+            ListFrom::After(after) => {
+                if after.as_bytes() >= prefix.as_bytes() {
+                    start = after.as_bytes().to_vec();
+                    start.push(1);
+                }
+            }
+            ListFrom::PastPrefix(skipped) => match prefix_end(skipped.as_bytes()) {
+                Some(past) if past.as_slice() > prefix.as_bytes() => start = past,
+                Some(_) => {}
+                None => return Ok(Vec::new()),
+            },
         }
         let end = prefix_end(prefix.as_bytes());
+        if end.as_ref().is_some_and(|end| start >= *end) {
+            return Ok(Vec::new());
+        }
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
@@ -725,6 +761,8 @@ mod tests {
             content: None,
             size: 0,
             by: None,
+            etag: None,
+            null_version: false,
         };
         index.apply(std::slice::from_ref(&record)).unwrap();
         assert_eq!(index.current("a").unwrap(), Some(record));
@@ -909,6 +947,8 @@ mod tests {
             content: (!deleted).then_some(crate::cas::ContentId([1; 32])),
             size: 1,
             by: None,
+            etag: None,
+            null_version: false,
         };
         let mut records = Vec::new();
         for name in [
@@ -946,6 +986,21 @@ mod tests {
             ["teammates/x"]
         );
         assert_eq!(index.list_current(100).unwrap().len(), 6);
+        // A listing can skip every name under a prefix at once.
+        let past = |prefix: &str, skipped: &str| {
+            names(
+                index
+                    .list_current_from(prefix, &ListFrom::PastPrefix(skipped.into()), 100)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(past("", "team/"), ["teammates/x", "z"]);
+        assert_eq!(past("team", "team/"), ["teammates/x"]);
+        assert_eq!(past("team/", "t"), Vec::<String>::new());
+        assert_eq!(
+            past("", "a"),
+            ["team", "team/a", "team/c", "teammates/x", "z"]
+        );
         assert_eq!(prefix_end(&[0x61, 0xff]), Some(vec![0x62]));
         assert_eq!(prefix_end(&[0xff]), None);
     }

@@ -23,9 +23,9 @@ mod record;
 
 pub use crdt::{History, IndexState};
 pub use hlc::Hlc;
-pub use index::{IndexError, MergeOutcome, VersionIndex};
+pub use index::{IndexError, ListFrom, MergeOutcome, VersionIndex};
 pub use key_record::{KEY_RECORD_FORMAT, KeyRecord};
 pub use record::{
-    Floor, NameError, RECORD_FORMAT, RecordKey, VersionId, VersionRecord, VersionSelector,
+    Etag, Floor, NameError, RECORD_FORMAT, RecordKey, VersionId, VersionRecord, VersionSelector,
     validate_name,
 };

@@ -107,9 +107,9 @@ impl FromStr for VersionSelector {
 }
 
 /// One version of a name. `content: None` is a tombstone (the name was
-/// removed at this version). The node that created it is `vid.node`; the
-/// access key that asked for it is `by` (`None` for versions written
-/// before access keys existed).
+/// removed at this version; S3 calls it a delete marker). The node that
+/// created it is `vid.node`; the access key that asked for it is `by`
+/// (`None` for versions written before access keys existed).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VersionRecord {
@@ -118,10 +118,40 @@ pub struct VersionRecord {
     pub content: Option<ContentId>,
     pub size: u64,
     pub by: Option<AccessKeyId>,
+    /// The MD5 the content was put with (S3's ETag); `None` for versions
+    /// put without one (the native protocol, and records before format 3).
+    /// Kept in the record because a listing shows it for every name.
+    pub etag: Option<Etag>,
+    /// Written while its bucket was not versioning: S3's "null" version,
+    /// which the next such write replaces.
+    pub null_version: bool,
 }
 
-/// The format byte in front of every record the index stores.
-pub const RECORD_FORMAT: u8 = 2;
+/// An S3 entity tag: the MD5 of the body, or for a multipart upload the
+/// MD5 of its parts' MD5s and the number of parts (shown `"hex-N"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Etag {
+    pub md5: [u8; 16],
+    /// 0 for a single-part object.
+    pub parts: u32,
+}
+
+impl fmt::Display for Etag {
+    /// The form S3 shows (without the quotes HTTP adds).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", hex::encode(self.md5))?;
+        if self.parts > 0 {
+            write!(f, "-{}", self.parts)?;
+        }
+        Ok(())
+    }
+}
+
+/// The format byte in front of every record the index stores. Format 3
+/// added `etag` and `null_version`; format 2 records (access keys, before
+/// S3) are still read, as written, and never rewritten.
+pub const RECORD_FORMAT: u8 = 3;
 
 impl VersionRecord {
     /// The bytes the index stores: [`RECORD_FORMAT`], then postcard.
@@ -131,13 +161,38 @@ impl VersionRecord {
         bytes
     }
 
-    /// The inverse of [`VersionRecord::encode_stored`], refusing other
-    /// formats and trailing bytes.
+    /// The inverse of [`VersionRecord::encode_stored`] (and of format 2),
+    /// refusing other formats and trailing bytes.
     pub fn decode_stored(bytes: &[u8]) -> Result<Self, String> {
         match bytes.split_first() {
             Some((&RECORD_FORMAT, rest)) => crate::wire::decode_canonical(rest),
+            Some((2, rest)) => crate::wire::decode_canonical::<RecordV2>(rest).map(Self::from),
             Some((format, _)) => Err(format!("unknown record format {format}")),
             None => Err("an empty record".into()),
+        }
+    }
+}
+
+/// A record as format 2 stored it (before S3: no `etag`, no `null_version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RecordV2 {
+    name: String,
+    vid: VersionId,
+    content: Option<ContentId>,
+    size: u64,
+    by: Option<AccessKeyId>,
+}
+
+impl From<RecordV2> for VersionRecord {
+    fn from(old: RecordV2) -> Self {
+        VersionRecord {
+            name: old.name,
+            vid: old.vid,
+            content: old.content,
+            size: old.size,
+            by: old.by,
+            etag: None,
+            null_version: false,
         }
     }
 }
@@ -160,6 +215,8 @@ impl From<LegacyRecord> for VersionRecord {
             content: old.content,
             size: old.size,
             by: None,
+            etag: None,
+            null_version: false,
         }
     }
 }
@@ -277,7 +334,38 @@ mod tests {
             content: Some(ContentId([0x5c; 32])),
             size: 123_456,
             by: Some(AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap()),
+            etag: Some(Etag {
+                md5: [0x9e; 16],
+                parts: 0,
+            }),
+            null_version: true,
         }
+    }
+
+    /// Records written by format 2 (before S3) still read, as they were.
+    #[test]
+    fn format_2_records_still_read() {
+        let stored = hex::decode("020e7265706f7274732f71332e706466fbd8c1a28c3404abababababababababababababababababababababababababababababababab015c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5cc0c407014446534142434445464748494a4b4c4d4e4f5051").unwrap();
+        let record = VersionRecord::decode_stored(&stored).unwrap();
+        assert_eq!(
+            record,
+            VersionRecord {
+                etag: None,
+                null_version: false,
+                ..sample()
+            }
+        );
+    }
+
+    #[test]
+    fn etags_show_as_s3_does() {
+        let single = Etag {
+            md5: [0xab; 16],
+            parts: 0,
+        };
+        assert_eq!(single.to_string(), "ab".repeat(16));
+        let multipart = Etag { parts: 3, ..single };
+        assert_eq!(multipart.to_string(), format!("{}-3", "ab".repeat(16)));
     }
 
     /// The stored layout is a promise to every data dir written so far.

@@ -38,6 +38,7 @@ use crate::store::{ChunkStore, StoreError};
 use crate::wire::Message;
 
 mod admission;
+pub mod ops;
 mod requests;
 
 /// What a node needs to start.

@@ -1,81 +1,25 @@
-//! The client requests a node serves: put, get, remove, list, versions,
-//! status. Each answers with its reply message or a [`Refusal`], which the
-//! connection turns into `Message::Error` and survives.
+//! The native protocol's frontend: a client's request over Noise in, an
+//! operation of [`ops`](super::ops), its answer out. Each request answers
+//! with its reply message or an [`OpError`], which the connection turns
+//! into `Message::Error` and survives.
 
-use std::collections::VecDeque;
+use bytes::Bytes;
 
-use tokio_util::task::AbortOnDropHandle;
-
-use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
-use crate::cluster::{ClusterError, PutBlobs, Stored};
+use super::ops::{Body, OpError, PutError, PutOptions, VersionPick};
 use crate::keys::{AccessKeyId, Permission};
-use crate::limits::{FRAME_BYTES_MAX, GET_CHUNKS_PREFETCH, PUT_CHUNKS_IN_FLIGHT};
-use crate::meta::{Floor, IndexError, VersionRecord, VersionSelector, validate_name};
+use crate::limits::FRAME_BYTES_MAX;
+use crate::meta::{IndexError, VersionRecord};
 use crate::secure::{SecureError, SecureStream};
-use crate::store::StoreError;
 use crate::wire::{
-    Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport,
+    Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport, WireError,
 };
 
 use super::Node;
 
-/// A failed request: what the client is told.
-struct Refusal {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<StoreError> for Refusal {
-    fn from(error: StoreError) -> Self {
-        let code = match &error {
-            StoreError::NotFound(_) => ErrorCode::NotFound,
-            StoreError::Corrupt(_) => ErrorCode::Corrupt,
-            StoreError::DiskFull { .. } => ErrorCode::DiskFull,
-            StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
-            StoreError::Io { .. } => ErrorCode::Internal,
-            StoreError::Busy(_) => ErrorCode::Unavailable,
-        };
-        tracing::warn!(%error, "request failed in the chunk store");
-        Refusal::new(code, error.to_string())
-    }
-}
-
-impl From<ClusterError> for Refusal {
-    fn from(error: ClusterError) -> Self {
-        let code = match &error {
-            ClusterError::TooFewNodes { .. }
-            | ClusterError::QuorumNotReached { .. }
-            | ClusterError::Pruned(..) => ErrorCode::Unavailable,
-            ClusterError::NotFound(_) => ErrorCode::NotFound,
-            ClusterError::Corrupt(_) => ErrorCode::Corrupt,
-            ClusterError::Invalid(_) => ErrorCode::InvalidRequest,
-            ClusterError::Local(_) | ClusterError::Clock(_) => ErrorCode::Internal,
-        };
-        tracing::warn!(%error, "request failed");
-        Refusal::new(code, error.to_string())
-    }
-}
-
-impl From<IndexError> for Refusal {
-    fn from(error: IndexError) -> Self {
-        tracing::error!(%error, "request failed in the version index");
-        Refusal::new(ErrorCode::Internal, error.to_string())
-    }
-}
-
 /// Whether `permission` allows `request`; the refusal says what is missing.
-fn authorize(permission: &Permission, request: &Message) -> Result<(), Refusal> {
+fn authorize(permission: &Permission, request: &Message) -> Result<(), OpError> {
     let forbidden = |what: String| {
-        Err(Refusal::new(
+        Err(OpError::new(
             ErrorCode::Forbidden,
             format!("this access key ({permission}) may not {what}"),
         ))
@@ -160,21 +104,38 @@ impl Node {
             return Ok(true);
         }
         let reply = match request.message {
-            Message::PutStart { name } => self.put(stream, id, name, *key).await?,
+            Message::PutStart { name } => match self.put_frames(stream, id, name, *key).await? {
+                Ok(record) => Ok(Message::PutDone { record }),
+                Err(refusal) => Err(refusal),
+            },
             Message::Get {
                 target,
                 version,
                 quorum,
-            } => match self.get(stream, id, target, version, quorum).await? {
-                Ok(()) => return Ok(true),
+            } => match self.open(target, version.into(), quorum).await {
+                Ok(reader) => {
+                    self.send_object(stream, id, reader).await?;
+                    return Ok(true);
+                }
                 Err(refusal) => Err(refusal),
             },
-            Message::Remove { name } => self.remove(name, *key).await,
+            Message::Remove { name } => self.remove_current(name, *key).await,
             Message::List => self.list(&permission).await,
             Message::Versions { name } => self.versions(name).await,
             Message::Status => Ok(Message::StatusReply(self.status())),
-            Message::Prune { name, keep } => self.prune(name, keep).await,
-            Message::Restore { name, version } => self.restore(name, version, *key).await,
+            Message::Prune { name, keep } => self
+                .prune(name, keep)
+                .await
+                .map(|(floor, removed)| Message::Pruned { floor, removed }),
+            Message::Restore { name, version } => {
+                match self.resolve(&name, &VersionPick::Matching(version)).await {
+                    Ok(old) => self
+                        .reuse_content(name, &old, *key, false)
+                        .await
+                        .map(|record| Message::PutDone { record }),
+                    Err(refusal) => Err(refusal),
+                }
+            }
             Message::KeyCreate { name, permission } => {
                 match self.cluster.create_key(name, permission).await {
                     Ok((key, secret)) => Ok(Message::KeyCreated {
@@ -192,7 +153,7 @@ impl Node {
                 .remove_key(target)
                 .await
                 .map(|key| Message::KeyChanged { key })
-                .map_err(Refusal::from),
+                .map_err(OpError::from),
             Message::KeySetPermission {
                 id: target,
                 permission,
@@ -201,11 +162,11 @@ impl Node {
                 .set_key_permission(target, permission)
                 .await
                 .map(|key| Message::KeyChanged { key })
-                .map_err(Refusal::from),
-            other => Err(Refusal::new(
-                ErrorCode::InvalidRequest,
-                format!("{} is not a request", other.kind()),
-            )),
+                .map_err(OpError::from),
+            other => Err(OpError::invalid(format!(
+                "{} is not a request",
+                other.kind()
+            ))),
         };
         let message = reply.unwrap_or_else(|refusal| Message::Error {
             code: refusal.code,
@@ -222,283 +183,71 @@ impl Node {
 
     /// Read a refused put's frames up to its `PutFinish`.
     async fn drain_put(&self, stream: &mut SecureStream, id: u64) -> Result<(), SecureError> {
+        let mut body = FrameBody::new(stream, id);
         loop {
-            let envelope = stream.expect().await?;
-            if envelope.request_id != id {
-                return Err(SecureError::Wire(crate::wire::WireError::Undecodable(
-                    "frame of another request during a put".into(),
-                )));
-            }
-            match envelope.message {
-                Message::PutData { .. } => continue,
-                _ => return Ok(()),
+            match body.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(FrameError::Unexpected(_)) => return Ok(()),
+                Err(FrameError::Connection(error)) => return Err(error),
             }
         }
     }
 
-    /// Receive a file, chunk, hash, seal and store it, then record the version.
-    async fn put(
+    /// A put whose body is the `PutData` frames that follow `PutStart`.
+    /// The outer `Err` is a connection failure; a refused put has its
+    /// frames read to the end first, so that the client hears why rather
+    /// than a reset connection.
+    async fn put_frames(
         &self,
         stream: &mut SecureStream,
         id: u64,
         name: String,
         key: AccessKeyId,
-    ) -> Result<Result<Message, Refusal>, SecureError> {
-        let mut failure = validate_name(&name)
-            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
-            .and_then(|()| Ok(self.cluster.check_quorum_reachable()?))
-            .err();
-        let mut chunker = Chunker::default();
-        let mut manifest = Manifest::default();
-        let mut blobs = PutBlobs::default();
-        let mut in_flight = VecDeque::new();
-        loop {
-            let envelope = stream.expect().await?;
-            if envelope.request_id != id {
-                return Err(SecureError::Wire(crate::wire::WireError::Undecodable(
-                    "frame of another request during a put".into(),
-                )));
+    ) -> Result<Result<VersionRecord, OpError>, SecureError> {
+        let mut body = FrameBody::new(stream, id);
+        match self.put(name, &mut body, key, PutOptions::default()).await {
+            Ok(record) => Ok(Ok(record)),
+            Err(PutError::Body(FrameError::Connection(error))) => Err(error),
+            Err(PutError::Body(FrameError::Unexpected(kind))) => {
+                Ok(Err(OpError::invalid(format!("{kind} during a put"))))
             }
-            let last = match envelope.message {
-                Message::PutData { bytes } => {
-                    if failure.is_none() {
-                        chunker.push(&bytes);
-                    }
-                    false
+            Err(PutError::Refused(refusal)) => {
+                if !body.finished {
+                    self.drain_put(stream, id).await?;
                 }
-                Message::PutFinish => {
-                    chunker.finish();
-                    true
-                }
-                other => {
-                    failure = Some(Refusal::new(
-                        ErrorCode::InvalidRequest,
-                        format!("{} during a put", other.kind()),
-                    ));
-                    break;
-                }
-            };
-            // Keep reading until PutFinish even after a failure, so that the
-            // client gets the reason rather than a reset connection.
-            while failure.is_none() {
-                let Some(chunk) = chunker.next_chunk() else {
-                    break;
-                };
-                let cluster = self.cluster.clone();
-                // Aborted if this request ends early (the client went
-                // away): no work outlives its connection's slot.
-                in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
-                    let chunk_id = ChunkId::of(&chunk);
-                    let len = chunk.len();
-                    cluster
-                        .store_blob(chunk_id, chunk)
-                        .await
-                        .map(|stored| (chunk_id, len, stored))
-                })));
-                // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT chunks in memory.
-                while in_flight.len() >= PUT_CHUNKS_IN_FLIGHT || (last && !in_flight.is_empty()) {
-                    let job = in_flight.pop_front().expect("non-empty");
-                    if let Err(refusal) = record_chunk(&mut manifest, &mut blobs, job.await) {
-                        failure = Some(refusal);
-                        break;
-                    }
-                    // A long upload keeps what it stored so far.
-                    if let Err(error) = self.cluster.keep_if_due(&mut blobs).await {
-                        failure = Some(error.into());
-                        break;
-                    }
-                }
+                Ok(Err(refusal))
             }
-            // Record the stores that finished (in order) after every frame,
-            // and keep what is due: a slow sender's chunks wait in the
-            // pipeline, and must be kept as any other.
-            while failure.is_none() && in_flight.front().is_some_and(|job| job.is_finished()) {
-                let job = in_flight.pop_front().expect("non-empty");
-                if let Err(refusal) = record_chunk(&mut manifest, &mut blobs, job.await) {
-                    failure = Some(refusal);
-                }
-            }
-            if failure.is_none()
-                && let Err(error) = self.cluster.keep_if_due(&mut blobs).await
-            {
-                failure = Some(error.into());
-            }
-            if last {
-                break;
-            }
-        }
-        while let Some(job) = in_flight.pop_front() {
-            if let Err(refusal) = record_chunk(&mut manifest, &mut blobs, job.await) {
-                failure.get_or_insert(refusal);
-            }
-        }
-        if let Some(refusal) = failure {
-            return Ok(Err(refusal));
-        }
-        Ok(self.commit_put(name, manifest, blobs, key).await)
-    }
-
-    /// Store the manifest on its owners, then make the version record
-    /// durable on W indexes.
-    async fn commit_put(
-        &self,
-        name: String,
-        manifest: Manifest,
-        mut blobs: PutBlobs,
-        key: AccessKeyId,
-    ) -> Result<Message, Refusal> {
-        let bytes = manifest.encode();
-        let content = ContentId::of(&bytes);
-        let stored = self
-            .cluster
-            .store_blob(ChunkId(content.0), bytes.into())
-            .await?;
-        blobs.add(ChunkId(content.0), &stored);
-        let record = VersionRecord {
-            name,
-            vid: self.cluster.next_vid()?,
-            content: Some(content),
-            size: manifest.size,
-            by: Some(key),
-        };
-        self.cluster
-            .commit_put(vec![record.clone()], &mut blobs)
-            .await?;
-        tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
-        Ok(Message::PutDone { record })
-    }
-
-    /// Find the record a get by name asks for.
-    async fn resolve(
-        &self,
-        name: String,
-        version: Option<VersionSelector>,
-    ) -> Result<VersionRecord, Refusal> {
-        let index = self.index.clone();
-        let lookup_name = name.clone();
-        let history = self
-            .env
-            .blocking(move || index.history(&lookup_name))
-            .await?;
-        let record = match &version {
-            None => history.current().cloned(),
-            Some(selector) => history
-                .records
-                .values()
-                .rev()
-                .find(|r| selector.matches(&r.vid))
-                .cloned(),
-        };
-        match (record, version) {
-            (Some(record), _) if !record.is_tombstone() => Ok(record),
-            (Some(record), None) => Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!("{name} was removed (version {})", record.vid),
-            )),
-            (Some(record), Some(_)) => Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!(
-                    "version {} of {name} is a removal; it has no content",
-                    record.vid
-                ),
-            )),
-            (None, None) => Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!("no file named {name}"),
-            )),
-            (None, Some(selector)) => Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!(
-                    "{name} has no version {selector} (it may have been pruned; `versions {name}` lists them)"
-                ),
-            )),
         }
     }
 
-    /// Stream a file: manifest first, then each chunk verified, in order.
-    /// The outer `Err` is a connection failure; the inner one a refusal to
-    /// be sent by the caller (only ever before any chunk was sent).
-    async fn get(
+    /// Stream a version: its manifest first, then each chunk verified, in
+    /// order. A failure after the start is sent as `Message::Error` in
+    /// place of the rest (the client stops there).
+    async fn send_object(
         &self,
         stream: &mut SecureStream,
         id: u64,
-        target: GetTarget,
-        version: Option<VersionSelector>,
-        quorum: bool,
-    ) -> Result<Result<(), Refusal>, SecureError> {
-        if quorum
-            && version.is_none()
-            && let GetTarget::Name(name) = &target
-            && let Err(error) = self.cluster.quorum_current(name).await
-        {
-            return Ok(Err(error.into()));
-        }
-        let (record, content) = match target {
-            GetTarget::Name(name) => match self.resolve(name, version).await {
-                Ok(record) => {
-                    let content = record.content.expect("resolve returns no tombstone");
-                    (Some(record), content)
-                }
-                Err(refusal) => return Ok(Err(refusal)),
-            },
-            GetTarget::Content(content) => (None, content),
-        };
-        let manifest_bytes = match self.cluster.fetch_blob(ChunkId(content.0)).await {
-            Ok(bytes) => bytes,
-            Err(ClusterError::NotFound(_)) => {
-                return Ok(Err(Refusal::new(
-                    ErrorCode::NotFound,
-                    format!("no reachable node holds content {content}"),
-                )));
-            }
-            Err(error) => return Ok(Err(error.into())),
-        };
-        let manifest = match Manifest::decode(&manifest_bytes) {
-            Ok(manifest) => manifest,
-            Err(error) => {
-                return Ok(Err(Refusal::new(
-                    ErrorCode::Corrupt,
-                    format!("manifest {content}: {error}"),
-                )));
-            }
-        };
+        mut reader: super::ops::ObjectReader,
+    ) -> Result<(), SecureError> {
         stream
             .send(&Envelope {
                 request_id: id,
                 message: Message::GetStart {
-                    record,
-                    content,
-                    manifest: manifest_bytes,
+                    record: reader.record.take(),
+                    content: reader.content,
+                    manifest: std::mem::take(&mut reader.manifest_bytes),
                 },
             })
             .await?;
-        let mut pending = manifest.chunks.iter();
-        let mut prefetched = VecDeque::new();
-        loop {
-            while prefetched.len() < GET_CHUNKS_PREFETCH {
-                let Some(chunk) = pending.next() else { break };
-                let cluster = self.cluster.clone();
-                let chunk_id = chunk.id;
-                // Aborted with the request (a client gone, a failed chunk).
-                prefetched.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
-                    cluster.fetch_blob(chunk_id).await
-                })));
-            }
-            let Some(job) = prefetched.pop_front() else {
-                break;
-            };
-            let fetched = job
-                .await
-                .unwrap_or_else(|e| Err(ClusterError::Local(format!("a fetch task failed: {e}"))));
-            let message = match fetched {
-                Ok(bytes) => Message::ChunkData { bytes },
-                Err(error) => {
-                    let refusal = Refusal::from(error);
-                    Message::Error {
-                        code: refusal.code,
-                        message: refusal.message,
-                    }
-                }
+        while let Some(piece) = reader.next().await {
+            let message = match piece {
+                Ok(bytes) => Message::ChunkData {
+                    bytes: Vec::from(bytes),
+                },
+                Err(refusal) => Message::Error {
+                    code: refusal.code,
+                    message: refusal.message,
+                },
             };
             let failed = matches!(message, Message::Error { .. });
             stream
@@ -508,7 +257,7 @@ impl Node {
                 })
                 .await?;
             if failed {
-                return Ok(Ok(()));
+                return Ok(());
             }
         }
         stream
@@ -516,112 +265,23 @@ impl Node {
                 request_id: id,
                 message: Message::GetEnd,
             })
-            .await?;
-        Ok(Ok(()))
+            .await
     }
 
-    async fn remove(&self, name: String, key: AccessKeyId) -> Result<Message, Refusal> {
-        validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        let current = self.resolve(name.clone(), None).await?;
-        self.cluster.check_quorum_reachable()?;
-        let record = VersionRecord {
-            name,
-            vid: self.cluster.next_vid()?,
-            content: None,
-            size: 0,
-            by: Some(key),
-        };
-        self.cluster
-            .commit(vec![record.clone()], Vec::new())
-            .await?;
-        tracing::debug!(name = %record.name, version = %record.vid, replaced = %current.vid, "removed");
+    /// The native `rm`: refused when the name has no current version.
+    async fn remove_current(&self, name: String, key: AccessKeyId) -> Result<Message, OpError> {
+        let current = self.resolve(&name, &VersionPick::Current).await?;
+        if current.is_tombstone() {
+            return Err(OpError::not_found(format!(
+                "{name} was removed (version {})",
+                current.vid
+            )));
+        }
+        let record = self.remove(name, key, false).await?;
         Ok(Message::Removed { record })
     }
 
-    /// Keep the newest `keep` versions of `name`: raise its floor to the
-    /// oldest kept version, on W indexes and then everywhere.
-    async fn prune(&self, name: String, keep: u32) -> Result<Message, Refusal> {
-        validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        if keep == 0 {
-            return Err(Refusal::new(
-                ErrorCode::InvalidRequest,
-                "--keep must be at least 1 (use `rm` to delete a file)",
-            ));
-        }
-        let index = self.index.clone();
-        let lookup = name.clone();
-        let history = self.env.blocking(move || index.history(&lookup)).await?;
-        if history.records.is_empty() {
-            return Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!("no file named {name}"),
-            ));
-        }
-        let Some(oldest_kept) = history.records.keys().rev().nth(keep as usize - 1).copied() else {
-            return Ok(Message::Pruned {
-                floor: history.floor,
-                removed: 0,
-            });
-        };
-        let removed = history.records.range(..oldest_kept).count() as u64;
-        if removed == 0 {
-            return Ok(Message::Pruned {
-                floor: history.floor,
-                removed: 0,
-            });
-        }
-        self.cluster.check_quorum_reachable()?;
-        let floor = Floor {
-            name,
-            floor: oldest_kept,
-        };
-        self.cluster.commit(Vec::new(), vec![floor]).await?;
-        Ok(Message::Pruned {
-            floor: Some(oldest_kept),
-            removed,
-        })
-    }
-
-    /// Make an earlier version's content current again, as a new version.
-    async fn restore(
-        &self,
-        name: String,
-        version: VersionSelector,
-        key: AccessKeyId,
-    ) -> Result<Message, Refusal> {
-        validate_name(&name).map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        let old = self.resolve(name.clone(), Some(version)).await?;
-        self.cluster.check_quorum_reachable()?;
-        // The old content may be garbage to its holders (a prune they
-        // heard of, this node not yet): keep it before making it current,
-        // as a put keeps what it stored.
-        let content = old.content.expect("resolve returns no tombstone");
-        let manifest_bytes = self.cluster.fetch_blob(ChunkId(content.0)).await?;
-        let manifest = Manifest::decode(&manifest_bytes)
-            .map_err(|e| Refusal::new(ErrorCode::Corrupt, format!("manifest {content}: {e}")))?;
-        let chunks: Vec<ChunkId> = manifest.chunks.iter().map(|c| c.id).collect();
-        let mut blobs = self
-            .cluster
-            .keep_content(ChunkId(content.0), &chunks)
-            .await?;
-        let record = VersionRecord {
-            name,
-            vid: self.cluster.next_vid()?,
-            content: Some(content),
-            size: old.size,
-            by: Some(key),
-        };
-        self.cluster
-            .commit_put(vec![record.clone()], &mut blobs)
-            .await?;
-        tracing::debug!(name = %record.name, version = %record.vid, from = %old.vid, "restored");
-        Ok(Message::PutDone { record })
-    }
-
-    /// The current files the key may read: the whole index for a key
-    /// without prefixes, else the range of each prefix (so a key limited
-    /// to `team/` lists `team/` however many other names there are).
-    async fn list(&self, permission: &Permission) -> Result<Message, Refusal> {
+    async fn list(&self, permission: &Permission) -> Result<Message, OpError> {
         let index = self.index.clone();
         let limit = crate::limits::RECORDS_PER_REPLY_MAX + 1;
         let prefixes = if permission.prefixes.is_empty() {
@@ -645,15 +305,12 @@ impl Node {
         Ok(Message::Listing { records, truncated })
     }
 
-    async fn versions(&self, name: String) -> Result<Message, Refusal> {
+    async fn versions(&self, name: String) -> Result<Message, OpError> {
         let index = self.index.clone();
         let lookup = name.clone();
         let history = self.env.blocking(move || index.history(&lookup)).await?;
         if history.records.is_empty() {
-            return Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!("no file named {name}"),
-            ));
+            return Err(OpError::not_found(format!("no file named {name}")));
         }
         let (records, truncated) = fit_in_frame(history.records.into_values().rev().collect());
         Ok(Message::History { records, truncated })
@@ -702,17 +359,56 @@ impl Node {
     }
 }
 
-fn record_chunk(
-    manifest: &mut Manifest,
-    blobs: &mut PutBlobs,
-    stored: Result<Result<(ChunkId, usize, Stored), ClusterError>, tokio::task::JoinError>,
-) -> Result<(), Refusal> {
-    let (chunk_id, len, stored) = stored
-        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("a store task failed: {e}")))??;
-    blobs.add(chunk_id, &stored);
-    manifest
-        .push(chunk_id, len)
-        .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
+/// Why a native put's body ended early.
+enum FrameError {
+    Connection(SecureError),
+    /// A frame other than `PutData` or `PutFinish` (its kind).
+    Unexpected(&'static str),
+}
+
+/// A native put's body: the `PutData` frames of request `id`, up to its
+/// `PutFinish`.
+struct FrameBody<'a> {
+    stream: &'a mut SecureStream,
+    id: u64,
+    finished: bool,
+}
+
+impl<'a> FrameBody<'a> {
+    fn new(stream: &'a mut SecureStream, id: u64) -> Self {
+        Self {
+            stream,
+            id,
+            finished: false,
+        }
+    }
+}
+
+impl Body for FrameBody<'_> {
+    type Error = FrameError;
+
+    async fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let envelope = self.stream.expect().await.map_err(FrameError::Connection)?;
+        if envelope.request_id != self.id {
+            return Err(FrameError::Connection(SecureError::Wire(
+                WireError::Undecodable("frame of another request during a put".into()),
+            )));
+        }
+        match envelope.message {
+            Message::PutData { bytes } => Ok(Some(Bytes::from(bytes))),
+            Message::PutFinish => {
+                self.finished = true;
+                Ok(None)
+            }
+            other => {
+                self.finished = true;
+                Err(FrameError::Unexpected(other.kind()))
+            }
+        }
+    }
 }
 
 /// Keep as many records as fit in one reply frame (and the count limit).

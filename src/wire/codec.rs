@@ -9,8 +9,9 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// out by a prune floor. Version 4: `KeepBlobs`, `HasBlobs.verify`.
 /// Version 5: access keys (the `Key*` requests, `ApplyKeys`, `FetchKeys`,
 /// the key digest in `SyncDigests`/`SyncKeys`, error codes `Unauthorized`
-/// and `Forbidden`).
-pub const PROTOCOL_VERSION: u8 = 5;
+/// and `Forbidden`). Version 6: records carry `etag` and `null_version`
+/// (S3).
+pub const PROTOCOL_VERSION: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

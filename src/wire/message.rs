@@ -40,6 +40,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The connection's access key may not do this.
     Forbidden,
+    /// The body does not match the digest the client sent with it.
+    BadDigest,
 }
 
 /// An access key as `key ls` shows it (never its secret).

@@ -139,6 +139,8 @@ mod tests {
             content,
             size: 5,
             by: Some(key_id()),
+            etag: None,
+            null_version: false,
         }
     }
 

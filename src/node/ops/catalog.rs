@@ -1,0 +1,296 @@
+//! The operations on the version index: pick a version, remove, prune,
+//! restore, and list.
+
+use super::OpError;
+use crate::cas::{ChunkId, Manifest};
+use crate::keys::AccessKeyId;
+use crate::meta::{Floor, History, ListFrom, VersionRecord, VersionSelector, validate_name};
+use crate::node::Node;
+use crate::wire::ErrorCode;
+
+/// Which version of a name an operation means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPick {
+    /// The newest (which may be a removal).
+    Current,
+    /// The version its text form names (`versions` prints it; any prefix of
+    /// the node part will do).
+    Matching(VersionSelector),
+    /// The newest version written while its bucket was not versioning:
+    /// S3's "null" version.
+    Null,
+}
+
+impl From<Option<VersionSelector>> for VersionPick {
+    fn from(selector: Option<VersionSelector>) -> Self {
+        selector.map_or(VersionPick::Current, VersionPick::Matching)
+    }
+}
+
+impl std::fmt::Display for VersionPick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionPick::Current => f.write_str("current"),
+            VersionPick::Matching(selector) => selector.fmt(f),
+            VersionPick::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// One entry of a listing by prefix and delimiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A current version.
+    Object(VersionRecord),
+    /// Names sharing this prefix up to the delimiter, listed once.
+    CommonPrefix(String),
+}
+
+impl Listed {
+    /// The name the listing continues after.
+    pub fn name(&self) -> &str {
+        match self {
+            Listed::Object(record) => &record.name,
+            Listed::CommonPrefix(prefix) => prefix,
+        }
+    }
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub entries: Vec<Listed>,
+    /// More entries follow the last one.
+    pub truncated: bool,
+}
+
+impl Node {
+    /// The history of `name` as this node's index holds it.
+    pub async fn history(&self, name: &str) -> Result<History, OpError> {
+        let index = self.index.clone();
+        let lookup = name.to_string();
+        Ok(self.env.blocking(move || index.history(&lookup)).await?)
+    }
+
+    /// The record `pick` selects (a removal included); refused when there
+    /// is none.
+    pub async fn resolve(&self, name: &str, pick: &VersionPick) -> Result<VersionRecord, OpError> {
+        let history = self.history(name).await?;
+        let record = match pick {
+            VersionPick::Current => history.current().cloned(),
+            VersionPick::Matching(selector) => history
+                .records
+                .values()
+                .rev()
+                .find(|r| selector.matches(&r.vid))
+                .cloned(),
+            VersionPick::Null => history
+                .records
+                .values()
+                .rev()
+                .find(|r| r.null_version)
+                .cloned(),
+        };
+        record.ok_or_else(|| match pick {
+            VersionPick::Current => OpError::not_found(format!("no file named {name}")),
+            _ => OpError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "{name} has no version {pick} (it may have been pruned; `versions {name}` lists them)"
+                ),
+            ),
+        })
+    }
+
+    /// Record the removal of `name` (a tombstone; S3's delete marker),
+    /// durable on W indexes.
+    pub async fn remove(
+        &self,
+        name: String,
+        by: AccessKeyId,
+        null_version: bool,
+    ) -> Result<VersionRecord, OpError> {
+        validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
+        self.cluster.check_quorum_reachable()?;
+        let record = VersionRecord {
+            name,
+            vid: self.cluster.next_vid()?,
+            content: None,
+            size: 0,
+            by: Some(by),
+            etag: None,
+            null_version,
+        };
+        self.cluster
+            .commit(vec![record.clone()], Vec::new())
+            .await?;
+        tracing::debug!(name = %record.name, version = %record.vid, "removed");
+        Ok(record)
+    }
+
+    /// Keep the newest `keep` versions of `name`: raise its floor to the
+    /// oldest kept version, on W indexes and then everywhere. Returns the
+    /// floor and how many versions went.
+    pub async fn prune(
+        &self,
+        name: String,
+        keep: u32,
+    ) -> Result<(Option<crate::meta::VersionId>, u64), OpError> {
+        validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
+        if keep == 0 {
+            return Err(OpError::invalid(
+                "--keep must be at least 1 (use `rm` to delete a file)",
+            ));
+        }
+        let history = self.history(&name).await?;
+        if history.records.is_empty() {
+            return Err(OpError::not_found(format!("no file named {name}")));
+        }
+        let Some(oldest_kept) = history.records.keys().rev().nth(keep as usize - 1).copied() else {
+            return Ok((history.floor, 0));
+        };
+        let removed = history.records.range(..oldest_kept).count() as u64;
+        if removed == 0 {
+            return Ok((history.floor, 0));
+        }
+        self.cluster.check_quorum_reachable()?;
+        let floor = Floor {
+            name,
+            floor: oldest_kept,
+        };
+        self.cluster.commit(Vec::new(), vec![floor]).await?;
+        Ok((Some(oldest_kept), removed))
+    }
+
+    /// Make `old`'s content current again under `name`, as a new version
+    /// (a restore, or an S3 copy: no byte is copied). The attributes and
+    /// ETag go with the content.
+    pub async fn reuse_content(
+        &self,
+        name: String,
+        old: &VersionRecord,
+        by: AccessKeyId,
+        null_version: bool,
+    ) -> Result<VersionRecord, OpError> {
+        validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
+        let Some(content) = old.content else {
+            return Err(OpError::not_found(format!(
+                "version {} of {} is a removal; it has no content",
+                old.vid, old.name
+            )));
+        };
+        self.cluster.check_quorum_reachable()?;
+        // The old content may be garbage to its holders (a prune they
+        // heard of, this node not yet): keep it before making it current,
+        // as a put keeps what it stored.
+        let manifest_bytes = self.cluster.fetch_blob(ChunkId(content.0)).await?;
+        let manifest = Manifest::decode(&manifest_bytes)
+            .map_err(|e| OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {e}")))?;
+        let chunks: Vec<ChunkId> = manifest.chunks.iter().map(|c| c.id).collect();
+        let mut blobs = self
+            .cluster
+            .keep_content(ChunkId(content.0), &chunks)
+            .await?;
+        let record = VersionRecord {
+            name,
+            vid: self.cluster.next_vid()?,
+            content: Some(content),
+            size: old.size,
+            by: Some(by),
+            etag: old.etag,
+            null_version,
+        };
+        self.cluster
+            .commit_put(vec![record.clone()], &mut blobs)
+            .await?;
+        tracing::debug!(name = %record.name, version = %record.vid, from = %old.vid, "content reused");
+        Ok(record)
+    }
+
+    /// Up to `limit` current versions under `prefix`, from `from`.
+    pub async fn list_current(
+        &self,
+        prefix: &str,
+        from: ListFrom,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, OpError> {
+        let index = self.index.clone();
+        let prefix = prefix.to_string();
+        Ok(self
+            .env
+            .blocking(move || index.list_current_from(&prefix, &from, limit))
+            .await?)
+    }
+
+    /// A page of at most `max` entries under `prefix`, after `start_after`:
+    /// names, or with a `delimiter`, names and the common prefixes that
+    /// stand for every name continuing past the delimiter (S3's listing).
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, OpError> {
+        let mut page = ListPage::default();
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        // Where the next scan starts: after a name, or past a common
+        // prefix (a start-after inside a common prefix skips to its end).
+        let mut from = match start_after {
+            None => ListFrom::Start,
+            Some(after) => match delimiter.and_then(|d| common_prefix(prefix, after, d)) {
+                Some(common) if common != after => ListFrom::PastPrefix(common),
+                _ => ListFrom::After(after.to_string()),
+            },
+        };
+        'scan: loop {
+            let want = max + 1 - page.entries.len();
+            let records = self.list_current(prefix, from.clone(), want).await?;
+            let exhausted = records.len() < want;
+            for record in records {
+                let entry = match delimiter.and_then(|d| common_prefix(prefix, &record.name, d)) {
+                    Some(common) => Listed::CommonPrefix(common),
+                    None => Listed::Object(record),
+                };
+                if page.entries.len() == max {
+                    page.truncated = true;
+                    break 'scan;
+                }
+                if let Listed::CommonPrefix(common) = &entry {
+                    page.entries.push(entry.clone());
+                    // Every other name under it is this entry: skip them.
+                    from = ListFrom::PastPrefix(common.clone());
+                    continue 'scan;
+                }
+                from = ListFrom::After(entry.name().to_string());
+                page.entries.push(entry);
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The common prefix `name` rolls up into: `prefix` and the rest of `name`
+/// up to and including the first `delimiter` after the prefix.
+fn common_prefix(prefix: &str, name: &str, delimiter: &str) -> Option<String> {
+    let rest = name.strip_prefix(prefix)?;
+    let at = rest.find(delimiter)?;
+    Some(format!("{prefix}{}", &rest[..at + delimiter.len()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roll_up_at_the_first_delimiter_after_the_prefix() {
+        assert_eq!(common_prefix("", "a/b/c", "/").as_deref(), Some("a/"));
+        assert_eq!(common_prefix("a/", "a/b/c", "/").as_deref(), Some("a/b/"));
+        assert_eq!(common_prefix("a/", "a/c", "/"), None);
+        assert_eq!(common_prefix("x", "a/c", "/"), None);
+        assert_eq!(common_prefix("p", "p--q--r", "--").as_deref(), Some("p--"));
+    }
+}

@@ -1,0 +1,185 @@
+//! A put: a byte stream in, a durable version record out.
+//!
+//! The body is chunked as it arrives; each chunk is hashed, sealed and
+//! stored on its owners by its own task, at most [`PUT_CHUNKS_IN_FLIGHT`]
+//! at once (the memory bound at any size). What was stored is kept alive
+//! against the collector while the put runs ([`PutBlobs`]). Once the body
+//! ends, the manifest is stored like a chunk, and only then is the version
+//! record made durable on W indexes: a record never points at content that
+//! is not durable.
+
+use std::collections::VecDeque;
+
+use md5::{Digest, Md5};
+use tokio_util::task::AbortOnDropHandle;
+
+use super::{Body, OpError, PutError};
+use crate::cas::{Attributes, ChunkId, Chunker, ContentId, Manifest, check_attributes};
+use crate::cluster::{ClusterError, PutBlobs, Stored};
+use crate::keys::AccessKeyId;
+use crate::limits::PUT_CHUNKS_IN_FLIGHT;
+use crate::meta::{Etag, VersionRecord, validate_name};
+use crate::node::Node;
+use crate::wire::ErrorCode;
+
+/// What a put keeps beside the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Compute the body's MD5 and keep it in the record (S3's ETag). The
+    /// native protocol does not: its content id already names the bytes.
+    pub md5: bool,
+    /// The version is its bucket's "null" version (S3, unversioned bucket).
+    pub null_version: bool,
+    /// Kept in the manifest (Content-Type, `x-amz-meta-*`), sorted by name.
+    pub attributes: Attributes,
+    /// The MD5 the client says the body has (S3's Content-MD5): the put
+    /// is refused, and nothing recorded, if the body's differs.
+    pub expect_md5: Option<[u8; 16]>,
+}
+
+type StoreJob = AbortOnDropHandle<Result<(ChunkId, usize, Stored), ClusterError>>;
+
+impl Node {
+    /// Store `body` as a new version of `name`, asked for by access key
+    /// `by`. Returns the record once it is durable on W nodes.
+    pub async fn put<B: Body>(
+        &self,
+        name: String,
+        body: &mut B,
+        by: AccessKeyId,
+        options: PutOptions,
+    ) -> Result<VersionRecord, PutError<B::Error>> {
+        validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
+        check_attributes(&options.attributes).map_err(|e| OpError::invalid(e.to_string()))?;
+        self.cluster
+            .check_quorum_reachable()
+            .map_err(OpError::from)?;
+        let mut chunker = Chunker::default();
+        let mut md5 = (options.md5 || options.expect_md5.is_some()).then(Md5::new);
+        let mut manifest = Manifest {
+            attributes: options.attributes,
+            ..Manifest::default()
+        };
+        let mut blobs = PutBlobs::default();
+        // Aborted if this put ends early (a client gone, a refusal): no
+        // work outlives its request.
+        let mut in_flight: VecDeque<StoreJob> = VecDeque::new();
+        loop {
+            let piece = body.next().await.map_err(PutError::Body)?;
+            let last = piece.is_none();
+            match piece {
+                Some(bytes) => {
+                    if let Some(md5) = &mut md5 {
+                        md5.update(&bytes);
+                    }
+                    chunker.push(&bytes);
+                }
+                None => chunker.finish(),
+            }
+            while let Some(chunk) = chunker.next_chunk() {
+                let cluster = self.cluster.clone();
+                in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
+                    let chunk_id = ChunkId::of(&chunk);
+                    let len = chunk.len();
+                    cluster
+                        .store_blob(chunk_id, chunk)
+                        .await
+                        .map(|stored| (chunk_id, len, stored))
+                })));
+                // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT chunks in memory.
+                while in_flight.len() >= PUT_CHUNKS_IN_FLIGHT {
+                    let job = in_flight.pop_front().expect("non-empty");
+                    record_chunk(&mut manifest, &mut blobs, job.await)?;
+                    // A long upload keeps what it stored so far.
+                    self.cluster
+                        .keep_if_due(&mut blobs)
+                        .await
+                        .map_err(OpError::from)?;
+                }
+            }
+            // Record the stores that finished (in order) after every piece,
+            // and keep what is due: a slow sender's chunks wait in the
+            // pipeline, and must be kept as any other.
+            while in_flight.front().is_some_and(|job| job.is_finished()) {
+                let job = in_flight.pop_front().expect("non-empty");
+                record_chunk(&mut manifest, &mut blobs, job.await)?;
+            }
+            self.cluster
+                .keep_if_due(&mut blobs)
+                .await
+                .map_err(OpError::from)?;
+            if last {
+                break;
+            }
+        }
+        while let Some(job) = in_flight.pop_front() {
+            record_chunk(&mut manifest, &mut blobs, job.await)?;
+        }
+        let digest: Option<[u8; 16]> = md5.map(|md5| md5.finalize().into());
+        if let (Some(expected), Some(digest)) = (options.expect_md5, digest)
+            && expected != digest
+        {
+            return Err(OpError::new(
+                ErrorCode::BadDigest,
+                format!(
+                    "the body's MD5 is {}, not the {} sent with it",
+                    hex::encode(digest),
+                    hex::encode(expected)
+                ),
+            )
+            .into());
+        }
+        let etag = digest
+            .filter(|_| options.md5)
+            .map(|md5| Etag { md5, parts: 0 });
+        Ok(self
+            .commit_manifest(name, manifest, blobs, by, (etag, options.null_version))
+            .await?)
+    }
+
+    /// Store the manifest on its owners, then make the version record
+    /// durable on W indexes.
+    pub(super) async fn commit_manifest(
+        &self,
+        name: String,
+        manifest: Manifest,
+        mut blobs: PutBlobs,
+        by: AccessKeyId,
+        (etag, null_version): (Option<Etag>, bool),
+    ) -> Result<VersionRecord, OpError> {
+        let bytes = manifest.encode();
+        let content = ContentId::of(&bytes);
+        let stored = self
+            .cluster
+            .store_blob(ChunkId(content.0), bytes.into())
+            .await?;
+        blobs.add(ChunkId(content.0), &stored);
+        let record = VersionRecord {
+            name,
+            vid: self.cluster.next_vid()?,
+            content: Some(content),
+            size: manifest.size,
+            by: Some(by),
+            etag,
+            null_version,
+        };
+        self.cluster
+            .commit_put(vec![record.clone()], &mut blobs)
+            .await?;
+        tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
+        Ok(record)
+    }
+}
+
+fn record_chunk(
+    manifest: &mut Manifest,
+    blobs: &mut PutBlobs,
+    stored: Result<Result<(ChunkId, usize, Stored), ClusterError>, tokio::task::JoinError>,
+) -> Result<(), OpError> {
+    let (chunk_id, len, stored) = stored
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("a store task failed: {e}")))??;
+    blobs.add(chunk_id, &stored);
+    manifest
+        .push(chunk_id, len)
+        .map_err(|e| OpError::invalid(e.to_string()))
+}

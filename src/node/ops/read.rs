@@ -1,0 +1,249 @@
+//! A read: a version's bytes, verified, in order, by range.
+//!
+//! [`Node::open`] resolves the version and fetches its manifest; the
+//! [`ObjectReader`] then fetches only the chunks that cover the range asked
+//! for, at most [`GET_CHUNKS_PREFETCH`] ahead of the reader (the memory
+//! bound), each verified against its id by the store that gives it.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::{OpError, VersionPick};
+use crate::cas::{ChunkId, ContentId, Manifest};
+use crate::cluster::{Cluster, ClusterError};
+use crate::limits::GET_CHUNKS_PREFETCH;
+use crate::meta::VersionRecord;
+use crate::node::Node;
+use crate::wire::{ErrorCode, GetTarget};
+
+/// One chunk to send: which, and the part of it inside the range.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    id: ChunkId,
+    skip: usize,
+    take: usize,
+}
+
+type FetchJob = AbortOnDropHandle<Result<Vec<u8>, ClusterError>>;
+
+/// The verified bytes of one version, chunk by chunk.
+pub struct ObjectReader {
+    /// The version read (`None` for a read by content id).
+    pub record: Option<VersionRecord>,
+    pub content: ContentId,
+    pub manifest: Manifest,
+    /// The manifest as stored (the native client checks it against `content`).
+    pub manifest_bytes: Vec<u8>,
+    cluster: Arc<Cluster>,
+    pieces: VecDeque<Piece>,
+    prefetched: VecDeque<(FetchJob, Piece)>,
+    started: bool,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("content", &self.content)
+            .field("size", &self.manifest.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectReader {
+    pub fn size(&self) -> u64 {
+        self.manifest.size
+    }
+
+    /// Read only `range` (within the size, not empty unless the object
+    /// is): the chunks outside it are never fetched. Before the first
+    /// [`ObjectReader::next`].
+    pub fn set_range(&mut self, range: Range<u64>) {
+        assert!(!self.started, "set_range after reading began");
+        assert!(range.start <= range.end && range.end <= self.size());
+        self.pieces = pieces_in(&self.manifest, range);
+    }
+
+    /// The next bytes in order, `None` after the last. After an error the
+    /// read is over (the caller tells its client; nothing more follows).
+    pub async fn next(&mut self) -> Option<Result<Bytes, OpError>> {
+        self.started = true;
+        while self.prefetched.len() < GET_CHUNKS_PREFETCH {
+            let Some(piece) = self.pieces.pop_front() else {
+                break;
+            };
+            let cluster = self.cluster.clone();
+            // Aborted with the reader (a client gone, a failed chunk).
+            let job =
+                AbortOnDropHandle::new(tokio::spawn(
+                    async move { cluster.fetch_blob(piece.id).await },
+                ));
+            self.prefetched.push_back((job, piece));
+        }
+        let (job, piece) = self.prefetched.pop_front()?;
+        let fetched = job
+            .await
+            .unwrap_or_else(|e| Err(ClusterError::Local(format!("a fetch task failed: {e}"))));
+        match fetched {
+            Ok(bytes) if piece.skip + piece.take <= bytes.len() => {
+                let bytes = Bytes::from(bytes);
+                Some(Ok(bytes.slice(piece.skip..piece.skip + piece.take)))
+            }
+            Ok(bytes) => {
+                self.end();
+                Some(Err(OpError::new(
+                    ErrorCode::Corrupt,
+                    format!(
+                        "chunk {} is {} bytes; its manifest says more",
+                        piece.id,
+                        bytes.len()
+                    ),
+                )))
+            }
+            Err(error) => {
+                self.end();
+                Some(Err(error.into()))
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.pieces.clear();
+        self.prefetched.clear();
+    }
+}
+
+impl Node {
+    /// Open a version for reading: by name (the version `pick` selects) or
+    /// by content id. With `quorum`, the current version of a name is
+    /// first asked of a majority (read-your-writes through any node).
+    pub async fn open(
+        &self,
+        target: GetTarget,
+        pick: VersionPick,
+        quorum: bool,
+    ) -> Result<ObjectReader, OpError> {
+        if quorum
+            && pick == VersionPick::Current
+            && let GetTarget::Name(name) = &target
+        {
+            self.cluster.quorum_current(name).await?;
+        }
+        let (record, content) = match target {
+            GetTarget::Name(name) => {
+                let record = self.resolve(&name, &pick).await?;
+                match record.content {
+                    Some(content) => (Some(record), content),
+                    None => return Err(removed(&name, &pick, &record)),
+                }
+            }
+            GetTarget::Content(content) => (None, content),
+        };
+        self.open_content(record, content).await
+    }
+
+    /// Open the content of `record` (`None`: read by content id).
+    pub async fn open_content(
+        &self,
+        record: Option<VersionRecord>,
+        content: ContentId,
+    ) -> Result<ObjectReader, OpError> {
+        let manifest_bytes = match self.cluster.fetch_blob(ChunkId(content.0)).await {
+            Ok(bytes) => bytes,
+            Err(ClusterError::NotFound(_)) => {
+                return Err(OpError::not_found(format!(
+                    "no reachable node holds content {content}"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let manifest = Manifest::decode(&manifest_bytes).map_err(|error| {
+            OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {error}"))
+        })?;
+        let mut reader = ObjectReader {
+            record,
+            content,
+            manifest,
+            manifest_bytes,
+            cluster: self.cluster.clone(),
+            pieces: VecDeque::new(),
+            prefetched: VecDeque::new(),
+            started: false,
+        };
+        reader.set_range(0..reader.size());
+        Ok(reader)
+    }
+}
+
+/// The chunks of `manifest` that cover `range`, each with the part inside it.
+fn pieces_in(manifest: &Manifest, range: Range<u64>) -> VecDeque<Piece> {
+    let mut pieces = VecDeque::new();
+    let mut offset = 0u64;
+    for chunk in &manifest.chunks {
+        if offset >= range.end {
+            break;
+        }
+        let end = offset + u64::from(chunk.len);
+        if end > range.start {
+            let skip = range.start.saturating_sub(offset);
+            let take = end.min(range.end) - offset.max(range.start);
+            pieces.push_back(Piece {
+                id: chunk.id,
+                skip: skip as usize,
+                take: take as usize,
+            });
+        }
+        offset = end;
+    }
+    pieces
+}
+
+/// The refusal of a read that selects a removal.
+fn removed(name: &str, pick: &VersionPick, record: &VersionRecord) -> OpError {
+    let message = match pick {
+        VersionPick::Current => format!("{name} was removed (version {})", record.vid),
+        _ => format!(
+            "version {} of {name} is a removal; it has no content",
+            record.vid
+        ),
+    };
+    OpError::not_found(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(lens: &[u32]) -> Manifest {
+        let mut manifest = Manifest::default();
+        for (i, len) in lens.iter().enumerate() {
+            manifest
+                .push(ChunkId([i as u8; 32]), *len as usize)
+                .unwrap();
+        }
+        manifest
+    }
+
+    fn pieces(lens: &[u32], range: Range<u64>) -> Vec<(u8, usize, usize)> {
+        pieces_in(&manifest(lens), range)
+            .into_iter()
+            .map(|p| (p.id.0[0], p.skip, p.take))
+            .collect()
+    }
+
+    #[test]
+    fn a_range_reads_only_the_chunks_that_cover_it() {
+        assert_eq!(pieces(&[10, 10, 10], 12..15), vec![(1, 2, 3)]);
+        assert_eq!(
+            pieces(&[10, 10, 10], 5..25),
+            vec![(0, 5, 5), (1, 0, 10), (2, 0, 5)]
+        );
+        assert_eq!(pieces(&[10, 10, 10], 29..30), vec![(2, 9, 1)]);
+        assert_eq!(pieces(&[10, 10, 10], 0..30).len(), 3);
+        assert_eq!(pieces(&[10, 10, 10], 10..10), vec![]);
+        assert_eq!(pieces(&[], 0..0), vec![]);
+    }
+}
