@@ -80,8 +80,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest file name in bytes (UTF-8). Names are index keys replicated to
-/// every node; a bound keeps records small.
-pub const NAME_BYTES_MAX: usize = 1024;
+/// every node; a bound keeps records small. Room for any S3 object: a
+/// bucket (63), `/`, and a key (1024).
+pub const NAME_BYTES_MAX: usize = 1088;
 
 /// Records in one listing or history reply; above it the reply is truncated
 /// and says so, so that one reply always fits in one frame.

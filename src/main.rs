@@ -7,6 +7,7 @@
 //! 6 the access key may not do this.
 
 mod cli;
+mod s3;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,10 @@ enum Command {
         /// address]. Required when listening on 0.0.0.0.
         #[arg(long)]
         advertise: Option<String>,
+        /// Address of the S3 API (path-style, SigV4 with dfs access keys);
+        /// `off` serves none.
+        #[arg(long, default_value = "127.0.0.1:7410")]
+        s3_listen: String,
         /// Cluster key to use; copied into the data dir on first start.
         #[arg(long)]
         cluster_key_file: Option<PathBuf>,
@@ -231,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             listen,
             bootstrap,
             advertise,
+            s3_listen,
             cluster_key_file,
             probe_interval_ms,
             suspect_timeout_ms,
@@ -252,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 listen,
                 bootstrap,
                 advertise: advertise.clone(),
+                s3_listen: (s3_listen != "off").then_some(s3_listen.as_str()),
                 cluster_key_file: cluster_key_file.as_deref(),
                 swim,
                 replication,

@@ -98,7 +98,14 @@ pub fn write_random_file(path: &Path, size: usize) {
 /// Start `dfs-node serve` on a free 127.0.0.1 port; returns it and its address.
 pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())

@@ -17,6 +17,8 @@ pub struct ServeOptions<'a> {
     pub listen: &'a str,
     pub bootstrap: &'a [String],
     pub advertise: Option<String>,
+    /// Where to serve S3 (`None`: nowhere).
+    pub s3_listen: Option<&'a str>,
     pub cluster_key_file: Option<&'a Path>,
     pub swim: SwimTiming,
     pub replication: Replication,
@@ -75,9 +77,19 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         admin_credentials_file: Some(data_dir.join(dfs::keys::credentials::CREDENTIALS_FILE)),
         provisioned_keys: Vec::new(),
     };
-    let server = Server::start(env.clone(), config).await?;
+    let mut server = Server::start(env.clone(), config).await?;
+    let mut s3_note = String::from("S3 off");
+    if let Some(addr) = options.s3_listen {
+        let listener = env.net.bind(addr).await.with_context(|| {
+            format!("cannot listen for S3 on {addr} (--s3-listen; `off` serves none)")
+        })?;
+        let bound = listener.local_addr().unwrap_or_else(|_| addr.to_string());
+        s3_note = format!("S3 on http://{bound}");
+        let node = server.node().clone();
+        server.spawn_frontend(move |stopping| crate::s3::serve(node, listener, stopping));
+    }
     println!(
-        "dfs-node {} listening on {} (data dir {})",
+        "dfs-node {} listening on {} (data dir {}); {s3_note}",
         server.node_id().short(),
         server.local_addr(),
         data_dir.display()

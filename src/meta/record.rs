@@ -262,7 +262,7 @@ pub enum NameError {
     ControlCharacter,
 }
 
-/// Names are UTF-8 (guaranteed by `String`), 1 to 1024 bytes, without
+/// Names are UTF-8 (guaranteed by `String`), 1 to `NAME_BYTES_MAX` (1088) bytes, without
 /// control characters. NUL in particular is excluded because the index key
 /// is `name ‖ 0x00 ‖ version`.
 pub fn validate_name(name: &str) -> Result<(), NameError> {

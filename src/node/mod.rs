@@ -26,6 +26,8 @@ use admission::{Admission, HandshakeSlot};
 use crate::cluster::Keyring;
 use crate::cluster::{Cluster, ClusterService, Maintenance, RepairTask, ScrubTask, SyncTask};
 use crate::env::{BoxStream, Env, Listener};
+use crate::keys::AccessKeyId;
+use crate::keys::access::{Permission, SecretKey};
 use crate::keys::credentials::{Credentials, ProvisionedKey};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
@@ -109,11 +111,32 @@ pub struct Node {
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
+impl Node {
+    /// The permission of a live access key (`None`: unknown or removed).
+    pub fn permission(&self, key: &AccessKeyId) -> Option<Permission> {
+        self.cluster.keyring.permission(key)
+    }
+
+    /// The secret of a live access key, for frontends whose clients sign
+    /// requests with it (S3's SigV4).
+    pub fn secret(&self, key: &AccessKeyId) -> Option<SecretKey> {
+        self.cluster.keyring.secret(key)
+    }
+
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+}
+
 /// A started node: its state and its bound listener.
 pub struct Server {
     node: Arc<Node>,
     listener: Box<dyn Listener>,
     membership: MembershipTask,
+    /// Other frontends (S3): they stop when `stopping` turns true, and
+    /// are drained with the native connections, before the peers close.
+    frontends: JoinSet<()>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -313,6 +336,8 @@ impl Server {
             node: Arc::new(node),
             listener,
             membership,
+            frontends: JoinSet::new(),
+            stopping: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -327,6 +352,23 @@ impl Server {
 
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Run another frontend beside the native protocol: `start` gets a
+    /// future that completes when the node begins to stop, after which the
+    /// frontend stops accepting and finishes its requests. Its in-flight
+    /// requests are drained with the native ones (bounded by
+    /// [`SHUTDOWN_DRAIN_TIMEOUT`]), before the peer connections close.
+    pub fn spawn_frontend<F, Fut>(&mut self, start: F)
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut stopping = self.stopping.subscribe();
+        let stopping = Box::pin(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        });
+        self.frontends.spawn(start(stopping));
     }
 
     /// Serve until `shutdown` completes, then stop accepting, let in-flight
@@ -397,6 +439,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        let _ = self.stopping.send(true);
         // Tell the cluster we are leaving before the connections go.
         let _ = stop_membership.send(true);
         if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, membership)
@@ -414,13 +457,16 @@ impl Server {
             in_flight = connections.len(),
             "stopping: draining in-flight requests"
         );
+        let mut frontends = std::mem::take(&mut self.frontends);
         let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
             while connections.join_next().await.is_some() {}
+            while frontends.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!("in-flight requests did not finish in time; aborting them");
             connections.abort_all();
+            frontends.abort_all();
         }
         self.node.peers.shutdown().await;
         tracing::info!("node stopped");

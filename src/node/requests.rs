@@ -130,7 +130,7 @@ impl Node {
             Message::Restore { name, version } => {
                 match self.resolve(&name, &VersionPick::Matching(version)).await {
                     Ok(old) => self
-                        .reuse_content(name, &old, *key, false)
+                        .reuse_content(name, &old, *key, false, None)
                         .await
                         .map(|record| Message::PutDone { record }),
                     Err(refusal) => Err(refusal),

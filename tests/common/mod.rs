@@ -40,31 +40,68 @@ pub fn spawn_serve_in(
     args: &[&str],
     stderr: Stdio,
 ) -> (Child, String) {
-    let mut child = dfs_command(launcher)
+    let (child, line) = spawn_serve_line(launcher, data_dir, args, stderr);
+    (child, line.addr)
+}
+
+/// What `serve` says it listens on.
+pub struct ServeLine {
+    pub addr: String,
+    /// `http://ADDR` of the S3 API, when it serves one.
+    pub s3: Option<String>,
+}
+
+/// [`spawn_serve_in`], returning the S3 endpoint too. A node serves S3 on
+/// a free port unless `args` say where (`--s3-listen`): many nodes of
+/// these tests run at once on one machine.
+pub fn spawn_serve_line(
+    launcher: &[String],
+    data_dir: &Path,
+    args: &[&str],
+    stderr: Stdio,
+) -> (Child, ServeLine) {
+    let mut command = dfs_command(launcher);
+    command
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(args)
+        .args(args);
+    if !args.contains(&"--s3-listen") {
+        command.args(["--s3-listen", "127.0.0.1:0"]);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
         .expect("start dfs-node");
-    let addr = read_listen_addr(&mut child);
-    (child, addr)
+    let line = read_serve_line(&mut child);
+    (child, line)
 }
 
-/// Read `serve`'s first line ("listening on ADDR") from the child's stdout
-/// and return the address.
+/// Read `serve`'s first line ("listening on ADDR ...; S3 on http://ADDR")
+/// from the child's stdout and return the address.
 pub fn read_listen_addr(child: &mut Child) -> String {
+    read_serve_line(child).addr
+}
+
+/// [`read_listen_addr`] with the S3 endpoint.
+pub fn read_serve_line(child: &mut Child) -> ServeLine {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    line.split("listening on ")
+    let addr = line
+        .split("listening on ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-        .to_string()
+        .to_string();
+    let s3 = line
+        .split("S3 on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string);
+    ServeLine { addr, s3 }
 }
 
 /// Failure detection settings given to every node of these tests.
@@ -79,6 +116,8 @@ pub const DETECTION_BUDGET: Duration =
 pub struct Node {
     pub child: Child,
     pub addr: String,
+    /// `http://ADDR` of its S3 API.
+    pub s3: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// Prefix of every command run for this node (empty: run directly).
@@ -113,10 +152,11 @@ impl Node {
         ];
         args.extend_from_slice(extra);
         let stderr = std::fs::File::create(&log).unwrap();
-        let (child, addr) = spawn_serve_in(&launcher, data_dir, &args, stderr.into());
+        let (child, line) = spawn_serve_line(&launcher, data_dir, &args, stderr.into());
         Node {
             child,
-            addr,
+            addr: line.addr,
+            s3: line.s3,
             data_dir: data_dir.to_path_buf(),
             log,
             launcher,

@@ -2,7 +2,7 @@
 //! restore, and list.
 
 use super::OpError;
-use crate::cas::{ChunkId, Manifest};
+use crate::cas::{Attributes, ChunkId, Manifest, check_attributes};
 use crate::keys::AccessKeyId;
 use crate::meta::{Floor, History, ListFrom, VersionRecord, VersionSelector, validate_name};
 use crate::node::Node;
@@ -163,14 +163,16 @@ impl Node {
     }
 
     /// Make `old`'s content current again under `name`, as a new version
-    /// (a restore, or an S3 copy: no byte is copied). The attributes and
-    /// ETag go with the content.
+    /// (a restore, or an S3 copy: no byte is copied). The ETag goes with
+    /// the bytes; the attributes too, unless `attributes` replaces them
+    /// (then only a new manifest is stored, over the same chunks).
     pub async fn reuse_content(
         &self,
         name: String,
         old: &VersionRecord,
         by: AccessKeyId,
         null_version: bool,
+        attributes: Option<Attributes>,
     ) -> Result<VersionRecord, OpError> {
         validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
         let Some(content) = old.content else {
@@ -191,6 +193,16 @@ impl Node {
             .cluster
             .keep_content(ChunkId(content.0), &chunks)
             .await?;
+        if let Some(attributes) = attributes.filter(|new| *new != manifest.attributes) {
+            check_attributes(&attributes).map_err(|e| OpError::invalid(e.to_string()))?;
+            let manifest = Manifest {
+                attributes,
+                ..manifest
+            };
+            return self
+                .commit_manifest(name, manifest, blobs, by, (old.etag, null_version))
+                .await;
+        }
         let record = VersionRecord {
             name,
             vid: self.cluster.next_vid()?,

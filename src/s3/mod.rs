@@ -1,0 +1,96 @@
+//! The S3 API: an HTTP frontend over the node's operations
+//! ([`dfs::node::ops`]), at the production edge like `cli/` (the
+//! simulation drives the node's own protocol; this is translation only).
+//!
+//! [`s3s`] does the routing, the XML, and SigV4 (headers, presigned URLs,
+//! `aws-chunked` bodies); [`auth`] gives it each access key's secret, and
+//! [`service`] implements the operations on dfs names: bucket `b`, key `k`
+//! is the dfs name `b/k` ([`names`]), so a file put with the CLI is an
+//! object to S3 and the reverse.
+//!
+//! Bounds: at most [`CONNECTIONS_MAX`] connections (more are closed at
+//! once); a request's headers must arrive within [`HEADER_READ_TIMEOUT`];
+//! bodies stream through the node's bounded put and read pipelines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dfs::env::Listener;
+use dfs::node::Node;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+mod auth;
+mod body;
+mod buckets;
+mod errors;
+mod names;
+mod service;
+
+/// Most S3 connections served at once.
+pub const CONNECTIONS_MAX: usize = 512;
+
+/// How long a client has to send a request's headers (slowloris bound).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serve S3 on `listener` until `stopping` completes; then stop accepting,
+/// let requests in flight finish, and return.
+pub async fn serve(
+    node: Arc<Node>,
+    mut listener: Box<dyn Listener>,
+    stopping: impl std::future::Future<Output = ()>,
+) {
+    let service = service::build(node);
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            _ = &mut stopping => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "refusing an S3 connection: {CONNECTIONS_MAX} are open");
+                        continue;
+                    };
+                    let service = service.clone();
+                    let mut stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        let _permit = permit;
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            served = connection.as_mut() => {
+                                if let Err(error) = served {
+                                    tracing::debug!(%peer, %error, "S3 connection ended");
+                                }
+                                return;
+                            }
+                            _ = stop.wait_for(|stop| *stop) => {}
+                        }
+                        // Finish the request in flight, then close.
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "S3 accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "an S3 connection task failed");
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+}
