@@ -107,10 +107,19 @@ impl Cluster {
         manifest_id: ChunkId,
         chunks: &[ChunkId],
     ) -> Result<PutBlobs, ClusterError> {
+        self.keep_existing(std::iter::once(manifest_id).chain(chunks.iter().copied()))
+            .await
+    }
+
+    /// [`Cluster::keep_content`] for any blobs that exist: the chunks of
+    /// several contents a new manifest joins (S3's multipart upload).
+    pub async fn keep_existing(
+        self: &Arc<Self>,
+        ids: impl IntoIterator<Item = ChunkId>,
+    ) -> Result<PutBlobs, ClusterError> {
         let asked_at_ms = self.elapsed_ms();
         let mut blobs = PutBlobs::default();
-        blobs.blobs.insert(manifest_id);
-        blobs.blobs.extend(chunks.iter().copied());
+        blobs.blobs.extend(ids);
         let all = Arc::new(blobs.blobs.clone());
         for peer in self.alive_nodes() {
             blobs.holders.insert(peer.node, (peer.clone(), all.clone()));

@@ -25,6 +25,7 @@ mod auth;
 mod body;
 mod buckets;
 mod errors;
+mod multipart;
 mod names;
 mod service;
 
@@ -41,7 +42,11 @@ pub async fn serve(
     mut listener: Box<dyn Listener>,
     stopping: impl std::future::Future<Output = ()>,
 ) {
-    let service = service::build(node);
+    let service = service::build(node.clone());
+    let (sweep_stop, mut sweep_stopped) = tokio::sync::watch::channel(false);
+    let sweep = tokio::spawn(multipart::sweep_abandoned(node, async move {
+        let _ = sweep_stopped.wait_for(|stop| *stop).await;
+    }));
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -92,5 +97,7 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    let _ = sweep_stop.send(true);
     while connections.join_next().await.is_some() {}
+    let _ = sweep.await;
 }

@@ -53,19 +53,19 @@ pub fn build(node: Arc<Node>) -> S3Service {
     builder.build()
 }
 
-struct DfsS3 {
-    node: Arc<Node>,
-    settings: SettingsCache,
+pub(super) struct DfsS3 {
+    pub(super) node: Arc<Node>,
+    pub(super) settings: SettingsCache,
 }
 
 /// Who signed a request, and what their key may do now.
-struct Caller {
-    key: AccessKeyId,
-    permission: Permission,
+pub(super) struct Caller {
+    pub(super) key: AccessKeyId,
+    pub(super) permission: Permission,
 }
 
 impl Caller {
-    fn may_read(&self, name: &str) -> S3Result<()> {
+    pub(super) fn may_read(&self, name: &str) -> S3Result<()> {
         if self.permission.may_read(name) {
             Ok(())
         } else {
@@ -73,7 +73,7 @@ impl Caller {
         }
     }
 
-    fn may_write(&self, name: &str) -> S3Result<()> {
+    pub(super) fn may_write(&self, name: &str) -> S3Result<()> {
         if self.permission.may_write(name) {
             Ok(())
         } else {
@@ -118,7 +118,7 @@ impl DfsS3 {
         Ok(Caller { key, permission })
     }
 
-    async fn bucket(&self, bucket: &str) -> S3Result<BucketState> {
+    pub(super) async fn bucket(&self, bucket: &str) -> S3Result<BucketState> {
         buckets::existing(&self.node, &self.settings, bucket).await
     }
 
@@ -173,7 +173,7 @@ impl DfsS3 {
 
     /// The version id header of a record, as S3 shows it: none in a
     /// bucket that never had versioning (for its null versions).
-    fn shown_version(record: &VersionRecord, settings: &BucketSettings) -> Option<String> {
+    pub(super) fn shown_version(record: &VersionRecord, settings: &BucketSettings) -> Option<String> {
         if record.null_version && settings.versioning == Versioning::Off {
             None
         } else {
@@ -272,7 +272,7 @@ fn not_modified(record: &VersionRecord) -> S3Error {
 
 /// The attributes a put or a replacing copy keeps, from its headers.
 #[allow(clippy::too_many_arguments)]
-fn attributes_of(
+pub(super) fn attributes_of(
     content_type: Option<&ContentType>,
     cache_control: Option<&String>,
     content_disposition: Option<&String>,
@@ -359,7 +359,7 @@ fn shown(reader: &ObjectReader) -> Shown {
     }
 }
 
-fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
+pub(super) fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .ok()
@@ -367,7 +367,7 @@ fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
         .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))
 }
 
-fn put_error(error: PutError<Box<dyn std::error::Error + Send + Sync>>) -> S3Error {
+pub(super) fn put_error(error: PutError<Box<dyn std::error::Error + Send + Sync>>) -> S3Error {
     match error {
         PutError::Refused(error) => object_error(error),
         PutError::Body(error) => match error.downcast::<S3Error>() {
@@ -478,7 +478,7 @@ fn name_of_token(bucket: &str, token: &str) -> S3Result<String> {
         .ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))
 }
 
-fn is_url(encoding: Option<&EncodingType>) -> S3Result<bool> {
+pub(super) fn is_url(encoding: Option<&EncodingType>) -> S3Result<bool> {
     match encoding.map(|e| e.as_str()) {
         None => Ok(false),
         Some(EncodingType::URL) => Ok(true),
@@ -966,6 +966,51 @@ impl S3 for DfsS3 {
             copy_source_version_id: Self::shown_version(&source, &source_settings),
             ..Default::default()
         }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.create_upload(&caller, req.input).await?))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.put_part(&caller, req.input).await?))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.complete_upload(&caller, req.input).await?))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.abort_upload(&caller, req.input).await?))
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.list_upload_parts(&caller, req.input).await?))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.list_uploads(&caller, req.input).await?))
     }
 
     async fn list_objects_v2(

@@ -137,6 +137,47 @@ impl Node {
             .await?)
     }
 
+    /// Make one version of `name` from the contents of `parts`, in order,
+    /// without copying a byte (S3's CompleteMultipartUpload): their chunk
+    /// lists joined under one manifest with `attributes`, the chunks kept
+    /// against the collector before the record is made durable.
+    pub async fn commit_parts(
+        &self,
+        name: String,
+        parts: &[VersionRecord],
+        attributes: Attributes,
+        by: AccessKeyId,
+        (etag, null_version): (Etag, bool),
+    ) -> Result<VersionRecord, OpError> {
+        validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
+        check_attributes(&attributes).map_err(|e| OpError::invalid(e.to_string()))?;
+        self.cluster.check_quorum_reachable()?;
+        let mut manifest = Manifest {
+            attributes,
+            ..Manifest::default()
+        };
+        for part in parts {
+            let Some(content) = part.content else {
+                return Err(OpError::not_found(format!("{} was removed", part.name)));
+            };
+            let bytes = self.cluster.fetch_blob(ChunkId(content.0)).await?;
+            let part_manifest = Manifest::decode(&bytes).map_err(|e| {
+                OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {e}"))
+            })?;
+            for chunk in part_manifest.chunks {
+                manifest
+                    .push(chunk.id, chunk.len as usize)
+                    .map_err(|e| OpError::invalid(e.to_string()))?;
+            }
+        }
+        let blobs = self
+            .cluster
+            .keep_existing(manifest.chunks.iter().map(|chunk| chunk.id))
+            .await?;
+        self.commit_manifest(name, manifest, blobs, by, (Some(etag), null_version))
+            .await
+    }
+
     /// Store the manifest on its owners, then make the version record
     /// durable on W indexes.
     pub(super) async fn commit_manifest(
