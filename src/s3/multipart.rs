@@ -24,10 +24,10 @@ use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 
 use super::body::{BlobBody, BytesBody};
+use super::buckets::Versioning;
 use super::errors::object_error;
 use super::names::{etag, object_name, timestamp, url_encode};
 use super::service::{Caller, DfsS3, attributes_of, decode_md5, put_error};
-use super::buckets::Versioning;
 
 /// Where uploads in progress live.
 const UPLOADS: &str = ".uploads/";
@@ -82,7 +82,9 @@ fn check_upload_id(upload_id: &str) -> S3Result<()> {
 fn no_such_upload(upload_id: &str) -> S3Error {
     S3Error::with_message(
         S3ErrorCode::NoSuchUpload,
-        format!("no upload {upload_id} in progress (it may have been completed, aborted, or expired)"),
+        format!(
+            "no upload {upload_id} in progress (it may have been completed, aborted, or expired)"
+        ),
     )
 }
 
@@ -145,7 +147,11 @@ async fn read_upload_file(node: &Node, record: &VersionRecord) -> S3Result<Uploa
 }
 
 /// The current parts of an upload, by number.
-async fn parts(node: &Node, bucket: &str, upload_id: &str) -> S3Result<BTreeMap<i32, VersionRecord>> {
+async fn parts(
+    node: &Node,
+    bucket: &str,
+    upload_id: &str,
+) -> S3Result<BTreeMap<i32, VersionRecord>> {
     let prefix = format!("{}part-", upload_dir(bucket, upload_id));
     let mut parts = BTreeMap::new();
     let mut from = ListFrom::Start;
@@ -170,7 +176,12 @@ async fn parts(node: &Node, bucket: &str, upload_id: &str) -> S3Result<BTreeMap<
 
 /// Remove every file of an upload (best effort: what is left is removed
 /// by the sweep once the upload expires).
-async fn remove_upload(node: &Node, bucket: &str, upload_id: &str, by: AccessKeyId) -> S3Result<()> {
+async fn remove_upload(
+    node: &Node,
+    bucket: &str,
+    upload_id: &str,
+    by: AccessKeyId,
+) -> S3Result<()> {
     let dir = upload_dir(bucket, upload_id);
     for record in parts(node, bucket, upload_id).await?.into_values() {
         if let Err(error) = node.remove(record.name.clone(), by, false).await {
@@ -257,7 +268,13 @@ impl DfsS3 {
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
         check_part_number(input.part_number)?;
-        upload(&self.node, &input.bucket, Some(&input.key), &input.upload_id).await?;
+        upload(
+            &self.node,
+            &input.bucket,
+            Some(&input.key),
+            &input.upload_id,
+        )
+        .await?;
         let options = PutOptions {
             md5: true,
             expect_md5: input.content_md5.as_deref().map(decode_md5).transpose()?,
@@ -284,7 +301,13 @@ impl DfsS3 {
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
         let state = self.bucket(&input.bucket).await?;
-        let (file, _) = upload(&self.node, &input.bucket, Some(&input.key), &input.upload_id).await?;
+        let (file, _) = upload(
+            &self.node,
+            &input.bucket,
+            Some(&input.key),
+            &input.upload_id,
+        )
+        .await?;
         let asked = input
             .multipart_upload
             .and_then(|upload| upload.parts)
@@ -374,7 +397,13 @@ impl DfsS3 {
     ) -> S3Result<AbortMultipartUploadOutput> {
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
-        upload(&self.node, &input.bucket, Some(&input.key), &input.upload_id).await?;
+        upload(
+            &self.node,
+            &input.bucket,
+            Some(&input.key),
+            &input.upload_id,
+        )
+        .await?;
         remove_upload(&self.node, &input.bucket, &input.upload_id, caller.key).await?;
         Ok(AbortMultipartUploadOutput::default())
     }
@@ -386,8 +415,13 @@ impl DfsS3 {
     ) -> S3Result<ListPartsOutput> {
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_read(&name)?;
-        let (_, record) =
-            upload(&self.node, &input.bucket, Some(&input.key), &input.upload_id).await?;
+        let (_, record) = upload(
+            &self.node,
+            &input.bucket,
+            Some(&input.key),
+            &input.upload_id,
+        )
+        .await?;
         let marker = input.part_number_marker.unwrap_or(0);
         let max = input
             .max_parts
@@ -511,7 +545,13 @@ impl DfsS3 {
             }
             listed.push((key, vid, id, by));
         }
-        let show = |text: &str| if url { url_encode(text) } else { text.to_string() };
+        let show = |text: &str| {
+            if url {
+                url_encode(text)
+            } else {
+                text.to_string()
+            }
+        };
         let last = listed.last().cloned();
         Ok(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
@@ -521,8 +561,12 @@ impl DfsS3 {
             upload_id_marker: input.upload_id_marker.clone(),
             max_uploads: Some(max as i32),
             is_truncated: Some(truncated),
-            next_key_marker: truncated.then(|| last.as_ref().map(|l| show(&l.0))).flatten(),
-            next_upload_id_marker: truncated.then(|| last.as_ref().map(|l| l.2.clone())).flatten(),
+            next_key_marker: truncated
+                .then(|| last.as_ref().map(|l| show(&l.0)))
+                .flatten(),
+            next_upload_id_marker: truncated
+                .then(|| last.as_ref().map(|l| l.2.clone()))
+                .flatten(),
             uploads: Some(
                 listed
                     .into_iter()
@@ -603,7 +647,11 @@ pub async fn sweep_once(node: &Node) -> S3Result<usize> {
                 continue;
             }
             let Some(by) = record.by else { continue };
-            tracing::info!(bucket, upload = id, "removing an abandoned multipart upload");
+            tracing::info!(
+                bucket,
+                upload = id,
+                "removing an abandoned multipart upload"
+            );
             remove_upload(node, bucket, id, by).await?;
             removed += 1;
         }
@@ -621,7 +669,13 @@ mod tests {
     #[test]
     fn upload_ids_cannot_reach_other_names() {
         assert!(check_upload_id(&"a1".repeat(16)).is_ok());
-        for bad in ["", "../x", &"A1".repeat(16), &"a1".repeat(17), &format!("{}/", "a".repeat(31))] {
+        for bad in [
+            "",
+            "../x",
+            &"A1".repeat(16),
+            &"a1".repeat(17),
+            &format!("{}/", "a".repeat(31)),
+        ] {
             assert!(check_upload_id(bad).is_err(), "{bad}");
         }
     }
@@ -641,7 +695,10 @@ mod tests {
             part("92eb5ffee6ae2fec3ad71c777531578f"),
         ]);
         let mut md5 = Md5::new();
-        md5.update(hex::decode("0cc175b9c0f1b6a831c399e26977266192eb5ffee6ae2fec3ad71c777531578f").unwrap());
+        md5.update(
+            hex::decode("0cc175b9c0f1b6a831c399e26977266192eb5ffee6ae2fec3ad71c777531578f")
+                .unwrap(),
+        );
         assert_eq!(tag.md5, <[u8; 16]>::from(md5.finalize()));
         assert_eq!(tag.parts, 2);
         assert!(tag.to_string().ends_with("-2"));

@@ -173,7 +173,10 @@ impl DfsS3 {
 
     /// The version id header of a record, as S3 shows it: none in a
     /// bucket that never had versioning (for its null versions).
-    pub(super) fn shown_version(record: &VersionRecord, settings: &BucketSettings) -> Option<String> {
+    pub(super) fn shown_version(
+        record: &VersionRecord,
+        settings: &BucketSettings,
+    ) -> Option<String> {
         if record.null_version && settings.versioning == Versioning::Off {
             None
         } else {
@@ -973,7 +976,9 @@ impl S3 for DfsS3 {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let caller = self.caller(&req)?;
-        Ok(S3Response::new(self.create_upload(&caller, req.input).await?))
+        Ok(S3Response::new(
+            self.create_upload(&caller, req.input).await?,
+        ))
     }
 
     async fn upload_part(
@@ -989,7 +994,9 @@ impl S3 for DfsS3 {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let caller = self.caller(&req)?;
-        Ok(S3Response::new(self.complete_upload(&caller, req.input).await?))
+        Ok(S3Response::new(
+            self.complete_upload(&caller, req.input).await?,
+        ))
     }
 
     async fn abort_multipart_upload(
@@ -997,12 +1004,19 @@ impl S3 for DfsS3 {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let caller = self.caller(&req)?;
-        Ok(S3Response::new(self.abort_upload(&caller, req.input).await?))
+        Ok(S3Response::new(
+            self.abort_upload(&caller, req.input).await?,
+        ))
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let caller = self.caller(&req)?;
-        Ok(S3Response::new(self.list_upload_parts(&caller, req.input).await?))
+        Ok(S3Response::new(
+            self.list_upload_parts(&caller, req.input).await?,
+        ))
     }
 
     async fn list_multipart_uploads(
@@ -1010,7 +1024,9 @@ impl S3 for DfsS3 {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let caller = self.caller(&req)?;
-        Ok(S3Response::new(self.list_uploads(&caller, req.input).await?))
+        Ok(S3Response::new(
+            self.list_uploads(&caller, req.input).await?,
+        ))
     }
 
     async fn list_objects_v2(

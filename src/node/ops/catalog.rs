@@ -247,12 +247,14 @@ impl Node {
         let mut page = ListPage::default();
         let delimiter = delimiter.filter(|d| !d.is_empty());
         // Where the next scan starts: after a name, or past a common
-        // prefix (a start-after inside a common prefix skips to its end).
+        // prefix. A start-after inside a common prefix (or the prefix
+        // itself, as a continuation gives it) skips to its end: the common
+        // prefix sorts at or before it, so it is not "after".
         let mut from = match start_after {
             None => ListFrom::Start,
             Some(after) => match delimiter.and_then(|d| common_prefix(prefix, after, d)) {
-                Some(common) if common != after => ListFrom::PastPrefix(common),
-                _ => ListFrom::After(after.to_string()),
+                Some(common) => ListFrom::PastPrefix(common),
+                None => ListFrom::After(after.to_string()),
             },
         };
         'scan: loop {
