@@ -29,7 +29,10 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // s3s logs every refused S3 request (a missing key, a bad
+                // bucket name) as an error; the operations log what an
+                // operator needs. `RUST_LOG=info,s3s=debug` shows it all.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,35 +1,168 @@
 //! Bodies between HTTP and the node's operations, streamed both ways:
 //! an upload is pulled piece by piece into the put pipeline, a download is
 //! pushed chunk by chunk from the read pipeline, through a channel of two.
+//! Uploads are checked against the checksums they were sent with.
 
 use bytes::Bytes;
 use dfs::node::ops::{Body, ObjectReader};
 use futures::StreamExt;
-use s3s::dto::StreamingBlob;
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::{Checksum, StreamingBlob};
+use s3s::{S3Error, S3Result, TrailingHeaders, s3_error};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body (s3s has already removed any `aws-chunked` framing and
-/// checked its signatures).
-pub struct BlobBody(pub Option<StreamingBlob>);
+/// checked its signatures), with the `x-amz-checksum-*` it was sent with,
+/// in a header or in the trailer. Each is verified when the body ends,
+/// before the put records anything: a mismatch ends the body with
+/// BadDigest, so the put fails and no version is made.
+pub struct BlobBody {
+    blob: Option<StreamingBlob>,
+    /// Checksums sent as headers.
+    expected: Checksum,
+    /// Where a trailing checksum arrives, and which header it is.
+    trailer: Option<(TrailingHeaders, String)>,
+    hasher: ChecksumHasher,
+    ended: bool,
+}
+
+/// The checksum headers S3 defines, by algorithm.
+const CHECKSUM_HEADERS: [&str; 5] = [
+    "x-amz-checksum-crc32",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc64nvme",
+    "x-amz-checksum-sha1",
+    "x-amz-checksum-sha256",
+];
+
+impl BlobBody {
+    /// `expected` holds the checksum headers of the request; `headers` and
+    /// `trailer` say whether one comes after the body (`x-amz-trailer`).
+    pub fn new(
+        blob: Option<StreamingBlob>,
+        expected: Checksum,
+        headers: &hyper::HeaderMap,
+        trailer: Option<TrailingHeaders>,
+    ) -> S3Result<Self> {
+        let trailing = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|name| CHECKSUM_HEADERS.contains(&name.as_str()));
+        let trailer = match (trailing, trailer) {
+            (Some(name), Some(handle)) => Some((handle, name)),
+            _ => None,
+        };
+        let wants =
+            |name: &str, sent: bool| sent || trailer.as_ref().is_some_and(|(_, t)| t == name);
+        let hasher = ChecksumHasher {
+            crc32: wants(CHECKSUM_HEADERS[0], expected.checksum_crc32.is_some())
+                .then(Default::default),
+            crc32c: wants(CHECKSUM_HEADERS[1], expected.checksum_crc32c.is_some())
+                .then(Default::default),
+            crc64nvme: wants(CHECKSUM_HEADERS[2], expected.checksum_crc64nvme.is_some())
+                .then(Default::default),
+            sha1: wants(CHECKSUM_HEADERS[3], expected.checksum_sha1.is_some())
+                .then(Default::default),
+            sha256: wants(CHECKSUM_HEADERS[4], expected.checksum_sha256.is_some())
+                .then(Default::default),
+        };
+        Ok(Self {
+            blob,
+            expected,
+            trailer,
+            hasher,
+            ended: false,
+        })
+    }
+
+    /// Compare what was computed with what was sent.
+    fn verify(&mut self) -> Result<(), S3Error> {
+        let computed = std::mem::take(&mut self.hasher).finalize();
+        let mut expected = self.expected.clone();
+        if let Some((handle, name)) = &self.trailer {
+            let value = handle
+                .read(|headers| {
+                    headers
+                        .get(name.as_str())
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
+                .flatten()
+                .ok_or_else(|| {
+                    s3_error!(
+                        InvalidRequest,
+                        "the trailer announced {name} but did not send it"
+                    )
+                })?;
+            let slot = match name.as_str() {
+                "x-amz-checksum-crc32" => &mut expected.checksum_crc32,
+                "x-amz-checksum-crc32c" => &mut expected.checksum_crc32c,
+                "x-amz-checksum-crc64nvme" => &mut expected.checksum_crc64nvme,
+                "x-amz-checksum-sha1" => &mut expected.checksum_sha1,
+                _ => &mut expected.checksum_sha256,
+            };
+            *slot = Some(value);
+        }
+        let pairs = [
+            ("CRC32", &expected.checksum_crc32, &computed.checksum_crc32),
+            (
+                "CRC32C",
+                &expected.checksum_crc32c,
+                &computed.checksum_crc32c,
+            ),
+            (
+                "CRC64NVME",
+                &expected.checksum_crc64nvme,
+                &computed.checksum_crc64nvme,
+            ),
+            ("SHA1", &expected.checksum_sha1, &computed.checksum_sha1),
+            (
+                "SHA256",
+                &expected.checksum_sha256,
+                &computed.checksum_sha256,
+            ),
+        ];
+        for (algorithm, sent, actual) in pairs {
+            if let Some(sent) = sent
+                && Some(sent) != actual.as_ref()
+            {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The {algorithm} you specified did not match the calculated checksum."
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Body for BlobBody {
     type Error = BoxError;
 
     async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
-        let Some(blob) = &mut self.0 else {
+        if self.ended {
             return Ok(None);
-        };
-        loop {
-            match blob.next().await {
-                Some(Ok(bytes)) if bytes.is_empty() => continue,
-                Some(Ok(bytes)) => return Ok(Some(bytes)),
-                Some(Err(error)) => return Err(error),
-                None => return Ok(None),
+        }
+        if let Some(blob) = &mut self.blob {
+            loop {
+                match blob.next().await {
+                    Some(Ok(bytes)) if bytes.is_empty() => continue,
+                    Some(Ok(bytes)) => {
+                        self.hasher.update(&bytes);
+                        return Ok(Some(bytes));
+                    }
+                    Some(Err(error)) => return Err(error),
+                    None => break,
+                }
             }
         }
+        self.ended = true;
+        self.verify().map_err(|error| Box::new(error) as BoxError)?;
+        Ok(None)
     }
 }
 

@@ -264,6 +264,7 @@ impl DfsS3 {
         &self,
         caller: &Caller,
         input: UploadPartInput,
+        mut body: BlobBody,
     ) -> S3Result<UploadPartOutput> {
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
@@ -280,7 +281,6 @@ impl DfsS3 {
             expect_md5: input.content_md5.as_deref().map(decode_md5).transpose()?,
             ..PutOptions::default()
         };
-        let mut body = BlobBody(input.body);
         let part = part_name(&input.bucket, &input.upload_id, input.part_number);
         let record = self
             .node

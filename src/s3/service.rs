@@ -604,7 +604,12 @@ impl S3 for DfsS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let caller = self.caller(&req)?;
-        let input = req.input;
+        let S3Request {
+            input,
+            headers,
+            trailing_headers,
+            ..
+        } = req;
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
         let state = self.bucket(&input.bucket).await?;
@@ -654,7 +659,15 @@ impl S3 for DfsS3 {
             attributes,
             expect_md5,
         };
-        let mut body = BlobBody(input.body);
+        let checksums = Checksum {
+            checksum_crc32: input.checksum_crc32,
+            checksum_crc32c: input.checksum_crc32c,
+            checksum_crc64nvme: input.checksum_crc64nvme,
+            checksum_sha1: input.checksum_sha1,
+            checksum_sha256: input.checksum_sha256,
+            ..Default::default()
+        };
+        let mut body = BlobBody::new(input.body, checksums, &headers, trailing_headers)?;
         let record = self
             .node
             .put(name, &mut body, caller.key, options)
@@ -986,7 +999,23 @@ impl S3 for DfsS3 {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let caller = self.caller(&req)?;
-        Ok(S3Response::new(self.put_part(&caller, req.input).await?))
+        let S3Request {
+            input,
+            headers,
+            trailing_headers,
+            ..
+        } = req;
+        let checksums = Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            ..Default::default()
+        };
+        let mut input = input;
+        let body = BlobBody::new(input.body.take(), checksums, &headers, trailing_headers)?;
+        Ok(S3Response::new(self.put_part(&caller, input, body).await?))
     }
 
     async fn complete_multipart_upload(

@@ -137,6 +137,52 @@ def test_content_md5_is_checked():
     assert s3.get_object(Bucket="objects", Key="checked")["Body"].read() == b"payload"
 
 
+def put_with_trailer(bucket, key, data, checksum):
+    """PUT an aws-chunked body whose CRC32 comes in the trailer (as current
+    SDKs send it), with `checksum` as that trailer; the HTTP status."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    payload = b"%x\r\n" % len(data) + data + b"\r\n0\r\nx-amz-checksum-crc32:" + checksum.encode() + b"\r\n\r\n"
+    request = AWSRequest(
+        method="PUT",
+        url=f"{ENDPOINT}/{bucket}/{key}",
+        data=payload,
+        headers={
+            "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            "content-encoding": "aws-chunked",
+            "x-amz-decoded-content-length": str(len(data)),
+            "x-amz-trailer": "x-amz-checksum-crc32",
+        },
+    )
+    SigV4Auth(Credentials(KEY_ID, SECRET), "s3", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    sent = urllib.request.Request(prepared.url, data=payload, method="PUT", headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(sent) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_checksums_are_checked():
+    # Sent as headers: the SDK's own, and a wrong one.
+    s3.put_object(Bucket="objects", Key="summed", Body=b"x" * 5000, ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket="objects", Key="summed", Body=b"y" * 5000, ChecksumAlgorithm="SHA1")
+    fails_with("BadDigest", s3.put_object, Bucket="objects", Key="summed", Body=b"z" * 5000, ChecksumCRC32="AAAAAA==")
+    assert s3.get_object(Bucket="objects", Key="summed")["Body"].read() == b"y" * 5000
+    # Sent in the trailer of an aws-chunked body.
+    import zlib
+
+    data = b"trailer body"
+    good = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert put_with_trailer("objects", "trailed", data, "AAAAAA==") == 400
+    fails_with("NoSuchKey", s3.get_object, Bucket="objects", Key="trailed")
+    assert put_with_trailer("objects", "trailed", data, good) == 200
+    assert s3.get_object(Bucket="objects", Key="trailed")["Body"].read() == data
+
+
 def test_ranges():
     data = body(3 * MiB + 12345, "ranges")
     s3.put_object(Bucket="objects", Key="ranged", Body=data)
