@@ -224,6 +224,7 @@ async fn records_from_beyond_the_clock_offset_are_refused() {
             counter: 0,
             node: me,
         },
+        forgotten: false,
         content: None,
         size: 0,
         by: None,

@@ -256,6 +256,67 @@ fn aws_cli_copies_syncs_lists_and_removes() {
         std::fs::read(&part).unwrap(),
         std::fs::read(&fetched).unwrap()
     );
+    // Versioning through s3api.
+    run(
+        aws(&nodes[0], &key).args([
+            "s3api",
+            "put-bucket-versioning",
+            "--bucket",
+            "awscli",
+            "--versioning-configuration",
+            "Status=Enabled",
+        ]),
+        "aws s3api put-bucket-versioning",
+    );
+    for _ in 0..2 {
+        run(
+            aws(&nodes[1], &key)
+                .args(["s3", "cp", "--only-show-errors"])
+                .arg(source.join("plain.txt"))
+                .arg("s3://awscli/versioned.txt"),
+            "aws s3 cp up",
+        );
+    }
+    let list_versions = |node: &Node| {
+        let listed = run(
+            aws(node, &key).args([
+                "s3api",
+                "list-object-versions",
+                "--bucket",
+                "awscli",
+                "--prefix",
+                "versioned.txt",
+                "--query",
+                "Versions[].VersionId",
+                "--output",
+                "text",
+            ]),
+            "aws s3api list-object-versions",
+        );
+        String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .filter(|id| *id != "None")
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let ids = list_versions(&nodes[2]);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for id in &ids {
+        run(
+            aws(&nodes[0], &key).args([
+                "s3api",
+                "delete-object",
+                "--bucket",
+                "awscli",
+                "--key",
+                "versioned.txt",
+                "--version-id",
+                id,
+            ]),
+            "aws s3api delete-object --version-id",
+        );
+    }
+    assert_eq!(list_versions(&nodes[1]), Vec::<String>::new());
     run(
         aws(&nodes[0], &key).args([
             "s3",

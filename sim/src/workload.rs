@@ -194,6 +194,7 @@ mod tests {
                 counter: 0,
                 node: NodeId([7; 32]),
             },
+            forgotten: false,
             content,
             size: 0,
             by: None,

@@ -94,7 +94,9 @@ impl Cluster {
     ) -> Result<usize, ClusterError> {
         let needed = self.quorum();
         let local = self.merge_local(records.clone(), floors.clone()).await?;
-        if let Some(key) = local.below_floor.first() {
+        // A forgotten stub below the floor forgets what the prune already
+        // dropped: nothing is refused.
+        if let Some(key) = local.below_floor.iter().find(|key| !key.forgotten) {
             return Err(ClusterError::Pruned(key.name.clone(), key.vid.to_string()));
         }
         let mut pushes = JoinSet::new();
@@ -124,7 +126,11 @@ impl Cluster {
 
     async fn push_to(&self, peer: PeerIdentity, message: Message) -> Result<(), String> {
         match self.request(&peer, || message.clone()).await {
-            Ok(Message::RecordsApplied { below_floor }) if below_floor.is_empty() => Ok(()),
+            Ok(Message::RecordsApplied { below_floor })
+                if below_floor.iter().all(|key| key.forgotten) =>
+            {
+                Ok(())
+            }
             // The peer did not keep the record: a prune it knows of is past
             // this version. It does not count toward the quorum.
             Ok(Message::RecordsApplied { below_floor }) => {
@@ -132,7 +138,10 @@ impl Cluster {
                 Err(format!(
                     "{}: a prune of {} is past this version",
                     peer.node.short(),
-                    below_floor[0].name
+                    below_floor
+                        .iter()
+                        .find(|key| !key.forgotten)
+                        .map_or("", |key| key.name.as_str())
                 ))
             }
             Ok(other) => Err(format!("{}: answered {}", peer.node.short(), other.kind())),

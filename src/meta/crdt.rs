@@ -53,9 +53,15 @@ impl History {
         }
     }
 
-    /// The current version: the greatest record (a tombstone means deleted).
+    /// The current version: the greatest record not forgotten (a
+    /// tombstone means deleted).
     pub fn current(&self) -> Option<&VersionRecord> {
-        self.records.values().next_back()
+        self.records.values().rev().find(|r| !r.forgotten)
+    }
+
+    /// The versions a reader sees: every record but the forgotten stubs.
+    pub fn versions(&self) -> impl DoubleEndedIterator<Item = &VersionRecord> {
+        self.records.values().filter(|r| !r.forgotten)
     }
 }
 
@@ -97,17 +103,30 @@ mod tests {
 
     /// Small domains so that collisions (same name, same id) are common.
     fn arbitrary_state() -> impl Strategy<Value = IndexState> {
-        let record = (0u8..3, 0u64..6, 0u8..2, prop::option::of(0u8..3), 0u64..4).prop_map(
-            |(name, wall, node, content, size)| VersionRecord {
-                name: format!("f{name}"),
-                vid: vid(wall, node),
-                content: content.map(|c| ContentId([c; 32])),
-                size,
-                by: None,
-                etag: None,
-                null_version: false,
-            },
-        );
+        // One record in four is the stub that forgets its key.
+        let record = (
+            0u8..3,
+            0u64..6,
+            0u8..2,
+            prop::option::of(0u8..3),
+            0u64..4,
+            0u8..4,
+        )
+            .prop_map(|(name, wall, node, content, size, forget)| {
+                if forget == 0 {
+                    return VersionRecord::forgetting(&format!("f{name}"), vid(wall, node));
+                }
+                VersionRecord {
+                    name: format!("f{name}"),
+                    vid: vid(wall, node),
+                    forgotten: false,
+                    content: content.map(|c| ContentId([c; 32])),
+                    size,
+                    by: None,
+                    etag: None,
+                    null_version: false,
+                }
+            });
         let floors = prop::collection::vec((0u8..3, prop::option::of((0u64..6, 0u8..2))), 0..3);
         (prop::collection::vec(record, 0..12), floors).prop_map(|(records, floors)| {
             let mut state = IndexState::default();
@@ -152,6 +171,21 @@ mod tests {
         }
 
         #[test]
+        fn a_forgotten_version_stays_forgotten(a in arbitrary_state(), b in arbitrary_state()) {
+            let ab = merged(&a, &b);
+            for state in [&a, &b] {
+                for (name, history) in &state.names {
+                    for (vid, record) in &history.records {
+                        if record.forgotten {
+                            let kept = ab.names[name].records.get(vid);
+                            prop_assert!(kept.is_none_or(|r| r.forgotten));
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
         fn no_record_survives_below_its_floor(a in arbitrary_state(), b in arbitrary_state()) {
             for history in merged(&a, &b).names.values() {
                 if let Some(floor) = history.floor {
@@ -167,6 +201,7 @@ mod tests {
         let put = VersionRecord {
             name: "a".into(),
             vid: vid(1, 0),
+            forgotten: false,
             content: Some(ContentId([1; 32])),
             size: 3,
             by: None,
@@ -176,6 +211,7 @@ mod tests {
         let rm = VersionRecord {
             name: "a".into(),
             vid: vid(2, 0),
+            forgotten: false,
             content: None,
             size: 0,
             by: None,
@@ -184,7 +220,14 @@ mod tests {
         };
         assert!(history.insert(rm.clone()));
         assert!(history.insert(put.clone()));
-        assert!(!history.insert(put));
+        assert!(!history.insert(put.clone()));
         assert_eq!(history.current(), Some(&rm));
+        // Forgetting the removal makes the put current again, and the
+        // removal arriving again later does not bring it back.
+        assert!(history.insert(VersionRecord::forgetting("a", rm.vid)));
+        assert_eq!(history.current(), Some(&put));
+        assert!(!history.insert(rm));
+        assert_eq!(history.current(), Some(&put));
+        assert_eq!(history.versions().count(), 1);
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Record keys, not whole records, are hashed: a correct node never creates
 //! two records with one key, and the merge keeps the greater if corrupt
-//! input ever does.
+//! input ever does. The one change a record has is being forgotten (its
+//! stub replaces it), and the key says so.
 
 use sha2::{Digest, Sha256};
 
@@ -36,8 +37,11 @@ fn hash128(domain: u8, parts: &[&[u8]]) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
+/// A forgotten version's stub hashes apart from the record it replaced, so
+/// a node that missed the forgetting differs, and syncs.
 pub fn record_hash(key: &RecordKey) -> u128 {
-    hash128(b'r', &[key.name.as_bytes(), &key.vid.to_key()])
+    let domain = if key.forgotten { b'x' } else { b'r' };
+    hash128(domain, &[key.name.as_bytes(), &key.vid.to_key()])
 }
 
 pub fn floor_hash(floor: &Floor) -> u128 {

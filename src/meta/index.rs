@@ -78,6 +78,32 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The keys a listing of `prefix` from `from` reads: `None` when there
+/// are none. Keys are name ‖ 0 ‖ version: a name's records sort before
+/// any longer name's, so `after ‖ 1` is past every record of `after`.
+fn list_range(prefix: &str, from: &ListFrom) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut start = prefix.as_bytes().to_vec();
+    match from {
+        ListFrom::Start => {}
+        ListFrom::After(after) => {
+            if after.as_bytes() >= prefix.as_bytes() {
+                start = after.as_bytes().to_vec();
+                start.push(1);
+            }
+        }
+        ListFrom::PastPrefix(skipped) => match prefix_end(skipped.as_bytes()) {
+            Some(past) if past.as_slice() > prefix.as_bytes() => start = past,
+            Some(_) => {}
+            None => return None,
+        },
+    }
+    let end = prefix_end(prefix.as_bytes());
+    if end.as_ref().is_some_and(|end| start >= *end) {
+        return None;
+    }
+    Some((start, end))
+}
+
 /// The inverse of [`record_key`].
 fn split_record_key(key: &[u8]) -> Option<(&str, VersionId)> {
     let split = key.len().checked_sub(VERSION_KEY_BYTES + 1)?;
@@ -424,9 +450,10 @@ impl VersionIndex {
         })
     }
 
-    /// `name`'s history: its records oldest first, and its floor. A name no
-    /// record can have (a NUL in it would make its key range another
-    /// name's) has an empty history.
+    /// `name`'s history as readers see it: its records oldest first (not
+    /// the stubs of forgotten versions), and its floor. A name no record
+    /// can have (a NUL in it would make its key range another name's) has
+    /// an empty history.
     pub fn history(&self, name: &str) -> Result<History, IndexError> {
         if validate_name(name).is_err() {
             return Ok(History::default());
@@ -449,7 +476,9 @@ impl VersionIndex {
             {
                 let (_, value) = entry.map_err(storage)?;
                 let record = decode_record(value.value())?;
-                history.records.insert(record.vid, record);
+                if !record.forgotten {
+                    history.records.insert(record.vid, record);
+                }
             }
             Ok(history)
         })
@@ -465,14 +494,17 @@ impl VersionIndex {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
             let (start, end) = name_range(name);
-            match table
+            for entry in table
                 .range(start.as_slice()..end.as_slice())
                 .map_err(storage)?
-                .next_back()
+                .rev()
             {
-                Some(entry) => Ok(Some(decode_record(entry.map_err(storage)?.1.value())?)),
-                None => Ok(None),
+                let record = decode_record(entry.map_err(storage)?.1.value())?;
+                if !record.forgotten {
+                    return Ok(Some(record));
+                }
             }
+            Ok(None)
         })
     }
 
@@ -503,27 +535,9 @@ impl VersionIndex {
         from: &ListFrom,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, IndexError> {
-        // Keys are name ‖ 0 ‖ version: a name's records sort before any
-        // longer name's, so `after ‖ 1` is past every record of `after`.
-        let mut start = prefix.as_bytes().to_vec();
-        match from {
-            ListFrom::Start => {}
-            ListFrom::After(after) => {
-                if after.as_bytes() >= prefix.as_bytes() {
-                    start = after.as_bytes().to_vec();
-                    start.push(1);
-                }
-            }
-            ListFrom::PastPrefix(skipped) => match prefix_end(skipped.as_bytes()) {
-                Some(past) if past.as_slice() > prefix.as_bytes() => start = past,
-                Some(_) => {}
-                None => return Ok(Vec::new()),
-            },
-        }
-        let end = prefix_end(prefix.as_bytes());
-        if end.as_ref().is_some_and(|end| start >= *end) {
+        let Some((start, end)) = list_range(prefix, from) else {
             return Ok(Vec::new());
-        }
+        };
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
@@ -537,6 +551,9 @@ impl VersionIndex {
             for entry in range {
                 let (_, value) = entry.map_err(storage)?;
                 let record = decode_record(value.value())?;
+                if record.forgotten {
+                    continue;
+                }
                 if let Some(previous) = last.take()
                     && previous.name != record.name
                     && !previous.is_tombstone()
@@ -553,6 +570,91 @@ impl VersionIndex {
             }
             live.truncate(limit);
             Ok(live)
+        })
+    }
+
+    /// Up to `limit` names under `prefix`, from `from`, in order, that
+    /// have a version readers see: removed names too (S3 lists their
+    /// delete markers), not names whose every version was forgotten. One
+    /// seek per name.
+    pub fn names_from(
+        &self,
+        prefix: &str,
+        from: &ListFrom,
+        limit: usize,
+    ) -> Result<Vec<String>, IndexError> {
+        let Some((mut start, end)) = list_range(prefix, from) else {
+            return Ok(Vec::new());
+        };
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let mut names = Vec::new();
+            while names.len() < limit {
+                let mut range = match &end {
+                    Some(end) => table.range(start.as_slice()..end.as_slice()),
+                    None => table.range(start.as_slice()..),
+                }
+                .map_err(storage)?;
+                let Some(entry) = range.next() else { break };
+                let (key, _) = entry.map_err(storage)?;
+                let Some((name, _)) = split_record_key(key.value()) else {
+                    return Err(IndexError::Corrupt("a malformed record key".into()));
+                };
+                let name = name.to_string();
+                let (first, past) = name_range(&name);
+                let mut seen = false;
+                for entry in table
+                    .range(first.as_slice()..past.as_slice())
+                    .map_err(storage)?
+                {
+                    if !decode_record(entry.map_err(storage)?.1.value())?.forgotten {
+                        seen = true;
+                        break;
+                    }
+                }
+                if seen {
+                    names.push(name);
+                }
+                start = past;
+            }
+            Ok(names)
+        })
+    }
+
+    /// Up to `limit` versions of `name` that readers see, newest first;
+    /// with `before`, only those older than it (a listing's next page).
+    pub fn versions_desc(
+        &self,
+        name: &str,
+        before: Option<VersionId>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, IndexError> {
+        if validate_name(name).is_err() {
+            return Ok(Vec::new());
+        }
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let (start, mut end) = name_range(name);
+            if let Some(before) = before {
+                end = record_key(name, &before);
+            }
+            let mut versions = Vec::new();
+            for entry in table
+                .range(start.as_slice()..end.as_slice())
+                .map_err(storage)?
+                .rev()
+            {
+                if versions.len() >= limit {
+                    break;
+                }
+                let record = decode_record(entry.map_err(storage)?.1.value())?;
+                if !record.forgotten {
+                    versions.push(record);
+                }
+            }
+            Ok(versions)
         })
     }
 
@@ -658,8 +760,8 @@ impl VersionIndex {
                 if truncated {
                     break;
                 }
-                let (key, _) = entry.map_err(storage)?;
-                let Some((name, vid)) = split_record_key(key.value()) else {
+                let (key, value) = entry.map_err(storage)?;
+                let Some((name, _)) = split_record_key(key.value()) else {
                     return Err(IndexError::Corrupt("a malformed record key".into()));
                 };
                 if !wanted(name) || start.as_deref() == Some(key.value()) {
@@ -670,10 +772,8 @@ impl VersionIndex {
                     truncated = true;
                     break;
                 }
-                keys.push(RecordKey {
-                    name: name.to_string(),
-                    vid,
-                });
+                // The value says whether the record is a forgotten stub.
+                keys.push(decode_record(value.value())?.key());
             }
             Ok((keys, floors, truncated))
         })
@@ -758,6 +858,7 @@ mod tests {
                 counter: 0,
                 node: NodeId([1; 32]),
             },
+            forgotten: false,
             content: None,
             size: 0,
             by: None,
@@ -931,6 +1032,72 @@ mod tests {
             .unwrap();
     }
 
+    /// A forgotten version is gone for readers (history, current, lists),
+    /// the previous version is current again, the stub wins over the
+    /// record arriving late, and anti-entropy tells the two apart.
+    #[test]
+    fn a_forgotten_version_is_gone_and_stays_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("a.redb")).unwrap();
+        let other = VersionIndex::open(&tokio_env(), &dir.path().join("b.redb")).unwrap();
+        let record = |wall_ms: u64| VersionRecord {
+            name: "doc".into(),
+            vid: VersionId {
+                wall_ms,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            forgotten: false,
+            content: Some(crate::cas::ContentId([wall_ms as u8; 32])),
+            size: 1,
+            by: None,
+            etag: None,
+            null_version: false,
+        };
+        let (old, new) = (record(1), record(2));
+        index.apply(&[old.clone(), new.clone()]).unwrap();
+        other.apply(&[old.clone(), new.clone()]).unwrap();
+        assert_eq!(index.digests().unwrap(), other.digests().unwrap());
+        let stub = VersionRecord::forgetting("doc", new.vid);
+        assert_eq!(
+            index.apply(std::slice::from_ref(&stub)).unwrap(),
+            vec![stub.clone()]
+        );
+        assert_eq!(index.current("doc").unwrap(), Some(old.clone()));
+        let history = index.history("doc").unwrap();
+        assert_eq!(history.records.values().collect::<Vec<_>>(), vec![&old]);
+        assert_eq!(index.list_current(10).unwrap(), vec![old.clone()]);
+        // The late record does not come back.
+        assert!(index.apply(std::slice::from_ref(&new)).unwrap().is_empty());
+        assert_eq!(index.current("doc").unwrap(), Some(old.clone()));
+        // The digests differ until the other index forgets it too.
+        assert_ne!(index.digests().unwrap(), other.digests().unwrap());
+        let (keys, _, _) = index
+            .keys_in_buckets(&[true; SYNC_BUCKETS], 1 << 20, None)
+            .unwrap();
+        assert!(keys.contains(&stub.key()) && stub.key().forgotten);
+        other.apply(&index.records(&keys).unwrap()).unwrap();
+        assert_eq!(index.digests().unwrap(), other.digests().unwrap());
+        assert_eq!(index.snapshot().unwrap(), other.snapshot().unwrap());
+        assert_eq!(
+            index.versions_desc("doc", None, 10).unwrap(),
+            vec![old.clone()]
+        );
+        assert_eq!(index.names_from("", &ListFrom::Start, 10).unwrap(), ["doc"]);
+        // Forgetting the last version leaves no current version at all.
+        index
+            .apply(&[VersionRecord::forgetting("doc", old.vid)])
+            .unwrap();
+        assert_eq!(index.current("doc").unwrap(), None);
+        assert!(index.list_current(10).unwrap().is_empty());
+        assert!(
+            index
+                .names_from("", &ListFrom::Start, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     /// Listing under a prefix reads only that range, after a start name,
     /// and skips deleted names.
     #[test]
@@ -944,6 +1111,7 @@ mod tests {
                 counter: 0,
                 node: NodeId([1; 32]),
             },
+            forgotten: false,
             content: (!deleted).then_some(crate::cas::ContentId([1; 32])),
             size: 1,
             by: None,

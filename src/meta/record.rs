@@ -115,6 +115,13 @@ impl FromStr for VersionSelector {
 pub struct VersionRecord {
     pub name: String,
     pub vid: VersionId,
+    /// This version was deleted for good (S3's DeleteObject with a version
+    /// id): the record is a stub that keeps only its key, so that the
+    /// version never comes back from a node that missed the deletion. It
+    /// sorts after the record it replaces (this field comes right after
+    /// the key), so every merge keeps the stub: a grow-only set of
+    /// forgotten keys inside the same CRDT. Readers never see stubs.
+    pub forgotten: bool,
     pub content: Option<ContentId>,
     pub size: u64,
     pub by: Option<AccessKeyId>,
@@ -149,8 +156,8 @@ impl fmt::Display for Etag {
 }
 
 /// The format byte in front of every record the index stores. Format 3
-/// added `etag` and `null_version`; format 2 records (access keys, before
-/// S3) are still read, as written, and never rewritten.
+/// added `forgotten`, `etag` and `null_version`; format 2 records (access
+/// keys, before S3) are still read, as written, and never rewritten.
 pub const RECORD_FORMAT: u8 = 3;
 
 impl VersionRecord {
@@ -188,6 +195,7 @@ impl From<RecordV2> for VersionRecord {
         VersionRecord {
             name: old.name,
             vid: old.vid,
+            forgotten: false,
             content: old.content,
             size: old.size,
             by: old.by,
@@ -212,6 +220,7 @@ impl From<LegacyRecord> for VersionRecord {
         VersionRecord {
             name: old.name,
             vid: old.vid,
+            forgotten: false,
             content: old.content,
             size: old.size,
             by: None,
@@ -227,12 +236,15 @@ impl VersionRecord {
     }
 }
 
-/// What identifies a record: its name and version id.
+/// What identifies a record: its name and version id, and whether it is
+/// forgotten (so that anti-entropy, which compares keys, tells a stub from
+/// the record it replaced).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct RecordKey {
     pub name: String,
     pub vid: VersionId,
+    pub forgotten: bool,
 }
 
 impl VersionRecord {
@@ -240,6 +252,23 @@ impl VersionRecord {
         RecordKey {
             name: self.name.clone(),
             vid: self.vid,
+            forgotten: self.forgotten,
+        }
+    }
+
+    /// The stub that deletes version `vid` of `name` for good, wherever it
+    /// reaches (see [`VersionRecord::forgotten`]). One per key: every
+    /// node that forgets a version writes the same bytes.
+    pub fn forgetting(name: &str, vid: VersionId) -> VersionRecord {
+        VersionRecord {
+            name: name.to_string(),
+            vid,
+            forgotten: true,
+            content: None,
+            size: 0,
+            by: None,
+            etag: None,
+            null_version: false,
         }
     }
 }
@@ -331,6 +360,7 @@ mod tests {
                 counter: 4,
                 node: NodeId([0xab; 32]),
             },
+            forgotten: false,
             content: Some(ContentId([0x5c; 32])),
             size: 123_456,
             by: Some(AccessKeyId::parse("DFSABCDEFGHIJKLMNOPQ").unwrap()),

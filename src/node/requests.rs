@@ -130,7 +130,7 @@ impl Node {
             Message::Restore { name, version } => {
                 match self.resolve(&name, &VersionPick::Matching(version)).await {
                     Ok(old) => self
-                        .reuse_content(name, &old, *key, false, None)
+                        .reuse_content(name, &old, *key, (false, &[]), None)
                         .await
                         .map(|record| Message::PutDone { record }),
                     Err(refusal) => Err(refusal),
@@ -277,7 +277,7 @@ impl Node {
                 current.vid
             )));
         }
-        let record = self.remove(name, key, false).await?;
+        let record = self.remove(name, key, false, &[]).await?;
         Ok(Message::Removed { record })
     }
 

@@ -166,7 +166,7 @@ pub async fn write_settings(
 
 /// Remove `bucket`'s settings file.
 pub async fn remove_settings(node: &Node, bucket: &str, by: AccessKeyId) -> S3Result<()> {
-    node.remove(settings_name(bucket), by, false)
+    node.remove(settings_name(bucket), by, false, &[])
         .await
         .map(|_| ())
         .map_err(|e| s3_error(e, S3ErrorCode::NoSuchBucket))

@@ -12,6 +12,7 @@
 //! once); a request's headers must arrive within [`HEADER_READ_TIMEOUT`];
 //! bodies stream through the node's bounded put and read pipelines.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +29,43 @@ mod errors;
 mod multipart;
 mod names;
 mod service;
+mod versions;
 
 /// Most S3 connections served at once.
 pub const CONNECTIONS_MAX: usize = 512;
 
 /// How long a client has to send a request's headers (slowloris bound).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `service`, closing the connection after an error answered to a request
+/// with a body. A request refused before its body was read (a missing
+/// bucket, a failed precondition) leaves that body unread, and a client
+/// that sent `Expect: 100-continue` may never send it: the connection's
+/// byte stream is then ambiguous, and reusing it answered a later request
+/// with an earlier response (seen with boto3). A new connection is cheap.
+fn closing_after_refused_uploads(
+    service: s3s::service::S3Service,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = s3s::HttpResponse,
+    Error = s3s::HttpError,
+    Future = impl Future<Output = Result<s3s::HttpResponse, s3s::HttpError>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let has_body = !hyper::body::Body::is_end_stream(request.body());
+        let service = service.clone();
+        async move {
+            let mut response = hyper::service::Service::call(&service, request).await?;
+            if has_body && !response.status().is_success() {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(response)
+        }
+    })
+}
 
 /// Serve S3 on `listener` until `stopping` completes; then stop accepting,
 /// let requests in flight finish, and return.
@@ -60,7 +92,7 @@ pub async fn serve(
                         tracing::warn!(%peer, "refusing an S3 connection: {CONNECTIONS_MAX} are open");
                         continue;
                     };
-                    let service = service.clone();
+                    let service = closing_after_refused_uploads(service.clone());
                     let mut stop = stop_rx.clone();
                     connections.spawn(async move {
                         let _permit = permit;

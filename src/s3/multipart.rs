@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dfs::cas::Attributes;
-use dfs::keys::AccessKeyId;
 use dfs::meta::{Etag, ListFrom, VersionRecord};
 use dfs::node::Node;
 use dfs::node::ops::{Listed, PutError, PutOptions, VersionPick};
@@ -174,21 +173,18 @@ async fn parts(
     Ok(parts)
 }
 
-/// Remove every file of an upload (best effort: what is left is removed
-/// by the sweep once the upload expires).
-async fn remove_upload(
-    node: &Node,
-    bucket: &str,
-    upload_id: &str,
-    by: AccessKeyId,
-) -> S3Result<()> {
+/// Delete every file of an upload for good (every version: an aborted
+/// upload's chunks are then garbage, and a completed one's are the
+/// object's). Best effort for the parts: what is left is deleted by the
+/// sweep once the upload expires, because the upload file goes last.
+async fn remove_upload(node: &Node, bucket: &str, upload_id: &str) -> S3Result<()> {
     let dir = upload_dir(bucket, upload_id);
     for record in parts(node, bucket, upload_id).await?.into_values() {
-        if let Err(error) = node.remove(record.name.clone(), by, false).await {
-            tracing::warn!(name = %record.name, %error, "could not remove a part of a finished upload; the sweep will");
+        if let Err(error) = node.forget_all(&record.name).await {
+            tracing::warn!(name = %record.name, %error, "could not delete a part of a finished upload; the sweep will");
         }
     }
-    node.remove(format!("{dir}upload"), by, false)
+    node.forget_all(&format!("{dir}upload"))
         .await
         .map(|_| ())
         .map_err(object_error)
@@ -359,6 +355,7 @@ impl DfsS3 {
             }
         }
         let null_version = state.settings.versioning != Versioning::Enabled;
+        let forget = self.nulls_replaced(&name, &state.settings).await?;
         let record = self
             .node
             .commit_parts(
@@ -366,7 +363,7 @@ impl DfsS3 {
                 &chosen,
                 file.attributes,
                 caller.key,
-                (multipart_etag(&chosen), null_version),
+                (multipart_etag(&chosen), null_version, &forget),
             )
             .await
             .map_err(|error| match error.code {
@@ -375,9 +372,7 @@ impl DfsS3 {
                 }
                 _ => object_error(error),
             })?;
-        if let Err(error) =
-            remove_upload(&self.node, &input.bucket, &input.upload_id, caller.key).await
-        {
+        if let Err(error) = remove_upload(&self.node, &input.bucket, &input.upload_id).await {
             tracing::warn!(upload = %input.upload_id, %error, "could not remove a completed upload's files; the sweep will");
         }
         Ok(CompleteMultipartUploadOutput {
@@ -404,7 +399,7 @@ impl DfsS3 {
             &input.upload_id,
         )
         .await?;
-        remove_upload(&self.node, &input.bucket, &input.upload_id, caller.key).await?;
+        remove_upload(&self.node, &input.bucket, &input.upload_id).await?;
         Ok(AbortMultipartUploadOutput::default())
     }
 
@@ -646,13 +641,12 @@ pub async fn sweep_once(node: &Node) -> S3Result<usize> {
             if now_ms.saturating_sub(record.vid.wall_ms) < expiry_ms {
                 continue;
             }
-            let Some(by) = record.by else { continue };
             tracing::info!(
                 bucket,
                 upload = id,
                 "removing an abandoned multipart upload"
             );
-            remove_upload(node, bucket, id, by).await?;
+            remove_upload(node, bucket, id).await?;
             removed += 1;
         }
         if !full {
@@ -712,6 +706,7 @@ mod tests {
                 counter: 0,
                 node: dfs::keys::NodeId([1; 32]),
             },
+            forgotten: false,
             content: None,
             size: 0,
             by: None,

@@ -185,8 +185,10 @@ impl DfsS3 {
     }
 
     /// Delete `key` as S3 does without a version id: in a versioning
-    /// bucket, a delete marker (always, as S3); otherwise the removal of
-    /// the current object, if there is one.
+    /// bucket, a delete marker (always, as S3); in a suspended one, a null
+    /// delete marker replacing the null version; in one that never had
+    /// versioning, the removal of the object if there is one (which frees
+    /// its null version).
     async fn delete_current(
         &self,
         caller: &Caller,
@@ -205,8 +207,9 @@ impl DfsS3 {
             }
         }
         let null_version = settings.versioning != Versioning::Enabled;
+        let forget = self.nulls_replaced(&name, settings).await?;
         self.node
-            .remove(name, caller.key, null_version)
+            .remove(name, caller.key, null_version, &forget)
             .await
             .map(Some)
             .map_err(object_error)
@@ -658,6 +661,7 @@ impl S3 for DfsS3 {
             null_version: state.settings.versioning != Versioning::Enabled,
             attributes,
             expect_md5,
+            forget: self.nulls_replaced(&name, &state.settings).await?,
         };
         let checksums = Checksum {
             checksum_crc32: input.checksum_crc32,
@@ -818,13 +822,17 @@ impl S3 for DfsS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let caller = self.caller(&req)?;
         let input = req.input;
-        if input.version_id.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "deleting one version for good is not implemented yet"
-            ));
-        }
         let state = self.bucket(&input.bucket).await?;
+        if let Some(version) = &input.version_id {
+            let marker = self
+                .delete_version(&caller, &input.bucket, &input.key, version)
+                .await?;
+            return Ok(S3Response::new(DeleteObjectOutput {
+                delete_marker: marker.then_some(true),
+                version_id: Some(version.clone()),
+                ..Default::default()
+            }));
+        }
         let removed = self
             .delete_current(&caller, &input.bucket, &state.settings, &input.key)
             .await?;
@@ -855,13 +863,28 @@ impl S3 for DfsS3 {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for object in input.delete.objects {
-            if object.version_id.is_some() {
-                errors.push(Error {
-                    code: Some("NotImplemented".into()),
-                    key: Some(object.key),
-                    message: Some("deleting one version for good is not implemented yet".into()),
-                    version_id: object.version_id,
-                });
+            if let Some(version) = &object.version_id {
+                match self
+                    .delete_version(&caller, &input.bucket, &object.key, version)
+                    .await
+                {
+                    Ok(marker) => {
+                        if !quiet {
+                            deleted.push(DeletedObject {
+                                key: Some(object.key),
+                                version_id: Some(version.clone()),
+                                delete_marker: marker.then_some(true),
+                                delete_marker_version_id: marker.then(|| version.clone()),
+                            });
+                        }
+                    }
+                    Err(error) => errors.push(Error {
+                        code: Some(error.code().as_str().to_string()),
+                        key: Some(object.key),
+                        message: error.message().map(str::to_string),
+                        version_id: Some(version.clone()),
+                    }),
+                }
                 continue;
             }
             match self
@@ -962,9 +985,16 @@ impl S3 for DfsS3 {
             None
         };
         let null_version = state.settings.versioning != Versioning::Enabled;
+        let forget = self.nulls_replaced(&name, &state.settings).await?;
         let record = self
             .node
-            .reuse_content(name, &source, caller.key, null_version, attributes)
+            .reuse_content(
+                name,
+                &source,
+                caller.key,
+                (null_version, &forget),
+                attributes,
+            )
             .await
             .map_err(object_error)?;
         let source_settings = if source_bucket.as_ref() == input.bucket {
@@ -982,6 +1012,25 @@ impl S3 for DfsS3 {
             copy_source_version_id: Self::shown_version(&source, &source_settings),
             ..Default::default()
         }))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let caller = self.caller(&req)?;
+        self.set_versioning(&caller, req.input).await?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(
+            self.list_versions(&caller, req.input).await?,
+        ))
     }
 
     async fn create_multipart_upload(

@@ -136,6 +136,7 @@ mod tests {
                 counter: 2,
                 node: NodeId([0x11; 32]),
             },
+            forgotten: false,
             content,
             size: 5,
             by: Some(key_id()),

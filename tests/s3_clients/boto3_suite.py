@@ -48,7 +48,11 @@ def error_code(call, *args, **kwargs):
     try:
         call(*args, **kwargs)
     except ClientError as error:
-        return error.response["Error"]["Code"]
+        code = error.response["Error"]["Code"]
+        if code.isdigit() and code != "304" and call.__name__ not in ("head_bucket", "head_object"):
+            # A bare status: say what came back, to tell a bug from a slip.
+            print(f"{call.__name__}: bare {code}: {error.response}", file=sys.stderr)
+        return code
     raise AssertionError(f"{call.__name__} succeeded; it should have failed")
 
 
@@ -371,6 +375,76 @@ def test_multipart():
     assert s3.head_object(Bucket="multi", Key="managed.bin")["ETag"].endswith('-3"')
     os.remove(path)
     os.remove(path + ".back")
+
+
+def versions_of(bucket, key):
+    """(version id, is latest, is delete marker) of `key`, newest first."""
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    entries = [(v["LastModified"], v["VersionId"], v["IsLatest"], False) for v in listed.get("Versions", []) if v["Key"] == key]
+    entries += [(m["LastModified"], m["VersionId"], m["IsLatest"], True) for m in listed.get("DeleteMarkers", []) if m["Key"] == key]
+    # Newest first: the latest, then by time (ids of one millisecond tie).
+    entries.sort(key=lambda e: (not e[2], -e[0].timestamp()))
+    return [(e[1], e[2], e[3]) for e in entries]
+
+
+def test_versioning():
+    s3.create_bucket(Bucket="versioned")
+    # Never enabled: an overwrite replaces the object; one null version.
+    s3.put_object(Bucket="versioned", Key="doc", Body=b"v0")
+    s3.put_object(Bucket="versioned", Key="doc", Body=b"v0b")
+    assert versions_of("versioned", "doc") == [("null", True, False)]
+    assert "VersionId" not in s3.head_object(Bucket="versioned", Key="doc")
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket="versioned")["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket="versioned", Key="doc", Body=b"v1")["VersionId"]
+    v2 = s3.put_object(Bucket="versioned", Key="doc", Body=b"v2")["VersionId"]
+    assert len({v1, v2, "null"}) == 3, (v1, v2)
+    assert versions_of("versioned", "doc") == [(v2, True, False), (v1, False, False), ("null", False, False)]
+    got = s3.get_object(Bucket="versioned", Key="doc", VersionId=v1)
+    assert got["Body"].read() == b"v1" and got["VersionId"] == v1
+    assert s3.get_object(Bucket="versioned", Key="doc", VersionId="null")["Body"].read() == b"v0b"
+    assert s3.head_object(Bucket="versioned", Key="doc", VersionId=v2)["ContentLength"] == 2
+    assert s3.get_object(Bucket="versioned", Key="doc")["VersionId"] == v2
+    # Any node answers by version id.
+    assert client(OTHER).get_object(Bucket="versioned", Key="doc", VersionId=v1)["Body"].read() == b"v1"
+    fails_with("NoSuchVersion", s3.get_object, Bucket="versioned", Key="doc", VersionId="1-0-" + "ab" * 32)
+    # A delete makes a delete marker; the object is gone, its versions stay.
+    deleted = s3.delete_object(Bucket="versioned", Key="doc")
+    marker = deleted["VersionId"]
+    assert deleted["DeleteMarker"] is True
+    fails_with("NoSuchKey", s3.get_object, Bucket="versioned", Key="doc")
+    fails_with("MethodNotAllowed", s3.get_object, Bucket="versioned", Key="doc", VersionId=marker)
+    assert versions_of("versioned", "doc") == [(marker, True, True), (v2, False, False), (v1, False, False), ("null", False, False)]
+    # Deleting the marker by id brings the object back.
+    assert s3.delete_object(Bucket="versioned", Key="doc", VersionId=marker)["DeleteMarker"] is True
+    assert s3.get_object(Bucket="versioned", Key="doc")["Body"].read() == b"v2"
+    # Deleting the current version for good makes the one before current.
+    s3.delete_object(Bucket="versioned", Key="doc", VersionId=v2)
+    assert s3.get_object(Bucket="versioned", Key="doc")["Body"].read() == b"v1"
+    fails_with("NoSuchVersion", s3.get_object, Bucket="versioned", Key="doc", VersionId=v2)
+    # Deleting a version that does not exist succeeds (S3 does).
+    s3.delete_object(Bucket="versioned", Key="doc", VersionId=v2)
+    # Copy from a version: its content, no data copied.
+    copied = s3.copy_object(Bucket="versioned", Key="copy", CopySource={"Bucket": "versioned", "Key": "doc", "VersionId": "null"})
+    assert copied["CopySourceVersionId"] == "null" and copied["VersionId"] not in ("null", v1)
+    assert s3.get_object(Bucket="versioned", Key="copy")["Body"].read() == b"v0b"
+    # Suspended: a write replaces the null version, and keeps the others.
+    s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket="versioned")["Status"] == "Suspended"
+    assert s3.put_object(Bucket="versioned", Key="doc", Body=b"s1")["VersionId"] == "null"
+    assert versions_of("versioned", "doc") == [("null", True, False), (v1, False, False)]
+    assert s3.get_object(Bucket="versioned", Key="doc", VersionId="null")["Body"].read() == b"s1"
+    # DeleteObjects by version id, and the listing's pages.
+    for i in range(3):
+        s3.put_object(Bucket="versioned", Key=f"many{i}", Body=b"a")
+    result = s3.delete_objects(Bucket="versioned", Delete={"Objects": [{"Key": "many0", "VersionId": "null"}]})
+    assert result["Deleted"][0]["VersionId"] == "null" and not result.get("Errors")
+    fails_with("NoSuchKey", s3.get_object, Bucket="versioned", Key="many0")
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket="versioned", PaginationConfig={"PageSize": 1})
+    seen = [(v["Key"], v["VersionId"]) for page in pages for v in page.get("Versions", [])]
+    assert seen == [("copy", copied["VersionId"]), ("doc", "null"), ("doc", v1), ("many1", "null"), ("many2", "null")], seen
+    delimited = s3.list_object_versions(Bucket="versioned", Delimiter="n")
+    assert [p["Prefix"] for p in delimited.get("CommonPrefixes", [])] == ["man"], delimited
 
 
 def test_presigned_urls():

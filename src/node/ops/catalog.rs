@@ -4,7 +4,9 @@
 use super::OpError;
 use crate::cas::{Attributes, ChunkId, Manifest, check_attributes};
 use crate::keys::AccessKeyId;
-use crate::meta::{Floor, History, ListFrom, VersionRecord, VersionSelector, validate_name};
+use crate::meta::{
+    Floor, History, ListFrom, VersionId, VersionRecord, VersionSelector, validate_name,
+};
 use crate::node::Node;
 use crate::wire::ErrorCode;
 
@@ -109,23 +111,93 @@ impl Node {
         name: String,
         by: AccessKeyId,
         null_version: bool,
+        forget: &[VersionId],
     ) -> Result<VersionRecord, OpError> {
         validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
         self.cluster.check_quorum_reachable()?;
         let record = VersionRecord {
             name,
             vid: self.cluster.next_vid()?,
+            forgotten: false,
             content: None,
             size: 0,
             by: Some(by),
             etag: None,
             null_version,
         };
-        self.cluster
-            .commit(vec![record.clone()], Vec::new())
-            .await?;
+        let mut records = vec![record.clone()];
+        records.extend(
+            forget
+                .iter()
+                .map(|vid| VersionRecord::forgetting(&record.name, *vid)),
+        );
+        self.cluster.commit(records, Vec::new()).await?;
         tracing::debug!(name = %record.name, version = %record.vid, "removed");
         Ok(record)
+    }
+
+    /// Delete one version for good (S3's DeleteObject with a version id):
+    /// its stub, durable on W indexes, then everywhere; the version before
+    /// it is current again if it was current. Returns the record deleted.
+    pub async fn forget(&self, name: &str, pick: &VersionPick) -> Result<VersionRecord, OpError> {
+        let record = self.resolve(name, pick).await?;
+        self.cluster.check_quorum_reachable()?;
+        self.cluster
+            .commit(
+                vec![VersionRecord::forgetting(name, record.vid)],
+                Vec::new(),
+            )
+            .await?;
+        tracing::debug!(name, version = %record.vid, "version deleted for good");
+        Ok(record)
+    }
+
+    /// Delete every version of `name` for good (files that were only ever
+    /// working state: a multipart upload's parts). Returns how many went.
+    pub async fn forget_all(&self, name: &str) -> Result<usize, OpError> {
+        let history = self.history(name).await?;
+        let stubs: Vec<VersionRecord> = history
+            .versions()
+            .map(|record| VersionRecord::forgetting(name, record.vid))
+            .collect();
+        if stubs.is_empty() {
+            return Ok(0);
+        }
+        self.cluster.check_quorum_reachable()?;
+        let count = stubs.len();
+        self.cluster.commit(stubs, Vec::new()).await?;
+        Ok(count)
+    }
+
+    /// Up to `limit` names under `prefix` from `from` that have versions,
+    /// removed ones included.
+    pub async fn names(
+        &self,
+        prefix: &str,
+        from: ListFrom,
+        limit: usize,
+    ) -> Result<Vec<String>, OpError> {
+        let index = self.index.clone();
+        let prefix = prefix.to_string();
+        Ok(self
+            .env
+            .blocking(move || index.names_from(&prefix, &from, limit))
+            .await?)
+    }
+
+    /// Up to `limit` versions of `name`, newest first, older than `before`.
+    pub async fn versions_newest_first(
+        &self,
+        name: &str,
+        before: Option<VersionId>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, OpError> {
+        let index = self.index.clone();
+        let name = name.to_string();
+        Ok(self
+            .env
+            .blocking(move || index.versions_desc(&name, before, limit))
+            .await?)
     }
 
     /// Keep the newest `keep` versions of `name`: raise its floor to the
@@ -171,7 +243,7 @@ impl Node {
         name: String,
         old: &VersionRecord,
         by: AccessKeyId,
-        null_version: bool,
+        (null_version, forget): (bool, &[VersionId]),
         attributes: Option<Attributes>,
     ) -> Result<VersionRecord, OpError> {
         validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
@@ -200,21 +272,26 @@ impl Node {
                 ..manifest
             };
             return self
-                .commit_manifest(name, manifest, blobs, by, (old.etag, null_version))
+                .commit_manifest(name, manifest, blobs, by, (old.etag, null_version, forget))
                 .await;
         }
         let record = VersionRecord {
             name,
             vid: self.cluster.next_vid()?,
+            forgotten: false,
             content: Some(content),
             size: old.size,
             by: Some(by),
             etag: old.etag,
             null_version,
         };
-        self.cluster
-            .commit_put(vec![record.clone()], &mut blobs)
-            .await?;
+        let mut records = vec![record.clone()];
+        records.extend(
+            forget
+                .iter()
+                .map(|vid| VersionRecord::forgetting(&record.name, *vid)),
+        );
+        self.cluster.commit_put(records, &mut blobs).await?;
         tracing::debug!(name = %record.name, version = %record.vid, from = %old.vid, "content reused");
         Ok(record)
     }

@@ -18,7 +18,7 @@ use crate::cas::{Attributes, ChunkId, Chunker, ContentId, Manifest, check_attrib
 use crate::cluster::{ClusterError, PutBlobs, Stored};
 use crate::keys::AccessKeyId;
 use crate::limits::PUT_CHUNKS_IN_FLIGHT;
-use crate::meta::{Etag, VersionRecord, validate_name};
+use crate::meta::{Etag, VersionId, VersionRecord, validate_name};
 use crate::node::Node;
 use crate::wire::ErrorCode;
 
@@ -35,6 +35,9 @@ pub struct PutOptions {
     /// The MD5 the client says the body has (S3's Content-MD5): the put
     /// is refused, and nothing recorded, if the body's differs.
     pub expect_md5: Option<[u8; 16]>,
+    /// Versions this one replaces for good, forgotten in the same commit
+    /// (S3: the null version a put to an unversioned bucket overwrites).
+    pub forget: Vec<VersionId>,
 }
 
 type StoreJob = AbortOnDropHandle<Result<(ChunkId, usize, Stored), ClusterError>>;
@@ -133,7 +136,13 @@ impl Node {
             .filter(|_| options.md5)
             .map(|md5| Etag { md5, parts: 0 });
         Ok(self
-            .commit_manifest(name, manifest, blobs, by, (etag, options.null_version))
+            .commit_manifest(
+                name,
+                manifest,
+                blobs,
+                by,
+                (etag, options.null_version, &options.forget),
+            )
             .await?)
     }
 
@@ -147,7 +156,7 @@ impl Node {
         parts: &[VersionRecord],
         attributes: Attributes,
         by: AccessKeyId,
-        (etag, null_version): (Etag, bool),
+        (etag, null_version, forget): (Etag, bool, &[VersionId]),
     ) -> Result<VersionRecord, OpError> {
         validate_name(&name).map_err(|e| OpError::invalid(e.to_string()))?;
         check_attributes(&attributes).map_err(|e| OpError::invalid(e.to_string()))?;
@@ -174,8 +183,14 @@ impl Node {
             .cluster
             .keep_existing(manifest.chunks.iter().map(|chunk| chunk.id))
             .await?;
-        self.commit_manifest(name, manifest, blobs, by, (Some(etag), null_version))
-            .await
+        self.commit_manifest(
+            name,
+            manifest,
+            blobs,
+            by,
+            (Some(etag), null_version, forget),
+        )
+        .await
     }
 
     /// Store the manifest on its owners, then make the version record
@@ -186,7 +201,7 @@ impl Node {
         manifest: Manifest,
         mut blobs: PutBlobs,
         by: AccessKeyId,
-        (etag, null_version): (Option<Etag>, bool),
+        (etag, null_version, forget): (Option<Etag>, bool, &[VersionId]),
     ) -> Result<VersionRecord, OpError> {
         let bytes = manifest.encode();
         let content = ContentId::of(&bytes);
@@ -198,15 +213,20 @@ impl Node {
         let record = VersionRecord {
             name,
             vid: self.cluster.next_vid()?,
+            forgotten: false,
             content: Some(content),
             size: manifest.size,
             by: Some(by),
             etag,
             null_version,
         };
-        self.cluster
-            .commit_put(vec![record.clone()], &mut blobs)
-            .await?;
+        let mut records = vec![record.clone()];
+        records.extend(
+            forget
+                .iter()
+                .map(|vid| VersionRecord::forgetting(&record.name, *vid)),
+        );
+        self.cluster.commit_put(records, &mut blobs).await?;
         tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
         Ok(record)
     }
