@@ -107,10 +107,8 @@ impl DfsS3 {
         if state.settings.versioning == versioning && state.settings_record.is_some() {
             return Ok(());
         }
-        let settings = BucketSettings {
-            versioning,
-            ..state.settings
-        };
+        let mut settings = state.settings;
+        settings.versioning = versioning;
         buckets::write_settings(&self.node, &bucket, &settings, caller.key).await?;
         Ok(())
     }
