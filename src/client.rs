@@ -306,6 +306,25 @@ impl Client {
         }
     }
 
+    /// Delete one version of `name` for good, on every node; returns the
+    /// version deleted.
+    pub async fn forget(
+        &mut self,
+        name: &str,
+        version: VersionSelector,
+    ) -> Result<VersionRecord, ClientError> {
+        match self
+            .call(Message::Forget {
+                name: name.to_string(),
+                version,
+            })
+            .await?
+        {
+            Message::Forgotten { record } => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Current versions of all live files; `true` if the list was truncated.
     pub async fn list(&mut self) -> Result<(Vec<VersionRecord>, bool), ClientError> {
         match self.call(Message::List).await? {

@@ -111,8 +111,14 @@ enum Command {
         #[arg(long)]
         quorum: bool,
     },
-    /// Delete a file (a new, tombstone version; history is kept).
-    Rm { name: String },
+    /// Delete a file (a new, tombstone version; history is kept), or with
+    /// --version, delete that one version for good, on every node.
+    Rm {
+        name: String,
+        /// A version id from `versions`: delete it (and only it) for good.
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// List current files.
     Ls,
     /// A file's versions, newest first.
@@ -280,9 +286,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             get(&env, &cli, request).await
         }
-        Command::Rm { name } => {
+        Command::Rm {
+            name,
+            version: None,
+        } => {
             let record = connect(&env, &cli).await?.remove(name).await?;
             output::removed(&record, json);
+            Ok(())
+        }
+        Command::Rm {
+            name,
+            version: Some(version),
+        } => {
+            let selector: VersionSelector = version.parse().map_err(Failure::usage)?;
+            let record = connect(&env, &cli).await?.forget(name, selector).await?;
+            output::forgotten(&record, json);
             Ok(())
         }
         Command::Ls => {

@@ -138,6 +138,18 @@ pub fn removed(record: &VersionRecord, json: bool) {
     }
 }
 
+/// `rm --version`: the version deleted for good.
+pub fn forgotten(record: &VersionRecord, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"name": record.name, "version": record.vid.to_string(), "forgotten": true})
+        );
+    } else {
+        println!("deleted version {} of {} for good", record.vid, record.name);
+    }
+}
+
 /// `ls`: the current version of every live file.
 pub fn listing(records: &[VersionRecord], truncated: bool, json: bool) {
     if json {

@@ -25,7 +25,10 @@ fn authorize(permission: &Permission, request: &Message) -> Result<(), OpError> 
         ))
     };
     match request {
-        Message::PutStart { name } | Message::Remove { name } | Message::Restore { name, .. }
+        Message::PutStart { name }
+        | Message::Remove { name }
+        | Message::Restore { name, .. }
+        | Message::Forget { name, .. }
             if !permission.may_write(name) =>
         {
             forbidden(format!("write {name}"))
@@ -127,6 +130,10 @@ impl Node {
                 .prune(name, keep)
                 .await
                 .map(|(floor, removed)| Message::Pruned { floor, removed }),
+            Message::Forget { name, version } => self
+                .forget(&name, &VersionPick::Matching(version))
+                .await
+                .map(|record| Message::Forgotten { record }),
             Message::Restore { name, version } => {
                 match self.resolve(&name, &VersionPick::Matching(version)).await {
                     Ok(old) => self

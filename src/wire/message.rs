@@ -322,6 +322,16 @@ pub enum Message {
     KeyRecords {
         keys: Option<Vec<KeyRecord>>,
     },
+    /// Delete one version of a name for good, on every node (S3's
+    /// DeleteObject with a version id). Answered by `Forgotten`.
+    Forget {
+        name: String,
+        version: VersionSelector,
+    },
+    /// The version a `Forget` deleted.
+    Forgotten {
+        record: VersionRecord,
+    },
 }
 
 impl Message {
@@ -378,6 +388,8 @@ impl Message {
             Message::KeysApplied => "KeysApplied",
             Message::FetchKeys { .. } => "FetchKeys",
             Message::KeyRecords { .. } => "KeyRecords",
+            Message::Forget { .. } => "Forget",
+            Message::Forgotten { .. } => "Forgotten",
         }
     }
 
@@ -409,6 +421,7 @@ impl Message {
                 | Message::KeyChanged { .. }
                 | Message::KeysApplied
                 | Message::KeyRecords { .. }
+                | Message::Forgotten { .. }
         )
     }
 }

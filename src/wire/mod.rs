@@ -290,6 +290,23 @@ mod tests {
                 },
             ),
             (
+                "forget",
+                Message::Forget {
+                    name: "a.txt".into(),
+                    version: VersionSelector {
+                        wall_ms: 1,
+                        counter: 2,
+                        node_prefix: "ab".into(),
+                    },
+                },
+            ),
+            (
+                "forgotten",
+                Message::Forgotten {
+                    record: record(None),
+                },
+            ),
+            (
                 "restore",
                 Message::Restore {
                     name: "a.txt".into(),

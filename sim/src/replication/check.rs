@@ -123,10 +123,12 @@ pub(super) async fn check(
             h.floors.get(name).copied()
         };
         drop(h);
+        let forgotten = history.borrow().forget_attempts.clone();
         for lost in acknowledged.iter().filter(|r| {
             &r.name == name
                 && !listed.contains(&r.vid)
                 && pruned_below.is_none_or(|floor| r.vid >= floor)
+                && !forgotten.contains(&(name.clone(), r.vid))
         }) {
             history.borrow_mut().violations.push(format!(
                 "durability: acknowledged version {} of {name} is gone",

@@ -289,6 +289,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     counters.insert("quorum_reads_checked", history.quorum_reads_checked);
     counters.insert("restores", history.restores);
     counters.insert("prunes", history.prunes);
+    counters.insert("forgets", history.forgets);
     counters.insert("intruder_refusals", history.intruder_refusals);
     let mut trace_all = history.trace;
     trace_all.append("nemesis", trace);

@@ -39,6 +39,10 @@ pub(super) struct History {
     pub(super) quorum_reads_checked: u64,
     pub(super) restores: u64,
     pub(super) prunes: u64,
+    /// Versions a client asked to delete for good (acknowledged or not):
+    /// they may be gone, and reads may go back past them.
+    pub(super) forget_attempts: BTreeSet<(String, VersionId)>,
+    pub(super) forgets: u64,
     /// Peer messages the client-key intruder sent that were refused.
     pub(super) intruder_refusals: u64,
 }
@@ -85,6 +89,21 @@ pub(super) async fn session(
         if now_on_disk != seen_on_disk {
             seen.clear();
             seen_on_disk = now_on_disk;
+        }
+        // A version deleted for good (by any client) may have been the
+        // newest this session saw: reads then rightly go back past it.
+        let forgotten_since = |previous: VersionId| {
+            h.forget_attempts
+                .range((name.to_string(), vid)..)
+                .take_while(|(n, _)| n == name)
+                .any(|(_, forgotten)| *forgotten > vid && *forgotten <= previous)
+        };
+        if let Some(previous) = seen.get(name).copied()
+            && vid < previous
+            && forgotten_since(previous)
+        {
+            seen.insert(name.to_string(), vid);
+            return;
         }
         if let Some(previous) = seen.get(name)
             && vid < *previous
@@ -270,6 +289,51 @@ pub(super) async fn session(
                     }
                 }
             }
+            _ if forgets_now(seed, client, op as u64) => {
+                // Delete an acknowledged version for good: one older than
+                // the newest acknowledged, which so stays (and with it what
+                // quorum reads must return).
+                let candidates: Vec<VersionRecord> = {
+                    let h = history.borrow();
+                    let newest = h.newest_acknowledged.get(&name).map(|(vid, _)| *vid);
+                    h.acknowledged
+                        .iter()
+                        .filter(|r| r.name == name && newest.is_some_and(|n| r.vid < n))
+                        .cloned()
+                        .collect()
+                };
+                if candidates.is_empty() {
+                    continue;
+                }
+                let old = candidates[(rng.next_u64() % candidates.len() as u64) as usize].clone();
+                let selector: VersionSelector = old.vid.to_string().parse().expect("ids parse");
+                {
+                    let mut h = history.borrow_mut();
+                    h.forgets += 1;
+                    h.forget_attempts.insert((name.clone(), old.vid));
+                }
+                let result = with_timeout(OPERATION_TIMEOUT, async {
+                    let mut c = connect(&env, seed, node).await?;
+                    c.forget(&name, selector).await
+                })
+                .await;
+                let mut h = history.borrow_mut();
+                match result {
+                    Ok(record) => {
+                        if record.vid != old.vid {
+                            h.violations.push(format!(
+                                "forget of {} of {name} deleted {} instead",
+                                old.vid, record.vid
+                            ));
+                        }
+                        h.trace
+                            .record(&format!("{tag} forget {name} {} ok", old.vid));
+                    }
+                    Err(error) => h
+                        .trace
+                        .record(&format!("{tag} forget {name} {} failed {error}", old.vid)),
+                }
+            }
             _ => {
                 // Restore a random acknowledged version of this name.
                 let candidates: Vec<VersionRecord> = history
@@ -313,6 +377,18 @@ pub(super) async fn session(
         tokio::time::sleep(Duration::from_millis(rng.next_u64() % 500)).await;
     }
     Ok(())
+}
+
+/// Whether operation `op` of `client`, drawn as a restore, deletes a
+/// version for good instead (one in three). Decided from its own hash, not
+/// the session's random stream, so the other operations draw as before.
+fn forgets_now(seed: u64, client: usize, op: u64) -> bool {
+    let mut x = seed ^ ((client as u64) << 32) ^ op ^ 0xF0F0_5EED;
+    // splitmix64
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)).is_multiple_of(3)
 }
 
 /// Whether node `reader` knows node `writer` (itself, or a member of its
