@@ -1,10 +1,12 @@
 //! End to end on a 3-node loopback cluster (R=3, W=2, the defaults): put
 //! and get throughput of a 1 GiB file through the real binary, p50/p99
-//! latency of 4 KiB puts and gets through the client library, and each
-//! node's peak RSS, printed next to this machine's hash and seal rates
-//! measured in the same run. `cargo bench --bench cluster`
-//! (DFS_BENCH_MIB=N for another size, DFS_BENCH_SMALL=N for the count of
-//! small operations).
+//! latency of 4 KiB puts and gets through the client library, the same
+//! through S3 with boto3 (`s3_bench.py`: multipart with its default
+//! settings, then sequential PutObject and GetObject), and each node's
+//! peak RSS, printed next to this machine's hash and seal rates measured
+//! in the same run. `cargo bench --bench cluster` (DFS_BENCH_MIB=N for
+//! another size, DFS_BENCH_SMALL=N for the count of small operations;
+//! without python3 and boto3 the S3 half is skipped, saying so).
 //!
 //! Every byte put is hashed by the coordinator and again by each other
 //! owner that receives it, and sealed on three nodes; all of them share
@@ -26,7 +28,8 @@ use dfs::wire::GetTarget;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use support::{
-    BIN, bench_mib, machine_rates, mib_per_s, peak_rss_mib, run, spawn_node, write_random_file,
+    BIN, bench_mib, machine_rates, mib_per_s, peak_rss_mib, run, spawn_node_with_s3,
+    write_random_file,
 };
 
 fn alive_members(addr: &str, data_dir: &Path) -> usize {
@@ -59,12 +62,13 @@ fn main() {
     let input = dir.path().join("input.bin");
     write_random_file(&input, size);
     let first_dir = dir.path().join("n0");
-    let (first, first_addr) = spawn_node(&first_dir, &[]);
+    let (first, first_addr, first_s3) = spawn_node_with_s3(&first_dir, &[]);
     let key = first_dir.join("cluster.key");
     let mut nodes = vec![(first, first_addr.clone(), first_dir.clone())];
+    let mut s3_endpoints = vec![first_s3];
     for i in 1..3 {
         let data_dir = dir.path().join(format!("n{i}"));
-        let (child, addr) = spawn_node(
+        let (child, addr, s3) = spawn_node_with_s3(
             &data_dir,
             &[
                 "--bootstrap",
@@ -74,6 +78,7 @@ fn main() {
             ],
         );
         nodes.push((child, addr, data_dir));
+        s3_endpoints.push(s3);
     }
     let start = Instant::now();
     // Every client command uses the first node's admin key (in its data
@@ -146,6 +151,8 @@ fn main() {
         (puts, gets)
     });
 
+    let s3 = s3_figures(&first_dir, &s3_endpoints, &input, small);
+
     let rss: Vec<f64> = nodes
         .iter()
         .map(|(child, _, _)| peak_rss_mib(child.id()))
@@ -175,6 +182,26 @@ fn main() {
         percentile(&get_latency, 0.5).as_secs_f64() * 1e3,
         percentile(&get_latency, 0.99).as_secs_f64() * 1e3
     );
+    match s3 {
+        Some(s3) => {
+            let up = mib_per_s(size, s3.upload_s);
+            let down = mib_per_s(size, s3.download_s);
+            println!(
+                "S3 (boto3, default multipart): upload {mib} MiB: {up:.0} MiB/s ({:.2} x the native put), download through another node: {down:.0} MiB/s ({:.2} x the native get)",
+                up / put,
+                down / get
+            );
+            println!(
+                "S3 4 KiB PutObject over {small}: p50 {:.2} ms, p99 {:.2} ms; GetObject: p50 {:.2} ms, p99 {:.2} ms (boto3 itself spends {:.2} ms per PutObject with no server)",
+                percentile(&s3.put, 0.5).as_secs_f64() * 1e3,
+                percentile(&s3.put, 0.99).as_secs_f64() * 1e3,
+                percentile(&s3.get, 0.5).as_secs_f64() * 1e3,
+                percentile(&s3.get, 0.99).as_secs_f64() * 1e3,
+                s3.client_put_overhead_s * 1e3
+            );
+        }
+        None => println!("S3: skipped (needs python3 with boto3)"),
+    }
     println!(
         "peak RSS per node: {}",
         rss.iter()
@@ -182,4 +209,69 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+struct S3Figures {
+    upload_s: f64,
+    download_s: f64,
+    put: Vec<Duration>,
+    get: Vec<Duration>,
+    client_put_overhead_s: f64,
+}
+
+/// Run `s3_bench.py` against the cluster (`None` when boto3 is missing).
+fn s3_figures(
+    first_dir: &Path,
+    endpoints: &[String],
+    input: &Path,
+    small: usize,
+) -> Option<S3Figures> {
+    let credentials = std::fs::read_to_string(first_dir.join("credentials")).unwrap();
+    let field = |name: &str| {
+        credentials
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| rest.trim_start_matches([' ', '=']).trim().to_string())
+            .unwrap()
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/s3_bench.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .env("DFS_S3", &endpoints[0])
+        .env("DFS_S3_OTHER", &endpoints[1])
+        .env("DFS_KEY_ID", field("access_key_id"))
+        .env("DFS_SECRET", field("secret_access_key"))
+        .env("DFS_BENCH_FILE", input)
+        .env("DFS_BENCH_SMALL", small.to_string())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "S3 bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    let figures: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        figures["same_size"], true,
+        "the S3 download has the wrong size"
+    );
+    let durations = |name: &str| {
+        let mut all: Vec<Duration> = figures[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| Duration::from_secs_f64(v.as_f64().unwrap()))
+            .collect();
+        all.sort();
+        all
+    };
+    Some(S3Figures {
+        upload_s: figures["upload_s"].as_f64().unwrap(),
+        download_s: figures["download_s"].as_f64().unwrap(),
+        put: durations("put_s"),
+        get: durations("get_s"),
+        client_put_overhead_s: figures["client_put_overhead_s"].as_f64().unwrap(),
+    })
 }

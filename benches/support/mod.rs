@@ -97,6 +97,12 @@ pub fn write_random_file(path: &Path, size: usize) {
 
 /// Start `dfs-node serve` on a free 127.0.0.1 port; returns it and its address.
 pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
+    let (child, addr, _) = spawn_node_with_s3(data_dir, extra);
+    (child, addr)
+}
+
+/// [`spawn_node`], with the node's S3 endpoint (`http://ADDR`).
+pub fn spawn_node_with_s3(data_dir: &Path, extra: &[&str]) -> (Child, String, String) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -116,13 +122,14 @@ pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    (child, addr)
+    let field = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    };
+    (child, field("listening on "), field("S3 on "))
 }
 
 /// The size in MiB of the big file (`DFS_BENCH_MIB`, default 1024).
