@@ -46,6 +46,21 @@ pub const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 /// the network, not on this node's CPU.
 pub const GET_CHUNKS_PREFETCH: usize = 4;
 
+/// Puts (any protocol) past [`LARGE_PUT_BYTES`] that stream at once on a
+/// node. Each holds up to a chunk being cut and its chunks in flight (about
+/// 8 MiB with 1 MiB chunks, 40 MiB at worst); clients upload big objects
+/// in parallel parts (boto3: 10), and three keep both cores busy while the
+/// node's memory stays bounded whatever they send. A put waits for a slot
+/// (not reading its body, so the sender waits too), at most
+/// [`LARGE_PUT_WAIT_MAX`]. Small puts never wait: their cost is latency.
+pub const LARGE_PUTS_IN_FLIGHT: usize = 3;
+
+/// A put becomes large once this much of its body has arrived.
+pub const LARGE_PUT_BYTES: usize = 256 * 1024;
+
+/// How long a large put waits for a slot before it is refused as busy.
+pub const LARGE_PUT_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// Connections one node serves at once. Each may hold about
 /// `FRAME_BYTES_MAX + 2 x CHUNK_MAX_BYTES x PUT_CHUNKS_IN_FLIGHT` (a chunk
 /// and its sealed copy per job), about 45 MiB, so 64 bound the worst case

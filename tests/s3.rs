@@ -111,6 +111,14 @@ fn boto3_runs_every_operation_and_cli_files_are_objects() {
         .write_all(b"hello from the cli\n")
         .unwrap();
     assert!(child.wait().unwrap().success());
+    // A read-write key limited to the bucket `team`.
+    let created = nodes[0].cli(&["key", "create", "team", "--prefix", "team/", "--json"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let team: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_clients/boto3_suite.py");
     let output = run(
         Command::new("python3")
@@ -119,6 +127,8 @@ fn boto3_runs_every_operation_and_cli_files_are_objects() {
             .env("DFS_S3_OTHER", endpoint(&nodes[2]))
             .env("DFS_KEY_ID", &key.0)
             .env("DFS_SECRET", &key.1)
+            .env("DFS_TEAM_KEY_ID", team["id"].as_str().unwrap())
+            .env("DFS_TEAM_SECRET", team["secret"].as_str().unwrap())
             .env("TMPDIR", dir.path()),
         "the boto3 suite (python3 with boto3)",
     );
@@ -256,13 +266,17 @@ fn aws_cli_copies_syncs_lists_and_removes() {
         std::fs::read(&part).unwrap(),
         std::fs::read(&fetched).unwrap()
     );
-    // Versioning through s3api.
+    // Versioning through s3api, in a bucket of its own.
+    run(
+        aws(&nodes[0], &key).args(["s3", "mb", "s3://awscli-versioned"]),
+        "aws s3 mb",
+    );
     run(
         aws(&nodes[0], &key).args([
             "s3api",
             "put-bucket-versioning",
             "--bucket",
-            "awscli",
+            "awscli-versioned",
             "--versioning-configuration",
             "Status=Enabled",
         ]),
@@ -273,7 +287,7 @@ fn aws_cli_copies_syncs_lists_and_removes() {
             aws(&nodes[1], &key)
                 .args(["s3", "cp", "--only-show-errors"])
                 .arg(source.join("plain.txt"))
-                .arg("s3://awscli/versioned.txt"),
+                .arg("s3://awscli-versioned/versioned.txt"),
             "aws s3 cp up",
         );
     }
@@ -283,7 +297,7 @@ fn aws_cli_copies_syncs_lists_and_removes() {
                 "s3api",
                 "list-object-versions",
                 "--bucket",
-                "awscli",
+                "awscli-versioned",
                 "--prefix",
                 "versioned.txt",
                 "--query",
@@ -307,7 +321,7 @@ fn aws_cli_copies_syncs_lists_and_removes() {
                 "s3api",
                 "delete-object",
                 "--bucket",
-                "awscli",
+                "awscli-versioned",
                 "--key",
                 "versioned.txt",
                 "--version-id",
@@ -317,6 +331,11 @@ fn aws_cli_copies_syncs_lists_and_removes() {
         );
     }
     assert_eq!(list_versions(&nodes[1]), Vec::<String>::new());
+    // With no version left, the bucket is empty and goes.
+    run(
+        aws(&nodes[2], &key).args(["s3", "rb", "s3://awscli-versioned"]),
+        "aws s3 rb (versioned)",
+    );
     run(
         aws(&nodes[0], &key).args([
             "s3",

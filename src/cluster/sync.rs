@@ -342,7 +342,14 @@ impl Cluster {
             report.stalled = true;
         }
         report.continue_after = horizon.clone();
-        let within = |key: &RecordKey| horizon.as_ref().is_none_or(|h| key <= h);
+        // By name and version only: a forgotten stub and its record share
+        // a position (the next round starts after it, whatever the flag),
+        // so both must be compared in this one.
+        let within = |key: &RecordKey| {
+            horizon
+                .as_ref()
+                .is_none_or(|h| (&key.name, key.vid) <= (&h.name, h.vid))
+        };
         let ours: BTreeSet<&RecordKey> = our_keys.iter().collect();
         let theirs: BTreeSet<&RecordKey> = their_keys.iter().collect();
         let missing_here: Vec<RecordKey> = their_keys

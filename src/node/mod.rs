@@ -108,6 +108,8 @@ pub struct Node {
     listen: String,
     peers: Arc<Peers>,
     members: Arc<MemberView>,
+    /// Slots of the puts past `LARGE_PUT_BYTES` (see `LARGE_PUTS_IN_FLIGHT`).
+    large_puts: Arc<tokio::sync::Semaphore>,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -330,6 +332,9 @@ impl Server {
             listen,
             peers,
             members,
+            large_puts: Arc::new(tokio::sync::Semaphore::new(
+                crate::limits::LARGE_PUTS_IN_FLIGHT,
+            )),
             _lock: lock,
         };
         Ok(Self {

@@ -25,10 +25,7 @@ fn authorize(permission: &Permission, request: &Message) -> Result<(), OpError> 
         ))
     };
     match request {
-        Message::PutStart { name }
-        | Message::Remove { name }
-        | Message::Restore { name, .. }
-        | Message::Forget { name, .. }
+        Message::PutStart { name } | Message::Remove { name } | Message::Restore { name, .. }
             if !permission.may_write(name) =>
         {
             forbidden(format!("write {name}"))
@@ -48,6 +45,13 @@ fn authorize(permission: &Permission, request: &Message) -> Result<(), OpError> 
         }
         Message::Prune { name, .. } if !permission.is_admin() || !permission.may_write(name) => {
             forbidden(format!("prune {name} (an admin key may)"))
+        }
+        // Deleting history for good, like a prune: a stolen read-write key
+        // can add removals, which are undone by a restore, but not this.
+        Message::Forget { name, .. } if !permission.is_admin() || !permission.may_write(name) => {
+            forbidden(format!(
+                "delete versions of {name} for good (an admin key may)"
+            ))
         }
         Message::Status
         | Message::KeyCreate { .. }

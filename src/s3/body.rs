@@ -29,6 +29,9 @@ pub struct BlobBody {
     ended: bool,
 }
 
+/// The longest a request body may pause between two pieces.
+pub const BODY_STALL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The checksum headers S3 defines, by algorithm.
 const CHECKSUM_HEADERS: [&str; 5] = [
     "x-amz-checksum-crc32",
@@ -149,7 +152,16 @@ impl Body for BlobBody {
         }
         if let Some(blob) = &mut self.blob {
             loop {
-                match blob.next().await {
+                // A body that stops arriving frees its slot (and the large
+                // put's) rather than holding it for good.
+                let Ok(next) = tokio::time::timeout(BODY_STALL_MAX, blob.next()).await else {
+                    return Err(Box::new(s3_error!(
+                        RequestTimeout,
+                        "no part of the request body arrived for {} s",
+                        BODY_STALL_MAX.as_secs()
+                    )));
+                };
+                match next {
                     Some(Ok(bytes)) if bytes.is_empty() => continue,
                     Some(Ok(bytes)) => {
                         self.hasher.update(&bytes);

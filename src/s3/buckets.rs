@@ -56,7 +56,8 @@ pub struct BucketState {
     /// The current version of its settings file, when it was created.
     pub settings_record: Option<VersionRecord>,
     pub settings: BucketSettings,
-    /// It holds at least one current object.
+    /// It holds at least one current object (only looked up for a bucket
+    /// without settings: a created one exists either way).
     pub has_objects: bool,
 }
 
@@ -81,11 +82,14 @@ pub async fn state(node: &Node, cache: &SettingsCache, bucket: &str) -> S3Result
         Some(record) => read_settings(node, cache, record).await?,
         None => BucketSettings::default(),
     };
-    let has_objects = !node
-        .list_current(&format!("{bucket}/"), ListFrom::Start, 1)
-        .await
-        .map_err(|e| s3_error(e, S3ErrorCode::NoSuchBucket))?
-        .is_empty();
+    // A created bucket exists whatever it holds: the listing (which
+    // passes over removed names) is only needed for one that was not.
+    let has_objects = settings_record.is_none()
+        && !node
+            .list_current(&format!("{bucket}/"), ListFrom::Start, 1)
+            .await
+            .map_err(|e| s3_error(e, S3ErrorCode::NoSuchBucket))?
+            .is_empty();
     Ok(BucketState {
         settings_record,
         settings,
@@ -162,6 +166,22 @@ pub async fn write_settings(
         Err(PutError::Refused(error)) => Err(s3_error(error, S3ErrorCode::NoSuchBucket)),
         Err(PutError::Body(never)) => match never {},
     }
+}
+
+/// Whether `bucket` holds nothing S3 would show: no version or delete
+/// marker of any key, and no upload in progress (S3 refuses to delete a
+/// bucket until then).
+pub async fn is_empty(node: &Node, bucket: &str) -> S3Result<bool> {
+    for prefix in [format!("{bucket}/"), format!(".uploads/{bucket}/")] {
+        let names = node
+            .names(&prefix, ListFrom::Start, 1)
+            .await
+            .map_err(|e| s3_error(e, S3ErrorCode::InternalError))?;
+        if !names.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Remove `bucket`'s settings file.

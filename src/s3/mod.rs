@@ -9,8 +9,9 @@
 //! object to S3 and the reverse.
 //!
 //! Bounds: at most [`CONNECTIONS_MAX`] connections (more are closed at
-//! once); a request's headers must arrive within [`HEADER_READ_TIMEOUT`];
-//! bodies stream through the node's bounded put and read pipelines.
+//! once); a request's headers must arrive within [`HEADER_READ_TIMEOUT`],
+//! and a body may not pause longer than `body::BODY_STALL_MAX`; bodies
+//! stream through the node's bounded put and read pipelines.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,8 +32,11 @@ mod names;
 mod service;
 mod versions;
 
-/// Most S3 connections served at once.
-pub const CONNECTIONS_MAX: usize = 512;
+/// Most S3 connections served at once. Memory is bounded apart from this
+/// (large uploads by `LARGE_PUTS_IN_FLIGHT`, a read by its prefetch), so
+/// this bounds sockets and tasks: twice the native protocol's, for S3
+/// clients keep pools of idle connections (boto3: 10 each).
+pub const CONNECTIONS_MAX: usize = 128;
 
 /// How long a client has to send a request's headers (slowloris bound).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -4,8 +4,8 @@
 //! put (chunked as it streams in, W copies before it is acknowledged).
 //! Completing joins the parts' chunk lists under one manifest (no byte is
 //! copied) and removes the upload's files; their chunks stay, used by the
-//! object. Uploads left unfinished for [`UPLOAD_EXPIRY`] are removed by
-//! [`sweep_abandoned`], and the collector takes their chunks.
+//! object. Uploads inactive (no part written) for [`UPLOAD_EXPIRY`] are
+//! removed by [`sweep_abandoned`], and the collector takes their chunks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ const LISTED_MAX: usize = 1000;
 /// Most uploads a bucket's listing reads (each is one small file).
 const UPLOADS_SCANNED_MAX: usize = 10_000;
 
-/// How long an unfinished upload is kept.
+/// How long an unfinished upload is kept after its last part was written.
 pub const UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// How often a node looks for abandoned uploads.
@@ -175,14 +175,19 @@ async fn parts(
 
 /// Delete every file of an upload for good (every version: an aborted
 /// upload's chunks are then garbage, and a completed one's are the
-/// object's). Best effort for the parts: what is left is deleted by the
-/// sweep once the upload expires, because the upload file goes last.
+/// object's). The upload file goes last, and only once every part is
+/// gone: what is left is found again by the sweep once the upload expires.
 async fn remove_upload(node: &Node, bucket: &str, upload_id: &str) -> S3Result<()> {
     let dir = upload_dir(bucket, upload_id);
+    let mut failed = None;
     for record in parts(node, bucket, upload_id).await?.into_values() {
         if let Err(error) = node.forget_all(&record.name).await {
             tracing::warn!(name = %record.name, %error, "could not delete a part of a finished upload; the sweep will");
+            failed = Some(error);
         }
+    }
+    if let Some(error) = failed {
+        return Err(object_error(error));
     }
     node.forget_all(&format!("{dir}upload"))
         .await
@@ -513,6 +518,9 @@ impl DfsS3 {
         let mut listed = Vec::new();
         let mut prefixes: Vec<String> = Vec::new();
         let mut truncated = false;
+        // The last entry listed: a key and its upload id, or a common
+        // prefix (the next page's key marker either way).
+        let mut last_entry: Option<(String, Option<String>)> = None;
         for (key, vid, id, by) in uploads {
             let past_marker = match &id_marker {
                 Some(marker) if key == key_marker => id > *marker,
@@ -525,12 +533,17 @@ impl DfsS3 {
                 && let Some(at) = key[prefix.len()..].find(delimiter)
             {
                 let common = key[..prefix.len() + at + delimiter.len()].to_string();
-                if prefixes.last() != Some(&common) {
+                // A common prefix at or before the marker (or holding it)
+                // was on an earlier page.
+                let earlier = !key_marker.is_empty()
+                    && (common <= key_marker || key_marker.starts_with(&common));
+                if prefixes.last() != Some(&common) && !earlier {
                     if listed.len() + prefixes.len() == max {
                         truncated = true;
                         break;
                     }
-                    prefixes.push(common);
+                    prefixes.push(common.clone());
+                    last_entry = Some((common, None));
                 }
                 continue;
             }
@@ -538,6 +551,7 @@ impl DfsS3 {
                 truncated = true;
                 break;
             }
+            last_entry = Some((key.clone(), Some(id.clone())));
             listed.push((key, vid, id, by));
         }
         let show = |text: &str| {
@@ -547,7 +561,10 @@ impl DfsS3 {
                 text.to_string()
             }
         };
-        let last = listed.last().cloned();
+        let (next_key_marker, next_upload_id_marker) = match last_entry.filter(|_| truncated) {
+            Some((key, id)) => (Some(show(&key)), id),
+            None => (None, None),
+        };
         Ok(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: Some(show(&prefix)),
@@ -556,12 +573,8 @@ impl DfsS3 {
             upload_id_marker: input.upload_id_marker.clone(),
             max_uploads: Some(max as i32),
             is_truncated: Some(truncated),
-            next_key_marker: truncated
-                .then(|| last.as_ref().map(|l| show(&l.0)))
-                .flatten(),
-            next_upload_id_marker: truncated
-                .then(|| last.as_ref().map(|l| l.2.clone()))
-                .flatten(),
+            next_key_marker,
+            next_upload_id_marker,
             uploads: Some(
                 listed
                     .into_iter()
@@ -604,54 +617,77 @@ impl DfsS3 {
 /// one upload at once only write the same removal twice.
 pub async fn sweep_abandoned(node: Arc<Node>, stopping: impl std::future::Future<Output = ()>) {
     tokio::pin!(stopping);
+    // Where the last sweep stopped: a sweep looks at a bounded number of
+    // uploads, and the next goes on from there.
+    let mut cursor = ListFrom::Start;
     loop {
         tokio::select! {
             _ = &mut stopping => return,
             _ = tokio::time::sleep(SWEEP_PERIOD) => {}
         }
-        if let Err(error) = sweep_once(&node).await {
+        if let Err(error) = sweep_once(&node, &mut cursor).await {
             tracing::warn!(%error, "sweeping abandoned multipart uploads failed; retrying later");
         }
     }
 }
 
-/// One sweep: at most [`UPLOADS_SCANNED_MAX`] upload files looked at.
-pub async fn sweep_once(node: &Node) -> S3Result<usize> {
+/// Most upload directories one sweep looks at.
+const SWEEP_UPLOADS_MAX: usize = 1000;
+
+/// The bucket and upload id of a dfs name under `.uploads/`, when it is
+/// an upload's file (`.uploads/<bucket>/<32 hex>/...`); other names there
+/// are not uploads, and the sweep leaves them alone.
+fn upload_of(name: &str) -> Option<(&str, &str)> {
+    let mut segments = name.strip_prefix(UPLOADS)?.splitn(3, '/');
+    let (bucket, id, _) = (segments.next()?, segments.next()?, segments.next()?);
+    (super::names::is_bucket_name(bucket) && check_upload_id(id).is_ok()).then_some((bucket, id))
+}
+
+/// One sweep, from `cursor`: every upload whose last activity (its upload
+/// file or any part written) is [`UPLOAD_EXPIRY`] old is deleted, parts
+/// left without an upload file (an UploadPart that raced a Complete or an
+/// Abort) too. At most [`SWEEP_UPLOADS_MAX`] directories; `cursor` is left
+/// where the next sweep goes on (the start again after the last).
+pub async fn sweep_once(node: &Node, cursor: &mut ListFrom) -> S3Result<usize> {
     let now_ms = node.env().clock.unix_ms();
     let expiry_ms = UPLOAD_EXPIRY.as_millis() as u64;
     let mut removed = 0;
-    let mut from = ListFrom::Start;
-    let mut scanned = 0;
-    while scanned < UPLOADS_SCANNED_MAX {
-        let page = node
-            .list_current(UPLOADS, from.clone(), LISTED_MAX)
+    for _ in 0..SWEEP_UPLOADS_MAX {
+        let Some(record) = node
+            .list_current(UPLOADS, cursor.clone(), 1)
             .await
-            .map_err(object_error)?;
-        let full = page.len() == LISTED_MAX;
-        for record in page {
-            scanned += 1;
-            from = ListFrom::After(record.name.clone());
-            // `.uploads/<bucket>/<id>/upload`: the upload's own file.
-            let mut parts = record.name[UPLOADS.len()..].split('/');
-            let (Some(bucket), Some(id), Some("upload"), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if now_ms.saturating_sub(record.vid.wall_ms) < expiry_ms {
-                continue;
-            }
-            tracing::info!(
-                bucket,
-                upload = id,
-                "removing an abandoned multipart upload"
-            );
-            remove_upload(node, bucket, id).await?;
-            removed += 1;
-        }
-        if !full {
+            .map_err(object_error)?
+            .pop()
+        else {
+            *cursor = ListFrom::Start;
             break;
+        };
+        let Some((bucket, id)) = upload_of(&record.name) else {
+            *cursor = ListFrom::After(record.name);
+            continue;
+        };
+        let dir = upload_dir(bucket, id);
+        *cursor = ListFrom::PastPrefix(dir.clone());
+        let upload_file = live(node, &format!("{dir}upload")).await?;
+        let parts = parts(node, bucket, id).await?;
+        let newest_ms = upload_file
+            .iter()
+            .chain(parts.values())
+            .map(|r| r.vid.wall_ms)
+            .max()
+            .unwrap_or(0);
+        if now_ms.saturating_sub(newest_ms) < expiry_ms {
+            continue;
         }
+        tracing::info!(
+            bucket,
+            upload = id,
+            parts = parts.len(),
+            "removing a multipart upload inactive for {} h",
+            UPLOAD_EXPIRY.as_secs() / 3600
+        );
+        remove_upload(node, bucket, id).await?;
+        removed += 1;
     }
     Ok(removed)
 }
@@ -659,6 +695,25 @@ pub async fn sweep_once(node: &Node) -> S3Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_takes_only_uploads() {
+        let id = "a1".repeat(16);
+        assert_eq!(
+            upload_of(&format!(".uploads/photos/{id}/part-00001")),
+            Some(("photos", id.as_str()))
+        );
+        assert_eq!(
+            upload_of(&format!(".uploads/photos/{id}/upload")),
+            Some(("photos", id.as_str()))
+        );
+        assert_eq!(upload_of(".uploads/x/y/upload"), None);
+        assert_eq!(
+            upload_of(&format!(".uploads/Not_A_Bucket/{id}/upload")),
+            None
+        );
+        assert_eq!(upload_of(&format!("photos/{id}/upload")), None);
+    }
 
     #[test]
     fn upload_ids_cannot_reach_other_names() {

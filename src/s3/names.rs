@@ -77,9 +77,12 @@ pub fn parse_version_id(text: &str) -> S3Result<VersionPick> {
     if text == "null" {
         return Ok(VersionPick::Null);
     }
-    text.parse::<VersionSelector>()
-        .map(VersionPick::Matching)
-        .map_err(|_| s3_error!(InvalidArgument, "invalid version id"))
+    // In full: a prefix of the node part (which the CLI accepts) could
+    // select, and delete, another version than the one named.
+    match text.parse::<VersionSelector>() {
+        Ok(selector) if selector.node_prefix.len() == 64 => Ok(VersionPick::Matching(selector)),
+        _ => Err(s3_error!(InvalidArgument, "invalid version id")),
+    }
 }
 
 /// The ETag S3 shows for a version (without quotes): the MD5 it was put

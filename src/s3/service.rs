@@ -81,6 +81,19 @@ impl Caller {
         }
     }
 
+    /// Deleting a version for good (DeleteObject with a version id) is
+    /// an admin key's, as `prune` is: a read-write key can add versions
+    /// and delete markers, which leave history, but not erase it. (An
+    /// overwrite in a bucket without versioning replaces the object, as in
+    /// S3: turn versioning on to keep history from every writer.)
+    pub(super) fn may_delete_versions(&self, name: &str) -> S3Result<()> {
+        if self.permission.is_admin() && self.permission.may_write(name) {
+            Ok(())
+        } else {
+            Err(self.denied("delete versions for good (an admin key may) of", name))
+        }
+    }
+
     /// Whether any name in `bucket` is within the key's prefixes.
     fn sees_bucket(&self, bucket: &str) -> bool {
         let root = format!("{bucket}/");
@@ -208,6 +221,21 @@ impl DfsS3 {
         }
         let null_version = settings.versioning != Versioning::Enabled;
         let forget = self.nulls_replaced(&name, settings).await?;
+        if settings.versioning == Versioning::Off {
+            // Without versioning the object just goes: when every version
+            // is a null one, deleting them leaves nothing (no delete
+            // marker, which such a bucket never shows); versions the CLI
+            // wrote stay behind a removal.
+            let history = self.node.history(&name).await.map_err(object_error)?;
+            if history.versions().all(|r| r.null_version) {
+                let current = history.current().cloned();
+                self.node
+                    .forget_versions(&name, &forget)
+                    .await
+                    .map_err(object_error)?;
+                return Ok(current);
+            }
+        }
         self.node
             .remove(name, caller.key, null_version, &forget)
             .await
@@ -557,13 +585,14 @@ impl S3 for DfsS3 {
         let caller = self.caller(&req)?;
         let bucket = req.input.bucket;
         caller.may_write(&format!("{bucket}/"))?;
-        let state = self.bucket(&bucket).await?;
-        if state.has_objects {
+        self.bucket(&bucket).await?;
+        if !buckets::is_empty(&self.node, &bucket).await? {
             return Err(s3_error!(
                 BucketNotEmpty,
-                "bucket {bucket} holds objects; delete them first"
+                "bucket {bucket} holds objects, versions or uploads; delete them first"
             ));
         }
+
         buckets::remove_settings(&self.node, &bucket, caller.key).await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }

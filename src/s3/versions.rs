@@ -60,7 +60,7 @@ impl DfsS3 {
         version: &str,
     ) -> S3Result<bool> {
         let name = object_name(bucket, key)?;
-        caller.may_write(&name)?;
+        caller.may_delete_versions(&name)?;
         let pick = parse_version_id(version)?;
         match self.node.forget(&name, &pick).await {
             Ok(record) => Ok(record.is_tombstone()),
@@ -140,16 +140,20 @@ impl DfsS3 {
         let key_marker = input.key_marker.clone().filter(|k| !k.is_empty());
         let mut resume_in: Option<(String, VersionId)> = None;
         let mut from = ListFrom::Start;
+        // A marker is a position: one outside the prefix only says where
+        // to start, and never has its versions read (a key limited to the
+        // prefix must learn nothing of names outside it).
         if let Some(marker) = &key_marker {
             let marker_name = format!("{bucket}/{marker}");
+            let inside = marker_name.starts_with(&full_prefix);
             from = ListFrom::After(marker_name.clone());
             if let Some(common) = delimiter
                 .as_deref()
                 .and_then(|d| common_prefix(&full_prefix, &marker_name, d))
             {
                 from = ListFrom::PastPrefix(common);
-            } else if let Some(version) =
-                input.version_id_marker.as_deref().filter(|v| !v.is_empty())
+            } else if inside
+                && let Some(version) = input.version_id_marker.as_deref().filter(|v| !v.is_empty())
             {
                 let pick = parse_version_id(version)?;
                 let record =

@@ -445,6 +445,27 @@ def test_versioning():
     assert seen == [("copy", copied["VersionId"]), ("doc", "null"), ("doc", v1), ("many1", "null"), ("many2", "null")], seen
     delimited = s3.list_object_versions(Bucket="versioned", Delimiter="n")
     assert [p["Prefix"] for p in delimited.get("CommonPrefixes", [])] == ["man"], delimited
+    # A bucket with versions left is not empty, as in S3.
+    fails_with("BucketNotEmpty", s3.delete_bucket, Bucket="versioned")
+
+
+def test_key_permissions():
+    """A read-write key limited to `team/` (made by tests/s3.rs)."""
+    team = client(key=os.environ["DFS_TEAM_KEY_ID"], secret=os.environ["DFS_TEAM_SECRET"])
+    s3.create_bucket(Bucket="team")
+    s3.put_bucket_versioning(Bucket="team", VersioningConfiguration={"Status": "Enabled"})
+    first = team.put_object(Bucket="team", Key="notes", Body=b"1")["VersionId"]
+    team.put_object(Bucket="team", Key="notes", Body=b"2")
+    assert team.get_object(Bucket="team", Key="notes", VersionId=first)["Body"].read() == b"1"
+    # Outside its prefix: nothing, not even names.
+    fails_with("AccessDenied", team.get_object, Bucket="objects", Key="report.txt")
+    fails_with("AccessDenied", team.put_object, Bucket="objects", Key="x", Body=b"x")
+    fails_with("AccessDenied", team.list_objects_v2, Bucket="objects")
+    assert [b["Name"] for b in team.list_buckets()["Buckets"]] == ["team"]
+    # Erasing history is an admin's, as `prune` is; a delete marker is not.
+    fails_with("AccessDenied", team.delete_object, Bucket="team", Key="notes", VersionId=first)
+    assert team.delete_object(Bucket="team", Key="notes")["DeleteMarker"] is True
+    assert s3.get_object(Bucket="team", Key="notes", VersionId=first)["Body"].read() == b"1"
 
 
 def test_presigned_urls():

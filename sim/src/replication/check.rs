@@ -124,6 +124,19 @@ pub(super) async fn check(
         };
         drop(h);
         let forgotten = history.borrow().forget_attempts.clone();
+        // A version deleted for good (acknowledged) never comes back.
+        for record in records {
+            if history
+                .borrow()
+                .forgotten
+                .contains(&(name.clone(), record.vid))
+            {
+                history.borrow_mut().violations.push(format!(
+                    "forgetting: version {} of {name} was deleted for good and is listed again",
+                    record.vid
+                ));
+            }
+        }
         for lost in acknowledged.iter().filter(|r| {
             &r.name == name
                 && !listed.contains(&r.vid)

@@ -42,6 +42,8 @@ pub(super) struct History {
     /// Versions a client asked to delete for good (acknowledged or not):
     /// they may be gone, and reads may go back past them.
     pub(super) forget_attempts: BTreeSet<(String, VersionId)>,
+    /// Versions whose deletion for good was acknowledged: gone for good.
+    pub(super) forgotten: BTreeSet<(String, VersionId)>,
     pub(super) forgets: u64,
     /// Peer messages the client-key intruder sent that were refused.
     pub(super) intruder_refusals: u64,
@@ -326,6 +328,7 @@ pub(super) async fn session(
                                 old.vid, record.vid
                             ));
                         }
+                        h.forgotten.insert((name.clone(), old.vid));
                         h.trace
                             .record(&format!("{tag} forget {name} {} ok", old.vid));
                     }

@@ -156,17 +156,24 @@ impl Node {
     /// working state: a multipart upload's parts). Returns how many went.
     pub async fn forget_all(&self, name: &str) -> Result<usize, OpError> {
         let history = self.history(name).await?;
-        let stubs: Vec<VersionRecord> = history
-            .versions()
-            .map(|record| VersionRecord::forgetting(name, record.vid))
-            .collect();
-        if stubs.is_empty() {
-            return Ok(0);
+        let vids: Vec<VersionId> = history.versions().map(|record| record.vid).collect();
+        self.forget_versions(name, &vids).await?;
+        Ok(vids.len())
+    }
+
+    /// Delete these versions of `name` for good, in one commit.
+    pub async fn forget_versions(&self, name: &str, vids: &[VersionId]) -> Result<(), OpError> {
+        if vids.is_empty() {
+            return Ok(());
         }
+        validate_name(name).map_err(|e| OpError::invalid(e.to_string()))?;
         self.cluster.check_quorum_reachable()?;
-        let count = stubs.len();
+        let stubs = vids
+            .iter()
+            .map(|vid| VersionRecord::forgetting(name, *vid))
+            .collect();
         self.cluster.commit(stubs, Vec::new()).await?;
-        Ok(count)
+        Ok(())
     }
 
     /// Up to `limit` names under `prefix` from `from` that have versions,
@@ -335,7 +342,13 @@ impl Node {
             },
         };
         'scan: loop {
-            let want = max + 1 - page.entries.len();
+            // With a delimiter, a batch may end at the first common prefix
+            // (the rest of it is skipped by seeking past it), so batches
+            // stay small: the cost follows the page, not the names rolled up.
+            let want = match delimiter {
+                Some(_) => (max + 1 - page.entries.len()).min(DELIMITED_BATCH),
+                None => max + 1 - page.entries.len(),
+            };
             let records = self.list_current(prefix, from.clone(), want).await?;
             let exhausted = records.len() < want;
             for record in records {
@@ -363,6 +376,9 @@ impl Node {
         Ok(page)
     }
 }
+
+/// Names read per index query of a listing with a delimiter.
+const DELIMITED_BATCH: usize = 32;
 
 /// The common prefix `name` rolls up into: `prefix` and the rest of `name`
 /// up to and including the first `delimiter` after the prefix.

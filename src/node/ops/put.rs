@@ -17,7 +17,9 @@ use super::{Body, OpError, PutError};
 use crate::cas::{Attributes, ChunkId, Chunker, ContentId, Manifest, check_attributes};
 use crate::cluster::{ClusterError, PutBlobs, Stored};
 use crate::keys::AccessKeyId;
-use crate::limits::PUT_CHUNKS_IN_FLIGHT;
+use crate::limits::{
+    LARGE_PUT_BYTES, LARGE_PUT_WAIT_MAX, LARGE_PUTS_IN_FLIGHT, PUT_CHUNKS_IN_FLIGHT,
+};
 use crate::meta::{Etag, VersionId, VersionRecord, validate_name};
 use crate::node::Node;
 use crate::wire::ErrorCode;
@@ -67,9 +69,17 @@ impl Node {
         // Aborted if this put ends early (a client gone, a refusal): no
         // work outlives its request.
         let mut in_flight: VecDeque<StoreJob> = VecDeque::new();
+        let mut received = 0usize;
+        let mut large_slot = None;
         loop {
             let piece = body.next().await.map_err(PutError::Body)?;
             let last = piece.is_none();
+            if let Some(bytes) = &piece {
+                received += bytes.len();
+            }
+            if large_slot.is_none() && received > LARGE_PUT_BYTES {
+                large_slot = Some(self.large_put_slot().await?);
+            }
             match piece {
                 Some(bytes) => {
                     if let Some(md5) = &mut md5 {
@@ -144,6 +154,22 @@ impl Node {
                 (etag, options.null_version, &options.forget),
             )
             .await?)
+    }
+
+    /// A slot among the node's [`LARGE_PUTS_IN_FLIGHT`], waiting at most
+    /// [`LARGE_PUT_WAIT_MAX`] (the bound on what large puts hold at once).
+    async fn large_put_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, OpError> {
+        match tokio::time::timeout(LARGE_PUT_WAIT_MAX, self.large_puts.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(OpError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the node is busy with {LARGE_PUTS_IN_FLIGHT} other large uploads; retry shortly"
+                ),
+            )),
+        }
     }
 
     /// Make one version of `name` from the contents of `parts`, in order,
