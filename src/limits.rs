@@ -53,7 +53,7 @@ pub const GET_CHUNKS_PREFETCH: usize = 4;
 /// node's memory stays bounded whatever they send. A put waits for a slot
 /// (not reading its body, so the sender waits too), at most
 /// [`LARGE_PUT_WAIT_MAX`]. Small puts never wait: their cost is latency.
-pub const LARGE_PUTS_IN_FLIGHT: usize = 3;
+pub const LARGE_PUTS_IN_FLIGHT: usize = 2;
 
 /// A put becomes large once this much of its body has arrived.
 pub const LARGE_PUT_BYTES: usize = 256 * 1024;
