@@ -275,6 +275,64 @@ fn rm_makes_get_report_not_found_and_versions_show_the_tombstone() {
     assert_eq!(node.cli(&["get", "never-was"]).status.code(), Some(3));
 }
 
+/// `rm --version` deletes one version for good (an admin key's right):
+/// the one before is current again, and a read-write key is refused.
+#[test]
+fn rm_version_deletes_one_version_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    let first = random_file(dir.path(), "v1.bin", 1000, 4);
+    node.ok(&["put", first.to_str().unwrap(), "--name", "doc.bin"]);
+    let second = random_file(dir.path(), "v2.bin", 2000, 5);
+    let newest = node.json(&["put", second.to_str().unwrap(), "--name", "doc.bin"]);
+    let version = newest["version"].as_str().unwrap().to_string();
+    let forgotten = node.json(&["rm", "doc.bin", "--version", &version]);
+    assert_eq!(forgotten["forgotten"], true);
+    assert_eq!(forgotten["version"], version.as_str());
+    let versions = node.json(&["versions", "doc.bin"]);
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    let out = dir.path().join("out");
+    node.ok(&["get", "doc.bin", "-o", out.to_str().unwrap()]);
+    assert!(
+        same_bytes(&first, &out),
+        "the version before is current again"
+    );
+    // Deleting it again: that version is not there any more.
+    let again = node.cli(&["rm", "doc.bin", "--version", &version]);
+    assert_eq!(again.status.code(), Some(3));
+    // A read-write key may not erase history.
+    let created = node.json(&["key", "create", "writer"]);
+    let credentials = dir.path().join("writer");
+    std::fs::write(
+        &credentials,
+        format!(
+            "access_key_id = {}\nsecret_access_key = {}\n",
+            created["id"].as_str().unwrap(),
+            created["secret"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let oldest = versions[0]["version"].as_str().unwrap();
+    let refused = Command::new(BIN)
+        .args(["rm", "doc.bin", "--version", oldest])
+        .args(["--node", &node.addr, "--credentials"])
+        .arg(&credentials)
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(6),
+        "forbidden has its own exit code"
+    );
+    assert_eq!(
+        node.json(&["versions", "doc.bin"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn a_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,7 +26,7 @@ use super::body::{BlobBody, BytesBody};
 use super::buckets::Versioning;
 use super::errors::object_error;
 use super::names::{etag, object_name, timestamp, url_encode};
-use super::service::{Caller, DfsS3, attributes_of, decode_md5, put_error};
+use super::service::{Caller, DfsS3, attributes_from, attributes_of, decode_md5, put_error};
 
 /// Where uploads in progress live.
 const UPLOADS: &str = ".uploads/";
@@ -226,16 +226,7 @@ impl DfsS3 {
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
         self.bucket(&input.bucket).await?;
-        let attributes = attributes_of(
-            input.content_type.as_ref(),
-            input.cache_control.as_ref(),
-            input.content_disposition.as_ref(),
-            input.content_encoding.as_ref(),
-            input.content_language.as_ref(),
-            input.expires.as_ref(),
-            input.website_redirect_location.as_ref(),
-            input.metadata.as_ref(),
-        )?;
+        let attributes = attributes_from!(input)?;
         let upload_id = new_upload_id(&self.node);
         let file = UploadFile {
             key: input.key.clone(),

@@ -304,6 +304,39 @@ fn not_modified(record: &VersionRecord) -> S3Error {
     error
 }
 
+/// The `x-amz-checksum-*` headers of an upload's input (PutObject and
+/// UploadPart: two s3s types with the same fields).
+macro_rules! checksums_of {
+    ($input:ident) => {
+        Checksum {
+            checksum_crc32: $input.checksum_crc32.clone(),
+            checksum_crc32c: $input.checksum_crc32c.clone(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+            checksum_sha1: $input.checksum_sha1.clone(),
+            checksum_sha256: $input.checksum_sha256.clone(),
+            ..Default::default()
+        }
+    };
+}
+
+/// [`attributes_of`] from a request whose input has the standard header
+/// fields (PutObject, CopyObject, CreateMultipartUpload: three s3s types).
+macro_rules! attributes_from {
+    ($input:ident) => {
+        attributes_of(
+            $input.content_type.as_ref(),
+            $input.cache_control.as_ref(),
+            $input.content_disposition.as_ref(),
+            $input.content_encoding.as_ref(),
+            $input.content_language.as_ref(),
+            $input.expires.as_ref(),
+            $input.website_redirect_location.as_ref(),
+            $input.metadata.as_ref(),
+        )
+    };
+}
+pub(super) use attributes_from;
+
 /// The attributes a put or a replacing copy keeps, from its headers.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attributes_of(
@@ -423,6 +456,132 @@ fn owner(key: &AccessKeyId) -> Owner {
     Owner {
         display_name: Some(key.to_string()),
         id: Some(key.to_string()),
+    }
+}
+
+/// What GetObject and HeadObject both ask: the version, its
+/// preconditions, the range. (Their inputs are two s3s types with the same
+/// fields, hence a macro to gather them.)
+struct ReadRequest<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    version: Option<&'a str>,
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+    range: Option<&'a Range>,
+}
+
+macro_rules! read_object {
+    ($self:ident, $caller:ident, $input:ident) => {
+        $self
+            .read_object(
+                &$caller,
+                ReadRequest {
+                    bucket: &$input.bucket,
+                    key: &$input.key,
+                    version: $input.version_id.as_deref(),
+                    if_match: $input.if_match.as_ref(),
+                    if_none_match: $input.if_none_match.as_ref(),
+                    if_modified_since: $input.if_modified_since.as_ref(),
+                    if_unmodified_since: $input.if_unmodified_since.as_ref(),
+                    range: $input.range.as_ref(),
+                },
+            )
+            .await?
+    };
+}
+
+/// The headers GetObject and HeadObject answer with, from a read and the
+/// request's `response-*` overrides, and any further fields.
+macro_rules! object_headers {
+    ($output:ident, $read:ident, $shown:ident, $input:ident, $($field:ident: $value:expr),*) => {
+        $output {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some($read.length as i64),
+            content_range: $read.content_range,
+            content_type: $input.response_content_type.or($shown.content_type),
+            cache_control: $input.response_cache_control.or($shown.cache_control),
+            content_disposition: $input
+                .response_content_disposition
+                .or($shown.content_disposition),
+            content_encoding: $input.response_content_encoding.or($shown.content_encoding),
+            content_language: $input.response_content_language.or($shown.content_language),
+            expires: $input.response_expires.or($shown.expires),
+            website_redirect_location: $shown.website_redirect,
+            metadata: $shown.metadata,
+            e_tag: strong(etag(&$read.record)),
+            last_modified: Some(timestamp($read.record.vid.wall_ms)),
+            version_id: $read.version_id,
+            $($field: $value,)*
+            ..Default::default()
+        }
+    };
+}
+
+/// A version opened for GetObject or HeadObject.
+struct ObjectRead {
+    record: VersionRecord,
+    reader: ObjectReader,
+    /// The part asked for (`None`: all of it).
+    range: Option<std::ops::Range<u64>>,
+    content_range: Option<String>,
+    length: u64,
+    shown: Shown,
+    version_id: Option<String>,
+}
+
+impl DfsS3 {
+    /// Find the version, check the preconditions, open it, and work out
+    /// the range (refused as InvalidRange outside the object).
+    async fn read_object(&self, caller: &Caller, request: ReadRequest<'_>) -> S3Result<ObjectRead> {
+        let name = object_name(request.bucket, request.key)?;
+        caller.may_read(&name)?;
+        let record = self.find(request.bucket, &name, request.version).await?;
+        check_conditions(
+            &record,
+            request.if_match,
+            request.if_none_match,
+            request.if_modified_since,
+            request.if_unmodified_since,
+        )?;
+        let content = record.content.expect("find returns no delete marker");
+        let reader = self
+            .node
+            .open_content(Some(record.clone()), content)
+            .await
+            .map_err(object_error)?;
+        let size = reader.size();
+        let range = match request.range {
+            Some(range) => Some(range.check(size).map_err(|_| {
+                s3_error!(
+                    InvalidRange,
+                    "the range is outside the object's {size} bytes"
+                )
+            })?),
+            None => None,
+        };
+        let content_range = range.as_ref().map(|wanted| {
+            format!(
+                "bytes {}-{}/{size}",
+                wanted.start,
+                wanted.end.saturating_sub(1)
+            )
+        });
+        let length = range
+            .as_ref()
+            .map_or(size, |wanted| wanted.end - wanted.start);
+        let settings = self.bucket(request.bucket).await?.settings;
+        Ok(ObjectRead {
+            version_id: Self::shown_version(&record, &settings),
+            shown: shown(&reader),
+            record,
+            reader,
+            range,
+            content_range,
+            length,
+        })
     }
 }
 
@@ -675,16 +834,7 @@ impl S3 for DfsS3 {
             }
         }
         let expect_md5 = input.content_md5.as_deref().map(decode_md5).transpose()?;
-        let attributes = attributes_of(
-            input.content_type.as_ref(),
-            input.cache_control.as_ref(),
-            input.content_disposition.as_ref(),
-            input.content_encoding.as_ref(),
-            input.content_language.as_ref(),
-            input.expires.as_ref(),
-            input.website_redirect_location.as_ref(),
-            input.metadata.as_ref(),
-        )?;
+        let attributes = attributes_from!(input)?;
         let options = PutOptions {
             md5: true,
             null_version: state.settings.versioning != Versioning::Enabled,
@@ -692,15 +842,9 @@ impl S3 for DfsS3 {
             expect_md5,
             forget: self.nulls_replaced(&name, &state.settings).await?,
         };
-        let checksums = Checksum {
-            checksum_crc32: input.checksum_crc32,
-            checksum_crc32c: input.checksum_crc32c,
-            checksum_crc64nvme: input.checksum_crc64nvme,
-            checksum_sha1: input.checksum_sha1,
-            checksum_sha256: input.checksum_sha256,
-            ..Default::default()
-        };
-        let mut body = BlobBody::new(input.body, checksums, &headers, trailing_headers)?;
+        let mut input = input;
+        let checksums = checksums_of!(input);
+        let mut body = BlobBody::new(input.body.take(), checksums, &headers, trailing_headers)?;
         let record = self
             .node
             .put(name, &mut body, caller.key, options)
@@ -720,65 +864,15 @@ impl S3 for DfsS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let caller = self.caller(&req)?;
         let input = req.input;
-        let name = object_name(&input.bucket, &input.key)?;
-        caller.may_read(&name)?;
-        let record = self
-            .find(&input.bucket, &name, input.version_id.as_deref())
-            .await?;
-        check_conditions(
-            &record,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let content = record.content.expect("find returns no delete marker");
-        let mut reader = self
-            .node
-            .open_content(Some(record.clone()), content)
-            .await
-            .map_err(object_error)?;
-        let size = reader.size();
-        let mut content_range = None;
-        let mut length = size;
-        if let Some(range) = &input.range {
-            let wanted = range.check(size).map_err(|_| {
-                s3_error!(
-                    InvalidRange,
-                    "the range is outside the object's {size} bytes"
-                )
-            })?;
-            content_range = Some(format!(
-                "bytes {}-{}/{size}",
-                wanted.start,
-                wanted.end.saturating_sub(1)
-            ));
-            length = wanted.end - wanted.start;
-            reader.set_range(wanted);
+        let mut read = read_object!(self, caller, input);
+        if let Some(range) = read.range.clone() {
+            read.reader.set_range(range);
         }
-        let shown = shown(&reader);
-        let settings = self.bucket(&input.bucket).await?.settings;
-        let output = GetObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(length as i64),
-            content_range,
-            content_type: input.response_content_type.or(shown.content_type),
-            cache_control: input.response_cache_control.or(shown.cache_control),
-            content_disposition: input
-                .response_content_disposition
-                .or(shown.content_disposition),
-            content_encoding: input.response_content_encoding.or(shown.content_encoding),
-            content_language: input.response_content_language.or(shown.content_language),
-            expires: input.response_expires.or(shown.expires),
-            website_redirect_location: shown.website_redirect,
-            metadata: shown.metadata,
-            e_tag: strong(etag(&record)),
-            last_modified: Some(timestamp(record.vid.wall_ms)),
-            version_id: Self::shown_version(&record, &settings),
-            body: Some(response_body(reader)),
-            ..Default::default()
-        };
-        Ok(S3Response::new(output))
+        let body = response_body(read.reader);
+        let shown = read.shown;
+        Ok(S3Response::new(
+            object_headers!(GetObjectOutput, read, shown, input, body: Some(body)),
+        ))
     }
 
     async fn head_object(
@@ -787,62 +881,14 @@ impl S3 for DfsS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let caller = self.caller(&req)?;
         let input = req.input;
-        let name = object_name(&input.bucket, &input.key)?;
-        caller.may_read(&name)?;
-        let record = self
-            .find(&input.bucket, &name, input.version_id.as_deref())
-            .await?;
-        check_conditions(
-            &record,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let content = record.content.expect("find returns no delete marker");
-        let reader = self
-            .node
-            .open_content(Some(record.clone()), content)
-            .await
-            .map_err(object_error)?;
-        let size = reader.size();
-        let mut content_range = None;
-        let mut length = size;
-        if let Some(range) = &input.range {
-            let wanted = range.check(size).map_err(|_| {
-                s3_error!(
-                    InvalidRange,
-                    "the range is outside the object's {size} bytes"
-                )
-            })?;
-            content_range = Some(format!(
-                "bytes {}-{}/{size}",
-                wanted.start,
-                wanted.end.saturating_sub(1)
-            ));
-            length = wanted.end - wanted.start;
-        }
-        let shown = shown(&reader);
-        let settings = self.bucket(&input.bucket).await?.settings;
-        Ok(S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(length as i64),
-            content_range,
-            content_type: input.response_content_type.or(shown.content_type),
-            cache_control: input.response_cache_control.or(shown.cache_control),
-            content_disposition: input
-                .response_content_disposition
-                .or(shown.content_disposition),
-            content_encoding: input.response_content_encoding.or(shown.content_encoding),
-            content_language: input.response_content_language.or(shown.content_language),
-            expires: input.response_expires.or(shown.expires),
-            website_redirect_location: shown.website_redirect,
-            metadata: shown.metadata,
-            e_tag: strong(etag(&record)),
-            last_modified: Some(timestamp(record.vid.wall_ms)),
-            version_id: Self::shown_version(&record, &settings),
-            ..Default::default()
-        }))
+        let read = read_object!(self, caller, input);
+        let shown = read.shown;
+        Ok(S3Response::new(object_headers!(
+            HeadObjectOutput,
+            read,
+            shown,
+            input,
+        )))
     }
 
     async fn delete_object(
@@ -1000,16 +1046,7 @@ impl S3 for DfsS3 {
             ));
         }
         let attributes = if replace {
-            Some(attributes_of(
-                input.content_type.as_ref(),
-                input.cache_control.as_ref(),
-                input.content_disposition.as_ref(),
-                input.content_encoding.as_ref(),
-                input.content_language.as_ref(),
-                input.expires.as_ref(),
-                input.website_redirect_location.as_ref(),
-                input.metadata.as_ref(),
-            )?)
+            Some(attributes_from!(input)?)
         } else {
             None
         };
@@ -1083,14 +1120,7 @@ impl S3 for DfsS3 {
             trailing_headers,
             ..
         } = req;
-        let checksums = Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            ..Default::default()
-        };
+        let checksums = checksums_of!(input);
         let mut input = input;
         let body = BlobBody::new(input.body.take(), checksums, &headers, trailing_headers)?;
         Ok(S3Response::new(self.put_part(&caller, input, body).await?))

@@ -1,7 +1,7 @@
 //! The operations on the version index: pick a version, remove, prune,
 //! restore, and list.
 
-use super::OpError;
+use super::{OpError, with_forgotten};
 use crate::cas::{Attributes, ChunkId, Manifest, check_attributes};
 use crate::keys::AccessKeyId;
 use crate::meta::{
@@ -125,12 +125,7 @@ impl Node {
             etag: None,
             null_version,
         };
-        let mut records = vec![record.clone()];
-        records.extend(
-            forget
-                .iter()
-                .map(|vid| VersionRecord::forgetting(&record.name, *vid)),
-        );
+        let records = with_forgotten(&record, forget);
         self.cluster.commit(records, Vec::new()).await?;
         tracing::debug!(name = %record.name, version = %record.vid, "removed");
         Ok(record)
@@ -292,12 +287,7 @@ impl Node {
             etag: old.etag,
             null_version,
         };
-        let mut records = vec![record.clone()];
-        records.extend(
-            forget
-                .iter()
-                .map(|vid| VersionRecord::forgetting(&record.name, *vid)),
-        );
+        let records = with_forgotten(&record, forget);
         self.cluster.commit_put(records, &mut blobs).await?;
         tracing::debug!(name = %record.name, version = %record.vid, from = %old.vid, "content reused");
         Ok(record)

@@ -94,6 +94,21 @@ impl From<IndexError> for OpError {
     }
 }
 
+/// `record` and the stubs forgetting `forget` (versions of its name that
+/// it replaces for good), to be committed together.
+fn with_forgotten(
+    record: &crate::meta::VersionRecord,
+    forget: &[crate::meta::VersionId],
+) -> Vec<crate::meta::VersionRecord> {
+    std::iter::once(record.clone())
+        .chain(
+            forget
+                .iter()
+                .map(|vid| crate::meta::VersionRecord::forgetting(&record.name, *vid)),
+        )
+        .collect()
+}
+
 /// The bytes of a put as its frontend receives them: Noise frames, an HTTP
 /// body. Pulled one piece at a time, so a put holds only what its pipeline
 /// bounds, at any size.

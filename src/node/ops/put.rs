@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use md5::{Digest, Md5};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{Body, OpError, PutError};
+use super::{Body, OpError, PutError, with_forgotten};
 use crate::cas::{Attributes, ChunkId, Chunker, ContentId, Manifest, check_attributes};
 use crate::cluster::{ClusterError, PutBlobs, Stored};
 use crate::keys::AccessKeyId;
@@ -246,12 +246,7 @@ impl Node {
             etag,
             null_version,
         };
-        let mut records = vec![record.clone()];
-        records.extend(
-            forget
-                .iter()
-                .map(|vid| VersionRecord::forgetting(&record.name, *vid)),
-        );
+        let records = with_forgotten(&record, forget);
         self.cluster.commit_put(records, &mut blobs).await?;
         tracing::debug!(name = %record.name, version = %record.vid, size = record.size, "put");
         Ok(record)
