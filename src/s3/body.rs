@@ -189,6 +189,17 @@ impl Body for BytesBody {
     }
 }
 
+/// A body read from a version already stored (UploadPartCopy).
+pub struct ReaderBody(pub ObjectReader);
+
+impl Body for ReaderBody {
+    type Error = dfs::node::ops::OpError;
+
+    async fn next(&mut self) -> Result<Option<Bytes>, Self::Error> {
+        self.0.next().await.transpose()
+    }
+}
+
 /// Pieces sent ahead of the client: the reader prefetches its own chunks,
 /// so two here only keep the socket busy.
 const RESPONSE_PIECES_AHEAD: usize = 2;

@@ -139,7 +139,7 @@ impl DfsS3 {
     /// key or version is refused with its own code, and a delete marker
     /// as S3 does (404 for the current version, 405 for one asked by id,
     /// both saying `x-amz-delete-marker: true`).
-    async fn find(
+    pub(super) async fn find(
         &self,
         bucket: &str,
         name: &str,
@@ -246,7 +246,7 @@ impl DfsS3 {
 
 /// Check a read's preconditions (RFC 9110 §13.2.2 order, as S3 applies
 /// them) against the version found.
-fn check_conditions(
+pub(super) fn check_conditions(
     record: &VersionRecord,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
@@ -292,6 +292,28 @@ fn check_conditions(
     }
     Ok(())
 }
+
+/// A copy's `x-amz-copy-source-if-*` (CopyObject and UploadPartCopy):
+/// the read's preconditions, failing with 412 either way.
+macro_rules! copy_source_conditions {
+    ($source:ident, $input:ident) => {
+        check_conditions(
+            &$source,
+            $input.copy_source_if_match.as_ref(),
+            $input.copy_source_if_none_match.as_ref(),
+            $input.copy_source_if_modified_since.as_ref(),
+            $input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|error| {
+            if *error.code() == S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed, "the copy source's precondition failed")
+            } else {
+                error
+            }
+        })
+    };
+}
+pub(super) use copy_source_conditions;
 
 fn not_modified(record: &VersionRecord) -> S3Error {
     let mut error = S3Error::new(S3ErrorCode::NotModified);
@@ -1020,21 +1042,7 @@ impl S3 for DfsS3 {
         let source = self
             .find(source_bucket, &source_name, source_version.as_deref())
             .await?;
-        check_conditions(
-            &source,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-        )
-        .map_err(|error| {
-            // A copy's failed precondition is 412 either way.
-            if *error.code() == S3ErrorCode::NotModified {
-                s3_error!(PreconditionFailed, "the copy source's precondition failed")
-            } else {
-                error
-            }
-        })?;
+        copy_source_conditions!(source, input)?;
         let replace = input
             .metadata_directive
             .as_ref()
@@ -1134,6 +1142,14 @@ impl S3 for DfsS3 {
         Ok(S3Response::new(
             self.complete_upload(&caller, req.input).await?,
         ))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let caller = self.caller(&req)?;
+        Ok(S3Response::new(self.copy_part(&caller, req.input).await?))
     }
 
     async fn abort_multipart_upload(

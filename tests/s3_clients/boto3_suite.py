@@ -351,6 +351,25 @@ def test_multipart():
     assert s3.get_object(Bucket="multi", Key="big.bin", Range="bytes=5242870-5242889")["Body"].read() == whole[5242870:5242890]
     fails_with("NoSuchUpload", s3.list_parts, Bucket="multi", Key="big.bin", UploadId=uid)
     assert s3.list_multipart_uploads(Bucket="multi").get("Uploads", []) == []
+    # UploadPartCopy: parts made of ranges of stored objects.
+    copied = s3.create_multipart_upload(Bucket="multi", Key="copied.bin")["UploadId"]
+    c1 = s3.upload_part_copy(
+        Bucket="multi", Key="copied.bin", UploadId=copied, PartNumber=1,
+        CopySource={"Bucket": "multi", "Key": "big.bin"}, CopySourceRange=f"bytes=100-{100 + 5 * MiB - 1}",
+    )["CopyPartResult"]["ETag"]
+    c2 = s3.upload_part_copy(
+        Bucket="multi", Key="copied.bin", UploadId=copied, PartNumber=2,
+        CopySource={"Bucket": "multi", "Key": "big.bin"},
+    )["CopyPartResult"]["ETag"]
+    fails_with("InvalidRange", s3.upload_part_copy,
+        Bucket="multi", Key="copied.bin", UploadId=copied, PartNumber=3,
+        CopySource={"Bucket": "multi", "Key": "big.bin"}, CopySourceRange=f"bytes={len(whole)}-{len(whole) + 10}")
+    s3.complete_multipart_upload(
+        Bucket="multi", Key="copied.bin", UploadId=copied,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": c1}, {"PartNumber": 2, "ETag": c2}]},
+    )
+    expected = whole[100:100 + 5 * MiB] + whole
+    assert s3.get_object(Bucket="multi", Key="copied.bin")["Body"].read() == expected
     # Too small a part (not the last) is refused at completion.
     small = s3.create_multipart_upload(Bucket="multi", Key="small")["UploadId"]
     e1 = s3.upload_part(Bucket="multi", Key="small", UploadId=small, PartNumber=1, Body=b"a" * 100)["ETag"]
