@@ -1,6 +1,6 @@
 //! The node's refusals as S3 errors.
 
-use dfs::node::ops::OpError;
+use dfs::node::ops::{OpError, PutError};
 use dfs::wire::ErrorCode;
 use s3s::{S3Error, S3ErrorCode};
 
@@ -30,4 +30,20 @@ pub fn s3_error(error: OpError, not_found: S3ErrorCode) -> S3Error {
 /// For errors where nothing can be missing but an object.
 pub fn object_error(error: OpError) -> S3Error {
     s3_error(error, S3ErrorCode::NoSuchKey)
+}
+
+/// A failed put: its refusal, or what ended its body (s3s's own error for a
+/// chunk signature or checksum that does not verify).
+pub(super) fn put_error(error: PutError<Box<dyn std::error::Error + Send + Sync>>) -> S3Error {
+    match error {
+        PutError::Refused(error) => object_error(error),
+        PutError::Body(error) => match error.downcast::<S3Error>() {
+            // A chunk signature or checksum that does not verify.
+            Ok(error) => *error,
+            Err(error) => S3Error::with_message(
+                S3ErrorCode::IncompleteBody,
+                format!("the request body ended early: {error}"),
+            ),
+        },
+    }
 }

@@ -27,9 +27,13 @@ mod auth;
 mod body;
 mod buckets;
 mod errors;
+mod headers;
+mod listing;
 mod multipart;
 mod names;
+mod reads;
 mod service;
+mod sweep;
 mod versions;
 
 /// Most S3 connections served at once. Memory is bounded apart from this
@@ -80,7 +84,7 @@ pub async fn serve(
 ) {
     let service = service::build(node.clone());
     let (sweep_stop, mut sweep_stopped) = tokio::sync::watch::channel(false);
-    let sweep = tokio::spawn(multipart::sweep_abandoned(node, async move {
+    let sweep = tokio::spawn(sweep::sweep_abandoned(node, async move {
         let _ = sweep_stopped.wait_for(|stop| *stop).await;
     }));
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));

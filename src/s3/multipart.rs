@@ -4,12 +4,10 @@
 //! put (chunked as it streams in, W copies before it is acknowledged).
 //! Completing joins the parts' chunk lists under one manifest (no byte is
 //! copied) and removes the upload's files; their chunks stay, used by the
-//! object. Uploads inactive (no part written) for [`UPLOAD_EXPIRY`] are
-//! removed by [`sweep_abandoned`], and the collector takes their chunks.
+//! object. Uploads inactive (no part written) for a day are removed by
+//! `sweep.rs`, and the collector takes their chunks.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use dfs::cas::Attributes;
@@ -25,14 +23,14 @@ use serde::{Deserialize, Serialize};
 use super::body::{BlobBody, BytesBody, ReaderBody};
 use super::buckets::Versioning;
 use super::errors::object_error;
+use super::errors::put_error;
+use super::headers::{attributes_from, copy_source_conditions, decode_md5};
+use super::listing::is_url;
 use super::names::{etag, object_name, timestamp, url_encode};
-use super::service::{
-    Caller, DfsS3, attributes_from, attributes_of, check_conditions, copy_source_conditions,
-    decode_md5, put_error,
-};
+use super::service::{Caller, DfsS3};
 
 /// Where uploads in progress live.
-const UPLOADS: &str = ".uploads/";
+pub(super) const UPLOADS: &str = ".uploads/";
 
 /// Parts are numbered 1 to 10,000 (S3's limit).
 const PART_NUMBER_MAX: i32 = 10_000;
@@ -46,12 +44,6 @@ const LISTED_MAX: usize = 1000;
 /// Most uploads a bucket's listing reads (each is one small file).
 const UPLOADS_SCANNED_MAX: usize = 10_000;
 
-/// How long an unfinished upload is kept after its last part was written.
-pub const UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
-
-/// How often a node looks for abandoned uploads.
-pub const SWEEP_PERIOD: Duration = Duration::from_secs(600);
-
 /// What `.../upload` holds (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UploadFile {
@@ -59,7 +51,7 @@ struct UploadFile {
     attributes: Attributes,
 }
 
-fn upload_dir(bucket: &str, upload_id: &str) -> String {
+pub(super) fn upload_dir(bucket: &str, upload_id: &str) -> String {
     format!("{UPLOADS}{bucket}/{upload_id}/")
 }
 
@@ -69,7 +61,7 @@ fn part_name(bucket: &str, upload_id: &str, part: i32) -> String {
 
 /// Upload ids are 32 lowercase hex digits; anything else names no upload
 /// (and must not reach a dfs name).
-fn check_upload_id(upload_id: &str) -> S3Result<()> {
+pub(super) fn check_upload_id(upload_id: &str) -> S3Result<()> {
     if upload_id.len() == 32
         && upload_id
             .bytes()
@@ -102,7 +94,7 @@ fn check_part_number(part: i32) -> S3Result<()> {
 }
 
 /// A live record of `name`, if any.
-async fn live(node: &Node, name: &str) -> S3Result<Option<VersionRecord>> {
+pub(super) async fn live(node: &Node, name: &str) -> S3Result<Option<VersionRecord>> {
     match node.resolve(name, &VersionPick::Current).await {
         Ok(record) if !record.is_tombstone() => Ok(Some(record)),
         Ok(_) => Ok(None),
@@ -149,7 +141,7 @@ async fn read_upload_file(node: &Node, record: &VersionRecord) -> S3Result<Uploa
 }
 
 /// The current parts of an upload, by number.
-async fn parts(
+pub(super) async fn parts(
     node: &Node,
     bucket: &str,
     upload_id: &str,
@@ -180,7 +172,7 @@ async fn parts(
 /// upload's chunks are then garbage, and a completed one's are the
 /// object's). The upload file goes last, and only once every part is
 /// gone: what is left is found again by the sweep once the upload expires.
-async fn remove_upload(node: &Node, bucket: &str, upload_id: &str) -> S3Result<()> {
+pub(super) async fn remove_upload(node: &Node, bucket: &str, upload_id: &str) -> S3Result<()> {
     let dir = upload_dir(bucket, upload_id);
     let mut failed = None;
     for record in parts(node, bucket, upload_id).await?.into_values() {
@@ -306,21 +298,10 @@ impl DfsS3 {
             &input.upload_id,
         )
         .await?;
-        let CopySource::Bucket {
-            bucket: source_bucket,
-            key: source_key,
-            version_id: source_version,
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "copying from an access point is not supported"
-            ));
-        };
-        let source_name = object_name(source_bucket, source_key)?;
-        caller.may_read(&source_name)?;
+        let (source_bucket, source_name, source_version) =
+            caller.copy_source(&input.copy_source)?;
         let source = self
-            .find(source_bucket, &source_name, source_version.as_deref())
+            .find(source_bucket, &source_name, source_version)
             .await?;
         copy_source_conditions!(source, input)?;
         let content = source.content.expect("find returns no delete marker");
@@ -545,7 +526,7 @@ impl DfsS3 {
         let prefix = input.prefix.clone().unwrap_or_default();
         caller.may_read(&format!("{}/{prefix}", input.bucket))?;
         self.bucket(&input.bucket).await?;
-        let url = super::service::is_url(input.encoding_type.as_ref())?;
+        let url = is_url(input.encoding_type.as_ref())?;
         let max = input
             .max_uploads
             .map_or(LISTED_MAX, |m| (m.max(0) as usize).min(LISTED_MAX));
@@ -684,108 +665,9 @@ impl DfsS3 {
     }
 }
 
-/// Remove uploads begun more than [`UPLOAD_EXPIRY`] ago, every
-/// [`SWEEP_PERIOD`], until `stopping`. Every S3 node sweeps; two removing
-/// one upload at once only write the same removal twice.
-pub async fn sweep_abandoned(node: Arc<Node>, stopping: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stopping);
-    // Where the last sweep stopped: a sweep looks at a bounded number of
-    // uploads, and the next goes on from there.
-    let mut cursor = ListFrom::Start;
-    loop {
-        tokio::select! {
-            _ = &mut stopping => return,
-            _ = tokio::time::sleep(SWEEP_PERIOD) => {}
-        }
-        if let Err(error) = sweep_once(&node, &mut cursor).await {
-            tracing::warn!(%error, "sweeping abandoned multipart uploads failed; retrying later");
-        }
-    }
-}
-
-/// Most upload directories one sweep looks at.
-const SWEEP_UPLOADS_MAX: usize = 1000;
-
-/// The bucket and upload id of a dfs name under `.uploads/`, when it is
-/// an upload's file (`.uploads/<bucket>/<32 hex>/...`); other names there
-/// are not uploads, and the sweep leaves them alone.
-fn upload_of(name: &str) -> Option<(&str, &str)> {
-    let mut segments = name.strip_prefix(UPLOADS)?.splitn(3, '/');
-    let (bucket, id, _) = (segments.next()?, segments.next()?, segments.next()?);
-    (super::names::is_bucket_name(bucket) && check_upload_id(id).is_ok()).then_some((bucket, id))
-}
-
-/// One sweep, from `cursor`: every upload whose last activity (its upload
-/// file or any part written) is [`UPLOAD_EXPIRY`] old is deleted, parts
-/// left without an upload file (an UploadPart that raced a Complete or an
-/// Abort) too. At most [`SWEEP_UPLOADS_MAX`] directories; `cursor` is left
-/// where the next sweep goes on (the start again after the last).
-pub async fn sweep_once(node: &Node, cursor: &mut ListFrom) -> S3Result<usize> {
-    let now_ms = node.env().clock.unix_ms();
-    let expiry_ms = UPLOAD_EXPIRY.as_millis() as u64;
-    let mut removed = 0;
-    for _ in 0..SWEEP_UPLOADS_MAX {
-        let Some(record) = node
-            .list_current(UPLOADS, cursor.clone(), 1)
-            .await
-            .map_err(object_error)?
-            .pop()
-        else {
-            *cursor = ListFrom::Start;
-            break;
-        };
-        let Some((bucket, id)) = upload_of(&record.name) else {
-            *cursor = ListFrom::After(record.name);
-            continue;
-        };
-        let dir = upload_dir(bucket, id);
-        *cursor = ListFrom::PastPrefix(dir.clone());
-        let upload_file = live(node, &format!("{dir}upload")).await?;
-        let parts = parts(node, bucket, id).await?;
-        let newest_ms = upload_file
-            .iter()
-            .chain(parts.values())
-            .map(|r| r.vid.wall_ms)
-            .max()
-            .unwrap_or(0);
-        if now_ms.saturating_sub(newest_ms) < expiry_ms {
-            continue;
-        }
-        tracing::info!(
-            bucket,
-            upload = id,
-            parts = parts.len(),
-            "removing a multipart upload inactive for {} h",
-            UPLOAD_EXPIRY.as_secs() / 3600
-        );
-        remove_upload(node, bucket, id).await?;
-        removed += 1;
-    }
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_sweep_takes_only_uploads() {
-        let id = "a1".repeat(16);
-        assert_eq!(
-            upload_of(&format!(".uploads/photos/{id}/part-00001")),
-            Some(("photos", id.as_str()))
-        );
-        assert_eq!(
-            upload_of(&format!(".uploads/photos/{id}/upload")),
-            Some(("photos", id.as_str()))
-        );
-        assert_eq!(upload_of(".uploads/x/y/upload"), None);
-        assert_eq!(
-            upload_of(&format!(".uploads/Not_A_Bucket/{id}/upload")),
-            None
-        );
-        assert_eq!(upload_of(&format!("photos/{id}/upload")), None);
-    }
 
     #[test]
     fn upload_ids_cannot_reach_other_names() {

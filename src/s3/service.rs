@@ -7,12 +7,10 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use dfs::cas::Attributes;
 use dfs::keys::{AccessKeyId, Permission};
 use dfs::meta::VersionRecord;
 use dfs::node::Node;
-use dfs::node::ops::{Listed, ObjectReader, PutError, PutOptions, VersionPick};
+use dfs::node::ops::{PutOptions, VersionPick};
 use dfs::wire::ErrorCode;
 use hyper::header::{HeaderMap, HeaderValue};
 use s3s::dto::*;
@@ -23,26 +21,18 @@ use super::auth::KeyringAuth;
 use super::body::{BlobBody, response_body};
 use super::buckets::{self, BucketSettings, BucketState, SettingsCache, Versioning};
 use super::errors::object_error;
+use super::errors::put_error;
+use super::headers::{
+    attributes_from, checksums_of, copy_source_conditions, decode_md5, owner, strong,
+};
+use super::listing::{LIST_KEYS_MAX, is_url, name_of_token, token_of};
 use super::names::{
     etag, key_of, object_name, parse_version_id, timestamp, url_encode, version_id,
 };
+use super::reads::{object_headers, read_object};
 
 /// Most keys one DeleteObjects request may name (S3's limit).
 const DELETE_OBJECTS_MAX: usize = 1000;
-
-/// Most keys a listing returns per page (S3's limit and default).
-const LIST_KEYS_MAX: usize = 1000;
-
-/// The standard headers kept with an object, by their manifest attribute
-/// name (the header name).
-const CONTENT_TYPE: &str = "content-type";
-const CACHE_CONTROL: &str = "cache-control";
-const CONTENT_DISPOSITION: &str = "content-disposition";
-const CONTENT_ENCODING: &str = "content-encoding";
-const CONTENT_LANGUAGE: &str = "content-language";
-const EXPIRES: &str = "expires";
-const WEBSITE_REDIRECT: &str = "x-amz-website-redirect-location";
-const META_PREFIX: &str = "x-amz-meta-";
 
 pub fn build(node: Arc<Node>) -> S3Service {
     let mut builder = S3ServiceBuilder::new(DfsS3 {
@@ -92,6 +82,28 @@ impl Caller {
         } else {
             Err(self.denied("delete versions for good (an admin key may) of", name))
         }
+    }
+
+    /// Where a copy (CopyObject, UploadPartCopy) reads: the source's
+    /// bucket, dfs name and version id, which this key must be able to read.
+    pub(super) fn copy_source<'a>(
+        &self,
+        source: &'a CopySource,
+    ) -> S3Result<(&'a str, String, Option<&'a str>)> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying from an access point is not supported"
+            ));
+        };
+        let name = object_name(bucket, key)?;
+        self.may_read(&name)?;
+        Ok((bucket, name, version_id.as_deref()))
     }
 
     /// Whether any name in `bucket` is within the key's prefixes.
@@ -241,463 +253,6 @@ impl DfsS3 {
             .await
             .map(Some)
             .map_err(object_error)
-    }
-}
-
-/// Check a read's preconditions (RFC 9110 §13.2.2 order, as S3 applies
-/// them) against the version found.
-pub(super) fn check_conditions(
-    record: &VersionRecord,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-    if_modified_since: Option<&Timestamp>,
-    if_unmodified_since: Option<&Timestamp>,
-) -> S3Result<()> {
-    let tag = etag(record);
-    let matches = |condition: &ETagCondition| match condition {
-        ETagCondition::Any => true,
-        ETagCondition::ETag(candidate) => candidate.value() == tag,
-    };
-    let modified =
-        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.vid.wall_ms);
-    // HTTP dates have whole seconds: compare at that precision.
-    let seconds = |time: std::time::SystemTime| {
-        time.duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
-    let since = |timestamp: &Timestamp| {
-        let time: time::OffsetDateTime = timestamp.clone().into();
-        time.unix_timestamp().max(0) as u64
-    };
-    if let Some(condition) = if_match {
-        if !matches(condition) {
-            return Err(s3_error!(PreconditionFailed, "If-Match does not match"));
-        }
-    } else if let Some(limit) = if_unmodified_since
-        && seconds(modified) > since(limit)
-    {
-        return Err(s3_error!(
-            PreconditionFailed,
-            "modified since If-Unmodified-Since"
-        ));
-    }
-    if let Some(condition) = if_none_match {
-        if matches(condition) {
-            return Err(not_modified(record));
-        }
-    } else if let Some(limit) = if_modified_since
-        && seconds(modified) <= since(limit)
-    {
-        return Err(not_modified(record));
-    }
-    Ok(())
-}
-
-/// A copy's `x-amz-copy-source-if-*` (CopyObject and UploadPartCopy):
-/// the read's preconditions, failing with 412 either way.
-macro_rules! copy_source_conditions {
-    ($source:ident, $input:ident) => {
-        check_conditions(
-            &$source,
-            $input.copy_source_if_match.as_ref(),
-            $input.copy_source_if_none_match.as_ref(),
-            $input.copy_source_if_modified_since.as_ref(),
-            $input.copy_source_if_unmodified_since.as_ref(),
-        )
-        .map_err(|error| {
-            if *error.code() == S3ErrorCode::NotModified {
-                s3_error!(PreconditionFailed, "the copy source's precondition failed")
-            } else {
-                error
-            }
-        })
-    };
-}
-pub(super) use copy_source_conditions;
-
-fn not_modified(record: &VersionRecord) -> S3Error {
-    let mut error = S3Error::new(S3ErrorCode::NotModified);
-    error.set_status_code(hyper::StatusCode::NOT_MODIFIED);
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", etag(record))) {
-        headers.insert("etag", value);
-    }
-    error.set_headers(headers);
-    error
-}
-
-/// The `x-amz-checksum-*` headers of an upload's input (PutObject and
-/// UploadPart: two s3s types with the same fields).
-macro_rules! checksums_of {
-    ($input:ident) => {
-        Checksum {
-            checksum_crc32: $input.checksum_crc32.clone(),
-            checksum_crc32c: $input.checksum_crc32c.clone(),
-            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
-            checksum_sha1: $input.checksum_sha1.clone(),
-            checksum_sha256: $input.checksum_sha256.clone(),
-            ..Default::default()
-        }
-    };
-}
-
-/// [`attributes_of`] from a request whose input has the standard header
-/// fields (PutObject, CopyObject, CreateMultipartUpload: three s3s types).
-macro_rules! attributes_from {
-    ($input:ident) => {
-        attributes_of(
-            $input.content_type.as_ref(),
-            $input.cache_control.as_ref(),
-            $input.content_disposition.as_ref(),
-            $input.content_encoding.as_ref(),
-            $input.content_language.as_ref(),
-            $input.expires.as_ref(),
-            $input.website_redirect_location.as_ref(),
-            $input.metadata.as_ref(),
-        )
-    };
-}
-pub(super) use attributes_from;
-
-/// The attributes a put or a replacing copy keeps, from its headers.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attributes_of(
-    content_type: Option<&ContentType>,
-    cache_control: Option<&String>,
-    content_disposition: Option<&String>,
-    content_encoding: Option<&String>,
-    content_language: Option<&String>,
-    expires: Option<&Timestamp>,
-    website_redirect: Option<&String>,
-    metadata: Option<&Metadata>,
-) -> S3Result<Attributes> {
-    let mut attributes = Vec::new();
-    let mut add = |name: &str, value: Option<&String>| {
-        if let Some(value) = value {
-            attributes.push((name.to_string(), value.clone()));
-        }
-    };
-    add(CONTENT_TYPE, content_type);
-    add(CACHE_CONTROL, cache_control);
-    add(CONTENT_DISPOSITION, content_disposition);
-    add(CONTENT_ENCODING, content_encoding);
-    add(CONTENT_LANGUAGE, content_language);
-    add(WEBSITE_REDIRECT, website_redirect);
-    if let Some(expires) = expires {
-        let mut text = Vec::new();
-        expires
-            .format(TimestampFormat::HttpDate, &mut text)
-            .map_err(|_| s3_error!(InvalidArgument, "Expires is not a date"))?;
-        attributes.push((EXPIRES.into(), String::from_utf8_lossy(&text).into_owned()));
-    }
-    for (key, value) in metadata.into_iter().flatten() {
-        attributes.push((
-            format!("{META_PREFIX}{}", key.to_ascii_lowercase()),
-            value.clone(),
-        ));
-    }
-    attributes.sort();
-    attributes.dedup_by(|a, b| a.0 == b.0);
-    if attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum::<usize>()
-        > dfs::cas::ATTRIBUTE_BYTES_MAX
-    {
-        return Err(s3_error!(
-            MetadataTooLarge,
-            "metadata headers exceed {} bytes",
-            dfs::cas::ATTRIBUTE_BYTES_MAX
-        ));
-    }
-    Ok(attributes)
-}
-
-/// An object's standard headers and user metadata, from its manifest.
-struct Shown {
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    content_disposition: Option<String>,
-    content_encoding: Option<String>,
-    content_language: Option<String>,
-    expires: Option<Timestamp>,
-    website_redirect: Option<String>,
-    metadata: Option<Metadata>,
-}
-
-// s3s's `Metadata` is a HashMap; its order never reaches a decision here.
-#[allow(clippy::disallowed_types)]
-fn shown(reader: &ObjectReader) -> Shown {
-    let get = |name: &str| reader.manifest.attribute(name).map(str::to_string);
-    let metadata: Metadata = reader
-        .manifest
-        .attributes
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(META_PREFIX)?.to_string(), v.clone())))
-        .collect();
-    Shown {
-        content_type: get(CONTENT_TYPE).or_else(|| Some("binary/octet-stream".into())),
-        cache_control: get(CACHE_CONTROL),
-        content_disposition: get(CONTENT_DISPOSITION),
-        content_encoding: get(CONTENT_ENCODING),
-        content_language: get(CONTENT_LANGUAGE),
-        expires: get(EXPIRES)
-            .and_then(|text| Timestamp::parse(TimestampFormat::HttpDate, &text).ok()),
-        website_redirect: get(WEBSITE_REDIRECT),
-        metadata: (!metadata.is_empty()).then_some(metadata),
-    }
-}
-
-pub(super) fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()
-        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
-        .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))
-}
-
-pub(super) fn put_error(error: PutError<Box<dyn std::error::Error + Send + Sync>>) -> S3Error {
-    match error {
-        PutError::Refused(error) => object_error(error),
-        PutError::Body(error) => match error.downcast::<S3Error>() {
-            // A chunk signature or checksum that does not verify.
-            Ok(error) => *error,
-            Err(error) => S3Error::with_message(
-                S3ErrorCode::IncompleteBody,
-                format!("the request body ended early: {error}"),
-            ),
-        },
-    }
-}
-
-fn strong(tag: String) -> Option<ETag> {
-    Some(ETag::Strong(tag))
-}
-
-fn owner(key: &AccessKeyId) -> Owner {
-    Owner {
-        display_name: Some(key.to_string()),
-        id: Some(key.to_string()),
-    }
-}
-
-/// What GetObject and HeadObject both ask: the version, its
-/// preconditions, the range. (Their inputs are two s3s types with the same
-/// fields, hence a macro to gather them.)
-struct ReadRequest<'a> {
-    bucket: &'a str,
-    key: &'a str,
-    version: Option<&'a str>,
-    if_match: Option<&'a ETagCondition>,
-    if_none_match: Option<&'a ETagCondition>,
-    if_modified_since: Option<&'a Timestamp>,
-    if_unmodified_since: Option<&'a Timestamp>,
-    range: Option<&'a Range>,
-}
-
-macro_rules! read_object {
-    ($self:ident, $caller:ident, $input:ident) => {
-        $self
-            .read_object(
-                &$caller,
-                ReadRequest {
-                    bucket: &$input.bucket,
-                    key: &$input.key,
-                    version: $input.version_id.as_deref(),
-                    if_match: $input.if_match.as_ref(),
-                    if_none_match: $input.if_none_match.as_ref(),
-                    if_modified_since: $input.if_modified_since.as_ref(),
-                    if_unmodified_since: $input.if_unmodified_since.as_ref(),
-                    range: $input.range.as_ref(),
-                },
-            )
-            .await?
-    };
-}
-
-/// The headers GetObject and HeadObject answer with, from a read and the
-/// request's `response-*` overrides, and any further fields.
-macro_rules! object_headers {
-    ($output:ident, $read:ident, $shown:ident, $input:ident, $($field:ident: $value:expr),*) => {
-        $output {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some($read.length as i64),
-            content_range: $read.content_range,
-            content_type: $input.response_content_type.or($shown.content_type),
-            cache_control: $input.response_cache_control.or($shown.cache_control),
-            content_disposition: $input
-                .response_content_disposition
-                .or($shown.content_disposition),
-            content_encoding: $input.response_content_encoding.or($shown.content_encoding),
-            content_language: $input.response_content_language.or($shown.content_language),
-            expires: $input.response_expires.or($shown.expires),
-            website_redirect_location: $shown.website_redirect,
-            metadata: $shown.metadata,
-            e_tag: strong(etag(&$read.record)),
-            last_modified: Some(timestamp($read.record.vid.wall_ms)),
-            version_id: $read.version_id,
-            $($field: $value,)*
-            ..Default::default()
-        }
-    };
-}
-
-/// A version opened for GetObject or HeadObject.
-struct ObjectRead {
-    record: VersionRecord,
-    reader: ObjectReader,
-    /// The part asked for (`None`: all of it).
-    range: Option<std::ops::Range<u64>>,
-    content_range: Option<String>,
-    length: u64,
-    shown: Shown,
-    version_id: Option<String>,
-}
-
-impl DfsS3 {
-    /// Find the version, check the preconditions, open it, and work out
-    /// the range (refused as InvalidRange outside the object).
-    async fn read_object(&self, caller: &Caller, request: ReadRequest<'_>) -> S3Result<ObjectRead> {
-        let name = object_name(request.bucket, request.key)?;
-        caller.may_read(&name)?;
-        let record = self.find(request.bucket, &name, request.version).await?;
-        check_conditions(
-            &record,
-            request.if_match,
-            request.if_none_match,
-            request.if_modified_since,
-            request.if_unmodified_since,
-        )?;
-        let content = record.content.expect("find returns no delete marker");
-        let reader = self
-            .node
-            .open_content(Some(record.clone()), content)
-            .await
-            .map_err(object_error)?;
-        let size = reader.size();
-        let range = match request.range {
-            Some(range) => Some(range.check(size).map_err(|_| {
-                s3_error!(
-                    InvalidRange,
-                    "the range is outside the object's {size} bytes"
-                )
-            })?),
-            None => None,
-        };
-        let content_range = range.as_ref().map(|wanted| {
-            format!(
-                "bytes {}-{}/{size}",
-                wanted.start,
-                wanted.end.saturating_sub(1)
-            )
-        });
-        let length = range
-            .as_ref()
-            .map_or(size, |wanted| wanted.end - wanted.start);
-        let settings = self.bucket(request.bucket).await?.settings;
-        Ok(ObjectRead {
-            version_id: Self::shown_version(&record, &settings),
-            shown: shown(&reader),
-            record,
-            reader,
-            range,
-            content_range,
-            length,
-        })
-    }
-}
-
-/// A listing's page of `bucket`, as keys.
-struct KeyPage {
-    objects: Vec<Object>,
-    prefixes: Vec<CommonPrefix>,
-    /// The dfs name to continue after, when truncated.
-    next: Option<String>,
-}
-
-impl DfsS3 {
-    #[allow(clippy::too_many_arguments)]
-    async fn list_keys(
-        &self,
-        caller: &Caller,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start_after_key: Option<&str>,
-        max_keys: Option<i32>,
-        url: bool,
-    ) -> S3Result<KeyPage> {
-        let full_prefix = format!("{bucket}/{prefix}");
-        caller.may_read(&full_prefix)?;
-        self.bucket(bucket).await?;
-        let max = max_keys.map_or(LIST_KEYS_MAX, |m| (m.max(0) as usize).min(LIST_KEYS_MAX));
-        let start_after = start_after_key.map(|key| format!("{bucket}/{key}"));
-        let page = if max == 0 {
-            Default::default()
-        } else {
-            self.node
-                .list_page(&full_prefix, delimiter, start_after.as_deref(), max)
-                .await
-                .map_err(object_error)?
-        };
-        let show = |key: &str| {
-            if url {
-                url_encode(key)
-            } else {
-                key.to_string()
-            }
-        };
-        let mut objects = Vec::new();
-        let mut prefixes = Vec::new();
-        for entry in &page.entries {
-            match entry {
-                Listed::Object(record) => objects.push(Object {
-                    key: Some(show(key_of(bucket, &record.name))),
-                    e_tag: strong(etag(record)),
-                    last_modified: Some(timestamp(record.vid.wall_ms)),
-                    size: Some(record.size as i64),
-                    storage_class: Some(ObjectStorageClass::from_static(
-                        ObjectStorageClass::STANDARD,
-                    )),
-                    owner: record.by.as_ref().map(owner),
-                    ..Default::default()
-                }),
-                Listed::CommonPrefix(common) => prefixes.push(CommonPrefix {
-                    prefix: Some(show(key_of(bucket, common))),
-                }),
-            }
-        }
-        let next = page
-            .truncated
-            .then(|| page.entries.last().map(|e| e.name().to_string()))
-            .flatten();
-        Ok(KeyPage {
-            objects,
-            prefixes,
-            next,
-        })
-    }
-}
-
-/// Continuation tokens are the hex of the dfs name to continue after:
-/// opaque to clients, and checked on the way back.
-fn token_of(name: &str) -> String {
-    hex::encode(name)
-}
-
-fn name_of_token(bucket: &str, token: &str) -> S3Result<String> {
-    hex::decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|name| name.starts_with(&format!("{bucket}/")))
-        .ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))
-}
-
-pub(super) fn is_url(encoding: Option<&EncodingType>) -> S3Result<bool> {
-    match encoding.map(|e| e.as_str()) {
-        None => Ok(false),
-        Some(EncodingType::URL) => Ok(true),
-        Some(other) => Err(s3_error!(InvalidArgument, "invalid encoding type {other}")),
     }
 }
 
@@ -1023,24 +578,13 @@ impl S3 for DfsS3 {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let caller = self.caller(&req)?;
         let input = req.input;
-        let CopySource::Bucket {
-            bucket: source_bucket,
-            key: source_key,
-            version_id: source_version,
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "copying from an access point is not supported"
-            ));
-        };
-        let source_name = object_name(source_bucket, source_key)?;
-        caller.may_read(&source_name)?;
+        let (source_bucket, source_name, source_version) =
+            caller.copy_source(&input.copy_source)?;
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
         let state = self.bucket(&input.bucket).await?;
         let source = self
-            .find(source_bucket, &source_name, source_version.as_deref())
+            .find(source_bucket, &source_name, source_version)
             .await?;
         copy_source_conditions!(source, input)?;
         let replace = input
@@ -1071,7 +615,7 @@ impl S3 for DfsS3 {
             )
             .await
             .map_err(object_error)?;
-        let source_settings = if source_bucket.as_ref() == input.bucket {
+        let source_settings = if source_bucket == input.bucket {
             state.settings.clone()
         } else {
             self.bucket(source_bucket).await?.settings

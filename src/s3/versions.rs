@@ -22,10 +22,12 @@ use s3s::{S3Result, s3_error};
 
 use super::buckets::{self, BucketSettings, Versioning};
 use super::errors::object_error;
+use super::headers::owner;
+use super::listing::is_url;
 use super::names::{
     etag, key_of, object_name, parse_version_id, timestamp, url_encode, version_id,
 };
-use super::service::{Caller, DfsS3, is_url};
+use super::service::{Caller, DfsS3};
 
 /// Most entries one ListObjectVersions page returns (S3's limit).
 const LISTED_MAX: usize = 1000;
@@ -242,10 +244,7 @@ impl DfsS3 {
                     }
                     count += 1;
                     let key = show(key_of(&bucket, &name));
-                    let owner = record.by.as_ref().map(|key| Owner {
-                        display_name: Some(key.to_string()),
-                        id: Some(key.to_string()),
-                    });
+                    let owner = record.by.as_ref().map(owner);
                     if record.is_tombstone() {
                         markers.push(DeleteMarkerEntry {
                             key: Some(key),

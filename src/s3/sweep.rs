@@ -1,0 +1,123 @@
+//! Abandoned multipart uploads: every S3 node looks, every
+//! [`SWEEP_PERIOD`], for uploads with no part written for
+//! [`UPLOAD_EXPIRY`], and deletes their files for good (the collector then
+//! takes their chunks). Two nodes removing one upload at once only write
+//! the same stubs twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dfs::meta::ListFrom;
+use dfs::node::Node;
+use s3s::S3Result;
+
+use super::errors::object_error;
+use super::multipart::{UPLOADS, check_upload_id, live, parts, remove_upload, upload_dir};
+
+/// How long an unfinished upload is kept after its last part was written.
+pub const UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a node looks for abandoned uploads.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(600);
+
+/// Sweep every [`SWEEP_PERIOD`] until `stopping`.
+pub async fn sweep_abandoned(node: Arc<Node>, stopping: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopping);
+    // Where the last sweep stopped: a sweep looks at a bounded number of
+    // uploads, and the next goes on from there.
+    let mut cursor = ListFrom::Start;
+    loop {
+        tokio::select! {
+            _ = &mut stopping => return,
+            _ = tokio::time::sleep(SWEEP_PERIOD) => {}
+        }
+        if let Err(error) = sweep_once(&node, &mut cursor).await {
+            tracing::warn!(%error, "sweeping abandoned multipart uploads failed; retrying later");
+        }
+    }
+}
+
+/// Most upload directories one sweep looks at.
+const SWEEP_UPLOADS_MAX: usize = 1000;
+
+/// The bucket and upload id of a dfs name under `.uploads/`, when it is
+/// an upload's file (`.uploads/<bucket>/<32 hex>/...`); other names there
+/// are not uploads, and the sweep leaves them alone.
+fn upload_of(name: &str) -> Option<(&str, &str)> {
+    let mut segments = name.strip_prefix(UPLOADS)?.splitn(3, '/');
+    let (bucket, id, _) = (segments.next()?, segments.next()?, segments.next()?);
+    (super::names::is_bucket_name(bucket) && check_upload_id(id).is_ok()).then_some((bucket, id))
+}
+
+/// One sweep, from `cursor`: every upload whose last activity (its upload
+/// file or any part written) is [`UPLOAD_EXPIRY`] old is deleted, parts
+/// left without an upload file (an UploadPart that raced a Complete or an
+/// Abort) too. At most [`SWEEP_UPLOADS_MAX`] directories; `cursor` is left
+/// where the next sweep goes on (the start again after the last).
+pub async fn sweep_once(node: &Node, cursor: &mut ListFrom) -> S3Result<usize> {
+    let now_ms = node.env().clock.unix_ms();
+    let expiry_ms = UPLOAD_EXPIRY.as_millis() as u64;
+    let mut removed = 0;
+    for _ in 0..SWEEP_UPLOADS_MAX {
+        let Some(record) = node
+            .list_current(UPLOADS, cursor.clone(), 1)
+            .await
+            .map_err(object_error)?
+            .pop()
+        else {
+            *cursor = ListFrom::Start;
+            break;
+        };
+        let Some((bucket, id)) = upload_of(&record.name) else {
+            *cursor = ListFrom::After(record.name);
+            continue;
+        };
+        let dir = upload_dir(bucket, id);
+        *cursor = ListFrom::PastPrefix(dir.clone());
+        let upload_file = live(node, &format!("{dir}upload")).await?;
+        let parts = parts(node, bucket, id).await?;
+        let newest_ms = upload_file
+            .iter()
+            .chain(parts.values())
+            .map(|r| r.vid.wall_ms)
+            .max()
+            .unwrap_or(0);
+        if now_ms.saturating_sub(newest_ms) < expiry_ms {
+            continue;
+        }
+        tracing::info!(
+            bucket,
+            upload = id,
+            parts = parts.len(),
+            "removing a multipart upload inactive for {} h",
+            UPLOAD_EXPIRY.as_secs() / 3600
+        );
+        remove_upload(node, bucket, id).await?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_takes_only_uploads() {
+        let id = "a1".repeat(16);
+        assert_eq!(
+            upload_of(&format!(".uploads/photos/{id}/part-00001")),
+            Some(("photos", id.as_str()))
+        );
+        assert_eq!(
+            upload_of(&format!(".uploads/photos/{id}/upload")),
+            Some(("photos", id.as_str()))
+        );
+        assert_eq!(upload_of(".uploads/x/y/upload"), None);
+        assert_eq!(
+            upload_of(&format!(".uploads/Not_A_Bucket/{id}/upload")),
+            None
+        );
+        assert_eq!(upload_of(&format!("photos/{id}/upload")), None);
+    }
+}
