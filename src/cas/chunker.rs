@@ -1,4 +1,4 @@
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use fastcdc::v2020::{Normalization, cut, select_masks};
 
 use crate::limits::{CHUNK_AVG_BYTES, CHUNK_MAX_BYTES, CHUNK_MIN_BYTES};
@@ -12,9 +12,20 @@ use crate::limits::{CHUNK_AVG_BYTES, CHUNK_MAX_BYTES, CHUNK_MIN_BYTES};
 /// A cut point depends only on the bytes from the previous cut up to at most
 /// `max` bytes later, so the chunker needs to hold at most one maximum chunk
 /// plus the last push: memory is bounded whatever the file size.
+///
+/// Boundaries are exactly those of FastCDC over `max`-byte windows (the
+/// content ids of stored files depend on them), but a chunk is cut as soon
+/// as its boundary is seen: FastCDC's first match in a window is the same
+/// whatever follows the window (the masks depend only on the position
+/// from the chunk's start). So the buffer usually holds
+/// about two average chunks, not a maximum one, and each chunk leaves as a
+/// copy of its own bytes: a chunk in flight holds no larger buffer alive.
 #[derive(Debug)]
 pub struct Chunker {
     buffer: BytesMut,
+    /// Look for the next boundary once the buffer holds this much (a look
+    /// that found none waits for twice as much, then for `max`).
+    look_at: usize,
     finished: bool,
     min: usize,
     avg: usize,
@@ -37,13 +48,21 @@ impl Chunker {
             "chunk sizes must satisfy min <= avg <= max"
         );
         Self {
-            buffer: BytesMut::with_capacity(max),
+            // Sized as bytes come: a 4 KiB put needs no 4 MiB buffer.
+            buffer: BytesMut::new(),
+            look_at: Self::first_look(avg, max),
             finished: false,
             min,
             avg,
             max,
             masks: select_masks(avg, Normalization::Level1),
         }
+    }
+
+    /// Where a new chunk is first looked at: where most chunks have ended
+    /// (an earlier look would mostly scan in vain and look again).
+    fn first_look(avg: usize, max: usize) -> usize {
+        (2 * avg).min(max)
     }
 
     /// Append input. Call [`next_chunk`](Self::next_chunk) until `None` before
@@ -54,6 +73,17 @@ impl Chunker {
             self.buffer.len() < self.max,
             "chunker not drained before push"
         );
+        if self.buffer.capacity() - self.buffer.len() < data.len() {
+            // A fresh buffer for the bytes not yet cut: twice what they
+            // need, up to the most they can be (bytes' own growth would
+            // double past it, to 8 MiB, and the cut point would walk
+            // through all of it).
+            let wanted = self.buffer.len() + data.len();
+            let capacity = (2 * wanted).min(self.max + data.len()).max(wanted);
+            let mut fresh = BytesMut::with_capacity(capacity);
+            fresh.extend_from_slice(&self.buffer);
+            self.buffer = fresh;
+        }
         self.buffer.extend_from_slice(data);
     }
 
@@ -64,23 +94,33 @@ impl Chunker {
 
     /// The next complete chunk, or `None` if more input (or `finish`) is needed.
     pub fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.buffer.is_empty() || (!self.finished && self.buffer.len() < self.max) {
-            return None;
+        while !self.buffer.is_empty() && (self.finished || self.buffer.len() >= self.look_at) {
+            let (mask_s, mask_l) = self.masks;
+            let window = &self.buffer[..self.buffer.len().min(self.max)];
+            let (_hash, cut_at) = cut(
+                window,
+                self.min,
+                self.avg,
+                self.max,
+                mask_s,
+                mask_l,
+                mask_s << 1,
+                mask_l << 1,
+            );
+            assert!(cut_at > 0 && cut_at <= window.len());
+            // Without a match, FastCDC cuts at the window's end: a cut only
+            // once the window is whole (or the input ended).
+            let whole = window.len() == self.max || self.finished;
+            if cut_at == window.len() && !whole {
+                self.look_at = (2 * self.look_at).min(self.max);
+                return None;
+            }
+            let chunk = Bytes::copy_from_slice(&self.buffer[..cut_at]);
+            self.buffer.advance(cut_at);
+            self.look_at = Self::first_look(self.avg, self.max);
+            return Some(chunk);
         }
-        let (mask_s, mask_l) = self.masks;
-        let window = &self.buffer[..self.buffer.len().min(self.max)];
-        let (_hash, cut_at) = cut(
-            window,
-            self.min,
-            self.avg,
-            self.max,
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-        );
-        assert!(cut_at > 0 && cut_at <= window.len());
-        Some(self.buffer.split_to(cut_at).freeze())
+        None
     }
 }
 
@@ -117,7 +157,38 @@ mod tests {
         data
     }
 
+    /// FastCDC over whole `max`-byte windows, one after the other: the
+    /// boundaries every stored file was cut at.
+    fn reference_cuts(data: &[u8]) -> Vec<usize> {
+        let (mask_s, mask_l) = select_masks(AVG, Normalization::Level1);
+        let mut lens = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let window = &data[at..data.len().min(at + MAX)];
+            let (_, len) = cut(
+                window,
+                MIN,
+                AVG,
+                MAX,
+                mask_s,
+                mask_l,
+                mask_s << 1,
+                mask_l << 1,
+            );
+            lens.push(len);
+            at += len;
+        }
+        lens
+    }
+
     proptest! {
+        #[test]
+        fn boundaries_are_fastcdc_over_whole_windows(seed: u64, len in 0usize..200_000, push_size in 1usize..40_000) {
+            let data = random_bytes(seed, len);
+            let lens: Vec<usize> = chunk_all(&data, push_size).iter().map(Bytes::len).collect();
+            prop_assert_eq!(lens, reference_cuts(&data));
+        }
+
         #[test]
         fn reassembly_equals_input(seed: u64, len in 0usize..200_000, push_size in 1usize..40_000) {
             let data = random_bytes(seed, len);
