@@ -195,7 +195,11 @@ impl Cluster {
                 }
             });
         }
-        while let Some(joined) = asks.join_next().await {
+        // Enough answers meet every acknowledged write; the slowest member
+        // is not waited for (the asks left are dropped with the set).
+        while answered < needed
+            && let Some(joined) = asks.join_next().await
+        {
             if let Ok(Ok((from, record))) = joined {
                 answered += 1;
                 let mut records: Vec<VersionRecord> = record.into_iter().collect();

@@ -67,8 +67,22 @@ impl BucketState {
     }
 }
 
-/// The state of `bucket`.
+/// The state of `bucket`. A bucket this node does not know yet is asked
+/// of a majority first (created through another node a moment ago); the
+/// settings of one it knows are read here, and a change to them may take
+/// a moment to reach every node, as S3 documents for versioning.
 pub async fn state(node: &Node, cache: &SettingsCache, bucket: &str) -> S3Result<BucketState> {
+    let state = local_state(node, cache, bucket).await?;
+    if state.exists() {
+        return Ok(state);
+    }
+    node.catch_up(&settings_name(bucket))
+        .await
+        .map_err(|e| s3_error(e, S3ErrorCode::NoSuchBucket))?;
+    local_state(node, cache, bucket).await
+}
+
+async fn local_state(node: &Node, cache: &SettingsCache, bucket: &str) -> S3Result<BucketState> {
     let settings_record = match node
         .resolve(&settings_name(bucket), &VersionPick::Current)
         .await

@@ -161,6 +161,11 @@ impl DfsS3 {
             Some(text) => parse_version_id(text)?,
             None => VersionPick::Current,
         };
+        if pick == VersionPick::Current {
+            // S3 reads are strongly consistent: a version acknowledged
+            // through another node is the one answered here.
+            self.node.catch_up(name).await.map_err(object_error)?;
+        }
         let record = match self.node.resolve(name, &pick).await {
             Ok(record) => record,
             Err(error) if error.code == ErrorCode::NotFound => {

@@ -518,6 +518,22 @@ def test_signatures():
         assert error.code == 403, error.code
 
 
+def test_read_after_write_through_other_nodes():
+    # S3 reads are strongly consistent: whichever node a write went
+    # through, a read that follows its acknowledgement sees it.
+    other = client(OTHER)
+    other.create_bucket(Bucket="fresh-bucket")
+    s3.put_object(Bucket="fresh-bucket", Key="first", Body=b"made through another node")
+    for round in range(30):
+        writer, reader = (s3, other) if round % 2 else (other, s3)
+        data = f"round {round}".encode()
+        writer.put_object(Bucket="fresh-bucket", Key="counter", Body=data)
+        assert reader.get_object(Bucket="fresh-bucket", Key="counter")["Body"].read() == data, round
+        assert reader.head_object(Bucket="fresh-bucket", Key="counter")["ContentLength"] == len(data)
+    writer.delete_object(Bucket="fresh-bucket", Key="counter")
+    assert error_code(reader.get_object, Bucket="fresh-bucket", Key="counter") == "NoSuchKey"
+
+
 def test_cli_files_are_objects():
     # tests/s3.rs put `clifiles/hello.txt` with the native CLI first.
     assert "clifiles" in [b["Name"] for b in s3.list_buckets()["Buckets"]]

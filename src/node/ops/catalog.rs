@@ -74,6 +74,15 @@ impl Node {
         Ok(self.env.blocking(move || index.history(&lookup)).await?)
     }
 
+    /// Ask a majority of the cluster for the current version of `name` and
+    /// take the newest answer into this node's index, so that a read that
+    /// follows sees every write acknowledged before it, through whichever
+    /// node it was made (S3's read-after-write; the native `get --quorum`).
+    pub async fn catch_up(&self, name: &str) -> Result<(), OpError> {
+        self.cluster.quorum_current(name).await?;
+        Ok(())
+    }
+
     /// The record `pick` selects (a removal included); refused when there
     /// is none.
     pub async fn resolve(&self, name: &str, pick: &VersionPick) -> Result<VersionRecord, OpError> {

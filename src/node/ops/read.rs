@@ -130,7 +130,7 @@ impl Node {
             && pick == VersionPick::Current
             && let GetTarget::Name(name) = &target
         {
-            self.cluster.quorum_current(name).await?;
+            self.catch_up(name).await?;
         }
         let (record, content) = match target {
             GetTarget::Name(name) => {
