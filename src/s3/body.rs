@@ -223,3 +223,72 @@ pub fn response_body(mut reader: ObjectReader) -> StreamingBlob {
     });
     StreamingBlob::wrap(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn blob_of(pieces: Vec<&'static [u8]>, then_stall: bool) -> StreamingBlob {
+        let items = stream::iter(
+            pieces
+                .into_iter()
+                .map(|piece| Ok::<_, std::io::Error>(Bytes::from_static(piece))),
+        );
+        if then_stall {
+            StreamingBlob::wrap(items.chain(stream::pending()))
+        } else {
+            StreamingBlob::wrap(items)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_given_up_after_the_stall_limit() {
+        let blob = blob_of(vec![b"first piece"], true);
+        let mut body =
+            BlobBody::new(Some(blob), Checksum::default(), &Default::default(), None).unwrap();
+        assert_eq!(body.next().await.unwrap().unwrap(), &b"first piece"[..]);
+        let started = tokio::time::Instant::now();
+        let error = body.next().await.unwrap_err();
+        assert!(
+            started.elapsed() >= BODY_STALL_MAX,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("no part of the request body arrived"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_checksum_differs_ends_in_bad_digest() {
+        let sent = Checksum {
+            // CRC32 of "hello world", base64.
+            checksum_crc32: Some("DUoRhQ==".into()),
+            ..Default::default()
+        };
+        let mut good = BlobBody::new(
+            Some(blob_of(vec![b"hello ", b"world"], false)),
+            sent.clone(),
+            &Default::default(),
+            None,
+        )
+        .unwrap();
+        while good.next().await.unwrap().is_some() {}
+        let mut bad = BlobBody::new(
+            Some(blob_of(vec![b"hello ", b"World"], false)),
+            sent,
+            &Default::default(),
+            None,
+        )
+        .unwrap();
+        assert!(bad.next().await.unwrap().is_some());
+        assert!(bad.next().await.unwrap().is_some());
+        let error = bad.next().await.unwrap_err();
+        let error = error.downcast::<S3Error>().unwrap();
+        assert_eq!(*error.code(), s3s::S3ErrorCode::BadDigest);
+    }
+}

@@ -102,6 +102,95 @@ pub async fn sweep_once(node: &Node, cursor: &mut ListFrom) -> S3Result<usize> {
 mod tests {
     use super::*;
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bytes::Bytes;
+    use dfs::env::{Clock, tokio_env};
+    use dfs::keys::{AccessKeyId, ClusterKey};
+    use dfs::node::ops::PutOptions;
+    use dfs::node::{NodeConfig, Server};
+    use dfs::placement::Replication;
+
+    use crate::s3::body::BytesBody;
+
+    /// The system clock, moved forward by the test.
+    struct LaterClock(AtomicU64);
+
+    impl Clock for LaterClock {
+        fn unix_ms(&self) -> u64 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            now + self.0.load(Ordering::Relaxed)
+        }
+        fn monotonic_ms(&self) -> u64 {
+            self.unix_ms()
+        }
+    }
+
+    async fn put(node: &Node, name: String) {
+        let mut body = BytesBody(Some(Bytes::from_static(b"{}")));
+        let by = AccessKeyId::generate(node.env());
+        node.put(name, &mut body, by, PutOptions::default())
+            .await
+            .unwrap_or_else(|_| panic!("put failed"));
+    }
+
+    #[tokio::test]
+    async fn uploads_idle_for_a_day_are_removed_and_active_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(LaterClock(AtomicU64::new(0)));
+        let mut env = tokio_env();
+        env.clock = clock.clone();
+        let config = NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            bootstrap: Vec::new(),
+            advertise: None,
+            cluster_key: ClusterKey::generate(&env),
+            swim: Default::default(),
+            replication: Replication::new(1, 1).unwrap(),
+            maintenance: Default::default(),
+            admin_credentials_file: None,
+            provisioned_keys: Vec::new(),
+        };
+        let server = Server::start(env, config).await.unwrap();
+        let node = server.node().clone();
+        let (idle, active, orphan) = ("a1".repeat(16), "b2".repeat(16), "c3".repeat(16));
+        put(&node, format!(".uploads/photos/{idle}/upload")).await;
+        put(&node, format!(".uploads/photos/{idle}/part-00001")).await;
+        put(&node, format!(".uploads/photos/{active}/upload")).await;
+        put(&node, format!(".uploads/photos/{orphan}/part-00003")).await;
+        put(&node, ".uploads/not-an-upload".into()).await;
+
+        // A day later, less a minute: nothing has expired.
+        let day_ms = UPLOAD_EXPIRY.as_millis() as u64;
+        clock.0.store(day_ms - 60_000, Ordering::Relaxed);
+        let mut cursor = ListFrom::Start;
+        assert_eq!(sweep_once(&node, &mut cursor).await.unwrap(), 0);
+        // A part arrives for one upload; then the day is over for the rest.
+        put(&node, format!(".uploads/photos/{active}/part-00002")).await;
+        clock.0.store(day_ms + 60_000, Ordering::Relaxed);
+        assert_eq!(sweep_once(&node, &mut cursor).await.unwrap(), 2);
+
+        let left: Vec<String> = node
+            .list_current(UPLOADS, ListFrom::Start, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.name)
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                ".uploads/not-an-upload".to_string(),
+                format!(".uploads/photos/{active}/part-00002"),
+                format!(".uploads/photos/{active}/upload"),
+            ]
+        );
+    }
+
     #[test]
     fn the_sweep_takes_only_uploads() {
         let id = "a1".repeat(16);
