@@ -136,6 +136,10 @@ fn write_seed_corpus() {
             .expect("three chunks fit");
     }
     write("manifest", "three-chunks", &manifest.encode());
+    manifest.attributes = vec![("content-type".into(), "text/plain".into())];
+    write("manifest", "with-attributes", &manifest.encode());
+    manifest.parts = vec![2, 1];
+    write("manifest", "multipart", &manifest.encode());
 
     use dfs::keys::credentials::Credentials;
     use dfs::keys::{AccessKeyId, SecretKey};

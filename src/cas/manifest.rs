@@ -25,12 +25,19 @@ pub struct ChunkRef {
 /// with beside its bytes (an S3 object's Content-Type and `x-amz-meta-*`).
 /// A manifest without attributes is still written as format 1, so a file's
 /// content id does not change with the protocol it was put through.
+///
+/// Format 3 (`0 ‖ 3 ‖ postcard`) adds [`Manifest::parts`], the shape of an
+/// S3 multipart upload (read back part by part: GetObject's `partNumber`),
+/// and is written only for those.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Manifest {
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
     pub attributes: Attributes,
+    /// How many of `chunks` each part of a multipart upload holds, in
+    /// order (a part never shares a chunk); empty when not one.
+    pub parts: Vec<u32>,
 }
 
 /// Named values kept with a version's content, sorted by name, each name
@@ -57,8 +64,23 @@ struct ManifestV2 {
     attributes: Attributes,
 }
 
+/// Format 3's layout (after the `0 ‖ 3` marker).
+#[derive(Serialize, Deserialize)]
+struct ManifestV3 {
+    size: u64,
+    chunks: Vec<ChunkRef>,
+    attributes: Attributes,
+    parts: Vec<u32>,
+}
+
 /// The first two bytes of a format-2 manifest.
 const FORMAT_2_MARKER: [u8; 2] = [0, 2];
+
+/// The first two bytes of a format-3 manifest.
+const FORMAT_3_MARKER: [u8; 2] = [0, 3];
+
+/// Most parts a multipart upload has (S3's limit).
+pub const PARTS_MAX: usize = 10_000;
 
 /// Whether `attributes` are sorted, unique, within the bounds, and free of
 /// control characters (they become HTTP headers).
@@ -87,6 +109,19 @@ pub fn check_attributes(attributes: &Attributes) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// Whether `manifest`'s parts are at most [`PARTS_MAX`] and cover its
+/// chunks exactly.
+pub fn check_parts(manifest: &Manifest) -> Result<(), ManifestError> {
+    if manifest.parts.len() > PARTS_MAX {
+        return Err(ManifestError::Parts("too many"));
+    }
+    let covered: u64 = manifest.parts.iter().map(|&n| u64::from(n)).sum();
+    if !manifest.parts.is_empty() && covered != manifest.chunks.len() as u64 {
+        return Err(ManifestError::Parts("they do not hold the chunks exactly"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest is {0} bytes, above the {MANIFEST_BYTES_MAX}-byte limit")]
@@ -101,6 +136,8 @@ pub enum ManifestError {
     NewerFormat(u8),
     #[error("manifest attributes are invalid: {0}")]
     Attributes(&'static str),
+    #[error("manifest parts are invalid: {0}")]
+    Parts(&'static str),
 }
 
 impl Manifest {
@@ -122,6 +159,20 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        if !self.parts.is_empty() {
+            let mut bytes = FORMAT_3_MARKER.to_vec();
+            postcard::to_io(
+                &ManifestV3 {
+                    size: self.size,
+                    chunks: self.chunks.clone(),
+                    attributes: self.attributes.clone(),
+                    parts: self.parts.clone(),
+                },
+                &mut bytes,
+            )
+            .expect("a manifest always serializes");
+            return bytes;
+        }
         if self.attributes.is_empty() {
             return postcard::to_stdvec(&ManifestV1 {
                 size: self.size,
@@ -150,6 +201,17 @@ impl Manifest {
             .map(|at| self.attributes[at].1.as_str())
     }
 
+    /// The bytes of part `number` (from 1) of a multipart upload.
+    pub fn part_range(&self, number: usize) -> Option<std::ops::Range<u64>> {
+        let index = number.checked_sub(1)?;
+        let _ = self.parts.get(index)?;
+        let first: usize = self.parts[..index].iter().map(|&n| n as usize).sum();
+        let count = self.parts[index] as usize;
+        let offset =
+            |upto: usize| -> u64 { self.chunks[..upto].iter().map(|c| u64::from(c.len)).sum() };
+        Some(offset(first)..offset(first + count))
+    }
+
     pub fn content_id(&self) -> ContentId {
         ContentId::of(&self.encode())
     }
@@ -162,6 +224,22 @@ impl Manifest {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
         let manifest = match bytes {
+            [0, 3, rest @ ..] => {
+                let v3: ManifestV3 = decode_exactly(rest)?;
+                if v3.parts.is_empty() {
+                    // Formats 1 and 2 spell this manifest.
+                    return Err(ManifestError::Inconsistent("format 3 without parts"));
+                }
+                if !v3.attributes.is_empty() {
+                    check_attributes(&v3.attributes)?;
+                }
+                Manifest {
+                    size: v3.size,
+                    chunks: v3.chunks,
+                    attributes: v3.attributes,
+                    parts: v3.parts,
+                }
+            }
             [0, 2, rest @ ..] => {
                 let v2: ManifestV2 = decode_exactly(rest)?;
                 if v2.attributes.is_empty() {
@@ -173,6 +251,7 @@ impl Manifest {
                     size: v2.size,
                     chunks: v2.chunks,
                     attributes: v2.attributes,
+                    parts: Vec::new(),
                 }
             }
             [0, format, ..] if *format >= 1 => return Err(ManifestError::NewerFormat(*format)),
@@ -182,6 +261,7 @@ impl Manifest {
                     size: v1.size,
                     chunks: v1.chunks,
                     attributes: Attributes::new(),
+                    parts: Vec::new(),
                 }
             }
         };
@@ -202,6 +282,7 @@ impl Manifest {
                 "chunk lengths do not add up to the size",
             ));
         }
+        check_parts(&manifest)?;
         Ok(manifest)
     }
 }
@@ -244,8 +325,8 @@ mod tests {
             Ok(Manifest::default())
         );
         assert_eq!(
-            Manifest::decode(&[0, 3, 0xAA]),
-            Err(ManifestError::NewerFormat(3))
+            Manifest::decode(&[0, 4, 0xAA]),
+            Err(ManifestError::NewerFormat(4))
         );
     }
 
@@ -285,6 +366,47 @@ mod tests {
             Manifest::decode(&typed.encode()),
             Err(ManifestError::Attributes(_))
         ));
+    }
+
+    /// Parts make a format-3 manifest; each part's bytes are its chunks'.
+    #[test]
+    fn parts_are_kept_in_format_3_only() {
+        let mut manifest = Manifest::default();
+        for (byte, len) in [(1u8, 100), (2, 50), (3, 7)] {
+            manifest.push(ChunkId([byte; 32]), len).unwrap();
+        }
+        let plain = manifest.clone();
+        manifest.parts = vec![2, 0, 1];
+        let bytes = manifest.encode();
+        assert_eq!(bytes[..2], [0, 3]);
+        insta::assert_snapshot!(hex::encode(&bytes));
+        assert_eq!(Manifest::decode(&bytes), Ok(manifest.clone()));
+        assert_ne!(plain.content_id(), manifest.content_id());
+        assert_eq!(manifest.part_range(1), Some(0..150));
+        assert_eq!(manifest.part_range(2), Some(150..150));
+        assert_eq!(manifest.part_range(3), Some(150..157));
+        assert_eq!(manifest.part_range(0), None);
+        assert_eq!(manifest.part_range(4), None);
+        assert_eq!(plain.part_range(1), None);
+        // Parts must hold the chunks exactly; format 3 needs parts.
+        let mut short = manifest.clone();
+        short.parts = vec![2];
+        assert!(matches!(
+            Manifest::decode(&short.encode()),
+            Err(ManifestError::Parts(_))
+        ));
+        let mut empty_v3 = vec![0, 3];
+        postcard::to_io(
+            &ManifestV3 {
+                size: 157,
+                chunks: plain.chunks.clone(),
+                attributes: Vec::new(),
+                parts: Vec::new(),
+            },
+            &mut empty_v3,
+        )
+        .unwrap();
+        assert!(Manifest::decode(&empty_v3).is_err());
     }
 
     fn arbitrary_manifest() -> impl Strategy<Value = Manifest> {

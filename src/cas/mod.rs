@@ -14,6 +14,6 @@ mod manifest;
 pub use chunker::Chunker;
 pub use ids::{ChunkId, ContentId, IdParseError, sha256};
 pub use manifest::{
-    ATTRIBUTE_BYTES_MAX, ATTRIBUTES_MAX, Attributes, ChunkRef, Manifest, ManifestError,
-    check_attributes,
+    ATTRIBUTE_BYTES_MAX, ATTRIBUTES_MAX, Attributes, ChunkRef, Manifest, ManifestError, PARTS_MAX,
+    check_attributes, check_parts,
 };

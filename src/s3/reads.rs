@@ -6,7 +6,7 @@
 use dfs::meta::VersionRecord;
 use dfs::node::ops::ObjectReader;
 use s3s::dto::*;
-use s3s::{S3Result, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use super::errors::object_error;
 use super::headers::{Shown, check_conditions, shown};
@@ -25,6 +25,8 @@ pub(super) struct ReadRequest<'a> {
     pub(super) if_modified_since: Option<&'a Timestamp>,
     pub(super) if_unmodified_since: Option<&'a Timestamp>,
     pub(super) range: Option<&'a Range>,
+    /// One part of a multipart upload (`partNumber`), from 1.
+    pub(super) part_number: Option<i32>,
 }
 
 macro_rules! read_object {
@@ -41,6 +43,7 @@ macro_rules! read_object {
                     if_modified_since: $input.if_modified_since.as_ref(),
                     if_unmodified_since: $input.if_unmodified_since.as_ref(),
                     range: $input.range.as_ref(),
+                    part_number: $input.part_number,
                 },
             )
             .await?
@@ -68,6 +71,7 @@ macro_rules! object_headers {
             e_tag: $crate::s3::headers::strong($crate::s3::names::etag(&$read.record)),
             last_modified: Some($crate::s3::names::timestamp($read.record.vid.wall_ms)),
             version_id: $read.version_id,
+            parts_count: $read.parts_count,
             $($field: $value,)*
             ..Default::default()
         }
@@ -84,6 +88,8 @@ pub(super) struct ObjectRead {
     pub(super) length: u64,
     pub(super) shown: Shown,
     pub(super) version_id: Option<String>,
+    /// The parts of a multipart upload, when one was asked for.
+    pub(super) parts_count: Option<i32>,
 }
 
 impl DfsS3 {
@@ -111,22 +117,35 @@ impl DfsS3 {
             .await
             .map_err(object_error)?;
         let size = reader.size();
-        let range = match request.range {
-            Some(range) => Some(range.check(size).map_err(|_| {
-                s3_error!(
-                    InvalidRange,
-                    "the range is outside the object's {size} bytes"
-                )
-            })?),
-            None => None,
+        let (range, parts_count) = match (request.range, request.part_number) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ));
+            }
+            (Some(range), None) => (
+                Some(range.check(size).map_err(|_| {
+                    s3_error!(
+                        InvalidRange,
+                        "the range is outside the object's {size} bytes"
+                    )
+                })?),
+                None,
+            ),
+            (None, Some(number)) => part_of(&reader, number)?,
+            (None, None) => (None, None),
         };
-        let content_range = range.as_ref().map(|wanted| {
-            format!(
-                "bytes {}-{}/{size}",
-                wanted.start,
-                wanted.end.saturating_sub(1)
-            )
-        });
+        let content_range = range
+            .as_ref()
+            .filter(|wanted| !wanted.is_empty())
+            .map(|wanted| {
+                format!(
+                    "bytes {}-{}/{size}",
+                    wanted.start,
+                    wanted.end.saturating_sub(1)
+                )
+            });
         let length = range
             .as_ref()
             .map_or(size, |wanted| wanted.end - wanted.start);
@@ -139,8 +158,33 @@ impl DfsS3 {
             range,
             content_range,
             length,
+            parts_count,
         })
     }
+}
+
+/// The bytes of part `number` and the object's part count: a part of a
+/// multipart upload, or the whole of any other object as its one part.
+fn part_of(
+    reader: &ObjectReader,
+    number: i32,
+) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
+    let manifest = &reader.manifest;
+    let range = match usize::try_from(number) {
+        Ok(number) if manifest.parts.is_empty() => (number == 1).then(|| 0..manifest.size),
+        Ok(number) => manifest.part_range(number),
+        Err(_) => None,
+    };
+    let Some(range) = range else {
+        let mut error = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        error.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+        return Err(error);
+    };
+    let count = (!manifest.parts.is_empty()).then(|| manifest.parts.len() as i32);
+    Ok((Some(range), count))
 }
 
 pub(super) use {object_headers, read_object};

@@ -349,6 +349,17 @@ def test_multipart():
     assert got["Body"].read() == whole
     assert got["ContentType"] == "application/x-test" and got["Metadata"] == {"k": "v"}
     assert s3.get_object(Bucket="multi", Key="big.bin", Range="bytes=5242870-5242889")["Body"].read() == whole[5242870:5242890]
+    # Part by part (partNumber), as SDKs' multipart downloads read them.
+    second = s3.get_object(Bucket="multi", Key="big.bin", PartNumber=2)
+    assert second["Body"].read() == parts_data[1] and second["PartsCount"] == 3
+    assert second["ContentRange"] == f"bytes {sizes[0]}-{sizes[0] + sizes[1] - 1}/{len(whole)}"
+    assert s3.head_object(Bucket="multi", Key="big.bin", PartNumber=3)["ContentLength"] == sizes[2]
+    assert error_code(s3.get_object, Bucket="multi", Key="big.bin", PartNumber=4) == "InvalidPartNumber"
+    fails_with("InvalidRequest", s3.get_object, Bucket="multi", Key="big.bin", PartNumber=1, Range="bytes=0-1")
+    s3.put_object(Bucket="multi", Key="single.bin", Body=b"one part")
+    single = s3.get_object(Bucket="multi", Key="single.bin", PartNumber=1)
+    assert single["Body"].read() == b"one part" and "PartsCount" not in single
+    assert error_code(s3.get_object, Bucket="multi", Key="single.bin", PartNumber=2) == "InvalidPartNumber"
     fails_with("NoSuchUpload", s3.list_parts, Bucket="multi", Key="big.bin", UploadId=uid)
     assert s3.list_multipart_uploads(Bucket="multi").get("Uploads", []) == []
     # UploadPartCopy: parts made of ranges of stored objects.

@@ -14,7 +14,9 @@ use md5::{Digest, Md5};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{Body, OpError, PutError, with_forgotten};
-use crate::cas::{Attributes, ChunkId, Chunker, ContentId, Manifest, check_attributes};
+use crate::cas::{
+    Attributes, ChunkId, Chunker, ContentId, Manifest, check_attributes, check_parts,
+};
 use crate::cluster::{ClusterError, PutBlobs, Stored};
 use crate::keys::AccessKeyId;
 use crate::limits::{
@@ -199,12 +201,14 @@ impl Node {
             let part_manifest = Manifest::decode(&bytes).map_err(|e| {
                 OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {e}"))
             })?;
+            manifest.parts.push(part_manifest.chunks.len() as u32);
             for chunk in part_manifest.chunks {
                 manifest
                     .push(chunk.id, chunk.len as usize)
                     .map_err(|e| OpError::invalid(e.to_string()))?;
             }
         }
+        check_parts(&manifest).map_err(|e| OpError::invalid(e.to_string()))?;
         let blobs = self
             .cluster
             .keep_existing(manifest.chunks.iter().map(|chunk| chunk.id))
