@@ -72,6 +72,10 @@ enum Command {
         /// `off` serves none.
         #[arg(long, default_value = "127.0.0.1:7410")]
         s3_listen: String,
+        /// Base domain of virtual-hosted-style S3 requests (repeatable):
+        /// `BUCKET.DOMAIN` names a bucket. Path-style always works.
+        #[arg(long)]
+        s3_domain: Vec<String>,
         /// Cluster key to use; copied into the data dir on first start.
         #[arg(long)]
         cluster_key_file: Option<PathBuf>,
@@ -243,6 +247,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             bootstrap,
             advertise,
             s3_listen,
+            s3_domain,
             cluster_key_file,
             probe_interval_ms,
             suspect_timeout_ms,
@@ -265,6 +270,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 bootstrap,
                 advertise: advertise.clone(),
                 s3_listen: (s3_listen != "off").then_some(s3_listen.as_str()),
+                s3_hosts: crate::s3::VirtualHosts::new(s3_domain).map_err(Failure::usage)?,
                 cluster_key_file: cluster_key_file.as_deref(),
                 swim,
                 replication,

@@ -19,6 +19,8 @@ pub struct ServeOptions<'a> {
     pub advertise: Option<String>,
     /// Where to serve S3 (`None`: nowhere).
     pub s3_listen: Option<&'a str>,
+    /// Base domains of virtual-hosted-style S3 requests.
+    pub s3_hosts: crate::s3::VirtualHosts,
     pub cluster_key_file: Option<&'a Path>,
     pub swim: SwimTiming,
     pub replication: Replication,
@@ -89,7 +91,8 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         let bound = listener.local_addr().unwrap_or_else(|_| addr.to_string());
         s3_note = format!("S3 on http://{bound}");
         let node = server.node().clone();
-        server.spawn_frontend(move |stopping| crate::s3::serve(node, listener, stopping));
+        let hosts = options.s3_hosts;
+        server.spawn_frontend(move |stopping| crate::s3::serve(node, listener, hosts, stopping));
     }
     println!(
         "dfs-node {} listening on {} (data dir {}); {s3_note}",

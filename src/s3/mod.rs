@@ -23,11 +23,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub use hosts::VirtualHosts;
+
 mod auth;
 mod body;
 mod buckets;
 mod errors;
 mod headers;
+mod hosts;
 mod listing;
 mod multipart;
 mod names;
@@ -80,9 +83,10 @@ fn closing_after_refused_uploads(
 pub async fn serve(
     node: Arc<Node>,
     mut listener: Box<dyn Listener>,
+    hosts: VirtualHosts,
     stopping: impl std::future::Future<Output = ()>,
 ) {
-    let service = service::build(node.clone());
+    let service = service::build(node.clone(), hosts);
     let (sweep_stop, mut sweep_stopped) = tokio::sync::watch::channel(false);
     let sweep = tokio::spawn(sweep::sweep_abandoned(node, async move {
         let _ = sweep_stopped.wait_for(|stop| *stop).await;

@@ -34,12 +34,13 @@ use super::reads::{object_headers, read_object};
 /// Most keys one DeleteObjects request may name (S3's limit).
 const DELETE_OBJECTS_MAX: usize = 1000;
 
-pub fn build(node: Arc<Node>) -> S3Service {
+pub fn build(node: Arc<Node>, hosts: super::VirtualHosts) -> S3Service {
     let mut builder = S3ServiceBuilder::new(DfsS3 {
         node: node.clone(),
         settings: SettingsCache::default(),
     });
     builder.set_auth(KeyringAuth(node));
+    builder.set_host(hosts);
     builder.build()
 }
 

@@ -51,9 +51,13 @@ pub struct ServeLine {
     pub s3: Option<String>,
 }
 
+/// The base domain of virtual-hosted-style S3 requests in these tests.
+pub const S3_DOMAIN: &str = "s3.dfs.test";
+
 /// [`spawn_serve_in`], returning the S3 endpoint too. A node serves S3 on
 /// a free port unless `args` say where (`--s3-listen`): many nodes of
-/// these tests run at once on one machine.
+/// these tests run at once on one machine. It also takes virtual-hosted
+/// requests under [`S3_DOMAIN`] (clients map it to 127.0.0.1 themselves).
 pub fn spawn_serve_line(
     launcher: &[String],
     data_dir: &Path,
@@ -69,6 +73,7 @@ pub fn spawn_serve_line(
     if !args.contains(&"--s3-listen") {
         command.args(["--s3-listen", "127.0.0.1:0"]);
     }
+    command.args(["--s3-domain", S3_DOMAIN]);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(stderr)

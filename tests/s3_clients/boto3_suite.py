@@ -8,6 +8,7 @@ function; the first failure ends the run with its traceback (exit 1).
 import base64
 import hashlib
 import os
+import socket
 import sys
 import urllib.request
 import urllib.error
@@ -543,6 +544,38 @@ def test_read_after_write_through_other_nodes():
         assert reader.head_object(Bucket="fresh-bucket", Key="counter")["ContentLength"] == len(data)
     writer.delete_object(Bucket="fresh-bucket", Key="counter")
     assert error_code(reader.get_object, Bucket="fresh-bucket", Key="counter") == "NoSuchKey"
+
+
+def test_virtual_hosted_style():
+    # The nodes take `BUCKET.s3.dfs.test` (--s3-domain); this process
+    # resolves that domain to the node, as DNS would.
+    port = ENDPOINT.rsplit(":", 1)[1]
+    resolve = socket.getaddrinfo
+
+    def to_node(host, *args, **kwargs):
+        if host == "s3.dfs.test" or host.endswith(".s3.dfs.test"):
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    socket.getaddrinfo = to_node
+    try:
+        virtual = boto3.client(
+            "s3",
+            endpoint_url=f"http://s3.dfs.test:{port}",
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}),
+        )
+        virtual.create_bucket(Bucket="hosted")
+        virtual.put_object(Bucket="hosted", Key="dir/file.txt", Body=b"by host")
+        assert s3.get_object(Bucket="hosted", Key="dir/file.txt")["Body"].read() == b"by host"
+        assert [o["Key"] for o in virtual.list_objects_v2(Bucket="hosted")["Contents"]] == ["dir/file.txt"]
+        url = virtual.generate_presigned_url("get_object", Params={"Bucket": "hosted", "Key": "dir/file.txt"})
+        assert url.startswith(f"http://hosted.s3.dfs.test:{port}/"), url
+        assert urllib.request.urlopen(url).read() == b"by host"
+    finally:
+        socket.getaddrinfo = resolve
 
 
 def test_cli_files_are_objects():
