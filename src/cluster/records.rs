@@ -181,6 +181,7 @@ impl Cluster {
             .blocking(move || index.current(&lookup))
             .await
             .map_err(|e| ClusterError::Local(e.to_string()))?;
+        let here = best.as_ref().map(|record| record.vid);
         let mut answered = 1;
         let mut asks = JoinSet::new();
         for peer in self.members.alive() {
@@ -228,7 +229,7 @@ impl Cluster {
                 detail: "too few members answered".into(),
             });
         }
-        if let Some(record) = &best {
+        if let Some(record) = best.as_ref().filter(|r| Some(r.vid) != here) {
             self.merge_local(vec![record.clone()], Vec::new()).await?;
         }
         Ok(best)

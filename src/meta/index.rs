@@ -445,7 +445,13 @@ impl VersionIndex {
                     }
                 }
             }
-            txn.commit().map_err(storage)?;
+            if outcome.records.is_empty() && outcome.floors.is_empty() {
+                // Nothing new (a push or a sync of what is already here):
+                // no commit, and so no disk sync.
+                txn.abort().map_err(storage)?;
+            } else {
+                txn.commit().map_err(storage)?;
+            }
             Ok(outcome)
         })
     }

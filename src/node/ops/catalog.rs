@@ -283,7 +283,13 @@ impl Node {
                 ..manifest
             };
             return self
-                .commit_manifest(name, manifest, blobs, by, (old.etag, null_version, forget))
+                .commit_manifest(
+                    name,
+                    (manifest, None),
+                    blobs,
+                    by,
+                    (old.etag, null_version, forget),
+                )
                 .await;
         }
         let record = VersionRecord {
