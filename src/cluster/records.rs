@@ -154,7 +154,8 @@ impl Cluster {
     /// W of them: N - W + 1 of the N members known now, and at least a
     /// majority. So the answer is the newest acknowledged version, or newer.
     /// A newer record than ours is merged here too, so later local reads
-    /// see it.
+    /// see it, and so are the stubs of versions deleted for good that the
+    /// answers bring. Returns this node's current record after that merge.
     pub async fn quorum_current(
         self: &Arc<Self>,
         name: &str,
@@ -175,13 +176,7 @@ impl Cluster {
         }
         let known = self.members.nodes();
         let needed = (known / 2 + 1).max((known + 1).saturating_sub(self.quorum()));
-        let index = self.index.clone();
-        let lookup = name.to_string();
-        let mut best = self
-            .blocking(move || index.current(&lookup))
-            .await
-            .map_err(|e| ClusterError::Local(e.to_string()))?;
-        let here = best.as_ref().map(|record| record.vid);
+        let here = self.current_here(name).await?;
         let mut answered = 1;
         let mut asks = JoinSet::new();
         for peer in self.members.alive() {
@@ -196,6 +191,9 @@ impl Cluster {
                 }
             });
         }
+        // Each member answers with its newest record: a version, or the
+        // stub of one it deleted for good (which this node must not serve).
+        let mut newest: Vec<VersionRecord> = Vec::new();
         // Enough answers meet every acknowledged write; the slowest member
         // is not waited for (the asks left are dropped with the set).
         while answered < needed
@@ -214,11 +212,7 @@ impl Cluster {
                         "a quorum read of {name} found a newer version this node cannot take yet: {reason}"
                     )));
                 }
-                if let Some(record) = records.pop().filter(|r| r.name == name)
-                    && best.as_ref().is_none_or(|b| record.vid > b.vid)
-                {
-                    best = Some(record);
-                }
+                newest.extend(records.into_iter().filter(|r| r.name == name));
             }
         }
         if answered < needed {
@@ -229,10 +223,43 @@ impl Cluster {
                 detail: "too few members answered".into(),
             });
         }
-        if let Some(record) = best.as_ref().filter(|r| Some(r.vid) != here) {
-            self.merge_local(vec![record.clone()], Vec::new()).await?;
+        let forgotten: Vec<VersionId> = newest
+            .iter()
+            .filter(|r| r.forgotten)
+            .map(|r| r.vid)
+            .collect();
+        let best_elsewhere = newest
+            .iter()
+            .filter(|r| !r.forgotten && !forgotten.contains(&r.vid))
+            .max_by_key(|r| r.vid)
+            .cloned();
+        // What this node lacks: the stubs, and a newer version.
+        let mut learned: Vec<VersionRecord> = newest.into_iter().filter(|r| r.forgotten).collect();
+        if let Some(record) = best_elsewhere
+            && here.as_ref().is_none_or(|h| record.vid > h.vid)
+        {
+            learned.push(record);
         }
-        Ok(best)
+        if learned.is_empty() {
+            return Ok(here);
+        }
+        // Read again after the merge, whatever it took: a push may have
+        // brought the same records meanwhile (then the merge takes none,
+        // and `here` is stale all the same).
+        let merged = self.merge_local(learned, Vec::new()).await?;
+        if !merged.records.is_empty() {
+            crate::marks::hit("quorum_read_learned_a_newer_record");
+        }
+        self.current_here(name).await
+    }
+
+    /// `name`'s current record in this node's index.
+    async fn current_here(&self, name: &str) -> Result<Option<VersionRecord>, ClusterError> {
+        let index = self.index.clone();
+        let lookup = name.to_string();
+        self.blocking(move || index.current(&lookup))
+            .await
+            .map_err(|e| ClusterError::Local(e.to_string()))
     }
 }
 

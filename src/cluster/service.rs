@@ -148,7 +148,7 @@ impl Cluster {
             },
             Message::CurrentOf { name } => {
                 let index = self.index.clone();
-                match self.blocking(move || index.current(&name)).await {
+                match self.blocking(move || index.newest(&name)).await {
                     Ok(record) => Message::Current { record },
                     Err(e) => error_with(ErrorCode::Internal, e),
                 }

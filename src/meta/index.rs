@@ -492,6 +492,29 @@ impl VersionIndex {
 
     /// The current version of `name` (possibly a tombstone); none for a name
     /// no record can have (see [`VersionIndex::history`]).
+    /// `name`'s newest record, the stub of a forgotten version included:
+    /// what a quorum read is answered with, so that the asking node learns
+    /// that its own newest version was deleted for good elsewhere.
+    pub fn newest(&self, name: &str) -> Result<Option<VersionRecord>, IndexError> {
+        if validate_name(name).is_err() {
+            return Ok(None);
+        }
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let (start, end) = name_range(name);
+            let newest = table
+                .range(start.as_slice()..end.as_slice())
+                .map_err(storage)?
+                .next_back()
+                .transpose()
+                .map_err(storage)?;
+            newest
+                .map(|(_, value)| decode_record(value.value()))
+                .transpose()
+        })
+    }
+
     pub fn current(&self, name: &str) -> Result<Option<VersionRecord>, IndexError> {
         if validate_name(name).is_err() {
             return Ok(None);

@@ -80,6 +80,20 @@ impl fmt::Display for VersionSelector {
     }
 }
 
+impl VersionSelector {
+    /// The one version id this selector names, when it gives the node in
+    /// full (not a prefix).
+    pub fn exact(&self) -> Option<VersionId> {
+        let mut node = [0u8; 32];
+        hex::decode_to_slice(&self.node_prefix, &mut node).ok()?;
+        Some(VersionId {
+            wall_ms: self.wall_ms,
+            counter: self.counter,
+            node: NodeId(node),
+        })
+    }
+}
+
 impl FromStr for VersionSelector {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {

@@ -28,6 +28,7 @@ pub use hosts::VirtualHosts;
 mod auth;
 mod body;
 mod buckets;
+mod chunk_guard;
 mod errors;
 mod headers;
 mod hosts;
@@ -64,9 +65,22 @@ fn closing_after_refused_uploads(
 > + Clone {
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let has_body = !hyper::body::Body::is_end_stream(request.body());
+        // `aws-chunked` bodies pass a guard on their chunk sizes (s3s
+        // buffers each chunk whole).
+        let chunked = request
+            .headers()
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+        let request = request.map(|body| {
+            if chunked {
+                s3s::Body::http_body_unsync(chunk_guard::ChunkGuard::new(body))
+            } else {
+                s3s::Body::from(body)
+            }
+        });
         let service = service.clone();
         async move {
-            let mut response = hyper::service::Service::call(&service, request).await?;
+            let mut response = service.call(request).await?;
             if has_body && !response.status().is_success() {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,

@@ -103,6 +103,15 @@ pub(super) async fn live(node: &Node, name: &str) -> S3Result<Option<VersionReco
     }
 }
 
+/// The live record of `name` a majority knows (see `Node::catch_up`).
+async fn caught_up(node: &Node, name: &str) -> S3Result<Option<VersionRecord>> {
+    Ok(node
+        .catch_up(name)
+        .await
+        .map_err(object_error)?
+        .filter(|record| !record.is_tombstone()))
+}
+
 /// The upload `upload_id` of `bucket` (and its record), refused as
 /// NoSuchUpload when there is none for `key`.
 async fn upload(
@@ -113,8 +122,13 @@ async fn upload(
 ) -> S3Result<(UploadFile, VersionRecord)> {
     check_upload_id(upload_id)?;
     let name = format!("{}upload", upload_dir(bucket, upload_id));
-    let Some(record) = live(node, &name).await? else {
-        return Err(no_such_upload(upload_id));
+    let record = match live(node, &name).await? {
+        Some(record) => record,
+        // Created through another node a moment ago, perhaps: ask a
+        // majority before refusing.
+        None => caught_up(node, &name)
+            .await?
+            .ok_or_else(|| no_such_upload(upload_id))?,
     };
     let file = read_upload_file(node, &record).await?;
     if key.is_some_and(|key| key != file.key) {
@@ -372,7 +386,7 @@ impl DfsS3 {
                 "a multipart upload completes with at least one part"
             ));
         }
-        let stored = parts(&self.node, &input.bucket, &input.upload_id).await?;
+        let mut stored = parts(&self.node, &input.bucket, &input.upload_id).await?;
         let mut chosen = Vec::with_capacity(asked.len());
         let mut previous = 0;
         for part in &asked {
@@ -386,6 +400,18 @@ impl DfsS3 {
                 ));
             }
             previous = number;
+            let matches = |record: &VersionRecord| {
+                part.e_tag
+                    .as_ref()
+                    .is_none_or(|tag| unquoted(tag) == etag(record))
+            };
+            if !stored.get(&number).is_some_and(matches) {
+                // Uploaded through another node a moment ago, perhaps.
+                let name = part_name(&input.bucket, &input.upload_id, number);
+                if let Some(record) = caught_up(&self.node, &name).await? {
+                    stored.insert(number, record);
+                }
+            }
             let record = stored
                 .get(&number)
                 .ok_or_else(|| s3_error!(InvalidPart, "part {number} was not uploaded"))?;
@@ -574,9 +600,18 @@ impl DfsS3 {
         // The last entry listed: a key and its upload id, or a common
         // prefix (the next page's key marker either way).
         let mut last_entry: Option<(String, Option<String>)> = None;
+        // Uploads of one key are in the order they began, not by id: a page
+        // goes on after the marker's own place (by id only if it is gone).
+        let marker_began = id_marker.as_ref().and_then(|marker| {
+            uploads
+                .iter()
+                .find(|(key, _, id, _)| *key == key_marker && id == marker)
+                .map(|(_, vid, _, _)| *vid)
+        });
         for (key, vid, id, by) in uploads {
-            let past_marker = match &id_marker {
-                Some(marker) if key == key_marker => id > *marker,
+            let past_marker = match (&id_marker, marker_began) {
+                (Some(marker), Some(began)) if key == key_marker => (vid, &id) > (began, marker),
+                (Some(marker), None) if key == key_marker => id > *marker,
                 _ => key > key_marker || key_marker.is_empty(),
             };
             if !past_marker {

@@ -3,6 +3,7 @@
 //! with. Their inputs and outputs are twin s3s types (the same fields), so
 //! two macros gather and fill them.
 
+use dfs::cas::PARTS_MAX;
 use dfs::meta::VersionRecord;
 use dfs::node::ops::ObjectReader;
 use s3s::dto::*;
@@ -102,7 +103,13 @@ impl DfsS3 {
     ) -> S3Result<ObjectRead> {
         let name = object_name(request.bucket, request.key)?;
         caller.may_read(&name)?;
-        let record = self.find(request.bucket, &name, request.version).await?;
+        // The bucket's settings (for the version id shown) are read beside
+        // the version: two lookups at once, not one after the other.
+        let (record, bucket) = tokio::join!(
+            self.find(request.bucket, &name, request.version),
+            self.bucket(request.bucket)
+        );
+        let record = record?;
         check_conditions(
             &record,
             request.if_match,
@@ -149,7 +156,7 @@ impl DfsS3 {
         let length = range
             .as_ref()
             .map_or(size, |wanted| wanted.end - wanted.start);
-        let settings = self.bucket(request.bucket).await?.settings;
+        let settings = bucket?.settings;
         Ok(ObjectRead {
             version_id: Self::shown_version(&record, &settings),
             shown: shown(&reader),
@@ -170,10 +177,19 @@ fn part_of(
     number: i32,
 ) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
     let manifest = &reader.manifest;
-    let range = match usize::try_from(number) {
-        Ok(number) if manifest.parts.is_empty() => (number == 1).then(|| 0..manifest.size),
-        Ok(number) => manifest.part_range(number),
-        Err(_) => None,
+    let number = match usize::try_from(number) {
+        Ok(number @ 1..=PARTS_MAX) => number,
+        _ => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and {PARTS_MAX}, inclusive"
+            ));
+        }
+    };
+    let range = if manifest.parts.is_empty() {
+        (number == 1).then(|| 0..manifest.size)
+    } else {
+        manifest.part_range(number)
     };
     let Some(range) = range else {
         let mut error = S3Error::with_message(

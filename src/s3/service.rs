@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dfs::keys::{AccessKeyId, Permission};
 use dfs::meta::VersionRecord;
 use dfs::node::Node;
-use dfs::node::ops::{PutOptions, VersionPick};
+use dfs::node::ops::{OpError, PutOptions, VersionPick};
 use dfs::wire::ErrorCode;
 use hyper::header::{HeaderMap, HeaderValue};
 use s3s::dto::*;
@@ -30,6 +30,7 @@ use super::names::{
     etag, key_of, object_name, parse_version_id, timestamp, url_encode, version_id,
 };
 use super::reads::{object_headers, read_object};
+use super::versions::nulls_in;
 
 /// Most keys one DeleteObjects request may name (S3's limit).
 const DELETE_OBJECTS_MAX: usize = 1000;
@@ -162,12 +163,18 @@ impl DfsS3 {
             Some(text) => parse_version_id(text)?,
             None => VersionPick::Current,
         };
-        if pick == VersionPick::Current {
+        let found = match pick {
             // S3 reads are strongly consistent: a version acknowledged
             // through another node is the one answered here.
-            self.node.catch_up(name).await.map_err(object_error)?;
-        }
-        let record = match self.node.resolve(name, &pick).await {
+            VersionPick::Current => self
+                .node
+                .catch_up(name)
+                .await
+                .map_err(object_error)?
+                .ok_or_else(|| OpError::not_found(format!("no file named {name}"))),
+            _ => self.node.resolve(name, &pick).await,
+        };
+        let record = match found {
             Ok(record) => record,
             Err(error) if error.code == ErrorCode::NotFound => {
                 self.bucket(bucket).await?;
@@ -230,11 +237,11 @@ impl DfsS3 {
         let name = object_name(bucket, key)?;
         caller.may_write(&name)?;
         if settings.versioning == Versioning::Off {
-            match self.node.resolve(&name, &VersionPick::Current).await {
-                Ok(current) if !current.is_tombstone() => {}
-                Ok(_) => return Ok(None),
-                Err(error) if error.code == ErrorCode::NotFound => return Ok(None),
-                Err(error) => return Err(object_error(error)),
+            // What is deleted is decided here: first learn of any version
+            // acknowledged through another node.
+            let current = self.node.catch_up(&name).await.map_err(object_error)?;
+            if current.is_none_or(|current| current.is_tombstone()) {
+                return Ok(None);
             }
         }
         let null_version = settings.versioning != Versioning::Enabled;
@@ -386,14 +393,20 @@ impl S3 for DfsS3 {
         } = req;
         let name = object_name(&input.bucket, &input.key)?;
         caller.may_write(&name)?;
-        let state = self.bucket(&input.bucket).await?;
+        // The bucket and the name's history, read at once: the versions a
+        // put replaces and the preconditions come from them.
+        let (state, history) = tokio::join!(self.bucket(&input.bucket), self.node.history(&name));
+        let state = state?;
+        let history = history.map_err(object_error)?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
-            let current = match self.node.resolve(&name, &VersionPick::Current).await {
-                Ok(record) if !record.is_tombstone() => Some(record),
-                Ok(_) => None,
-                Err(error) if error.code == ErrorCode::NotFound => None,
-                Err(error) => return Err(object_error(error)),
-            };
+            // Checked against the newest version a majority knows (not
+            // atomically with the write: see README, Limits).
+            let current = self
+                .node
+                .catch_up(&name)
+                .await
+                .map_err(object_error)?
+                .filter(|record| !record.is_tombstone());
             match (&input.if_none_match, &current) {
                 (Some(ETagCondition::Any), Some(_)) => {
                     return Err(s3_error!(PreconditionFailed, "{} exists", input.key));
@@ -423,7 +436,7 @@ impl S3 for DfsS3 {
             null_version: state.settings.versioning != Versioning::Enabled,
             attributes,
             expect_md5,
-            forget: self.nulls_replaced(&name, &state.settings).await?,
+            forget: nulls_in(&history, &state.settings),
         };
         let mut input = input;
         let checksums = checksums_of!(input);

@@ -15,7 +15,8 @@
 //! delete markers: a delete there removes the object (a null removal,
 //! hidden from version listings, that frees the previous null version).
 
-use dfs::meta::{ListFrom, VersionId, VersionRecord};
+use dfs::meta::{History, ListFrom, VersionId, VersionRecord};
+use dfs::node::ops::VersionPick;
 use dfs::wire::ErrorCode;
 use s3s::dto::*;
 use s3s::{S3Result, s3_error};
@@ -32,6 +33,19 @@ use super::service::{Caller, DfsS3};
 /// Most entries one ListObjectVersions page returns (S3's limit).
 const LISTED_MAX: usize = 1000;
 
+/// The null versions of `history` a write replaces in a bucket with
+/// `settings` (none when it is versioning).
+pub(super) fn nulls_in(history: &History, settings: &BucketSettings) -> Vec<VersionId> {
+    if settings.versioning == Versioning::Enabled {
+        return Vec::new();
+    }
+    history
+        .versions()
+        .filter(|record| record.null_version)
+        .map(|record| record.vid)
+        .collect()
+}
+
 impl DfsS3 {
     /// The null versions a write replaces in a bucket that is not
     /// versioning (none when it is).
@@ -44,16 +58,15 @@ impl DfsS3 {
             return Ok(Vec::new());
         }
         let history = self.node.history(name).await.map_err(object_error)?;
-        Ok(history
-            .versions()
-            .filter(|record| record.null_version)
-            .map(|record| record.vid)
-            .collect())
+        Ok(nulls_in(&history, settings))
     }
 
     /// DeleteObject with a version id: that version, for good. A version
-    /// that does not exist is deleted already (S3 answers success).
-    /// Returns whether it was a delete marker.
+    /// this node does not hold may be one it has not heard of yet (written
+    /// through another node a moment ago): its stub is written anyway, so
+    /// it is deleted wherever it is and whenever it arrives (S3 answers
+    /// success for a version that does not exist). Returns whether it was
+    /// a delete marker.
     pub(super) async fn delete_version(
         &self,
         caller: &Caller,
@@ -64,9 +77,35 @@ impl DfsS3 {
         let name = object_name(bucket, key)?;
         caller.may_delete_versions(&name)?;
         let pick = parse_version_id(version)?;
+        if pick == VersionPick::Null {
+            // Every null version: two writes at once through two nodes can
+            // leave two, and the older must not become the object again.
+            let history = self.node.history(&name).await.map_err(object_error)?;
+            let nulls: Vec<VersionRecord> = history
+                .versions()
+                .filter(|record| record.null_version)
+                .cloned()
+                .collect();
+            let vids: Vec<VersionId> = nulls.iter().map(|record| record.vid).collect();
+            self.node
+                .forget_versions(&name, &vids)
+                .await
+                .map_err(object_error)?;
+            return Ok(nulls.last().is_some_and(VersionRecord::is_tombstone));
+        }
         match self.node.forget(&name, &pick).await {
             Ok(record) => Ok(record.is_tombstone()),
-            Err(error) if error.code == ErrorCode::NotFound => Ok(false),
+            Err(error) if error.code == ErrorCode::NotFound => {
+                if let VersionPick::Matching(selector) = &pick
+                    && let Some(vid) = selector.exact()
+                {
+                    self.node
+                        .forget_versions(&name, &[vid])
+                        .await
+                        .map_err(object_error)?;
+                }
+                Ok(false)
+            }
             Err(error) => Err(object_error(error)),
         }
     }

@@ -142,14 +142,16 @@ def test_content_md5_is_checked():
     assert s3.get_object(Bucket="objects", Key="checked")["Body"].read() == b"payload"
 
 
-def put_with_trailer(bucket, key, data, checksum):
+def put_with_trailer(bucket, key, data, checksum, chunk=None):
     """PUT an aws-chunked body whose CRC32 comes in the trailer (as current
     SDKs send it), with `checksum` as that trailer; the HTTP status."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    payload = b"%x\r\n" % len(data) + data + b"\r\n0\r\nx-amz-checksum-crc32:" + checksum.encode() + b"\r\n\r\n"
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)] if chunk else [data]
+    payload = b"".join(b"%x\r\n" % len(c) + c + b"\r\n" for c in chunks)
+    payload += b"0\r\nx-amz-checksum-crc32:" + checksum.encode() + b"\r\n\r\n"
     request = AWSRequest(
         method="PUT",
         url=f"{ENDPOINT}/{bucket}/{key}",
@@ -169,6 +171,9 @@ def put_with_trailer(bucket, key, data, checksum):
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+    except (ConnectionError, urllib.error.URLError):
+        # Refused before the whole body was sent.
+        return None
 
 
 def test_checksums_are_checked():
@@ -186,6 +191,14 @@ def test_checksums_are_checked():
     fails_with("NoSuchKey", s3.get_object, Bucket="objects", Key="trailed")
     assert put_with_trailer("objects", "trailed", data, good) == 200
     assert s3.get_object(Bucket="objects", Key="trailed")["Body"].read() == data
+    # Chunks of 1 MiB pass; one of 20 MiB is refused (a node would hold
+    # a chunk whole before a byte of it is checked).
+    big = body(20 * MiB, "big chunk")
+    crc = base64.b64encode(zlib.crc32(big).to_bytes(4, "big")).decode()
+    assert put_with_trailer("objects", "chunked", big, crc, chunk=MiB) == 200
+    assert s3.get_object(Bucket="objects", Key="chunked")["Body"].read() == big
+    assert put_with_trailer("objects", "one-chunk", big, crc) != 200
+    fails_with("NoSuchKey", s3.get_object, Bucket="objects", Key="one-chunk")
 
 
 def test_ranges():
@@ -356,6 +369,7 @@ def test_multipart():
     assert second["ContentRange"] == f"bytes {sizes[0]}-{sizes[0] + sizes[1] - 1}/{len(whole)}"
     assert s3.head_object(Bucket="multi", Key="big.bin", PartNumber=3)["ContentLength"] == sizes[2]
     assert error_code(s3.get_object, Bucket="multi", Key="big.bin", PartNumber=4) == "InvalidPartNumber"
+    fails_with("InvalidArgument", s3.get_object, Bucket="multi", Key="big.bin", PartNumber=10001)
     fails_with("InvalidRequest", s3.get_object, Bucket="multi", Key="big.bin", PartNumber=1, Range="bytes=0-1")
     s3.put_object(Bucket="multi", Key="single.bin", Body=b"one part")
     single = s3.get_object(Bucket="multi", Key="single.bin", PartNumber=1)
@@ -406,6 +420,21 @@ def test_multipart():
     assert s3.head_object(Bucket="multi", Key="managed.bin")["ETag"].endswith('-3"')
     os.remove(path)
     os.remove(path + ".back")
+
+
+def test_upload_listing_pages_through_uploads_of_one_key():
+    s3.create_bucket(Bucket="pages")
+    began = [s3.create_multipart_upload(Bucket="pages", Key="same")["UploadId"] for _ in range(3)]
+    seen, markers = [], {}
+    while True:
+        page = s3.list_multipart_uploads(Bucket="pages", MaxUploads=1, **markers)
+        seen += [u["UploadId"] for u in page.get("Uploads", [])]
+        if not page["IsTruncated"]:
+            break
+        markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+    assert seen == began, (seen, began)
+    for upload_id in began:
+        s3.abort_multipart_upload(Bucket="pages", Key="same", UploadId=upload_id)
 
 
 def versions_of(bucket, key):
@@ -540,7 +569,8 @@ def test_read_after_write_through_other_nodes():
         writer, reader = (s3, other) if round % 2 else (other, s3)
         data = f"round {round}".encode()
         writer.put_object(Bucket="fresh-bucket", Key="counter", Body=data)
-        assert reader.get_object(Bucket="fresh-bucket", Key="counter")["Body"].read() == data, round
+        got = reader.get_object(Bucket="fresh-bucket", Key="counter")["Body"].read()
+        assert got == data, (round, got, writer.get_object(Bucket="fresh-bucket", Key="counter")["Body"].read())
         assert reader.head_object(Bucket="fresh-bucket", Key="counter")["ContentLength"] == len(data)
     writer.delete_object(Bucket="fresh-bucket", Key="counter")
     assert error_code(reader.get_object, Bucket="fresh-bucket", Key="counter") == "NoSuchKey"

@@ -78,9 +78,10 @@ impl Node {
     /// take the newest answer into this node's index, so that a read that
     /// follows sees every write acknowledged before it, through whichever
     /// node it was made (S3's read-after-write; the native `get --quorum`).
-    pub async fn catch_up(&self, name: &str) -> Result<(), OpError> {
-        self.cluster.quorum_current(name).await?;
-        Ok(())
+    /// Returns the current record then (a removal included), as
+    /// [`resolve`](Self::resolve) with [`VersionPick::Current`] would.
+    pub async fn catch_up(&self, name: &str) -> Result<Option<VersionRecord>, OpError> {
+        Ok(self.cluster.quorum_current(name).await?)
     }
 
     /// The record `pick` selects (a removal included); refused when there

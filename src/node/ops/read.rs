@@ -126,15 +126,15 @@ impl Node {
         pick: VersionPick,
         quorum: bool,
     ) -> Result<ObjectReader, OpError> {
-        if quorum
-            && pick == VersionPick::Current
-            && let GetTarget::Name(name) = &target
-        {
-            self.catch_up(name).await?;
-        }
         let (record, content) = match target {
             GetTarget::Name(name) => {
-                let record = self.resolve(&name, &pick).await?;
+                let record = if quorum && pick == VersionPick::Current {
+                    self.catch_up(&name)
+                        .await?
+                        .ok_or_else(|| OpError::not_found(format!("no file named {name}")))?
+                } else {
+                    self.resolve(&name, &pick).await?
+                };
                 match record.content {
                     Some(content) => (Some(record), content),
                     None => return Err(removed(&name, &pick, &record)),
