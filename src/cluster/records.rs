@@ -223,23 +223,7 @@ impl Cluster {
                 detail: "too few members answered".into(),
             });
         }
-        let forgotten: Vec<VersionId> = newest
-            .iter()
-            .filter(|r| r.forgotten)
-            .map(|r| r.vid)
-            .collect();
-        let best_elsewhere = newest
-            .iter()
-            .filter(|r| !r.forgotten && !forgotten.contains(&r.vid))
-            .max_by_key(|r| r.vid)
-            .cloned();
-        // What this node lacks: the stubs, and a newer version.
-        let mut learned: Vec<VersionRecord> = newest.into_iter().filter(|r| r.forgotten).collect();
-        if let Some(record) = best_elsewhere
-            && here.as_ref().is_none_or(|h| record.vid > h.vid)
-        {
-            learned.push(record);
-        }
+        let learned = to_learn(here.as_ref(), newest);
         if learned.is_empty() {
             return Ok(here);
         }
@@ -247,7 +231,10 @@ impl Cluster {
         // brought the same records meanwhile (then the merge takes none,
         // and `here` is stale all the same).
         let merged = self.merge_local(learned, Vec::new()).await?;
-        if !merged.records.is_empty() {
+        if merged.records.iter().any(|r| r.forgotten) {
+            crate::marks::hit("quorum_read_learned_a_deletion_for_good");
+        }
+        if merged.records.iter().any(|r| !r.forgotten) {
             crate::marks::hit("quorum_read_learned_a_newer_record");
         }
         self.current_here(name).await
@@ -261,6 +248,30 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Local(e.to_string()))
     }
+}
+
+/// What a quorum read takes into this node's index from the members'
+/// newest records: every stub (a version deleted for good, which this
+/// node must not serve even if it is the newest it holds), and the newest
+/// version not deleted if it is newer than `here`, this node's current.
+fn to_learn(here: Option<&VersionRecord>, newest: Vec<VersionRecord>) -> Vec<VersionRecord> {
+    let forgotten: Vec<VersionId> = newest
+        .iter()
+        .filter(|r| r.forgotten)
+        .map(|r| r.vid)
+        .collect();
+    let best_elsewhere = newest
+        .iter()
+        .filter(|r| !r.forgotten && !forgotten.contains(&r.vid))
+        .max_by_key(|r| r.vid)
+        .cloned();
+    let mut learned: Vec<VersionRecord> = newest.into_iter().filter(|r| r.forgotten).collect();
+    if let Some(record) = best_elsewhere
+        && here.is_none_or(|h| record.vid > h.vid)
+    {
+        learned.push(record);
+    }
+    learned
 }
 
 /// Wait for pushes until `needed` acknowledgements (counting the
@@ -284,4 +295,48 @@ pub(super) async fn until_quorum(
     }
     pushes.detach_all();
     (acknowledged, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::NodeId;
+
+    fn version(wall_ms: u64) -> VersionRecord {
+        VersionRecord {
+            name: "a".into(),
+            vid: VersionId {
+                wall_ms,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            forgotten: false,
+            content: None,
+            size: 0,
+            by: None,
+            etag: None,
+            null_version: false,
+        }
+    }
+
+    #[test]
+    fn a_quorum_read_learns_deletions_and_newer_versions_only() {
+        let (old, new) = (version(1), version(2));
+        let deleted = VersionRecord::forgetting("a", new.vid);
+        // Our newest was deleted for good where the others answered: the
+        // stub is learned (and the version under it is what stays).
+        assert_eq!(
+            to_learn(Some(&new), vec![deleted.clone(), old.clone()]),
+            vec![deleted.clone()]
+        );
+        // A member that missed the deletion does not bring it back.
+        assert_eq!(
+            to_learn(Some(&old), vec![new.clone(), deleted.clone()]),
+            vec![deleted]
+        );
+        // A newer version is learned; an older or the same one is not.
+        assert_eq!(to_learn(Some(&old), vec![new.clone()]), vec![new.clone()]);
+        assert_eq!(to_learn(None, vec![old.clone()]), vec![old.clone()]);
+        assert!(to_learn(Some(&new), vec![old, new.clone()]).is_empty());
+    }
 }

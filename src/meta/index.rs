@@ -873,6 +873,37 @@ mod tests {
     use crate::env::tokio_env;
     use crate::keys::NodeId;
 
+    /// A quorum read is answered with the newest record, a deletion for
+    /// good included: the asking node may still hold that version.
+    #[test]
+    fn the_newest_record_includes_the_stub_of_a_deleted_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+        let version = |wall_ms| VersionRecord {
+            name: "a".into(),
+            vid: VersionId {
+                wall_ms,
+                counter: 0,
+                node: NodeId([1; 32]),
+            },
+            forgotten: false,
+            content: None,
+            size: 0,
+            by: None,
+            etag: None,
+            null_version: false,
+        };
+        let (old, new) = (version(1), version(2));
+        index.merge(&[old.clone(), new.clone()], &[]).unwrap();
+        assert_eq!(index.newest("a").unwrap(), Some(new.clone()));
+        let stub = VersionRecord::forgetting("a", new.vid);
+        index.merge(std::slice::from_ref(&stub), &[]).unwrap();
+        assert_eq!(index.newest("a").unwrap(), Some(stub));
+        assert_eq!(index.current("a").unwrap(), Some(old));
+        // A merge that brings nothing new changes nothing.
+        assert!(index.merge(&[new], &[]).unwrap().records.is_empty());
+    }
+
     /// A NUL in a name would make its key range part of another name's:
     /// "a\0ABC" must not read the records of "a".
     #[test]

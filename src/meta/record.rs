@@ -21,6 +21,13 @@ pub struct VersionId {
 pub const VERSION_KEY_BYTES: usize = 8 + 4 + 32;
 
 impl VersionId {
+    /// The least version id (a range bound).
+    pub const MIN: VersionId = VersionId {
+        wall_ms: 0,
+        counter: 0,
+        node: NodeId([0; 32]),
+    };
+
     /// Big-endian bytes whose lexicographic order is the id order.
     pub fn to_key(&self) -> [u8; VERSION_KEY_BYTES] {
         let mut key = [0u8; VERSION_KEY_BYTES];

@@ -31,6 +31,8 @@ pub(super) struct History {
     /// that acknowledged it: a quorum read that starts later, through a
     /// node that knows that one, must return it or a newer one.
     pub(super) newest_acknowledged: BTreeMap<String, (VersionId, usize)>,
+    /// The node that acknowledged each version.
+    pub(super) writers: BTreeMap<(String, VersionId), usize>,
     pub(super) violations: Vec<String>,
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
@@ -58,7 +60,28 @@ impl History {
         if record.vid > newest.0 {
             *newest = (record.vid, node);
         }
+        self.writers.insert((record.name.clone(), record.vid), node);
         self.acknowledged.push(record);
+    }
+
+    /// The newest acknowledged version of `name` no client asked to delete
+    /// for good, and its writer: what a quorum read must return, or newer.
+    fn newest_kept(&self, name: &str) -> Option<(VersionId, usize)> {
+        self.writers
+            .range((name.to_string(), VersionId::MIN)..)
+            .take_while(|((n, _), _)| n == name)
+            .filter(|(key, _)| !self.forget_attempts.contains(key))
+            .map(|((_, vid), writer)| (*vid, *writer))
+            .last()
+    }
+
+    /// The versions of `name` whose deletion for good was acknowledged.
+    fn forgotten_of(&self, name: &str) -> BTreeSet<VersionId> {
+        self.forgotten
+            .range((name.to_string(), VersionId::MIN)..)
+            .take_while(|(n, _)| n == name)
+            .map(|(_, vid)| *vid)
+            .collect()
     }
 
     /// No invention: each listed record was written by some operation.
@@ -161,14 +184,16 @@ pub(super) async fn session(
                 // node lost the disk holding it and views stay trusted
                 // (SWIM forgets down members after a day in production;
                 // some seeds forget within seconds). README says so.
+                // (A version deleted for good is not one it must return.)
                 let acknowledged_before = history
                     .borrow()
-                    .newest_acknowledged
-                    .get(&name)
-                    .copied()
+                    .newest_kept(&name)
                     .filter(|_| quorum_promise_holds(&config, &probes))
                     // The reader must know the writer when the read starts.
                     .filter(|(_, writer)| knows(&probes, node, *writer));
+                // Versions whose deletion for good was acknowledged before
+                // the read started: a quorum read never returns them.
+                let forgotten_before = history.borrow().forgotten_of(&name);
                 let mut out = Vec::new();
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
@@ -202,6 +227,15 @@ pub(super) async fn session(
                             {
                                 h.violations.push(format!(
                                     "quorum read: get --quorum of {name} through node{node} returned {}, older than {newest} acknowledged before it started",
+                                    record.vid
+                                ));
+                            }
+                            if quorum
+                                && quorum_promise_holds(&config, &probes)
+                                && forgotten_before.contains(&record.vid)
+                            {
+                                h.violations.push(format!(
+                                    "quorum read: get --quorum of {name} through node{node} returned {}, deleted for good before it started",
                                     record.vid
                                 ));
                             }
@@ -292,15 +326,14 @@ pub(super) async fn session(
                 }
             }
             _ if forgets_now(seed, client, op as u64) => {
-                // Delete an acknowledged version for good: one older than
-                // the newest acknowledged, which so stays (and with it what
-                // quorum reads must return).
+                // Delete an acknowledged version for good, the newest too
+                // (S3 deletes the current version by id): quorum reads must
+                // then return the newest version kept.
                 let candidates: Vec<VersionRecord> = {
                     let h = history.borrow();
-                    let newest = h.newest_acknowledged.get(&name).map(|(vid, _)| *vid);
                     h.acknowledged
                         .iter()
-                        .filter(|r| r.name == name && newest.is_some_and(|n| r.vid < n))
+                        .filter(|r| r.name == name)
                         .cloned()
                         .collect()
                 };
