@@ -46,6 +46,12 @@ pub const PUT_CHUNKS_IN_FLIGHT: usize = 4;
 /// the network, not on this node's CPU.
 pub const GET_CHUNKS_PREFETCH: usize = 4;
 
+/// Bytes of chunks all the reads of one node hold ahead of their clients,
+/// together. Past it a read fetches one chunk at a time (the one it sends
+/// next): many reads at once (S3 clients download in 10 parallel ranges)
+/// slow down instead of growing the node.
+pub const READ_AHEAD_BYTES_MAX: usize = 24 * 1024 * 1024;
+
 /// Puts (any protocol) past [`LARGE_PUT_BYTES`] that stream at once on a
 /// node. Each holds up to a chunk being cut and its chunks in flight (about
 /// 8 MiB with 1 MiB chunks, 40 MiB at worst); clients upload big objects

@@ -110,6 +110,8 @@ pub struct Node {
     members: Arc<MemberView>,
     /// Slots of the puts past `LARGE_PUT_BYTES` (see `LARGE_PUTS_IN_FLIGHT`).
     large_puts: Arc<tokio::sync::Semaphore>,
+    /// Bytes of the chunks reads fetch ahead (see `READ_AHEAD_BYTES_MAX`).
+    read_ahead: Arc<tokio::sync::Semaphore>,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -334,6 +336,9 @@ impl Server {
             members,
             large_puts: Arc::new(tokio::sync::Semaphore::new(
                 crate::limits::LARGE_PUTS_IN_FLIGHT,
+            )),
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(
+                crate::limits::READ_AHEAD_BYTES_MAX,
             )),
             _lock: lock,
         };

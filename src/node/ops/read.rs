@@ -2,8 +2,11 @@
 //!
 //! [`Node::open`] resolves the version and fetches its manifest; the
 //! [`ObjectReader`] then fetches only the chunks that cover the range asked
-//! for, at most [`GET_CHUNKS_PREFETCH`] ahead of the reader (the memory
-//! bound), each verified against its id by the store that gives it.
+//! for, at most [`GET_CHUNKS_PREFETCH`] ahead of the reader, each verified
+//! against its id by the store that gives it. Chunks fetched ahead, beyond
+//! the one sent next, take their size from the node's read-ahead budget
+//! ([`READ_AHEAD_BYTES_MAX`](crate::limits::READ_AHEAD_BYTES_MAX)): the bound on
+//! what all reads hold at once.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -19,11 +22,14 @@ use crate::limits::GET_CHUNKS_PREFETCH;
 use crate::meta::VersionRecord;
 use crate::node::Node;
 use crate::wire::{ErrorCode, GetTarget};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// One chunk to send: which, and the part of it inside the range.
 #[derive(Debug, Clone, Copy)]
 struct Piece {
     id: ChunkId,
+    /// The chunk's length (what fetching it holds).
+    len: u32,
     skip: usize,
     take: usize,
 }
@@ -40,7 +46,10 @@ pub struct ObjectReader {
     pub manifest_bytes: Vec<u8>,
     cluster: Arc<Cluster>,
     pieces: VecDeque<Piece>,
-    prefetched: VecDeque<(FetchJob, Piece)>,
+    /// Chunks being fetched, in order, each with its share of the budget
+    /// (none for the first: a read always moves).
+    prefetched: VecDeque<(FetchJob, Piece, Option<OwnedSemaphorePermit>)>,
+    read_ahead: Arc<Semaphore>,
     started: bool,
 }
 
@@ -72,18 +81,27 @@ impl ObjectReader {
     pub async fn next(&mut self) -> Option<Result<Bytes, OpError>> {
         self.started = true;
         while self.prefetched.len() < GET_CHUNKS_PREFETCH {
-            let Some(piece) = self.pieces.pop_front() else {
+            let Some(piece) = self.pieces.front().copied() else {
                 break;
             };
+            let permit = if self.prefetched.is_empty() {
+                None
+            } else {
+                match self.read_ahead.clone().try_acquire_many_owned(piece.len) {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                }
+            };
+            self.pieces.pop_front();
             let cluster = self.cluster.clone();
             // Aborted with the reader (a client gone, a failed chunk).
             let job =
                 AbortOnDropHandle::new(tokio::spawn(
                     async move { cluster.fetch_blob(piece.id).await },
                 ));
-            self.prefetched.push_back((job, piece));
+            self.prefetched.push_back((job, piece, permit));
         }
-        let (job, piece) = self.prefetched.pop_front()?;
+        let (job, piece, _permit) = self.prefetched.pop_front()?;
         let fetched = job
             .await
             .unwrap_or_else(|e| Err(ClusterError::Local(format!("a fetch task failed: {e}"))));
@@ -171,6 +189,7 @@ impl Node {
             cluster: self.cluster.clone(),
             pieces: VecDeque::new(),
             prefetched: VecDeque::new(),
+            read_ahead: self.read_ahead.clone(),
             started: false,
         };
         reader.set_range(0..reader.size());
@@ -192,6 +211,7 @@ fn pieces_in(manifest: &Manifest, range: Range<u64>) -> VecDeque<Piece> {
             let take = end.min(range.end) - offset.max(range.start);
             pieces.push_back(Piece {
                 id: chunk.id,
+                len: chunk.len,
                 skip: skip as usize,
                 take: take as usize,
             });
