@@ -94,33 +94,34 @@ impl Chunker {
 
     /// The next complete chunk, or `None` if more input (or `finish`) is needed.
     pub fn next_chunk(&mut self) -> Option<Bytes> {
-        while !self.buffer.is_empty() && (self.finished || self.buffer.len() >= self.look_at) {
-            let (mask_s, mask_l) = self.masks;
-            let window = &self.buffer[..self.buffer.len().min(self.max)];
-            let (_hash, cut_at) = cut(
-                window,
-                self.min,
-                self.avg,
-                self.max,
-                mask_s,
-                mask_l,
-                mask_s << 1,
-                mask_l << 1,
-            );
-            assert!(cut_at > 0 && cut_at <= window.len());
-            // Without a match, FastCDC cuts at the window's end: a cut only
-            // once the window is whole (or the input ended).
-            let whole = window.len() == self.max || self.finished;
-            if cut_at == window.len() && !whole {
-                self.look_at = (2 * self.look_at).min(self.max);
-                return None;
-            }
-            let chunk = Bytes::copy_from_slice(&self.buffer[..cut_at]);
-            self.buffer.advance(cut_at);
-            self.look_at = Self::first_look(self.avg, self.max);
-            return Some(chunk);
+        if self.buffer.is_empty() || (!self.finished && self.buffer.len() < self.look_at) {
+            return None;
         }
-        None
+        let (mask_s, mask_l) = self.masks;
+        let window = &self.buffer[..self.buffer.len().min(self.max)];
+        let (_hash, cut_at) = cut(
+            window,
+            self.min,
+            self.avg,
+            self.max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        );
+        assert!(cut_at > 0 && cut_at <= window.len());
+        // Without a match, FastCDC cuts at the window's end: a cut only
+        // once the window is whole (or the input ended). Else look again
+        // once the buffer holds twice as much (the window was all of it).
+        let whole = window.len() == self.max || self.finished;
+        if cut_at == window.len() && !whole {
+            self.look_at = (2 * self.buffer.len()).min(self.max);
+            return None;
+        }
+        let chunk = Bytes::copy_from_slice(&self.buffer[..cut_at]);
+        self.buffer.advance(cut_at);
+        self.look_at = Self::first_look(self.avg, self.max);
+        Some(chunk)
     }
 }
 

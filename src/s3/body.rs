@@ -242,6 +242,8 @@ mod tests {
         }
     }
 
+    // tokio's own (paused) clock is what the stall limit runs on.
+    #[allow(clippy::disallowed_methods)]
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_arriving_is_given_up_after_the_stall_limit() {
         let blob = blob_of(vec![b"first piece"], true);

@@ -187,7 +187,7 @@ fn part_of(
         }
     };
     let range = if manifest.parts.is_empty() {
-        (number == 1).then(|| 0..manifest.size)
+        (number == 1).then_some(0..manifest.size)
     } else {
         manifest.part_range(number)
     };
@@ -199,7 +199,7 @@ fn part_of(
         error.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
         return Err(error);
     };
-    let count = (!manifest.parts.is_empty()).then(|| manifest.parts.len() as i32);
+    let count = (!manifest.parts.is_empty()).then_some(manifest.parts.len() as i32);
     Ok((Some(range), count))
 }
 

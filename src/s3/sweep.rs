@@ -113,19 +113,18 @@ mod tests {
 
     use crate::s3::body::BytesBody;
 
-    /// The system clock, moved forward by the test.
-    struct LaterClock(AtomicU64);
+    /// The production clock, moved forward by the test.
+    struct LaterClock {
+        inner: Arc<dyn Clock>,
+        ahead_ms: AtomicU64,
+    }
 
     impl Clock for LaterClock {
         fn unix_ms(&self) -> u64 {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64;
-            now + self.0.load(Ordering::Relaxed)
+            self.inner.unix_ms() + self.ahead_ms.load(Ordering::Relaxed)
         }
         fn monotonic_ms(&self) -> u64 {
-            self.unix_ms()
+            self.inner.monotonic_ms() + self.ahead_ms.load(Ordering::Relaxed)
         }
     }
 
@@ -140,8 +139,11 @@ mod tests {
     #[tokio::test]
     async fn uploads_idle_for_a_day_are_removed_and_active_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(LaterClock(AtomicU64::new(0)));
         let mut env = tokio_env();
+        let clock = Arc::new(LaterClock {
+            inner: env.clock.clone(),
+            ahead_ms: AtomicU64::new(0),
+        });
         env.clock = clock.clone();
         let config = NodeConfig {
             data_dir: dir.path().to_path_buf(),
@@ -166,12 +168,12 @@ mod tests {
 
         // A day later, less a minute: nothing has expired.
         let day_ms = UPLOAD_EXPIRY.as_millis() as u64;
-        clock.0.store(day_ms - 60_000, Ordering::Relaxed);
+        clock.ahead_ms.store(day_ms - 60_000, Ordering::Relaxed);
         let mut cursor = ListFrom::Start;
         assert_eq!(sweep_once(&node, &mut cursor).await.unwrap(), 0);
         // A part arrives for one upload; then the day is over for the rest.
         put(&node, format!(".uploads/photos/{active}/part-00002")).await;
-        clock.0.store(day_ms + 60_000, Ordering::Relaxed);
+        clock.ahead_ms.store(day_ms + 60_000, Ordering::Relaxed);
         assert_eq!(sweep_once(&node, &mut cursor).await.unwrap(), 2);
 
         let left: Vec<String> = node
