@@ -466,7 +466,7 @@ async fn puts_abandoned_on_a_stalled_disk_leave_no_tasks_behind() {
             .await
             .unwrap();
         let mut source = StallsAfter {
-            left: 5 << 20,
+            left: 3 << 20,
             state: round + 1,
         };
         let name = format!("abandoned-{round}");
@@ -486,9 +486,9 @@ async fn puts_abandoned_on_a_stalled_disk_leave_no_tasks_behind() {
     }
     let baseline = baseline.unwrap();
     let now = tasks();
-    // Six more abandoned puts of 5 MiB: a chunk or two each (the chunker
-    // cuts once it holds the largest chunk's worth), fewer than the put
-    // pipeline holds, so the node is reading when the client goes;
+    // Six more abandoned puts of 3 MiB: a chunk or two each (the chunker
+    // first looks for a cut once it holds two average chunks), fewer than
+    // the put pipeline holds, so the node is reading when the client goes;
     // without the abort, each left its chunk stores waiting on the disk.
     assert!(
         now <= baseline + 4,
