@@ -34,6 +34,7 @@ pub mod keys;
 pub mod limits;
 pub mod marks;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod placement;

@@ -6,6 +6,7 @@
 //! 5 access key refused (unknown, removed, wrong secret, or none found),
 //! 6 the access key may not do this.
 
+mod admin;
 mod cli;
 mod s3;
 
@@ -76,6 +77,10 @@ enum Command {
         /// `BUCKET.DOMAIN` names a bucket. Path-style always works.
         #[arg(long)]
         s3_domain: Vec<String>,
+        /// Address of the admin endpoints (`/metrics` for Prometheus,
+        /// `/health`, `/ready`); `off` serves none.
+        #[arg(long, default_value = "127.0.0.1:7420")]
+        admin_listen: String,
         /// Cluster key to use; copied into the data dir on first start.
         #[arg(long)]
         cluster_key_file: Option<PathBuf>,
@@ -248,6 +253,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             advertise,
             s3_listen,
             s3_domain,
+            admin_listen,
             cluster_key_file,
             probe_interval_ms,
             suspect_timeout_ms,
@@ -271,6 +277,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 advertise: advertise.clone(),
                 s3_listen: (s3_listen != "off").then_some(s3_listen.as_str()),
                 s3_hosts: crate::s3::VirtualHosts::new(s3_domain).map_err(Failure::usage)?,
+                admin_listen: (admin_listen != "off").then_some(admin_listen.as_str()),
                 cluster_key_file: cluster_key_file.as_deref(),
                 swim,
                 replication,

@@ -459,7 +459,15 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"));
     let second = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--s3-listen", "off"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
+            "off",
+            "--admin-listen",
+            "off",
+        ])
         .arg("--data-dir")
         .arg(&node.data_dir)
         .output()

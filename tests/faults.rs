@@ -219,7 +219,7 @@ fn serve_on_small_fs(dir: &Path) -> Option<(KillOnDrop, String)> {
     let mount_point = dir.join("small");
     std::fs::create_dir_all(&mount_point).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=8m dfs-test {mp} && exec {bin} serve --data-dir {mp}/data --listen 127.0.0.1:0 --s3-listen 127.0.0.1:0",
+        "mount -t tmpfs -o size=8m dfs-test {mp} && exec {bin} serve --data-dir {mp}/data --listen 127.0.0.1:0 --s3-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
         mp = mount_point.display(),
         bin = BIN
     );

@@ -110,6 +110,8 @@ pub fn spawn_node_with_s3(data_dir: &Path, extra: &[&str]) -> (Child, String, St
             "127.0.0.1:0",
             "--s3-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(data_dir)
@@ -127,6 +129,7 @@ pub fn spawn_node_with_s3(data_dir: &Path, extra: &[&str]) -> (Child, String, St
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .unwrap()
+            .trim_end_matches([';', ','])
             .to_string()
     };
     (child, field("listening on "), field("S3 on "))

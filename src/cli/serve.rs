@@ -21,6 +21,8 @@ pub struct ServeOptions<'a> {
     pub s3_listen: Option<&'a str>,
     /// Base domains of virtual-hosted-style S3 requests.
     pub s3_hosts: crate::s3::VirtualHosts,
+    /// Where to serve `/metrics`, `/health` and `/ready` (`None`: nowhere).
+    pub admin_listen: Option<&'a str>,
     pub cluster_key_file: Option<&'a Path>,
     pub swim: SwimTiming,
     pub replication: Replication,
@@ -93,6 +95,15 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         let node = server.node().clone();
         let hosts = options.s3_hosts;
         server.spawn_frontend(move |stopping| crate::s3::serve(node, listener, hosts, stopping));
+    }
+    if let Some(addr) = options.admin_listen {
+        let listener = env.net.bind(addr).await.with_context(|| {
+            format!("cannot listen for the admin endpoints on {addr} (--admin-listen; `off` serves none)")
+        })?;
+        let bound = listener.local_addr().unwrap_or_else(|_| addr.to_string());
+        s3_note.push_str(&format!("; admin on http://{bound}"));
+        let node = server.node().clone();
+        server.spawn_frontend(move |stopping| crate::admin::serve(node, listener, stopping));
     }
     println!(
         "dfs-node {} listening on {} (data dir {}); {s3_note}",

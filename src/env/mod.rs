@@ -107,6 +107,11 @@ pub trait Clock: Send + Sync + 'static {
     /// for measuring periods (timeouts, grace periods, backoff). Comparable
     /// only within one process.
     fn monotonic_ms(&self) -> u64;
+    /// [`monotonic_ms`](Self::monotonic_ms) in microseconds, for timing
+    /// requests (a clock without them counts whole milliseconds).
+    fn monotonic_micros(&self) -> u64 {
+        self.monotonic_ms() * 1000
+    }
 }
 
 /// Every random byte the node uses: keys, nonces, temp names, jitter.

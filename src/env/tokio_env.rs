@@ -167,11 +167,15 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 
-    #[allow(clippy::disallowed_methods)] // the one production monotonic clock
     fn monotonic_ms(&self) -> u64 {
+        self.monotonic_micros() / 1000
+    }
+
+    #[allow(clippy::disallowed_methods)] // the one production monotonic clock
+    fn monotonic_micros(&self) -> u64 {
         static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
         let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
-        origin.elapsed().as_millis() as u64
+        origin.elapsed().as_micros() as u64
     }
 }
 

@@ -32,6 +32,7 @@ use crate::keys::credentials::{Credentials, ProvisionedKey};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
 use crate::meta::{Hlc, IndexError, VersionIndex};
+use crate::metrics::{RequestMetrics, StateCollector};
 use crate::peer::membership::{load_largest_cluster, load_member_addrs};
 use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
 use crate::placement::Replication;
@@ -112,6 +113,10 @@ pub struct Node {
     large_puts: Arc<tokio::sync::Semaphore>,
     /// Bytes of the chunks reads fetch ahead (see `READ_AHEAD_BYTES_MAX`).
     read_ahead: Arc<tokio::sync::Semaphore>,
+    /// Requests served by every frontend, for `/metrics`.
+    requests: RequestMetrics,
+    /// Those, and the components' counters (see `crate::metrics`).
+    registry: prometheus_client::registry::Registry,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -129,6 +134,33 @@ impl Node {
 
     pub fn env(&self) -> &Env {
         &self.env
+    }
+
+    /// Where frontends count and time the requests they serve.
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.requests
+    }
+
+    /// Every metric of this node, in the Prometheus text format.
+    pub fn encode_metrics(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Whether this node can take writes: it has reached the members it
+    /// knew before it started, and a write quorum of them is alive.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.members.complete(self.env.clock.monotonic_ms()) {
+            return Err(format!(
+                "still reaching the {} members known before this start",
+                self.members.expected_at_start()
+            ));
+        }
+        self.cluster
+            .check_quorum_reachable()
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -325,6 +357,15 @@ impl Server {
         );
         set_up_keys(&env, &config, &cluster).await?;
         peers.set_service(Arc::new(ClusterService(cluster.clone())));
+        let requests = RequestMetrics::default();
+        let registry = crate::metrics::registry(
+            &requests,
+            StateCollector {
+                store: store.clone(),
+                cluster: cluster.clone(),
+                members: members.clone(),
+            },
+        );
         let node = Node {
             env,
             identity,
@@ -340,6 +381,8 @@ impl Server {
             read_ahead: Arc::new(tokio::sync::Semaphore::new(
                 crate::limits::READ_AHEAD_BYTES_MAX,
             )),
+            requests,
+            registry,
             _lock: lock,
         };
         Ok(Self {

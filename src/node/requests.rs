@@ -9,6 +9,7 @@ use super::ops::{Body, OpError, PutError, PutOptions, VersionPick};
 use crate::keys::{AccessKeyId, Permission};
 use crate::limits::FRAME_BYTES_MAX;
 use crate::meta::{IndexError, VersionRecord};
+use crate::metrics::Outcome;
 use crate::secure::{SecureError, SecureStream};
 use crate::wire::{
     Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport, WireError,
@@ -79,6 +80,8 @@ impl Node {
         key: &AccessKeyId,
     ) -> Result<bool, SecureError> {
         let id = request.request_id;
+        let started = self.env.clock.monotonic_micros();
+        let kind = request.message.kind();
         let Some(permission) = self.cluster.keyring.permission(key) else {
             tracing::info!(%key, "refusing a request of a removed access key; closing its connection");
             stream
@@ -90,6 +93,7 @@ impl Node {
                     },
                 })
                 .await?;
+            self.count(kind, started, Outcome::Refused);
             return Ok(false);
         };
         if let Err(refusal) = authorize(&permission, &request.message) {
@@ -108,6 +112,7 @@ impl Node {
                     },
                 })
                 .await?;
+            self.count(kind, started, Outcome::Refused);
             return Ok(true);
         }
         let reply = match request.message {
@@ -121,7 +126,10 @@ impl Node {
                 quorum,
             } => match self.open(target, version.into(), quorum).await {
                 Ok(reader) => {
+                    let size = reader.size();
                     self.send_object(stream, id, reader).await?;
+                    self.requests.sent("native", size);
+                    self.count(kind, started, Outcome::Ok);
                     return Ok(true);
                 }
                 Err(refusal) => Err(refusal),
@@ -179,6 +187,15 @@ impl Node {
                 other.kind()
             ))),
         };
+        let outcome = match &reply {
+            Ok(Message::PutDone { record }) => {
+                self.requests.received("native", record.size);
+                Outcome::Ok
+            }
+            Ok(_) => Outcome::Ok,
+            Err(refusal) => outcome_of(refusal.code),
+        };
+        self.count(kind, started, outcome);
         let message = reply.unwrap_or_else(|refusal| Message::Error {
             code: refusal.code,
             message: refusal.message,
@@ -190,6 +207,12 @@ impl Node {
             })
             .await?;
         Ok(true)
+    }
+
+    /// Count and time one request of `kind` begun at `started` (µs).
+    fn count(&self, kind: &str, started: u64, outcome: Outcome) {
+        let micros = self.env.clock.monotonic_micros().saturating_sub(started);
+        self.requests.record("native", kind, outcome, micros);
     }
 
     /// Read a refused put's frames up to its `PutFinish`.
@@ -438,4 +461,14 @@ fn fit_in_frame(mut records: Vec<VersionRecord>) -> (Vec<VersionRecord>, bool) {
     let truncated = keep < records.len();
     records.truncate(keep);
     (records, truncated)
+}
+
+/// Whose fault a refusal is, for the request metrics.
+fn outcome_of(code: ErrorCode) -> Outcome {
+    match code {
+        ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::DiskFull | ErrorCode::Corrupt => {
+            Outcome::Failed
+        }
+        _ => Outcome::Refused,
+    }
 }

@@ -57,6 +57,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// with an earlier response (seen with boto3). A new connection is cheap.
 fn closing_after_refused_uploads(
     service: s3s::service::S3Service,
+    node: Arc<Node>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = s3s::HttpResponse,
@@ -79,8 +80,19 @@ fn closing_after_refused_uploads(
             }
         });
         let service = service.clone();
+        let node = node.clone();
+        let method = request.method().clone();
+        let started = node.env().clock.monotonic_micros();
         async move {
             let mut response = service.call(request).await?;
+            let outcome = match response.status().as_u16() {
+                ..400 => dfs::metrics::Outcome::Ok,
+                400..500 => dfs::metrics::Outcome::Refused,
+                _ => dfs::metrics::Outcome::Failed,
+            };
+            let micros = node.env().clock.monotonic_micros().saturating_sub(started);
+            node.requests()
+                .record("s3", method.as_str(), outcome, micros);
             if has_body && !response.status().is_success() {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
@@ -102,7 +114,7 @@ pub async fn serve(
 ) {
     let service = service::build(node.clone(), hosts);
     let (sweep_stop, mut sweep_stopped) = tokio::sync::watch::channel(false);
-    let sweep = tokio::spawn(sweep::sweep_abandoned(node, async move {
+    let sweep = tokio::spawn(sweep::sweep_abandoned(node.clone(), async move {
         let _ = sweep_stopped.wait_for(|stop| *stop).await;
     }));
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -118,7 +130,7 @@ pub async fn serve(
                         tracing::warn!(%peer, "refusing an S3 connection: {CONNECTIONS_MAX} are open");
                         continue;
                     };
-                    let service = closing_after_refused_uploads(service.clone());
+                    let service = closing_after_refused_uploads(service.clone(), node.clone());
                     let mut stop = stop_rx.clone();
                     connections.spawn(async move {
                         let _permit = permit;

@@ -446,6 +446,7 @@ impl S3 for DfsS3 {
             .put(name, &mut body, caller.key, options)
             .await
             .map_err(put_error)?;
+        self.node.requests().received("s3", record.size);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: strong(etag(&record)),
             version_id: Self::shown_version(&record, &state.settings),
@@ -461,6 +462,7 @@ impl S3 for DfsS3 {
         let caller = self.caller(&req)?;
         let input = req.input;
         let mut read = read_object!(self, caller, input);
+        self.node.requests().sent("s3", read.length);
         if let Some(range) = read.range.clone() {
             read.reader.set_range(range);
         }

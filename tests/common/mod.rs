@@ -49,6 +49,8 @@ pub struct ServeLine {
     pub addr: String,
     /// `http://ADDR` of the S3 API, when it serves one.
     pub s3: Option<String>,
+    /// `http://ADDR` of the admin endpoints, when it serves them.
+    pub admin: Option<String>,
 }
 
 /// The base domain of virtual-hosted-style S3 requests in these tests.
@@ -72,6 +74,9 @@ pub fn spawn_serve_line(
         .args(args);
     if !args.contains(&"--s3-listen") {
         command.args(["--s3-listen", "127.0.0.1:0"]);
+    }
+    if !args.contains(&"--admin-listen") {
+        command.args(["--admin-listen", "127.0.0.1:0"]);
     }
     command.args(["--s3-domain", S3_DOMAIN]);
     let mut child = command
@@ -101,12 +106,15 @@ pub fn read_serve_line(child: &mut Child) -> ServeLine {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
         .to_string();
-    let s3 = line
-        .split("S3 on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string);
-    ServeLine { addr, s3 }
+    let endpoint = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|addr| addr.trim_end_matches([';', ',']).to_string())
+    };
+    let s3 = endpoint("S3 on ");
+    let admin = endpoint("admin on ");
+    ServeLine { addr, s3, admin }
 }
 
 /// Failure detection settings given to every node of these tests.
@@ -123,6 +131,7 @@ pub struct Node {
     pub addr: String,
     /// `http://ADDR` of its S3 API.
     pub s3: Option<String>,
+    pub admin: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// Prefix of every command run for this node (empty: run directly).
@@ -162,6 +171,7 @@ impl Node {
             child,
             addr: line.addr,
             s3: line.s3,
+            admin: line.admin,
             data_dir: data_dir.to_path_buf(),
             log,
             launcher,

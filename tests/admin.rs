@@ -1,0 +1,126 @@
+//! The admin endpoints of a real node (`serve --admin-listen`): `/metrics`
+//! passes `promtool check metrics` (Debian `prometheus`, installed by
+//! `.ci/run`) and its counters move with what the node serves; `/health`
+//! and `/ready` answer.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Node, wait_until};
+
+/// `GET path` on the admin endpoint `http://ADDR`: the status and body.
+fn get(admin: &str, path: &str) -> (u16, String) {
+    let addr = admin.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series (name and labels exactly as encoded), 0 when
+/// absent.
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_what_the_node_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), "127.0.0.1:0", &[]);
+    let admin = node
+        .admin
+        .clone()
+        .expect("the node serves the admin endpoints");
+    assert_eq!(get(&admin, "/health"), (200, "ok\n".to_string()));
+    wait_until(Duration::from_secs(20), "the node is ready", || {
+        get(&admin, "/ready").0 == 200
+    });
+    assert_eq!(get(&admin, "/nothing-here").0, 404);
+
+    let before = get(&admin, "/metrics").1;
+    let file = dir.path().join("file");
+    std::fs::write(&file, vec![7u8; 300_000]).unwrap();
+    let put = node.cli(&["put", file.to_str().unwrap(), "--name", "m/file"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(node.cli(&["get", "m/file"]).status.success());
+    assert!(!node.cli(&["get", "m/missing"]).status.success());
+    let (status, after) = get(&admin, "/metrics");
+    assert_eq!(status, 200);
+
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    let requests = |kind: &str, outcome: &str| {
+        format!(r#"dfs_requests_total{{protocol="native",kind="{kind}",outcome="{outcome}"}}"#)
+    };
+    assert_eq!(moved(&requests("PutStart", "ok")), 1.0, "{after}");
+    assert_eq!(moved(&requests("Get", "ok")), 1.0, "{after}");
+    assert_eq!(moved(&requests("Get", "refused")), 1.0, "{after}");
+    assert_eq!(
+        moved(r#"dfs_request_duration_seconds_count{protocol="native",kind="Get",outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"dfs_body_received_bytes_total{protocol="native"}"#),
+        300_000.0
+    );
+    assert_eq!(
+        moved(r#"dfs_body_sent_bytes_total{protocol="native"}"#),
+        300_000.0
+    );
+    // The file's chunks and its manifest.
+    assert!(value(&after, "dfs_store_blobs") >= 2.0, "{after}");
+    assert!(value(&after, "dfs_store_bytes") >= 300_000.0, "{after}");
+    assert_eq!(
+        value(&after, r#"dfs_members{state="alive"}"#),
+        1.0,
+        "{after}"
+    );
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(after.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{after}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
