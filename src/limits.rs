@@ -105,6 +105,12 @@ pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// bucket (63), `/`, and a key (1024).
 pub const NAME_BYTES_MAX: usize = 1088;
 
+/// Stubs of deleted versions a quorum read's answer carries above the
+/// current record (a name whose newest thousand versions were all deleted
+/// for good answers without its current: the reader then goes by the
+/// other answers).
+pub const QUORUM_ANSWER_STUBS_MAX: usize = 1000;
+
 /// Records in one listing or history reply; above it the reply is truncated
 /// and says so, so that one reply always fits in one frame.
 pub const RECORDS_PER_REPLY_MAX: usize = 16_384;

@@ -185,14 +185,19 @@ impl Cluster {
             asks.spawn(async move {
                 let ask = || Message::CurrentOf { name: name.clone() };
                 match cluster.request(&peer, ask).await {
-                    Ok(Message::Current { record }) => Ok((peer.node, record)),
+                    Ok(Message::Records { records }) => Ok((peer.node, records)),
+                    // A build that answers with its current record alone.
+                    Ok(Message::Current { record }) => {
+                        Ok((peer.node, record.into_iter().collect()))
+                    }
                     Ok(other) => Err(format!("answered {}", other.kind())),
                     Err(error) => Err(error.to_string()),
                 }
             });
         }
-        // Each member answers with its newest record: a version, or the
-        // stub of one it deleted for good (which this node must not serve).
+        // Each member answers with its current record and the stubs of the
+        // versions above it it deleted for good (which this node must not
+        // serve).
         let mut newest: Vec<VersionRecord> = Vec::new();
         // Enough answers meet every acknowledged write; the slowest member
         // is not waited for (the asks left are dropped with the set).
@@ -201,7 +206,7 @@ impl Cluster {
         {
             if let Ok(Ok((from, record))) = joined {
                 answered += 1;
-                let mut records: Vec<VersionRecord> = record.into_iter().collect();
+                let mut records = record;
                 if let Some(Refused { reason, .. }) =
                     self.refuse_ahead(from, &mut records, &mut Vec::new())
                 {
@@ -266,6 +271,9 @@ fn to_learn(here: Option<&VersionRecord>, newest: Vec<VersionRecord>) -> Vec<Ver
         .max_by_key(|r| r.vid)
         .cloned();
     let mut learned: Vec<VersionRecord> = newest.into_iter().filter(|r| r.forgotten).collect();
+    // What this node would serve once the stubs are taken: not a version
+    // they delete.
+    let here = here.filter(|h| !forgotten.contains(&h.vid));
     if let Some(record) = best_elsewhere
         && here.is_none_or(|h| record.vid > h.vid)
     {
@@ -324,10 +332,11 @@ mod tests {
         let (old, new) = (version(1), version(2));
         let deleted = VersionRecord::forgetting("a", new.vid);
         // Our newest was deleted for good where the others answered: the
-        // stub is learned (and the version under it is what stays).
+        // stub is learned, and the version under it with it (this node may
+        // lack it; merging one it holds changes nothing).
         assert_eq!(
             to_learn(Some(&new), vec![deleted.clone(), old.clone()]),
-            vec![deleted.clone()]
+            vec![deleted.clone(), old.clone()]
         );
         // A member that missed the deletion does not bring it back.
         assert_eq!(

@@ -148,8 +148,13 @@ impl Cluster {
             },
             Message::CurrentOf { name } => {
                 let index = self.index.clone();
-                match self.blocking(move || index.newest(&name)).await {
-                    Ok(record) => Message::Current { record },
+                let stubs_max = crate::limits::QUORUM_ANSWER_STUBS_MAX;
+                match self
+                    .blocking(move || index.current_with_stubs(&name, stubs_max))
+                    .await
+                {
+                    // `Records`: the current record and the stubs above it.
+                    Ok(records) => Message::Records { records },
                     Err(e) => error_with(ErrorCode::Internal, e),
                 }
             }

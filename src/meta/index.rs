@@ -492,26 +492,37 @@ impl VersionIndex {
 
     /// The current version of `name` (possibly a tombstone); none for a name
     /// no record can have (see [`VersionIndex::history`]).
-    /// `name`'s newest record, the stub of a forgotten version included:
-    /// what a quorum read is answered with, so that the asking node learns
-    /// that its own newest version was deleted for good elsewhere.
-    pub fn newest(&self, name: &str) -> Result<Option<VersionRecord>, IndexError> {
+    /// `name`'s current record and, newest first before it, the stubs of
+    /// the versions above it that were deleted for good (at most
+    /// `stubs_max` of them): what a quorum read is answered with, so that
+    /// the asking node learns that versions it holds were deleted
+    /// elsewhere, and which version is current there.
+    pub fn current_with_stubs(
+        &self,
+        name: &str,
+        stubs_max: usize,
+    ) -> Result<Vec<VersionRecord>, IndexError> {
         if validate_name(name).is_err() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         self.with_db(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
             let (start, end) = name_range(name);
-            let newest = table
+            let mut answer = Vec::new();
+            for entry in table
                 .range(start.as_slice()..end.as_slice())
                 .map_err(storage)?
-                .next_back()
-                .transpose()
-                .map_err(storage)?;
-            newest
-                .map(|(_, value)| decode_record(value.value()))
-                .transpose()
+                .rev()
+            {
+                let record = decode_record(entry.map_err(storage)?.1.value())?;
+                let current = !record.forgotten;
+                answer.push(record);
+                if current || answer.len() > stubs_max {
+                    break;
+                }
+            }
+            Ok(answer)
         })
     }
 
@@ -873,10 +884,10 @@ mod tests {
     use crate::env::tokio_env;
     use crate::keys::NodeId;
 
-    /// A quorum read is answered with the newest record, a deletion for
-    /// good included: the asking node may still hold that version.
+    /// A quorum read is answered with the current record and the stubs
+    /// of deletions above it: the asking node may still hold those.
     #[test]
-    fn the_newest_record_includes_the_stub_of_a_deleted_version() {
+    fn a_quorum_answer_holds_the_current_record_and_the_deletions_above_it() {
         let dir = tempfile::tempdir().unwrap();
         let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
         let version = |wall_ms| VersionRecord {
@@ -895,10 +906,17 @@ mod tests {
         };
         let (old, new) = (version(1), version(2));
         index.merge(&[old.clone(), new.clone()], &[]).unwrap();
-        assert_eq!(index.newest("a").unwrap(), Some(new.clone()));
+        assert_eq!(
+            index.current_with_stubs("a", 10).unwrap(),
+            vec![new.clone()]
+        );
         let stub = VersionRecord::forgetting("a", new.vid);
         index.merge(std::slice::from_ref(&stub), &[]).unwrap();
-        assert_eq!(index.newest("a").unwrap(), Some(stub));
+        assert_eq!(
+            index.current_with_stubs("a", 10).unwrap(),
+            vec![stub.clone(), old.clone()]
+        );
+        assert_eq!(index.current_with_stubs("a", 0).unwrap(), vec![stub]);
         assert_eq!(index.current("a").unwrap(), Some(old));
         // A merge that brings nothing new changes nothing.
         assert!(index.merge(&[new], &[]).unwrap().records.is_empty());

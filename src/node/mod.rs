@@ -583,6 +583,15 @@ impl Node {
         self.identity.node_id()
     }
 
+    /// Whether `vid` could be a version this cluster made: written by this
+    /// node or a member it knows, and not later than now. (A client naming
+    /// a version the node has not heard of is believed only that far.)
+    pub fn could_have_made(&self, vid: &crate::meta::VersionId) -> bool {
+        vid.wall_ms <= self.env.clock.unix_ms()
+            && (vid.node == self.node_id()
+                || self.members.members().iter().any(|m| m.node_id == vid.node))
+    }
+
     pub fn store(&self) -> &Arc<ChunkStore> {
         &self.store
     }

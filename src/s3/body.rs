@@ -213,8 +213,11 @@ pub fn response_body(mut reader: ObjectReader) -> StreamingBlob {
         while let Some(piece) = reader.next().await {
             let failed = piece.is_err();
             let piece = piece.map_err(|error| std::io::Error::other(error.message));
-            if tx.send(piece).await.is_err() || failed {
-                return;
+            // A client that stops reading gives up its read (and the
+            // node's read-ahead budget it holds) after BODY_STALL_MAX.
+            match tokio::time::timeout(BODY_STALL_MAX, tx.send(piece)).await {
+                Ok(Ok(())) if !failed => {}
+                _ => return,
             }
         }
     }));

@@ -2,10 +2,10 @@
 //! whole (to check the chunk's signature before passing on a byte), at the
 //! size the chunk's header declares, up to 4 GiB. This guard reads the
 //! chunk sizes as the body passes by, untouched, and ends the body with an
-//! error once a header declares more than [`AWS_CHUNK_BYTES_MAX`]. Parsing
-//! and checking the framing stay s3s's: the guard stops looking at any
-//! framing it cannot read (s3s then refuses it). Written by hand: no crate
-//! bounds this.
+//! error once a header declares more than [`AWS_CHUNK_BYTES_MAX`], or
+//! cannot be read. Checking the signatures stays s3s's; the size is read
+//! as s3s reads it (the first hex digits before `;` or CR, at most 8).
+//! Written by hand: no crate bounds this.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -21,20 +21,24 @@ pub const AWS_CHUNK_BYTES_MAX: u64 = 16 << 20;
 const HEADER_BYTES_MAX: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
-#[error("an aws-chunked chunk of {0} bytes is larger than the {AWS_CHUNK_BYTES_MAX} accepted")]
-pub struct ChunkTooLarge(u64);
+pub enum ChunkRefused {
+    #[error("an aws-chunked chunk of {0} bytes is larger than the {AWS_CHUNK_BYTES_MAX} accepted")]
+    TooLarge(u64),
+    #[error("an aws-chunked chunk header does not say its size")]
+    Unreadable,
+}
 
 enum State {
     /// In a chunk header line: the bytes of it so far.
     Header(Vec<u8>),
     /// In a chunk's data, with this many bytes (and its CRLF) to go.
     Data(u64),
-    /// Past the last chunk (trailers follow), or framing this guard does
-    /// not read: nothing more to check.
+    /// Past the last chunk (trailers follow): nothing more to check.
     Done,
 }
 
-/// `inner`, ended by [`ChunkTooLarge`] at the first oversized chunk.
+/// `inner`, ended by [`ChunkRefused`] at the first oversized or
+/// unreadable chunk header.
 pub struct ChunkGuard<B> {
     inner: B,
     state: State,
@@ -49,7 +53,7 @@ impl<B> ChunkGuard<B> {
     }
 
     /// Follow the framing through `data`.
-    fn scan(&mut self, mut data: &[u8]) -> Result<(), ChunkTooLarge> {
+    fn scan(&mut self, mut data: &[u8]) -> Result<(), ChunkRefused> {
         while !data.is_empty() {
             match &mut self.state {
                 State::Done => return Ok(()),
@@ -66,9 +70,10 @@ impl<B> ChunkGuard<B> {
                         line.extend_from_slice(&data[..=end]);
                         data = &data[end + 1..];
                         self.state = match chunk_size(line) {
-                            Some(0) | None => State::Done,
+                            None => return Err(ChunkRefused::Unreadable),
+                            Some(0) => State::Done,
                             Some(size) if size > AWS_CHUNK_BYTES_MAX => {
-                                return Err(ChunkTooLarge(size));
+                                return Err(ChunkRefused::TooLarge(size));
                             }
                             // The data, then its CRLF.
                             Some(size) => State::Data(size + 2),
@@ -78,7 +83,7 @@ impl<B> ChunkGuard<B> {
                         line.extend_from_slice(data);
                         data = &[];
                         if line.len() > HEADER_BYTES_MAX {
-                            self.state = State::Done;
+                            return Err(ChunkRefused::Unreadable);
                         }
                     }
                 },
@@ -88,14 +93,20 @@ impl<B> ChunkGuard<B> {
     }
 }
 
-/// The size a chunk header line declares: hex digits up to `;` or CR.
+/// The size a chunk header line declares, read as s3s reads it: the hex
+/// digits that begin it (at most 8; what follows them up to `;` or CR is
+/// ignored, as nom's `hex_u32` does).
 fn chunk_size(line: &[u8]) -> Option<u64> {
-    let end = line.iter().position(|&b| b == b';' || b == b'\r')?;
-    let digits = std::str::from_utf8(&line[..end]).ok()?;
-    if digits.is_empty() || digits.len() > 16 {
+    let digits: Vec<u8> = line
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .take(8)
+        .copied()
+        .collect();
+    if digits.is_empty() {
         return None;
     }
-    u64::from_str_radix(digits, 16).ok()
+    u64::from_str_radix(std::str::from_utf8(&digits).ok()?, 16).ok()
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -139,7 +150,7 @@ where
 mod tests {
     use super::*;
 
-    fn scan_in_pieces(body: &[u8], piece: usize) -> Result<(), ChunkTooLarge> {
+    fn scan_in_pieces(body: &[u8], piece: usize) -> Result<(), ChunkRefused> {
         let mut guard = ChunkGuard::new(());
         body.chunks(piece).try_for_each(|part| guard.scan(part))
     }
@@ -177,11 +188,14 @@ mod tests {
             assert!(scan_in_pieces(&body, piece).is_err(), "piece {piece}");
         }
         assert!(scan_in_pieces(b"ffffffff\r\n", 3).is_err());
+        // Read as s3s reads them: trailing junk and extra digits ignored.
+        assert!(scan_in_pieces(b"ffffffffx;chunk-signature=ab\r\n", 5).is_err());
+        assert!(scan_in_pieces(b"ffffffff000000000;chunk-signature=ab\r\n", 5).is_err());
     }
 
     #[test]
-    fn framing_it_cannot_read_is_left_to_s3s() {
-        assert!(scan_in_pieces(b"zz;chunk-signature=ab\r\nffffffffff\r\n", 4).is_ok());
-        assert!(scan_in_pieces(&[b'1'; 5000], 100).is_ok());
+    fn a_header_without_a_size_or_too_long_ends_the_body() {
+        assert!(scan_in_pieces(b"zz;chunk-signature=ab\r\nffffffffff\r\n", 4).is_err());
+        assert!(scan_in_pieces(&[b'1'; 5000], 100).is_err());
     }
 }

@@ -397,7 +397,7 @@ impl S3 for DfsS3 {
         // put replaces and the preconditions come from them.
         let (state, history) = tokio::join!(self.bucket(&input.bucket), self.node.history(&name));
         let state = state?;
-        let history = history.map_err(object_error)?;
+        let mut history = history.map_err(object_error)?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             // Checked against the newest version a majority knows (not
             // atomically with the write: see README, Limits).
@@ -407,6 +407,8 @@ impl S3 for DfsS3 {
                 .await
                 .map_err(object_error)?
                 .filter(|record| !record.is_tombstone());
+            // The catch-up may have brought a null version this put replaces.
+            history = self.node.history(&name).await.map_err(object_error)?;
             match (&input.if_none_match, &current) {
                 (Some(ETagCondition::Any), Some(_)) => {
                     return Err(s3_error!(PreconditionFailed, "{} exists", input.key));

@@ -80,6 +80,9 @@ impl DfsS3 {
         if pick == VersionPick::Null {
             // Every null version: two writes at once through two nodes can
             // leave two, and the older must not become the object again.
+            // The newest a majority knows first (written through another
+            // node a moment ago, perhaps).
+            self.node.catch_up(&name).await.map_err(object_error)?;
             let history = self.node.history(&name).await.map_err(object_error)?;
             let nulls: Vec<VersionRecord> = history
                 .versions()
@@ -96,8 +99,12 @@ impl DfsS3 {
         match self.node.forget(&name, &pick).await {
             Ok(record) => Ok(record.is_tombstone()),
             Err(error) if error.code == ErrorCode::NotFound => {
+                // Only an id this cluster could have made: a made-up one
+                // from the future would move every node's clock, and
+                // stubs of made-up ids would pile up.
                 if let VersionPick::Matching(selector) = &pick
                     && let Some(vid) = selector.exact()
+                    && self.node.could_have_made(&vid)
                 {
                     self.node
                         .forget_versions(&name, &[vid])

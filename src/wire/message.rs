@@ -250,7 +250,10 @@ pub enum Message {
     Records {
         records: Vec<VersionRecord>,
     },
-    /// The responder's current record of `name`, for quorum reads.
+    /// The responder's current record of `name`, for quorum reads:
+    /// answered by `Records` holding it and, before it, the stubs of the
+    /// versions above it that were deleted for good (a build before this
+    /// one answers `Current`).
     CurrentOf {
         name: String,
     },

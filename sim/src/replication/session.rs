@@ -67,12 +67,19 @@ impl History {
     /// The newest acknowledged version of `name` no client asked to delete
     /// for good, and its writer: what a quorum read must return, or newer.
     fn newest_kept(&self, name: &str) -> Option<(VersionId, usize)> {
+        // A prune may have dropped it (one whose outcome is unknown, any
+        // version but the newest).
+        if self.prunes_indeterminate.contains(name) {
+            return None;
+        }
+        let floor = self.floors.get(name).copied();
         self.writers
             .range((name.to_string(), VersionId::MIN)..)
             .take_while(|((n, _), _)| n == name)
             .filter(|(key, _)| !self.forget_attempts.contains(key))
             .map(|((_, vid), writer)| (*vid, *writer))
             .last()
+            .filter(|(vid, _)| floor.is_none_or(|floor| *vid >= floor))
     }
 
     /// The versions of `name` whose deletion for good was acknowledged.
