@@ -176,7 +176,6 @@ impl Cluster {
         }
         let known = self.members.nodes();
         let needed = (known / 2 + 1).max((known + 1).saturating_sub(self.quorum()));
-        let here = self.current_here(name).await?;
         let mut answered = 1;
         let mut asks = JoinSet::new();
         for peer in self.members.alive() {
@@ -195,6 +194,8 @@ impl Cluster {
                 }
             });
         }
+        // This node's own current record, read while the others answer.
+        let here = self.current_here(name).await?;
         // Each member answers with its current record and the stubs of the
         // versions above it it deleted for good (which this node must not
         // serve).
