@@ -54,6 +54,15 @@ struct Cli {
     json: bool,
 }
 
+/// How `serve` writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node in the foreground (stops cleanly on SIGINT or SIGTERM).
@@ -81,6 +90,10 @@ enum Command {
         /// `/health`, `/ready`); `off` serves none.
         #[arg(long, default_value = "127.0.0.1:7420")]
         admin_listen: String,
+        /// Log lines as text for people, or one JSON object per line for
+        /// log shippers.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
         /// Cluster key to use; copied into the data dir on first start.
         #[arg(long)]
         cluster_key_file: Option<PathBuf>,
@@ -254,6 +267,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             s3_listen,
             s3_domain,
             admin_listen,
+            log_format,
             cluster_key_file,
             probe_interval_ms,
             suspect_timeout_ms,
@@ -278,6 +292,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 s3_listen: (s3_listen != "off").then_some(s3_listen.as_str()),
                 s3_hosts: crate::s3::VirtualHosts::new(s3_domain).map_err(Failure::usage)?,
                 admin_listen: (admin_listen != "off").then_some(admin_listen.as_str()),
+                log_format: *log_format,
                 cluster_key_file: cluster_key_file.as_deref(),
                 swim,
                 replication,

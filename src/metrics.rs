@@ -92,8 +92,24 @@ impl Default for RequestMetrics {
 }
 
 impl RequestMetrics {
-    /// Count one request that took `micros`.
-    pub fn record(&self, protocol: &'static str, kind: &str, outcome: Outcome, micros: u64) {
+    /// Count one request that took `micros` and moved `bytes` of object
+    /// body, and log it (at debug level: one line per request).
+    pub fn record(
+        &self,
+        protocol: &'static str,
+        kind: &str,
+        outcome: Outcome,
+        micros: u64,
+        bytes: u64,
+    ) {
+        tracing::debug!(
+            protocol,
+            kind,
+            outcome = outcome.label(),
+            duration_ms = micros as f64 / 1000.0,
+            bytes,
+            "request"
+        );
         let labels = RequestLabels {
             protocol,
             kind: kind.to_string(),

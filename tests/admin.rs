@@ -124,3 +124,40 @@ fn metrics_pass_promtool_and_count_what_the_node_served() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// `--log-format json`: every line of the node's log is one JSON object,
+/// and each request is logged once at debug level with its kind, outcome,
+/// duration and bytes.
+#[test]
+fn json_logs_have_one_object_per_line_and_a_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = vec!["env".to_string(), "RUST_LOG=info,dfs=debug".to_string()];
+    let node = Node::start_in(
+        launcher,
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--log-format", "json"],
+    );
+    let file = dir.path().join("file");
+    std::fs::write(&file, vec![9u8; 5000]).unwrap();
+    let put = node.cli(&["put", file.to_str().unwrap(), "--name", "logged"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let mut found = None;
+    wait_until(Duration::from_secs(10), "the put's request line", || {
+        let log = std::fs::read_to_string(&node.log).unwrap();
+        for line in log.lines().filter(|line| !line.trim().is_empty()) {
+            let entry: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            let fields = &entry["fields"];
+            if fields["message"] == "request" && fields["kind"] == "PutStart" {
+                found = Some(fields.clone());
+            }
+        }
+        found.is_some()
+    });
+    let fields = found.unwrap();
+    assert_eq!(fields["protocol"], "native");
+    assert_eq!(fields["outcome"], "ok");
+    assert_eq!(fields["bytes"], 5000);
+    assert!(fields["duration_ms"].as_f64().unwrap() > 0.0, "{fields}");
+}

@@ -23,6 +23,7 @@ pub struct ServeOptions<'a> {
     pub s3_hosts: crate::s3::VirtualHosts,
     /// Where to serve `/metrics`, `/health` and `/ready` (`None`: nowhere).
     pub admin_listen: Option<&'a str>,
+    pub log_format: crate::LogFormat,
     pub cluster_key_file: Option<&'a Path>,
     pub swim: SwimTiming,
     pub replication: Replication,
@@ -30,7 +31,7 @@ pub struct ServeOptions<'a> {
 
 pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
     let cluster_key_file = options.cluster_key_file;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // s3s logs every refused S3 request (a missing key, a bad
@@ -38,8 +39,11 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
                 // operator needs. `RUST_LOG=info,s3s=debug` shows it all.
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match options.log_format {
+        crate::LogFormat::Text => logs.init(),
+        crate::LogFormat::Json => logs.json().init(),
+    }
     let data_dir = &cli.data_dir;
     let own_key_path = data_dir.join(CLUSTER_KEY_FILE);
     let cluster_key = match cluster_key_file {

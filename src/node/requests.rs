@@ -93,7 +93,7 @@ impl Node {
                     },
                 })
                 .await?;
-            self.count(kind, started, Outcome::Refused);
+            self.count(kind, started, Outcome::Refused, 0);
             return Ok(false);
         };
         if let Err(refusal) = authorize(&permission, &request.message) {
@@ -112,7 +112,7 @@ impl Node {
                     },
                 })
                 .await?;
-            self.count(kind, started, Outcome::Refused);
+            self.count(kind, started, Outcome::Refused, 0);
             return Ok(true);
         }
         let reply = match request.message {
@@ -129,7 +129,7 @@ impl Node {
                     let size = reader.size();
                     self.send_object(stream, id, reader).await?;
                     self.requests.sent("native", size);
-                    self.count(kind, started, Outcome::Ok);
+                    self.count(kind, started, Outcome::Ok, size);
                     return Ok(true);
                 }
                 Err(refusal) => Err(refusal),
@@ -187,15 +187,15 @@ impl Node {
                 other.kind()
             ))),
         };
-        let outcome = match &reply {
+        let (outcome, bytes) = match &reply {
             Ok(Message::PutDone { record }) => {
                 self.requests.received("native", record.size);
-                Outcome::Ok
+                (Outcome::Ok, record.size)
             }
-            Ok(_) => Outcome::Ok,
-            Err(refusal) => outcome_of(refusal.code),
+            Ok(_) => (Outcome::Ok, 0),
+            Err(refusal) => (outcome_of(refusal.code), 0),
         };
-        self.count(kind, started, outcome);
+        self.count(kind, started, outcome, bytes);
         let message = reply.unwrap_or_else(|refusal| Message::Error {
             code: refusal.code,
             message: refusal.message,
@@ -210,9 +210,9 @@ impl Node {
     }
 
     /// Count and time one request of `kind` begun at `started` (µs).
-    fn count(&self, kind: &str, started: u64, outcome: Outcome) {
+    fn count(&self, kind: &str, started: u64, outcome: Outcome, bytes: u64) {
         let micros = self.env.clock.monotonic_micros().saturating_sub(started);
-        self.requests.record("native", kind, outcome, micros);
+        self.requests.record("native", kind, outcome, micros, bytes);
     }
 
     /// Read a refused put's frames up to its `PutFinish`.

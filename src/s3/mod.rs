@@ -82,6 +82,7 @@ fn closing_after_refused_uploads(
         let service = service.clone();
         let node = node.clone();
         let method = request.method().clone();
+        let sent_bytes = content_length(request.headers());
         let started = node.env().clock.monotonic_micros();
         async move {
             let mut response = service.call(request).await?;
@@ -97,7 +98,8 @@ fn closing_after_refused_uploads(
                 known @ ("GET" | "PUT" | "POST" | "DELETE" | "HEAD") => known,
                 _ => "other",
             };
-            node.requests().record("s3", kind, outcome, micros);
+            let bytes = sent_bytes + content_length(response.headers());
+            node.requests().record("s3", kind, outcome, micros, bytes);
             if has_body && !response.status().is_success() {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
@@ -107,6 +109,15 @@ fn closing_after_refused_uploads(
             Ok(response)
         }
     })
+}
+
+/// The Content-Length a message declares (0 without one).
+fn content_length(headers: &hyper::HeaderMap) -> u64 {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Serve S3 on `listener` until `stopping` completes; then stop accepting,
