@@ -141,7 +141,11 @@ fn json_logs_have_one_object_per_line_and_a_line_per_request() {
     let file = dir.path().join("file");
     std::fs::write(&file, vec![9u8; 5000]).unwrap();
     let put = node.cli(&["put", file.to_str().unwrap(), "--name", "logged"]);
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     let mut found = None;
     wait_until(Duration::from_secs(10), "the put's request line", || {
         let log = std::fs::read_to_string(&node.log).unwrap();
