@@ -884,14 +884,10 @@ mod tests {
     use crate::env::tokio_env;
     use crate::keys::NodeId;
 
-    /// A quorum read is answered with the current record and the stubs
-    /// of deletions above it: the asking node may still hold those.
-    #[test]
-    fn a_quorum_answer_holds_the_current_record_and_the_deletions_above_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
-        let version = |wall_ms| VersionRecord {
-            name: "a".into(),
+    /// A removal of `name` at `wall_ms` (by node 1…1): the least record.
+    fn removal(name: &str, wall_ms: u64) -> VersionRecord {
+        VersionRecord {
+            name: name.into(),
             vid: VersionId {
                 wall_ms,
                 counter: 0,
@@ -903,8 +899,16 @@ mod tests {
             by: None,
             etag: None,
             null_version: false,
-        };
-        let (old, new) = (version(1), version(2));
+        }
+    }
+
+    /// A quorum read is answered with the current record and the stubs
+    /// of deletions above it: the asking node may still hold those.
+    #[test]
+    fn a_quorum_answer_holds_the_current_record_and_the_deletions_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+        let (old, new) = (removal("a", 1), removal("a", 2));
         index.merge(&[old.clone(), new.clone()], &[]).unwrap();
         assert_eq!(
             index.current_with_stubs("a", 10).unwrap(),
@@ -928,21 +932,8 @@ mod tests {
     fn a_name_with_nul_reads_nothing_of_another_name() {
         let dir = tempfile::tempdir().unwrap();
         let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
-        let record = VersionRecord {
-            name: "a".into(),
-            // Its key is "a\0ABC\0\0\0\0\0...", inside "a\0ABC"'s range.
-            vid: VersionId {
-                wall_ms: 0x4142_4300_0000_0000,
-                counter: 0,
-                node: NodeId([1; 32]),
-            },
-            forgotten: false,
-            content: None,
-            size: 0,
-            by: None,
-            etag: None,
-            null_version: false,
-        };
+        // Its key is "a\0ABC\0\0\0\0\0...", inside "a\0ABC"'s range.
+        let record = removal("a", 0x4142_4300_0000_0000);
         index.apply(std::slice::from_ref(&record)).unwrap();
         assert_eq!(index.current("a").unwrap(), Some(record));
         assert_eq!(index.current("a\0ABC").unwrap(), None);

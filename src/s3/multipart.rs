@@ -261,20 +261,35 @@ impl DfsS3 {
         })
     }
 
+    /// What UploadPart and UploadPartCopy check first: the caller may
+    /// write the key, the part number is one S3 allows, and the upload
+    /// exists for that key.
+    async fn part_target(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+    ) -> S3Result<()> {
+        caller.may_write(&object_name(bucket, key)?)?;
+        check_part_number(part_number)?;
+        upload(&self.node, bucket, Some(key), upload_id).await?;
+        Ok(())
+    }
+
     pub(super) async fn put_part(
         &self,
         caller: &Caller,
         input: UploadPartInput,
         mut body: BlobBody,
     ) -> S3Result<UploadPartOutput> {
-        let name = object_name(&input.bucket, &input.key)?;
-        caller.may_write(&name)?;
-        check_part_number(input.part_number)?;
-        upload(
-            &self.node,
+        self.part_target(
+            caller,
             &input.bucket,
-            Some(&input.key),
+            &input.key,
             &input.upload_id,
+            input.part_number,
         )
         .await?;
         let options = PutOptions {
@@ -302,14 +317,12 @@ impl DfsS3 {
         caller: &Caller,
         input: UploadPartCopyInput,
     ) -> S3Result<UploadPartCopyOutput> {
-        let name = object_name(&input.bucket, &input.key)?;
-        caller.may_write(&name)?;
-        check_part_number(input.part_number)?;
-        upload(
-            &self.node,
+        self.part_target(
+            caller,
             &input.bucket,
-            Some(&input.key),
+            &input.key,
             &input.upload_id,
+            input.part_number,
         )
         .await?;
         let (source_bucket, source_name, source_version) =
