@@ -21,15 +21,19 @@
 //! - [`cluster`]: replication: quorum writes of blobs and records, reads
 //!   with repair, anti-entropy.
 //! - [`node`]: the server; [`client`]: its client, used by the CLI and tests.
+//! - [`metrics`]: what a node counts, for `/metrics`; [`health`]: whether a
+//!   node is healthy, from its status report.
 //!
 //! The `dfs-node` binary (`src/main.rs`, with its own modules in `src/cli/`)
-//! is the command line over these.
+//! is the command line over these, with the production edges (S3 and the
+//! admin listener: `/metrics`, `/health`, `/ready` and the status page).
 
 pub mod cas;
 pub mod client;
 pub mod cluster;
 pub mod decode_checks;
 pub mod env;
+pub mod health;
 pub mod keys;
 pub mod limits;
 pub mod marks;

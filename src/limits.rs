@@ -258,3 +258,14 @@ pub const ACCESS_KEYS_CREATED_MAX: usize = 512;
 /// allows. Anti-entropy sends them all in one frame (a record is at most
 /// about 1.2 KiB, so 1024 fit in 1.3 MiB).
 pub const ACCESS_KEY_RECORDS_MAX: usize = 2 * ACCESS_KEYS_CREATED_MAX;
+
+// Status.
+
+/// How long a node waits for a member's status report (the status page,
+/// `dfs-node status`): a member that does not answer in time is shown as
+/// unreachable, not waited for.
+pub const MEMBER_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long gathered member reports are reused: however many status pages
+/// are open, a node asks each member at most once per this period.
+pub const MEMBER_REPORTS_REUSED_FOR: Duration = Duration::from_secs(1);

@@ -4,7 +4,7 @@
 //! prints for humans, and turns errors into exit codes:
 //! 0 success, 1 failure, 2 usage error, 3 not found, 4 node unreachable,
 //! 5 access key refused (unknown, removed, wrong secret, or none found),
-//! 6 the access key may not do this.
+//! 6 the access key may not do this, 7 `status`: the node is not healthy.
 
 mod admin;
 mod cli;
@@ -354,8 +354,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status => {
             let report = connect(&env, &cli).await?.status().await?;
-            output::status(&report, json);
-            Ok(())
+            if output::status(&report, json) {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: 7,
+                    error: anyhow::anyhow!(
+                        "the node is not healthy (see above); exit code 7 tells scripts"
+                    ),
+                })
+            }
         }
         Command::Key(command) => {
             let mut client = connect(&env, &cli).await?;

@@ -5,47 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Node, wait_until};
-
-/// `GET path` on the admin endpoint `http://ADDR`: the status and body.
-fn get(admin: &str, path: &str) -> (u16, String) {
-    let addr = admin.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of one series (name and labels exactly as encoded), 0 when
-/// absent.
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| value.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
+use common::{Node, http_get as get, metric_value as value, wait_until};
 
 #[test]
 fn metrics_pass_promtool_and_count_what_the_node_served() {
@@ -99,6 +63,25 @@ fn metrics_pass_promtool_and_count_what_the_node_served() {
     assert!(value(&after, "dfs_store_bytes") >= 300_000.0, "{after}");
     assert_eq!(
         value(&after, r#"dfs_members{state="alive"}"#),
+        1.0,
+        "{after}"
+    );
+    // The put's chunks and record were made durable, and timed.
+    assert!(
+        moved(r#"dfs_disk_sync_duration_seconds_count{kind="file"}"#) >= 2.0,
+        "{after}"
+    );
+    assert!(value(&after, "dfs_disk_capacity_bytes") > 0.0, "{after}");
+    assert!(value(&after, "dfs_disk_free_bytes") > 0.0, "{after}");
+    assert!(value(&after, "dfs_index_bytes") > 0.0, "{after}");
+    // Three CLI connections came and went; this scrape's is open.
+    assert_eq!(
+        value(&after, r#"dfs_connections_open{kind="client"}"#),
+        0.0,
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, r#"dfs_connections_open{kind="admin"}"#),
         1.0,
         "{after}"
     );

@@ -134,6 +134,21 @@ fn boto3_runs_every_operation_and_cli_files_are_objects() {
     );
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("checks passed"), "{said}");
+    // The node counted the suite's requests by S3 operation.
+    let (_, metrics) = common::http_get(nodes[0].admin.as_ref().unwrap(), "/metrics");
+    for operation in [
+        "PutObject",
+        "GetObject",
+        "ListObjectVersions",
+        "CompleteMultipartUpload",
+    ] {
+        let series =
+            format!(r#"dfs_requests_total{{protocol="s3",kind="{operation}",outcome="ok"}}"#);
+        assert!(
+            common::metric_value(&metrics, &series) >= 1.0,
+            "{series} in {metrics}"
+        );
+    }
     // And an object put through S3 is a file to the CLI.
     let got = nodes[1].cli(&["get", "clifiles/from-s3.txt"]);
     assert!(

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use dfs::client::Fetched;
+use dfs::health;
 use dfs::meta::{VersionId, VersionRecord};
 use dfs::wire::{MemberState, StatusReport};
 use serde_json::json;
@@ -54,61 +55,94 @@ pub fn fetched(fetched: &Fetched, output: Option<&Path>, json: bool) {
     }
 }
 
-pub fn status(report: &StatusReport, json: bool) {
+/// `status`: the node, its health and its members. Returns whether the
+/// node is healthy (see [`dfs::health`]).
+pub fn status(report: &StatusReport, json: bool) -> bool {
     let state = |s: MemberState| match s {
         MemberState::Alive => "alive",
         MemberState::Suspect => "suspect",
         MemberState::Down => "down",
     };
+    let problems = health::problems(report);
+    let healthy = problems
+        .iter()
+        .all(|p| p.severity != health::Severity::Unhealthy);
     if json {
         let members: Vec<_> = report
             .members
             .iter()
             .map(|m| json!({"node_id": m.node_id.to_string(), "addr": m.addr, "state": state(m.state)}))
             .collect();
+        let problems: Vec<_> = problems
+            .iter()
+            .map(|p| json!({"severity": p.severity.label(), "what": p.what, "what_to_do": p.what_to_do}))
+            .collect();
         println!(
             "{}",
             json!({
                 "node_id": report.node_id.to_string(), "listen": report.listen, "members": members,
+                "healthy": healthy, "problems": problems, "not_ready": report.not_ready,
+                "disk": report.disk.map(|d| json!({"total_bytes": d.total_bytes, "free_bytes": d.free_bytes})),
+                "uptime_s": report.uptime_s, "version": report.version,
                 "chunks": report.chunks, "bytes_stored": report.bytes_stored, "quarantined": report.quarantined,
                 "under_replicated": report.under_replicated,
                 "under_replicated_bytes": report.under_replicated_bytes,
                 "scrubbed": report.scrubbed, "scrub_passes": report.scrub_passes,
+                "repair_copies_made": report.repair_copies_made,
             })
         );
-    } else {
-        println!("node      {}", report.node_id);
-        println!("listen    {}", report.listen);
-        println!(
-            "chunks    {} ({} bytes sealed on disk)",
-            report.chunks, report.bytes_stored
-        );
-        if report.under_replicated > 0 {
-            println!(
-                "repairing {} blobs ({} bytes) have fewer than R copies; the repair loop is copying them",
-                report.under_replicated, report.under_replicated_bytes
-            );
-        }
-        println!(
-            "scrub     {} blobs read back verified, {} full passes since start",
-            report.scrubbed, report.scrub_passes
-        );
-        if report.quarantined > 0 {
-            println!(
-                "corrupt   {} blobs quarantined since start (see the log)",
-                report.quarantined
-            );
-        }
-        println!("members   {}", report.members.len());
-        for member in &report.members {
-            println!(
-                "  {}  {:<21}  {}",
-                member.node_id.short(),
-                member.addr,
-                state(member.state)
-            );
-        }
+        return healthy;
     }
+    let verdict = match problems.first() {
+        None => "healthy",
+        Some(_) if healthy => "degraded",
+        Some(_) => "UNHEALTHY",
+    };
+    println!("health    {verdict}");
+    for problem in &problems {
+        println!("  {}: {}", problem.severity.label(), problem.what);
+        println!("    what to do: {}", problem.what_to_do);
+    }
+    println!(
+        "node      {} (version {}, up {})",
+        report.node_id,
+        report.version,
+        health::seconds(report.uptime_s)
+    );
+    println!("listen    {}", report.listen);
+    println!(
+        "chunks    {} ({} sealed on disk)",
+        report.chunks,
+        health::bytes(report.bytes_stored)
+    );
+    match report.disk {
+        Some(disk) => println!(
+            "disk      {} free of {}",
+            health::bytes(disk.free_bytes),
+            health::bytes(disk.total_bytes)
+        ),
+        None => println!("disk      size unknown"),
+    }
+    println!(
+        "repair    {} blobs ({}) below R copies at the last scan; {} copies made since start",
+        report.under_replicated,
+        health::bytes(report.under_replicated_bytes),
+        report.repair_copies_made
+    );
+    println!(
+        "scrub     {} blobs read back verified, {} full passes since start",
+        report.scrubbed, report.scrub_passes
+    );
+    println!("members   {}", report.members.len());
+    for member in &report.members {
+        println!(
+            "  {}  {:<21}  {}",
+            member.node_id.short(),
+            member.addr,
+            state(member.state)
+        );
+    }
+    healthy
 }
 
 /// `put`: the new version.

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+
+use crate::admin::recent_errors::RecentErrors;
 use dfs::env::Env;
 use dfs::keys::{CLUSTER_KEY_FILE, ClusterKey};
 use dfs::node::{NodeConfig, Server};
@@ -31,19 +33,7 @@ pub struct ServeOptions<'a> {
 
 pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
     let cluster_key_file = options.cluster_key_file;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // s3s logs every refused S3 request (a missing key, a bad
-                // bucket name) as an error; the operations log what an
-                // operator needs. `RUST_LOG=info,s3s=debug` shows it all.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off")),
-        )
-        .with_writer(std::io::stderr);
-    match options.log_format {
-        crate::LogFormat::Text => logs.init(),
-        crate::LogFormat::Json => logs.json().init(),
-    }
+    let recent_errors = init_logs(env, options.log_format);
     let data_dir = &cli.data_dir;
     let own_key_path = data_dir.join(CLUSTER_KEY_FILE);
     let cluster_key = match cluster_key_file {
@@ -107,7 +97,9 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         let bound = listener.local_addr().unwrap_or_else(|_| addr.to_string());
         s3_note.push_str(&format!("; admin on http://{bound}"));
         let node = server.node().clone();
-        server.spawn_frontend(move |stopping| crate::admin::serve(node, listener, stopping));
+        server.spawn_frontend(move |stopping| {
+            crate::admin::serve(node, recent_errors, listener, stopping)
+        });
     }
     println!(
         "dfs-node {} listening on {} (data dir {}); {s3_note}",
@@ -117,6 +109,34 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
     );
     server.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`, and every warning and error
+/// also to the status page's list (whatever `RUST_LOG` says).
+fn init_logs(env: &Env, format: crate::LogFormat) -> RecentErrors {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // s3s logs every refused S3 request (a missing key, a bad bucket
+    // name) as an error; the operations log what an operator needs.
+    // `RUST_LOG=info,s3s=debug` shows it all.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        crate::LogFormat::Text => lines.boxed(),
+        crate::LogFormat::Json => lines.json().boxed(),
+    };
+    let recent = RecentErrors::new(env.clock.clone());
+    let kept = Targets::new()
+        .with_default(LevelFilter::WARN)
+        .with_target("s3s", LevelFilter::OFF);
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(recent.clone().with_filter(kept))
+        .init();
+    recent
 }
 
 async fn shutdown_signal() {

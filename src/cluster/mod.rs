@@ -34,6 +34,7 @@ mod records;
 mod repair;
 mod scrub;
 mod service;
+mod status;
 mod sync;
 
 use bytes::Bytes;
@@ -49,6 +50,7 @@ pub use keys::KeySyncReport;
 pub use repair::{RepairStatus, RepairTask};
 pub use scrub::{ScrubStatus, ScrubTask};
 pub use service::ClusterService;
+pub use status::MemberReport;
 pub use sync::{SyncReport, SyncTask};
 
 use crate::cas::ChunkId;
@@ -166,7 +168,7 @@ pub struct Cluster {
     hlc: Mutex<Hlc>,
     maintenance: Maintenance,
     /// Per member: when the last *complete* anti-entropy pass with it
-    /// started and ended (unix ms), a pass being rounds from the first key
+    /// started and ended (monotonic ms), a pass being rounds from the first key
     /// to the last without a failure. After such a pass this node holds
     /// every record the member held when the pass started. The GC deletes
     /// a blob only after a complete pass with every member since it first
@@ -187,6 +189,10 @@ pub struct Cluster {
     pub counters: ReplicationCounters,
     pub repair: RepairStatus,
     pub scrub: ScrubStatus,
+    /// When this node started (monotonic ms), for its uptime.
+    started_ms: u64,
+    /// The latest member reports (see [`Cluster::member_reports`]).
+    member_reports: status::ReportsCache,
 }
 
 impl Cluster {
@@ -201,7 +207,7 @@ impl Cluster {
     ) -> Arc<Self> {
         let me = peers.identity().node;
         Arc::new(Self {
-            env,
+            env: env.clone(),
             me,
             replication,
             peers,
@@ -220,6 +226,8 @@ impl Cluster {
             counters: ReplicationCounters::default(),
             repair: RepairStatus::default(),
             scrub: ScrubStatus::default(),
+            started_ms: env.clock.monotonic_ms(),
+            member_reports: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -245,6 +253,11 @@ impl Cluster {
 
     /// The monotonic clock the GC and anti-entropy measure their periods
     /// with: a wall clock stepped forward would end a grace period early.
+    /// The wall clock (unix ms), for what is reported outside.
+    pub fn unix_ms(&self) -> u64 {
+        self.env.clock.unix_ms()
+    }
+
     fn elapsed_ms(&self) -> u64 {
         self.env.clock.monotonic_ms()
     }

@@ -146,6 +146,9 @@ impl Cluster {
             Message::FetchKeys { digest } => Message::KeyRecords {
                 keys: self.key_records_for(digest),
             },
+            // For the status page and `dfs-node status` of the asking node:
+            // counts and states, never a file name.
+            Message::Status => Message::StatusReply(self.status().await),
             Message::CurrentOf { name } => {
                 let index = self.index.clone();
                 let stubs_max = crate::limits::QUORUM_ANSWER_STUBS_MAX;

@@ -229,6 +229,20 @@ impl Cluster {
     /// (down longer than SWIM remembers: sim seed 62000482 collected the
     /// manifest of an acknowledged version whose only holder of the record
     /// its node had forgotten).
+    /// How long ago (ms) the last complete anti-entropy pass with each
+    /// current member ended, for members with one since this node started.
+    pub fn last_complete_passes(&self) -> Vec<(NodeId, u64)> {
+        let members: std::collections::BTreeSet<NodeId> =
+            self.members.members().iter().map(|m| m.node_id).collect();
+        let now = self.elapsed_ms();
+        let synced = self.synced_with.lock().expect("sync state poisoned");
+        synced
+            .iter()
+            .filter(|(node, _)| members.contains(node))
+            .map(|(node, (_, ended))| (*node, now.saturating_sub(*ended)))
+            .collect()
+    }
+
     pub(super) fn synced_with_every_member_since(
         &self,
         since_ms: u64,

@@ -11,6 +11,7 @@
 //! through [`Env::blocking`], which the Env maps to tokio's blocking pool in
 //! production and runs inline in the simulation.
 
+pub mod timed_syncs;
 pub mod tokio_env;
 
 use std::fmt;
@@ -74,6 +75,13 @@ pub trait Disk: Send + Sync + 'static {
     /// Take an exclusive lock on `path` (created if absent), held until the
     /// returned guard drops; fails at once if another process holds it.
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>>;
+    /// The size of the file system holding `path` and its bytes free for
+    /// an unprivileged writer (statvfs). A disk that cannot tell (the
+    /// simulation's) says `Unsupported`.
+    fn space(&self, path: &Path) -> io::Result<crate::wire::DiskSpace> {
+        let _ = path;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
 }
 
 /// A connected, ordered byte stream (TCP in production, turmoil TCP in the sim).

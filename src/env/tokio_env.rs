@@ -106,6 +106,14 @@ impl Disk for RealDisk {
         path.try_exists()
     }
 
+    fn space(&self, path: &Path) -> io::Result<crate::wire::DiskSpace> {
+        let stat = rustix::fs::statvfs(path)?;
+        Ok(crate::wire::DiskSpace {
+            total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+            free_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+        })
+    }
+
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
         let file = fs::OpenOptions::new()
             .read(true)

@@ -254,6 +254,14 @@ impl VersionIndex {
         result
     }
 
+    /// The size of the index file on disk (blocking).
+    pub fn file_bytes(&self) -> std::io::Result<u64> {
+        self.env
+            .disk
+            .open(&self.path, OpenMode::Read)
+            .and_then(|file| file.len())
+    }
+
     /// Create the tables if absent (so read transactions always find them).
     /// The commit is durable, so the database's header is on disk too.
     fn create_tables(db: &Database) -> Result<(), IndexError> {

@@ -32,7 +32,7 @@ use crate::keys::credentials::{Credentials, ProvisionedKey};
 use crate::keys::{ClusterKey, KeyError, NodeId, StaticKeypair};
 use crate::limits::{SHUTDOWN_DRAIN_TIMEOUT, SWIM_INBOX};
 use crate::meta::{Hlc, IndexError, VersionIndex};
-use crate::metrics::{RequestMetrics, StateCollector};
+use crate::metrics::{ConnectionMetrics, DiskMetrics, RequestMetrics, StateCollector};
 use crate::peer::membership::{load_largest_cluster, load_member_addrs};
 use crate::peer::{MemberView, MembershipTask, PeerIdentity, Peers, SwimTiming};
 use crate::placement::Replication;
@@ -115,6 +115,10 @@ pub struct Node {
     read_ahead: Arc<tokio::sync::Semaphore>,
     /// Requests served by every frontend, for `/metrics`.
     requests: RequestMetrics,
+    /// Connections open and refused, for `/metrics`.
+    connections: ConnectionMetrics,
+    /// Disk syncs and space, for `/metrics`.
+    disk: DiskMetrics,
     /// Those, and the components' counters (see `crate::metrics`).
     registry: prometheus_client::registry::Registry,
     _lock: Box<dyn std::any::Any + Send + Sync>,
@@ -141,26 +145,40 @@ impl Node {
         &self.requests
     }
 
-    /// Every metric of this node, in the Prometheus text format.
-    pub fn encode_metrics(&self) -> String {
+    /// Where frontends count their connections.
+    pub fn connections(&self) -> &ConnectionMetrics {
+        &self.connections
+    }
+
+    /// Every metric of this node, in the OpenMetrics text format. The
+    /// disk's figures are read first (blocking calls, off the async
+    /// threads).
+    pub async fn encode_metrics(&self) -> String {
+        let store = self.store.clone();
+        let index = self.index.clone();
+        let (space, index_bytes) = self
+            .env
+            .blocking(move || (store.space().ok(), index.file_bytes().ok()))
+            .await;
+        let space = space.unwrap_or(crate::wire::DiskSpace {
+            total_bytes: 0,
+            free_bytes: 0,
+        });
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.disk.total_bytes.store(space.total_bytes, relaxed);
+        self.disk.free_bytes.store(space.free_bytes, relaxed);
+        self.disk
+            .index_bytes
+            .store(index_bytes.unwrap_or(0), relaxed);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
 
-    /// Whether this node can take writes: it has reached the members it
-    /// knew before it started, and a write quorum of them is alive.
+    /// Whether this node can take writes (see [`Cluster::readiness`]).
     pub fn readiness(&self) -> Result<(), String> {
-        if !self.members.complete(self.env.clock.monotonic_ms()) {
-            return Err(format!(
-                "still reaching the {} members known before this start",
-                self.members.expected_at_start()
-            ));
-        }
-        self.cluster
-            .check_quorum_reachable()
-            .map_err(|error| error.to_string())
+        self.cluster.readiness()
     }
 }
 
@@ -178,6 +196,16 @@ pub struct Server {
 impl Server {
     /// Open the data dir and bind. Creates the identity on first start.
     pub async fn start(env: Env, config: NodeConfig) -> Result<Self, NodeError> {
+        // Every sync of the store and the index is timed.
+        let disk = DiskMetrics::default();
+        let env = Env {
+            disk: Arc::new(crate::env::timed_syncs::TimedSyncs::new(
+                env.disk.clone(),
+                env.clock.clone(),
+                disk.sync_observer(),
+            )),
+            ..env
+        };
         let opened = {
             let env = env.clone();
             let config = config.clone();
@@ -358,12 +386,16 @@ impl Server {
         set_up_keys(&env, &config, &cluster).await?;
         peers.set_service(Arc::new(ClusterService(cluster.clone())));
         let requests = RequestMetrics::default();
+        let connections = ConnectionMetrics::default();
         let registry = crate::metrics::registry(
             &requests,
+            &connections,
             StateCollector {
                 store: store.clone(),
                 cluster: cluster.clone(),
                 members: members.clone(),
+                peers: peers.clone(),
+                disk: disk.clone(),
             },
         );
         let node = Node {
@@ -382,6 +414,8 @@ impl Server {
                 crate::limits::READ_AHEAD_BYTES_MAX,
             )),
             requests,
+            connections,
+            disk,
             registry,
             _lock: lock,
         };
@@ -476,7 +510,10 @@ impl Server {
                                 node.serve_connection(stream, peer, slot, &admission).await;
                             });
                         }
-                        Err(refused) => tracing::warn!(%peer, %refused, "refusing a connection"),
+                        Err(refused) => {
+                            self.node.connections.refused("native", "busy");
+                            tracing::warn!(%peer, %refused, "refusing a connection");
+                        }
                     },
                     Err(error) => {
                         // Typically out of file descriptors: back off rather than spin.
@@ -639,6 +676,7 @@ impl Node {
                 if matches!(error, crate::secure::SecureError::Refusing(_)) {
                     admission.note_failure(&peer, self.env.clock.monotonic_ms());
                 }
+                self.connections.refused("native", "handshake");
                 tracing::warn!(%peer, %error, "handshake refused");
                 return;
             }
@@ -650,6 +688,7 @@ impl Node {
         let _slot = match admission.connection() {
             Ok(slot) => slot,
             Err(refused) => {
+                self.connections.refused("native", "busy");
                 tracing::warn!(%peer, %refused, "refusing an authenticated connection");
                 return;
             }
@@ -682,6 +721,7 @@ impl Node {
             .keyring
             .note_used(&key, self.env.clock.unix_ms());
         tracing::debug!(%peer, %key, "client connected");
+        let _open = self.connections.opened("client");
         loop {
             let envelope = match secure.recv().await {
                 Ok(Some(envelope)) => envelope,

@@ -3,17 +3,18 @@
 //! with its reply message or an [`OpError`], which the connection turns
 //! into `Message::Error` and survives.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::ops::{Body, OpError, PutError, PutOptions, VersionPick};
+use crate::cluster::MemberReport;
 use crate::keys::{AccessKeyId, Permission};
 use crate::limits::FRAME_BYTES_MAX;
 use crate::meta::{IndexError, VersionRecord};
 use crate::metrics::Outcome;
 use crate::secure::{SecureError, SecureStream};
-use crate::wire::{
-    Envelope, ErrorCode, GetTarget, MemberState, MemberStatus, Message, StatusReport, WireError,
-};
+use crate::wire::{Envelope, ErrorCode, GetTarget, Message, StatusReport, WireError};
 
 use super::Node;
 
@@ -137,7 +138,7 @@ impl Node {
             Message::Remove { name } => self.remove_current(name, *key).await,
             Message::List => self.list(&permission).await,
             Message::Versions { name } => self.versions(name).await,
-            Message::Status => Ok(Message::StatusReply(self.status())),
+            Message::Status => Ok(Message::StatusReply(self.status().await)),
             Message::Prune { name, keep } => self
                 .prune(name, keep)
                 .await
@@ -350,46 +351,24 @@ impl Node {
         Ok(Message::History { records, truncated })
     }
 
-    pub fn status(&self) -> StatusReport {
-        let usage = self.store.usage();
+    /// This node's report about itself (see [`Cluster::status`]).
+    pub async fn status(&self) -> StatusReport {
         StatusReport {
-            node_id: self.node_id(),
             listen: self.listen.clone(),
-            members: std::iter::once(MemberStatus {
-                node_id: self.node_id(),
-                addr: self.peers.identity().addr,
-                state: MemberState::Alive,
-            })
-            .chain(self.members.members())
-            .collect(),
-            chunks: usage.blobs,
-            bytes_stored: usage.bytes,
-            quarantined: self
-                .store
-                .counters
-                .quarantined
-                .load(std::sync::atomic::Ordering::Relaxed),
-            under_replicated: self
-                .cluster
-                .repair
-                .under_replicated
-                .load(std::sync::atomic::Ordering::Relaxed),
-            under_replicated_bytes: self
-                .cluster
-                .repair
-                .under_replicated_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            scrubbed: self
-                .cluster
-                .scrub
-                .blobs_verified
-                .load(std::sync::atomic::Ordering::Relaxed),
-            scrub_passes: self
-                .cluster
-                .scrub
-                .passes
-                .load(std::sync::atomic::Ordering::Relaxed),
+            ..self.cluster.status().await
         }
+    }
+
+    /// How long ago (ms) the last complete anti-entropy pass with each
+    /// member ended.
+    pub fn last_complete_passes(&self) -> Vec<(crate::keys::NodeId, u64)> {
+        self.cluster.last_complete_passes()
+    }
+
+    /// This node's report and every member's (see
+    /// [`Cluster::member_reports`]).
+    pub async fn member_reports(&self) -> Arc<Vec<MemberReport>> {
+        self.cluster.member_reports().await
     }
 }
 

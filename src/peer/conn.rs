@@ -341,6 +341,7 @@ fn is_peer_request(message: &Message) -> bool {
             | Message::KeepBlobs { .. }
             | Message::ApplyKeys { .. }
             | Message::FetchKeys { .. }
+            | Message::Status
     )
 }
 

@@ -105,6 +105,15 @@ impl Peers {
     }
 
     /// This node's current SWIM identity.
+    /// Connections to other nodes open now.
+    pub fn connected(&self) -> usize {
+        self.state
+            .lock()
+            .expect("peer state poisoned")
+            .connections
+            .len()
+    }
+
     pub fn identity(&self) -> PeerIdentity {
         self.me.lock().expect("identity poisoned").clone()
     }

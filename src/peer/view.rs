@@ -26,6 +26,8 @@ pub struct MemberView {
     completed: std::sync::atomic::AtomicBool,
     /// Members SWIM forgot since start.
     forgotten: std::sync::atomic::AtomicU64,
+    /// Joins, state changes and forgettings seen (see `changes_counter`).
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Default for MemberView {
@@ -62,6 +64,7 @@ impl MemberView {
             complete_by_ms: started_ms.saturating_add(forget_after.as_millis() as u64),
             completed: std::sync::atomic::AtomicBool::new(false),
             forgotten: std::sync::atomic::AtomicU64::new(0),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -198,12 +201,24 @@ impl MemberView {
             .keys()
             .filter(|node| !members.contains_key(node))
             .count();
+        let changed = members
+            .iter()
+            .filter(|(node, (_, state))| view.get(node).is_none_or(|(_, was)| was != state))
+            .count()
+            + forgotten;
+        self.changes.fetch_add(changed as u64, Ordering::Relaxed);
         if forgotten > 0 {
             crate::marks::hit("swim_forgot_a_member");
             self.forgotten
                 .fetch_add(forgotten as u64, Ordering::Relaxed);
         }
         *view = members;
+    }
+
+    /// Members that joined, changed state or were forgotten since start:
+    /// the counter itself, for the metrics.
+    pub fn changes_counter(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.changes
     }
 
     /// Members SWIM forgot (down for `forget_down_after`) since start.

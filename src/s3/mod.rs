@@ -35,6 +35,7 @@ mod hosts;
 mod listing;
 mod multipart;
 mod names;
+mod operation;
 mod reads;
 mod service;
 mod sweep;
@@ -79,9 +80,11 @@ fn closing_after_refused_uploads(
                 s3s::Body::from(body)
             }
         });
+        let mut request = request;
+        let operation = operation::OperationSlot::default();
+        request.extensions_mut().insert(operation.clone());
         let service = service.clone();
         let node = node.clone();
-        let method = request.method().clone();
         let sent_bytes = content_length(request.headers());
         let started = node.env().clock.monotonic_micros();
         async move {
@@ -92,14 +95,9 @@ fn closing_after_refused_uploads(
                 _ => dfs::metrics::Outcome::Failed,
             };
             let micros = node.env().clock.monotonic_micros().saturating_sub(started);
-            // A fixed set of label values: any token is a method to HTTP,
-            // and each would be a series kept for good.
-            let kind = match method.as_str() {
-                known @ ("GET" | "PUT" | "POST" | "DELETE" | "HEAD") => known,
-                _ => "other",
-            };
             let bytes = sent_bytes + content_length(response.headers());
-            node.requests().record("s3", kind, outcome, micros, bytes);
+            node.requests()
+                .record("s3", operation.name(), outcome, micros, bytes);
             if has_body && !response.status().is_success() {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
@@ -143,13 +141,16 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        node.connections().refused("s3", "busy");
                         tracing::warn!(%peer, "refusing an S3 connection: {CONNECTIONS_MAX} are open");
                         continue;
                     };
+                    let open = node.connections().opened("s3");
                     let service = closing_after_refused_uploads(service.clone(), node.clone());
                     let mut stop = stop_rx.clone();
                     connections.spawn(async move {
                         let _permit = permit;
+                        let _open = open;
                         let connection = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -41,6 +41,7 @@ pub fn build(node: Arc<Node>, hosts: super::VirtualHosts) -> S3Service {
         settings: SettingsCache::default(),
     });
     builder.set_auth(KeyringAuth(node));
+    builder.set_access(super::operation::NamingAccess);
     builder.set_host(hosts);
     builder.build()
 }

@@ -181,6 +181,12 @@ impl ChunkStore {
         Ok(store)
     }
 
+    /// The file system the blobs are on: its size and free bytes
+    /// (blocking).
+    pub fn space(&self) -> io::Result<crate::wire::DiskSpace> {
+        self.env.disk.space(&self.chunks_dir)
+    }
+
     pub fn usage(&self) -> Usage {
         *self.usage.lock().unwrap()
     }

@@ -11,7 +11,7 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// the key digest in `SyncDigests`/`SyncKeys`, error codes `Unauthorized`
 /// and `Forbidden`). Version 6: records carry `etag` and `null_version`
 /// (S3).
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -94,6 +94,27 @@ pub struct StatusReport {
     pub scrubbed: u64,
     /// Complete scrub passes over this node's store since it started.
     pub scrub_passes: u64,
+    /// Copies this node's repair sent to owners that lacked them since it
+    /// started (with `under_replicated`: whether repair keeps up).
+    pub repair_copies_made: u64,
+    /// Why this node cannot take writes now (`None`: it can): it is still
+    /// reaching the members it knew, or a write quorum is not alive.
+    pub not_ready: Option<String>,
+    /// The file system of the data dir (`None` where it cannot be read).
+    pub disk: Option<DiskSpace>,
+    /// Seconds since this node started.
+    pub uptime_s: u64,
+    /// The build's version (`dfs` crate version).
+    pub version: String,
+}
+
+/// A file system's size and the bytes still free for this node's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    /// Available to an unprivileged writer (what the node can still use).
+    pub free_bytes: u64,
 }
 
 /// Every message of the protocol. See the [module docs](super) for which

@@ -117,7 +117,8 @@ mod message;
 pub use codec::{PROTOCOL_VERSION, WireError, decode, decode_canonical, encode, encode_frame};
 pub use frame::{FrameDecoder, FrameError, encode_frame_header};
 pub use message::{
-    Envelope, ErrorCode, GetTarget, KeyInfo, MemberState, MemberStatus, Message, StatusReport,
+    DiskSpace, Envelope, ErrorCode, GetTarget, KeyInfo, MemberState, MemberStatus, Message,
+    StatusReport,
 };
 
 #[cfg(test)]
@@ -255,6 +256,14 @@ mod tests {
                     under_replicated_bytes: 1024,
                     scrubbed: 12,
                     scrub_passes: 1,
+                    repair_copies_made: 0,
+                    not_ready: Some("still reaching the 3 members known before this start".into()),
+                    disk: Some(DiskSpace {
+                        total_bytes: 1 << 40,
+                        free_bytes: 1 << 39,
+                    }),
+                    uptime_s: 3600,
+                    version: "0.1.0".into(),
                 }),
             ),
             (

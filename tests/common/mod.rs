@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)] // Real processes: waits on the real clock.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -226,7 +227,8 @@ impl Node {
             .args(["status", "--json"])
             .output()
             .unwrap();
-        if !output.status.success() {
+        // 7: the node answered but is not healthy; it still reports.
+        if !output.status.success() && output.status.code() != Some(7) {
             return None;
         }
         serde_json::from_slice(&output.stdout).ok()
@@ -307,4 +309,39 @@ pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
         nodes.push(node);
     }
     nodes
+}
+
+/// `GET path` on the admin endpoint `http://ADDR`: the status and body.
+pub fn http_get(admin: &str, path: &str) -> (u16, String) {
+    let addr = admin.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series (name and labels exactly as encoded), 0 when
+/// absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0.0)
 }

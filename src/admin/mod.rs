@@ -9,9 +9,11 @@
 //! - `/health`: 200 while the node runs (liveness);
 //! - `/ready`: 200 once the node has reached the members it knew and a
 //!   write quorum is alive, else 503 with the reason (for load balancers:
-//!   send it no writes before).
+//!   send it no writes before);
+//! - `/`: the status page ([`page`]), for people.
 //!
-//! Nothing here names a file, so nothing needs a key. Bounds: at most
+//! Nothing here names a file, so nothing needs a key (the page's recent
+//! errors keep only fields that cannot, see [`recent_errors`]). Bounds: at most
 //! [`CONNECTIONS_MAX`] connections, headers within [`HEADER_READ_TIMEOUT`];
 //! request bodies are never read.
 
@@ -21,10 +23,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dfs::env::Listener;
+
+pub mod page;
+pub mod recent_errors;
+
 use dfs::node::Node;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use recent_errors::RecentErrors;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -34,21 +41,56 @@ pub const CONNECTIONS_MAX: usize = 32;
 /// How long a client has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The status page, with headers that keep it from loading anything from
+/// elsewhere or being cached.
+fn html(body: String) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::OK, body);
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-type", "text/html; charset=utf-8"),
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
+        ),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        headers.insert(name, hyper::header::HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// The answer to one request.
-fn answer(node: &Node, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
+async fn answer(
+    node: &Node,
+    recent: &RecentErrors,
+    request: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
     }
     match request.uri().path() {
+        "/" => {
+            let members = node.member_reports().await;
+            let synced = node.last_complete_passes();
+            let recent = recent.list();
+            html(page::render(&page::PageView {
+                members: &members,
+                synced: &synced,
+                recent: &recent,
+                now_ms: node.env().clock.unix_ms(),
+            }))
+        }
         "/metrics" => {
             let openmetrics = request
                 .headers()
@@ -58,7 +100,7 @@ fn answer(node: &Node, request: &Request<hyper::body::Incoming>) -> Response<Ful
                     v.to_str()
                         .is_ok_and(|v| v.contains("application/openmetrics-text"))
                 });
-            let metrics = node.encode_metrics();
+            let metrics = node.encode_metrics().await;
             let (body, content_type) = if openmetrics {
                 (
                     metrics,
@@ -87,7 +129,7 @@ fn answer(node: &Node, request: &Request<hyper::body::Incoming>) -> Response<Ful
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics, /health or /ready\n".into(),
+            "not found; try /, /metrics, /health or /ready\n".into(),
         ),
     }
 }
@@ -131,6 +173,7 @@ fn classic_text(openmetrics: &str) -> String {
 /// Serve the admin endpoints on `listener` until `stopping` completes.
 pub async fn serve(
     node: Arc<Node>,
+    recent: RecentErrors,
     mut listener: Box<dyn Listener>,
     stopping: impl std::future::Future<Output = ()>,
 ) {
@@ -143,15 +186,19 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        node.connections().refused("admin", "busy");
                         tracing::warn!(%peer, "refusing an admin connection: {CONNECTIONS_MAX} are open");
                         continue;
                     };
                     let node = node.clone();
+                    let recent = recent.clone();
                     connections.spawn(async move {
                         let _permit = permit;
+                        let _open = node.connections().opened("admin");
                         let service = hyper::service::service_fn(move |request| {
-                            let response = answer(&node, &request);
-                            async move { Ok::<_, Infallible>(response) }
+                            let node = node.clone();
+                            let recent = recent.clone();
+                            async move { Ok::<_, Infallible>(answer(&node, &recent, &request).await) }
                         });
                         let served = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())

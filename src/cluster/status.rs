@@ -1,0 +1,148 @@
+//! What a node reports about itself (`Status`, asked by an admin client or
+//! by a peer) and what it gathers from every member for the status page
+//! and `dfs-node status`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::task::JoinSet;
+
+use super::Cluster;
+use crate::limits::{MEMBER_REPORT_TIMEOUT, MEMBER_REPORTS_REUSED_FOR};
+use crate::wire::{MemberState, MemberStatus, Message, StatusReport};
+
+/// A member as this node sees it, and what it reported about itself.
+#[derive(Debug, Clone)]
+pub struct MemberReport {
+    /// This node's view of the member (this node itself: alive).
+    pub member: MemberStatus,
+    /// The member's own report, or why there is none (down, no answer in
+    /// [`MEMBER_REPORT_TIMEOUT`], a build that does not answer peers).
+    pub report: Result<StatusReport, String>,
+}
+
+/// Member reports gathered at a time (monotonic ms), reused for a while.
+pub(super) type ReportsCache = tokio::sync::Mutex<Option<(u64, Arc<Vec<MemberReport>>)>>;
+
+impl Cluster {
+    /// Whether this node can take writes: it has reached the members it
+    /// knew before it started, and a write quorum of them is alive.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.members.complete(self.env.clock.monotonic_ms()) {
+            return Err(format!(
+                "still reaching the {} members known before this start",
+                self.members.expected_at_start()
+            ));
+        }
+        self.check_quorum_reachable()
+            .map_err(|error| error.to_string())
+    }
+
+    /// This node's report about itself.
+    pub async fn status(&self) -> StatusReport {
+        let me = self.peers.identity();
+        let usage = self.store.usage();
+        let store = self.store.clone();
+        let disk = self.blocking(move || store.space()).await.ok();
+        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        StatusReport {
+            node_id: me.node,
+            listen: me.addr.clone(),
+            members: std::iter::once(MemberStatus {
+                node_id: me.node,
+                addr: me.addr,
+                state: MemberState::Alive,
+            })
+            .chain(self.members.members())
+            .collect(),
+            chunks: usage.blobs,
+            bytes_stored: usage.bytes,
+            quarantined: read(&self.store.counters.quarantined),
+            under_replicated: read(&self.repair.under_replicated),
+            under_replicated_bytes: read(&self.repair.under_replicated_bytes),
+            scrubbed: read(&self.scrub.blobs_verified),
+            scrub_passes: read(&self.scrub.passes),
+            repair_copies_made: read(&self.repair.copies_made),
+            not_ready: self.readiness().err(),
+            disk,
+            uptime_s: self
+                .env
+                .clock
+                .monotonic_ms()
+                .saturating_sub(self.started_ms)
+                / 1000,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// This node's report and each member's, this node first, then the
+    /// members by node id. Members not down are asked at once, each for at
+    /// most [`MEMBER_REPORT_TIMEOUT`]; the answers are reused for
+    /// [`MEMBER_REPORTS_REUSED_FOR`], so open status pages cost the members
+    /// a bounded number of requests.
+    pub async fn member_reports(self: &Arc<Self>) -> Arc<Vec<MemberReport>> {
+        let mut cache = self.member_reports.lock().await;
+        let now = self.env.clock.monotonic_ms();
+        if let Some((at, reports)) = cache.as_ref()
+            && now.saturating_sub(*at) < MEMBER_REPORTS_REUSED_FOR.as_millis() as u64
+        {
+            return reports.clone();
+        }
+        let here = self.status().await;
+        let mut asks = JoinSet::new();
+        let mut reports = vec![MemberReport {
+            member: here.members[0].clone(),
+            report: Ok(here),
+        }];
+        let members = self.members.members();
+        let alive: std::collections::BTreeMap<_, _> = self
+            .members
+            .alive()
+            .into_iter()
+            .chain(self.members.not_alive())
+            .map(|identity| (identity.node, identity))
+            .collect();
+        for member in &members {
+            if member.state == MemberState::Down {
+                continue;
+            }
+            let Some(identity) = alive.get(&member.node_id).cloned() else {
+                continue;
+            };
+            let cluster = self.clone();
+            asks.spawn(async move {
+                let asked = tokio::time::timeout(
+                    MEMBER_REPORT_TIMEOUT,
+                    cluster.request(&identity, || Message::Status),
+                )
+                .await;
+                let report = match asked {
+                    Ok(Ok(Message::StatusReply(report))) => Ok(report),
+                    Ok(Ok(Message::Error { message, .. })) => Err(message),
+                    Ok(Ok(other)) => Err(format!("answered {}", other.kind())),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!(
+                        "no answer within {} s",
+                        MEMBER_REPORT_TIMEOUT.as_secs()
+                    )),
+                };
+                (identity.node, report)
+            });
+        }
+        let mut answers = std::collections::BTreeMap::new();
+        while let Some(joined) = asks.join_next().await {
+            if let Ok((node, report)) = joined {
+                answers.insert(node, report);
+            }
+        }
+        for member in members {
+            let report = answers
+                .remove(&member.node_id)
+                .unwrap_or_else(|| Err("down".to_string()));
+            reports.push(MemberReport { member, report });
+        }
+        let reports = Arc::new(reports);
+        *cache = Some((self.env.clock.monotonic_ms(), reports.clone()));
+        reports
+    }
+}
