@@ -66,7 +66,21 @@ impl From<StoreError> for OpError {
             StoreError::Io { .. } => ErrorCode::Internal,
             StoreError::Busy(_) => ErrorCode::Unavailable,
         };
-        tracing::warn!(%error, "request failed in the chunk store");
+        // A client's mistake is the client's to hear, not the log's.
+        match &error {
+            StoreError::NotFound(_) | StoreError::TooLarge(_) => {
+                tracing::debug!(%error, "request refused by the chunk store")
+            }
+            StoreError::Busy(_) => {
+                tracing::warn!(%error, "request failed: the disk is slower than the writes; see dfs_disk_sync_duration_seconds")
+            }
+            StoreError::DiskFull { .. } => {
+                tracing::error!(%error, "request failed: the disk is full; free space, or add disk or nodes")
+            }
+            StoreError::Corrupt(_) | StoreError::Io { .. } => {
+                tracing::error!(%error, "request failed in the chunk store; check the disk (dmesg, smartctl)")
+            }
+        }
         OpError::new(code, error.to_string())
     }
 }
@@ -82,14 +96,30 @@ impl From<ClusterError> for OpError {
             ClusterError::Invalid(_) => ErrorCode::InvalidRequest,
             ClusterError::Local(_) | ClusterError::Clock(_) => ErrorCode::Internal,
         };
-        tracing::warn!(%error, "request failed");
+        match &error {
+            ClusterError::NotFound(_) | ClusterError::Invalid(_) | ClusterError::Pruned(..) => {
+                tracing::debug!(%error, "request refused")
+            }
+            ClusterError::TooFewNodes { .. } | ClusterError::QuorumNotReached { .. } => {
+                tracing::warn!(%error, "request failed: too few members answered; see which are down (dfs-node status, or the status page)")
+            }
+            ClusterError::Corrupt(_) => {
+                tracing::error!(%error, "request failed: every copy read was corrupt; check the disks of the nodes that hold it")
+            }
+            ClusterError::Local(_) => {
+                tracing::error!(%error, "request failed on this node's storage; check the disk (dmesg, smartctl)")
+            }
+            ClusterError::Clock(_) => {
+                tracing::error!(%error, "request failed: the clocks differ too much; check NTP on every node")
+            }
+        }
         OpError::new(code, error.to_string())
     }
 }
 
 impl From<IndexError> for OpError {
     fn from(error: IndexError) -> Self {
-        tracing::error!(%error, "request failed in the version index");
+        tracing::error!(%error, "request failed in the version index; check the disk (dmesg, smartctl)");
         OpError::new(ErrorCode::Internal, error.to_string())
     }
 }
