@@ -54,7 +54,8 @@ pub fn problems(report: &StatusReport) -> Vec<Problem> {
     }
     if let Some(disk) = report.disk
         && disk.total_bytes > 0
-        && disk.free_bytes.saturating_mul(100) < disk.total_bytes * DISK_FREE_PERCENT_MIN
+        && u128::from(disk.free_bytes) * 100
+            < u128::from(disk.total_bytes) * u128::from(DISK_FREE_PERCENT_MIN)
     {
         found.push(Problem {
             severity: Severity::Unhealthy,

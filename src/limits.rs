@@ -269,3 +269,8 @@ pub const MEMBER_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long gathered member reports are reused: however many status pages
 /// are open, a node asks each member at most once per this period.
 pub const MEMBER_REPORTS_REUSED_FOR: Duration = Duration::from_secs(1);
+
+/// How long a status report or a scrape waits for the file system's size
+/// (statvfs) before it reports it unknown: a hung disk must not hang the
+/// admin endpoints.
+pub const DISK_SPACE_TIMEOUT: Duration = Duration::from_secs(1);

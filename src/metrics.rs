@@ -223,12 +223,16 @@ impl ConnectionMetrics {
     }
 }
 
+/// The value of a gauge that could not be read this scrape: the series is
+/// left out.
+pub const UNKNOWN: u64 = u64::MAX;
+
 /// How long the disk takes to make writes durable, and how full it is.
 #[derive(Debug, Clone)]
 pub struct DiskMetrics {
     syncs: Family<SyncLabel, Histogram, fn() -> Histogram>,
-    /// Refreshed before each scrape (see `Node::encode_metrics`); zero
-    /// where the file system cannot tell.
+    /// Refreshed before each scrape (see `Node::encode_metrics`);
+    /// [`UNKNOWN`] where the file system cannot tell.
     pub(crate) total_bytes: Arc<AtomicU64>,
     pub(crate) free_bytes: Arc<AtomicU64>,
     pub(crate) index_bytes: Arc<AtomicU64>,
@@ -302,13 +306,13 @@ impl Collector for StateCollector {
         let gauges: [(&str, &str, Option<&Unit>, u64); 8] = [
             (
                 "dfs_disk_capacity",
-                "Size of the file system holding the data dir (0: unknown)",
+                "Size of the file system holding the data dir (absent: unknown)",
                 Some(&Unit::Bytes),
                 read(&self.disk.total_bytes),
             ),
             (
                 "dfs_disk_free",
-                "Bytes of that file system still free for this node (0 when full or unknown)",
+                "Bytes of that file system still free for this node (absent: unknown)",
                 Some(&Unit::Bytes),
                 read(&self.disk.free_bytes),
             ),
@@ -350,6 +354,9 @@ impl Collector for StateCollector {
             ),
         ];
         for (name, help, unit, value) in gauges {
+            if value == UNKNOWN {
+                continue;
+            }
             let gauge = ConstGauge::new(value as i64);
             gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)?;
         }

@@ -54,21 +54,27 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 /// The status page, with headers that keep it from loading anything from
 /// elsewhere or being cached.
 fn html(body: String) -> Response<Full<Bytes>> {
+    static POLICY: std::sync::LazyLock<hyper::header::HeaderValue> =
+        std::sync::LazyLock::new(|| {
+            hyper::header::HeaderValue::from_str(&page::content_security_policy())
+                .expect("the policy is ASCII")
+        });
     let mut response = text(StatusCode::OK, body);
     let headers = response.headers_mut();
     for (name, value) in [
         ("content-type", "text/html; charset=utf-8"),
-        (
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
-        ),
         ("cache-control", "no-store"),
         ("x-content-type-options", "nosniff"),
     ] {
         headers.insert(name, hyper::header::HeaderValue::from_static(value));
     }
+    headers.insert("content-security-policy", POLICY.clone());
     response
 }
+
+/// How long one admin request may take: a hung disk or slow members must
+/// not hold the connection slots that `/health` needs too.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to one request.
 async fn answer(
@@ -198,7 +204,21 @@ pub async fn serve(
                         let service = hyper::service::service_fn(move |request| {
                             let node = node.clone();
                             let recent = recent.clone();
-                            async move { Ok::<_, Infallible>(answer(&node, &recent, &request).await) }
+                            async move {
+                                let answered =
+                                    tokio::time::timeout(ANSWER_TIMEOUT, answer(&node, &recent, &request))
+                                        .await
+                                        .unwrap_or_else(|_| {
+                                            text(
+                                                StatusCode::SERVICE_UNAVAILABLE,
+                                                format!(
+                                                    "no answer within {} s (a slow disk or slow members?)\n",
+                                                    ANSWER_TIMEOUT.as_secs()
+                                                ),
+                                            )
+                                        });
+                                Ok::<_, Infallible>(answered)
+                            }
                         });
                         let served = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())

@@ -52,6 +52,15 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// `text` cut to `chars` characters: what a member says about itself is
+/// shown, not trusted to be short.
+fn clip(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 fn state_label(state: MemberState) -> &'static str {
     match state {
         MemberState::Alive => "alive",
@@ -111,6 +120,25 @@ stale.textContent='This node has not answered since '+failingSince.toLocaleTimeS
 setTimeout(refresh,REFRESH);\
 })();";
 
+/// The inline script, exactly as the page carries it.
+fn script() -> String {
+    format!("var REFRESH={REFRESH_MS};{SCRIPT}")
+}
+
+/// The Content-Security-Policy of the page: its own inline style and
+/// script (by their SHA-256) and requests to its own origin, nothing else.
+pub fn content_security_policy() -> String {
+    use base64::Engine;
+    let hash = |text: &str| {
+        base64::engine::general_purpose::STANDARD.encode(dfs::cas::sha256(text.as_bytes()))
+    };
+    format!(
+        "default-src 'none'; style-src 'sha256-{}'; script-src 'sha256-{}'; connect-src 'self'",
+        hash(STYLE),
+        hash(&script())
+    )
+}
+
 /// The whole page.
 pub fn render(view: &PageView<'_>) -> String {
     let mut page = String::with_capacity(16 * 1024);
@@ -131,10 +159,7 @@ pub fn render(view: &PageView<'_>) -> String {
         title = escape(&title),
     );
     main(&mut page, view);
-    let _ = writeln!(
-        page,
-        "<script>var REFRESH={REFRESH_MS};{SCRIPT}</script></body></html>"
-    );
+    let _ = writeln!(page, "<script>{}</script></body></html>", script());
     page
 }
 
@@ -166,7 +191,9 @@ fn health_section(page: &mut String, problems: &[Problem]) {
         "<section id=\"health\" class=\"{class}\"><h2>This node: {class}</h2>"
     );
     if problems.is_empty() {
-        page.push_str("<p>It takes writes, its disk has room, and every member is alive.</p>");
+        page.push_str(
+            "<p>Nothing to do: it takes writes, every member is alive, and no repair or corruption is pending.</p>",
+        );
     } else {
         page.push_str("<ul>");
         for problem in problems {
@@ -195,9 +222,19 @@ fn cluster_section(page: &mut String, view: &PageView<'_>) {
         .iter()
         .filter_map(|m| m.report.as_ref().ok())
         .collect();
-    let under: u64 = reports.iter().map(|r| r.under_replicated).sum();
-    let under_bytes: u64 = reports.iter().map(|r| r.under_replicated_bytes).sum();
-    let stored: u64 = reports.iter().map(|r| r.bytes_stored).sum();
+    // Each holder of a blob below R counts it: the largest count is how
+    // many blobs at least are short, and summing would count them again.
+    let (under, under_bytes) = reports
+        .iter()
+        .map(|r| (r.under_replicated, r.under_replicated_bytes))
+        .max()
+        .unwrap_or((0, 0));
+    let stored = reports
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.bytes_stored));
+    let repaired = reports
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.repair_copies_made));
     let _ = write!(
         page,
         "<section><h2>Cluster</h2><p id=\"summary\">{} members: {} alive, {} suspect, {} down. \
@@ -208,13 +245,14 @@ fn cluster_section(page: &mut String, view: &PageView<'_>) {
         count(MemberState::Down),
         health::bytes(stored),
     );
-    let repaired: u64 = reports.iter().map(|r| r.repair_copies_made).sum();
     if under == 0 {
-        page.push_str("Every blob has its R copies, as of each member's last repair scan");
+        page.push_str(
+            "No member holds a blob with fewer than R copies, as of its last complete repair scan",
+        );
     } else {
         let _ = write!(
             page,
-            "Repair backlog: {under} blobs ({}) with fewer than R copies, being copied",
+            "Repair backlog: {under} blobs ({}) with fewer than R copies on the member that counts most, being copied",
             health::bytes(under_bytes)
         );
     }
@@ -254,7 +292,7 @@ fn cluster_section(page: &mut String, view: &PageView<'_>) {
             member.member.node_id.short(),
             member.member.node_id,
             member.member.node_id.short(),
-            escape(&member.member.addr),
+            escape(&clip(&member.member.addr, 100)),
         );
         match &member.report {
             Ok(report) => {
@@ -276,14 +314,14 @@ fn cluster_section(page: &mut String, view: &PageView<'_>) {
                     report.quarantined,
                     synced,
                     health::seconds(report.uptime_s),
-                    escape(&report.version),
+                    escape(&clip(&report.version, 32)),
                 );
             }
             Err(why) => {
                 let _ = write!(
                     page,
                     "<td colspan=\"5\" class=\"muted\">no report: {}</td><td>{}</td><td></td><td></td></tr>",
-                    escape(why),
+                    escape(&clip(why, 200)),
                     synced
                 );
             }
@@ -392,7 +430,7 @@ mod tests {
         assert_eq!(page.matches("data-state=\"alive\"").count(), 2);
         assert_eq!(page.matches("data-state=\"down\"").count(), 1);
         assert!(page.contains("3 members: 2 alive, 0 suspect, 1 down"));
-        assert!(page.contains("Repair backlog: 3 blobs (3.0 MiB)"));
+        assert!(page.contains("Repair backlog: 2 blobs (2.0 MiB)"));
         assert!(page.contains("; 0 copies made by repair"));
         assert!(page.contains("60 s ago"), "last anti-entropy with b");
         assert!(page.contains("(2 of 3 members reported.)"));

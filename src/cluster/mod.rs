@@ -251,13 +251,13 @@ impl Cluster {
         Duration::from_millis(base / 2 + self.env.random_u64() % base)
     }
 
-    /// The monotonic clock the GC and anti-entropy measure their periods
-    /// with: a wall clock stepped forward would end a grace period early.
     /// The wall clock (unix ms), for what is reported outside.
     pub fn unix_ms(&self) -> u64 {
         self.env.clock.unix_ms()
     }
 
+    /// The monotonic clock the GC and anti-entropy measure their periods
+    /// with: a wall clock stepped forward would end a grace period early.
     fn elapsed_ms(&self) -> u64 {
         self.env.clock.monotonic_ms()
     }

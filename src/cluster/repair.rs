@@ -60,6 +60,9 @@ use crate::wire::Message;
 /// What the last repair round found, for `status`.
 #[derive(Debug, Default)]
 pub struct RepairStatus {
+    /// Blobs held here that had fewer than R confirmed copies, as of the
+    /// last complete pass of repair over this node's store (each holder of
+    /// a blob counts it).
     pub under_replicated: AtomicU64,
     pub under_replicated_bytes: AtomicU64,
     /// Copies sent to owners that lacked them, since start.
@@ -85,6 +88,9 @@ struct RepairState {
     unreferenced_since: BTreeMap<ChunkId, u64>,
     /// Chunk lists of manifests (immutable, so safe to keep), bounded.
     manifests: BTreeMap<ContentId, Vec<ChunkId>>,
+    /// Blobs (and their bytes) below R copies counted so far in the
+    /// current pass over the store.
+    pass_under: (u64, u64),
 }
 
 /// Manifests whose chunk lists the GC keeps in memory.
@@ -135,6 +141,7 @@ impl Cluster {
         // What retained versions reference (`None`: unknown this round).
         let referenced = self.collect_garbage(&all, state).await;
         if window.is_empty() {
+            state.pass_under = (0, 0);
             self.repair.under_replicated.store(0, Ordering::Relaxed);
             self.repair
                 .under_replicated_bytes
@@ -259,10 +266,18 @@ impl Cluster {
                 }
             }
         }
-        self.repair.under_replicated.store(under, Ordering::Relaxed);
-        self.repair
-            .under_replicated_bytes
-            .store(under_bytes, Ordering::Relaxed);
+        // A store larger than one window is scanned over several rounds:
+        // the figures are published once a whole pass is counted, so they
+        // always describe the whole store (as of its last complete scan).
+        state.pass_under.0 += under;
+        state.pass_under.1 += under_bytes;
+        if window.last() == all.last() {
+            let (under, under_bytes) = std::mem::take(&mut state.pass_under);
+            self.repair.under_replicated.store(under, Ordering::Relaxed);
+            self.repair
+                .under_replicated_bytes
+                .store(under_bytes, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 
 use super::Cluster;
-use crate::limits::{MEMBER_REPORT_TIMEOUT, MEMBER_REPORTS_REUSED_FOR};
+use crate::limits::{DISK_SPACE_TIMEOUT, MEMBER_REPORT_TIMEOUT, MEMBER_REPORTS_REUSED_FOR};
 use crate::wire::{MemberState, MemberStatus, Message, StatusReport};
 
 /// A member as this node sees it, and what it reported about itself.
@@ -42,8 +42,12 @@ impl Cluster {
     pub async fn status(&self) -> StatusReport {
         let me = self.peers.identity();
         let usage = self.store.usage();
+        // A hung file system must not hang the report: it says "unknown".
         let store = self.store.clone();
-        let disk = self.blocking(move || store.space()).await.ok();
+        let disk = tokio::time::timeout(DISK_SPACE_TIMEOUT, self.blocking(move || store.space()))
+            .await
+            .ok()
+            .and_then(Result::ok);
         let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         StatusReport {
             node_id: me.node,

@@ -215,20 +215,6 @@ impl Cluster {
         by_peer.values().flatten().copied().collect()
     }
 
-    /// Whether this node has compared its whole index with every member:
-    /// for each member it knows (alive or not; one per address, see
-    /// [`MemberView::distinct`](crate::peer::MemberView::distinct)) a complete pass that started
-    /// after `since_ms` and ended before `records_read_ms` (when the caller read
-    /// the records it decides from, so what the pass merged is in them),
-    /// in a view that holds every node it knew when it last ran (an empty
-    /// or partial view after a restart cut off from the cluster proves
-    /// nothing: [`MemberView::complete`](crate::peer::MemberView::complete)),
-    /// and with at least N - W members, N the largest cluster this node has
-    /// known: a version record sits on W nodes, so this node and N - W
-    /// others meet it, even when the nodes that hold it were forgotten
-    /// (down longer than SWIM remembers: sim seed 62000482 collected the
-    /// manifest of an acknowledged version whose only holder of the record
-    /// its node had forgotten).
     /// How long ago (ms) the last complete anti-entropy pass with each
     /// current member ended, for members with one since this node started.
     pub fn last_complete_passes(&self) -> Vec<(NodeId, u64)> {
@@ -243,6 +229,20 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether this node has compared its whole index with every member:
+    /// for each member it knows (alive or not; one per address, see
+    /// [`MemberView::distinct`](crate::peer::MemberView::distinct)) a complete pass that started
+    /// after `since_ms` and ended before `records_read_ms` (when the caller read
+    /// the records it decides from, so what the pass merged is in them),
+    /// in a view that holds every node it knew when it last ran (an empty
+    /// or partial view after a restart cut off from the cluster proves
+    /// nothing: [`MemberView::complete`](crate::peer::MemberView::complete)),
+    /// and with at least N - W members, N the largest cluster this node has
+    /// known: a version record sits on W nodes, so this node and N - W
+    /// others meet it, even when the nodes that hold it were forgotten
+    /// (down longer than SWIM remembers: sim seed 62000482 collected the
+    /// manifest of an acknowledged version whose only holder of the record
+    /// its node had forgotten).
     pub(super) fn synced_with_every_member_since(
         &self,
         since_ms: u64,

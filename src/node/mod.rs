@@ -156,20 +156,25 @@ impl Node {
     pub async fn encode_metrics(&self) -> String {
         let store = self.store.clone();
         let index = self.index.clone();
-        let (space, index_bytes) = self
+        let read = self
             .env
-            .blocking(move || (store.space().ok(), index.file_bytes().ok()))
-            .await;
-        let space = space.unwrap_or(crate::wire::DiskSpace {
-            total_bytes: 0,
-            free_bytes: 0,
-        });
+            .blocking(move || (store.space().ok(), index.file_bytes().ok()));
+        // Unknown (or hung) figures are left out of the scrape, not zero:
+        // a zero would fire every "disk almost full" alert.
+        let (space, index_bytes) = tokio::time::timeout(crate::limits::DISK_SPACE_TIMEOUT, read)
+            .await
+            .unwrap_or((None, None));
+        let unknown = crate::metrics::UNKNOWN;
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        self.disk.total_bytes.store(space.total_bytes, relaxed);
-        self.disk.free_bytes.store(space.free_bytes, relaxed);
+        self.disk
+            .total_bytes
+            .store(space.map_or(unknown, |s| s.total_bytes), relaxed);
+        self.disk
+            .free_bytes
+            .store(space.map_or(unknown, |s| s.free_bytes), relaxed);
         self.disk
             .index_bytes
-            .store(index_bytes.unwrap_or(0), relaxed);
+            .store(index_bytes.unwrap_or(unknown), relaxed);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

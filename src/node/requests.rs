@@ -127,10 +127,14 @@ impl Node {
                 quorum,
             } => match self.open(target, version.into(), quorum).await {
                 Ok(reader) => {
-                    let size = reader.size();
-                    self.send_object(stream, id, reader).await?;
-                    self.requests.sent("native", size);
-                    self.count(kind, started, Outcome::Ok, size);
+                    let (sent, outcome) = match self.send_object(stream, id, reader).await? {
+                        Ok(sent) => (sent, Outcome::Ok),
+                        // Begun, then failed: a chunk out of reach or corrupt
+                        // is the node's failure, whatever its code.
+                        Err(sent) => (sent, Outcome::Failed),
+                    };
+                    self.requests.sent("native", sent);
+                    self.count(kind, started, outcome, sent);
                     return Ok(true);
                 }
                 Err(refusal) => Err(refusal),
@@ -263,7 +267,9 @@ impl Node {
         stream: &mut SecureStream,
         id: u64,
         mut reader: super::ops::ObjectReader,
-    ) -> Result<(), SecureError> {
+    ) -> Result<Result<u64, u64>, SecureError> {
+        // Ok(bytes sent) when whole, Err(bytes sent) when an error ended it.
+        let mut sent = 0u64;
         stream
             .send(&Envelope {
                 request_id: id,
@@ -276,9 +282,12 @@ impl Node {
             .await?;
         while let Some(piece) = reader.next().await {
             let message = match piece {
-                Ok(bytes) => Message::ChunkData {
-                    bytes: Vec::from(bytes),
-                },
+                Ok(bytes) => {
+                    sent += bytes.len() as u64;
+                    Message::ChunkData {
+                        bytes: Vec::from(bytes),
+                    }
+                }
                 Err(refusal) => Message::Error {
                     code: refusal.code,
                     message: refusal.message,
@@ -292,7 +301,7 @@ impl Node {
                 })
                 .await?;
             if failed {
-                return Ok(());
+                return Ok(Err(sent));
             }
         }
         stream
@@ -300,7 +309,8 @@ impl Node {
                 request_id: id,
                 message: Message::GetEnd,
             })
-            .await
+            .await?;
+        Ok(Ok(sent))
     }
 
     /// The native `rm`: refused when the name has no current version.

@@ -104,7 +104,6 @@ impl Peers {
         }
     }
 
-    /// This node's current SWIM identity.
     /// Connections to other nodes open now.
     pub fn connected(&self) -> usize {
         self.state
@@ -114,6 +113,7 @@ impl Peers {
             .len()
     }
 
+    /// This node's current SWIM identity.
     pub fn identity(&self) -> PeerIdentity {
         self.me.lock().expect("identity poisoned").clone()
     }

@@ -10,7 +10,8 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// Version 5: access keys (the `Key*` requests, `ApplyKeys`, `FetchKeys`,
 /// the key digest in `SyncDigests`/`SyncKeys`, error codes `Unauthorized`
 /// and `Forbidden`). Version 6: records carry `etag` and `null_version`
-/// (S3).
+/// (S3). Version 7: `StatusReport` says readiness, disk space, uptime,
+/// version and repair copies, and peers answer `Status` too.
 pub const PROTOCOL_VERSION: u8 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

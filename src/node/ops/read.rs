@@ -121,6 +121,19 @@ impl ObjectReader {
                     ),
                 )))
             }
+            Err(ClusterError::NotFound(_)) => {
+                self.end();
+                // The manifest names it, so it was stored: this is data
+                // out of reach (or lost), never the client's mistake.
+                tracing::error!(chunk = %piece.id, "no reachable node holds a chunk of a stored object; bring down members back, and check the status page for corruption");
+                Some(Err(OpError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "no reachable node holds chunk {} of this object; retry once the members that are down are back",
+                        piece.id
+                    ),
+                )))
+            }
             Err(error) => {
                 self.end();
                 Some(Err(error.into()))
@@ -171,10 +184,21 @@ impl Node {
     ) -> Result<ObjectReader, OpError> {
         let manifest_bytes = match self.cluster.fetch_blob(ChunkId(content.0)).await {
             Ok(bytes) => bytes,
-            Err(ClusterError::NotFound(_)) => {
+            // Asked by content id: perhaps no such content.
+            Err(ClusterError::NotFound(_)) if record.is_none() => {
                 return Err(OpError::not_found(format!(
                     "no reachable node holds content {content}"
                 )));
+            }
+            // A version names it, so it was stored: out of reach, or lost.
+            Err(ClusterError::NotFound(_)) => {
+                tracing::error!(%content, "no reachable node holds the manifest of a stored version; bring down members back, and check the status page for corruption");
+                return Err(OpError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "no reachable node holds content {content} of this version; retry once the members that are down are back"
+                    ),
+                ));
             }
             Err(error) => return Err(error.into()),
         };
