@@ -181,7 +181,7 @@ impl Node {
         text
     }
 
-    /// Whether this node can take writes (see [`Cluster::readiness`]).
+    /// Whether this node can take writes (see [`Cluster::readiness`](crate::cluster::Cluster::readiness)).
     pub fn readiness(&self) -> Result<(), String> {
         self.cluster.readiness()
     }

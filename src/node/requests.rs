@@ -361,7 +361,7 @@ impl Node {
         Ok(Message::History { records, truncated })
     }
 
-    /// This node's report about itself (see [`Cluster::status`]).
+    /// This node's report about itself (see [`Cluster::status`](crate::cluster::Cluster::status)).
     pub async fn status(&self) -> StatusReport {
         StatusReport {
             listen: self.listen.clone(),
@@ -376,7 +376,7 @@ impl Node {
     }
 
     /// This node's report and every member's (see
-    /// [`Cluster::member_reports`]).
+    /// [`Cluster::member_reports`](crate::cluster::Cluster::member_reports)).
     pub async fn member_reports(&self) -> Arc<Vec<MemberReport>> {
         self.cluster.member_reports().await
     }
