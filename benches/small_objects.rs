@@ -59,8 +59,9 @@ fn cluster(root: &Path) -> Vec<(Child, String, String)> {
     nodes
 }
 
-/// Per node: file syncs, directory syncs, seconds spent in syncs.
-fn disk_work(nodes: &[(Child, String, String)]) -> Vec<[f64; 3]> {
+/// Per node: file syncs, directory syncs, seconds spent in syncs, index
+/// merges, index transactions.
+fn disk_work(nodes: &[(Child, String, String)]) -> Vec<[f64; 5]> {
     nodes
         .iter()
         .map(|(_, _, admin)| {
@@ -75,6 +76,8 @@ fn disk_work(nodes: &[(Child, String, String)]) -> Vec<[f64; 3]> {
                     "dfs_disk_sync_duration_seconds_count{kind=\"dir\"}",
                 ),
                 metric_sum(&metrics, "dfs_disk_sync_duration_seconds_sum"),
+                metric_sum(&metrics, "dfs_index_merges_total"),
+                metric_sum(&metrics, "dfs_index_commits_total"),
             ]
         })
         .collect()
@@ -157,10 +160,12 @@ fn main() {
         let done = put_latency.len() as f64;
         for (i, (before, after)) in disk_before.iter().zip(&disk_after).enumerate() {
             println!(
-                "node {i} per put: {:.2} file syncs, {:.2} directory syncs, {:.3} ms syncing",
+                "node {i} per put: {:.2} file syncs, {:.2} directory syncs, {:.3} ms syncing; {:.2} index merges in {:.2} transactions",
                 (after[0] - before[0]) / done,
                 (after[1] - before[1]) / done,
-                (after[2] - before[2]) / done * 1e3
+                (after[2] - before[2]) / done * 1e3,
+                (after[3] - before[3]) / done,
+                (after[4] - before[4]) / done,
             );
         }
 
@@ -210,12 +215,16 @@ fn main() {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // The disk's bound on small puts measured right after them: the host
+    // is shared, and its disk's speed drifts with the neighbours.
+    let syncs_after = support::parallel_syncs_per_s(16, Duration::from_secs(2));
+    let syncs_per_s = limits.parallel_syncs_per_s.max(syncs_after);
     println!(
         "{clients} clients, 3 nodes (R=3, W=2), 4 KiB puts: {put_rate:.0} acknowledged puts/s (target >= 2000), \
-p50 {:.2} ms, p99 {:.2} ms; one write+fdatasync of 4 KiB here takes {:.2} ms",
+p50 {:.2} ms, p99 {:.2} ms; {:.3} puts per synced 4 KiB file the disk sustains with 16 writers ({syncs_per_s:.0}/s, best of before and after)",
         percentile_ms(&put_latency, 0.5),
         percentile_ms(&put_latency, 0.99),
-        limits.fsync_4k_ms
+        put_rate / syncs_per_s
     );
     println!(
         "{clients} clients, 4 KiB gets by name: {get_rate:.0} gets/s (target >= 8000), p50 {:.2} ms, p99 {:.2} ms",

@@ -441,8 +441,24 @@ impl Collector for StateCollector {
                 &scrub.passes,
             ),
         ];
-        for (name, help, counter) in counters {
-            let counter = ConstCounter::new(read(counter));
+        let (merges, commits) = self.cluster.index_merge_counts();
+        let values = counters
+            .into_iter()
+            .map(|(name, help, counter)| (name, help, read(counter)))
+            .chain([
+                (
+                    "dfs_index_merges",
+                    "Merges of records into the version index (puts, removals, pushes, anti-entropy)",
+                    merges,
+                ),
+                (
+                    "dfs_index_commits",
+                    "Transactions that applied those merges, each one disk sync when it changed something (group commit puts several merges in one)",
+                    commits,
+                ),
+            ]);
+        for (name, help, value) in values {
+            let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,
                 help,

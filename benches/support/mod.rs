@@ -77,6 +77,9 @@ pub struct MachineLimits {
     pub fsync_4k_ms: f64,
     pub fsync_1m_ms: f64,
     pub dir_fsync_ms: f64,
+    /// Writes of a new 4 KiB file with fdatasync per second the disk
+    /// sustains with 16 writers at once (what small puts are bounded by).
+    pub parallel_syncs_per_s: f64,
 }
 
 impl MachineLimits {
@@ -92,6 +95,7 @@ impl MachineLimits {
             fsync_4k_ms: self.fsync_4k_ms.min(other.fsync_4k_ms),
             fsync_1m_ms: self.fsync_1m_ms.min(other.fsync_1m_ms),
             dir_fsync_ms: self.dir_fsync_ms.min(other.dir_fsync_ms),
+            parallel_syncs_per_s: self.parallel_syncs_per_s.max(other.parallel_syncs_per_s),
         }
     }
 }
@@ -136,10 +140,12 @@ pub fn machine_limits() -> MachineLimits {
     drop(target);
     let serial = 1.0 / (1.0 / sha + 1.0 / aead);
     let (fsync_4k_ms, fsync_1m_ms, dir_fsync_ms) = disk_sync_times(&buffer);
+    let parallel_syncs_per_s = parallel_syncs_per_s(16, std::time::Duration::from_secs(2));
     println!(
         "machine (one core, as the node does it): sha256 {sha:.0} MiB/s, chacha20poly1305 {aead:.0} MiB/s, \
 hash+seal (serial limit) {serial:.0} MiB/s, fastcdc {fastcdc:.0} MiB/s, memcpy {memcpy:.0} MiB/s; \
-disk: write+fdatasync 4 KiB {fsync_4k_ms:.2} ms, 1 MiB {fsync_1m_ms:.2} ms, directory fsync {dir_fsync_ms:.2} ms (medians)"
+disk: write+fdatasync 4 KiB {fsync_4k_ms:.2} ms, 1 MiB {fsync_1m_ms:.2} ms, directory fsync {dir_fsync_ms:.2} ms (medians); \
+16 writers at once: {parallel_syncs_per_s:.0} new 4 KiB files synced/s"
     );
     MachineLimits {
         sha,
@@ -150,7 +156,36 @@ disk: write+fdatasync 4 KiB {fsync_4k_ms:.2} ms, 1 MiB {fsync_1m_ms:.2} ms, dire
         fsync_4k_ms,
         fsync_1m_ms,
         dir_fsync_ms,
+        parallel_syncs_per_s,
     }
+}
+
+/// New 4 KiB files written and fdatasync'd per second by `writers`
+/// threads at once, for `period`.
+pub fn parallel_syncs_per_s(writers: usize, period: std::time::Duration) -> f64 {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let start = Instant::now();
+    let done: usize = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..writers)
+            .map(|w| {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    let block = [w as u8; 4096];
+                    let mut count = 0;
+                    while start.elapsed() < period {
+                        let path = dir.join(format!("{w}-{count}"));
+                        let mut file = std::fs::File::create(&path).unwrap();
+                        file.write_all(&block).unwrap();
+                        file.sync_data().unwrap();
+                        count += 1;
+                    }
+                    count
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    done as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Medians over 20 rounds of: a new file written with 4 KiB and

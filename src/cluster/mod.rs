@@ -251,6 +251,12 @@ impl Cluster {
         Duration::from_millis(base / 2 + self.env.random_u64() % base)
     }
 
+    /// Merges into the version index and the commits that made them
+    /// durable (group commit puts several merges in one).
+    pub fn index_merge_counts(&self) -> (u64, u64) {
+        self.index.merge_counts()
+    }
+
     /// The wall clock (unix ms), for what is reported outside.
     pub fn unix_ms(&self) -> u64 {
         self.env.clock.unix_ms()

@@ -5,6 +5,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::backend::DiskBackend;
 use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
+use super::group_commit::GroupCommit;
 use super::record::{LegacyRecord, VERSION_KEY_BYTES};
 use super::{
     Floor, History, IndexState, KeyRecord, RecordKey, VersionId, VersionRecord, validate_name,
@@ -39,6 +40,20 @@ pub enum IndexError {
     Corrupt(String),
     #[error("cannot open the version index file: {0}")]
     Open(std::io::Error),
+}
+
+impl IndexError {
+    /// The same error for another caller of a failed group commit.
+    fn duplicate(&self) -> IndexError {
+        match self {
+            IndexError::Storage(text) => IndexError::Storage(text.clone()),
+            IndexError::Io(text) => IndexError::Io(text.clone()),
+            IndexError::Corrupt(text) => IndexError::Corrupt(text.clone()),
+            IndexError::Open(error) => {
+                IndexError::Open(std::io::Error::new(error.kind(), error.to_string()))
+            }
+        }
+    }
 }
 
 fn storage<E: Into<redb::Error>>(error: E) -> IndexError {
@@ -152,6 +167,8 @@ pub struct VersionIndex {
     path: PathBuf,
     /// `None` after a failed reopen; the next operation tries again.
     db: RwLock<Option<Database>>,
+    /// Concurrent merges share one transaction and one disk sync.
+    merges: GroupCommit<(Vec<VersionRecord>, Vec<Floor>), Result<MergeOutcome, IndexError>>,
 }
 
 impl VersionIndex {
@@ -209,6 +226,7 @@ impl VersionIndex {
             env: env.clone(),
             path: path.to_path_buf(),
             db: RwLock::new(Some(db)),
+            merges: GroupCommit::default(),
         })
     }
 
@@ -386,82 +404,129 @@ impl VersionIndex {
         Ok(self.merge(&[], &[floor])?.dropped)
     }
 
-    /// Merge floors (max) and records (union above the floor) in one
-    /// transaction, durable on return. Invalid names are skipped: a peer's
-    /// corrupt record must not poison the index.
+    /// Merge floors (max) and records (union above the floor), durable on
+    /// return. Invalid names are skipped: a peer's corrupt record must not
+    /// poison the index. Merges that arrive while another commits share
+    /// the next transaction (group commit): one disk sync for all of them,
+    /// each applied in arrival order as if alone.
     pub fn merge(
         &self,
         records: &[VersionRecord],
         floors: &[Floor],
     ) -> Result<MergeOutcome, IndexError> {
-        self.with_db(|db| {
+        self.merges
+            .submit((records.to_vec(), floors.to_vec()), |batch| {
+                self.merge_batch(batch)
+            })
+    }
+
+    /// Merges and the commits that made them durable since open: how well
+    /// group commit batches.
+    pub fn merge_counts(&self) -> (u64, u64) {
+        let (commits, merges) = self.merges.counts();
+        (merges, commits)
+    }
+
+    /// One transaction for every merge of `batch`; one outcome each.
+    fn merge_batch(
+        &self,
+        batch: Vec<(Vec<VersionRecord>, Vec<Floor>)>,
+    ) -> Vec<Result<MergeOutcome, IndexError>> {
+        let count = batch.len();
+        match self.with_db(|db| {
             let txn = db.begin_write().map_err(storage)?;
-            let mut outcome = MergeOutcome::default();
+            let mut outcomes = Vec::with_capacity(count);
             {
                 let mut table = txn.open_table(RECORDS).map_err(storage)?;
                 let mut floor_table = txn.open_table(FLOORS).map_err(storage)?;
-                for floor in floors {
-                    if validate_name(&floor.name).is_err() {
-                        continue;
-                    }
-                    let current = floor_table
-                        .get(floor.name.as_str())
-                        .map_err(storage)?
-                        .and_then(|f| VersionId::from_key(f.value()));
-                    if current.is_some_and(|current| current >= floor.floor) {
-                        continue;
-                    }
-                    floor_table
-                        .insert(floor.name.as_str(), floor.floor.to_key().as_slice())
-                        .map_err(storage)?;
-                    let (start, _) = name_range(&floor.name);
-                    let below = record_key(&floor.name, &floor.floor);
-                    let doomed: Vec<Vec<u8>> = table
-                        .range(start.as_slice()..below.as_slice())
-                        .map_err(storage)?
-                        .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
-                        .collect::<Result<_, _>>()
-                        .map_err(storage)?;
-                    for key in &doomed {
-                        table.remove(key.as_slice()).map_err(storage)?;
-                    }
-                    outcome.dropped += doomed.len();
-                    outcome.floors.push(floor.clone());
-                }
-                for record in records {
-                    if validate_name(&record.name).is_err() {
-                        continue;
-                    }
-                    if let Some(floor) = floor_table.get(record.name.as_str()).map_err(storage)?
-                        && VersionId::from_key(floor.value())
-                            .is_some_and(|floor| record.vid < floor)
-                    {
-                        outcome.below_floor.push(record.key());
-                        continue;
-                    }
-                    let key = record_key(&record.name, &record.vid);
-                    let newer = match table.get(key.as_slice()).map_err(storage)? {
-                        Some(existing) => decode_record(existing.value())? < *record,
-                        None => true,
-                    };
-                    if newer {
-                        let value = record.encode_stored();
-                        table
-                            .insert(key.as_slice(), value.as_slice())
-                            .map_err(storage)?;
-                        outcome.records.push(record.clone());
-                    }
+                for (records, floors) in &batch {
+                    outcomes.push(Self::merge_into(
+                        &mut table,
+                        &mut floor_table,
+                        records,
+                        floors,
+                    )?);
                 }
             }
-            if outcome.records.is_empty() && outcome.floors.is_empty() {
+            if outcomes
+                .iter()
+                .all(|o| o.records.is_empty() && o.floors.is_empty())
+            {
                 // Nothing new (a push or a sync of what is already here):
                 // no commit, and so no disk sync.
                 txn.abort().map_err(storage)?;
             } else {
                 txn.commit().map_err(storage)?;
             }
-            Ok(outcome)
-        })
+            Ok(outcomes)
+        }) {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(error) => (0..count).map(|_| Err(error.duplicate())).collect(),
+        }
+    }
+
+    /// One merge, inside a batch's transaction.
+    fn merge_into(
+        table: &mut redb::Table<&[u8], &[u8]>,
+        floor_table: &mut redb::Table<&str, &[u8]>,
+        records: &[VersionRecord],
+        floors: &[Floor],
+    ) -> Result<MergeOutcome, IndexError> {
+        let mut outcome = MergeOutcome::default();
+        {
+            for floor in floors {
+                if validate_name(&floor.name).is_err() {
+                    continue;
+                }
+                let current = floor_table
+                    .get(floor.name.as_str())
+                    .map_err(storage)?
+                    .and_then(|f| VersionId::from_key(f.value()));
+                if current.is_some_and(|current| current >= floor.floor) {
+                    continue;
+                }
+                floor_table
+                    .insert(floor.name.as_str(), floor.floor.to_key().as_slice())
+                    .map_err(storage)?;
+                let (start, _) = name_range(&floor.name);
+                let below = record_key(&floor.name, &floor.floor);
+                let doomed: Vec<Vec<u8>> = table
+                    .range(start.as_slice()..below.as_slice())
+                    .map_err(storage)?
+                    .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+                    .collect::<Result<_, _>>()
+                    .map_err(storage)?;
+                for key in &doomed {
+                    table.remove(key.as_slice()).map_err(storage)?;
+                }
+                outcome.dropped += doomed.len();
+                outcome.floors.push(floor.clone());
+            }
+            for record in records {
+                if validate_name(&record.name).is_err() {
+                    continue;
+                }
+                if let Some(floor) = floor_table.get(record.name.as_str()).map_err(storage)?
+                    && VersionId::from_key(floor.value()).is_some_and(|floor| record.vid < floor)
+                {
+                    outcome.below_floor.push(record.key());
+                    continue;
+                }
+                let key = record_key(&record.name, &record.vid);
+                let newer = match table.get(key.as_slice()).map_err(storage)? {
+                    Some(existing) => decode_record(existing.value())? < *record,
+                    None => true,
+                };
+                if newer {
+                    let value = record.encode_stored();
+                    table
+                        .insert(key.as_slice(), value.as_slice())
+                        .map_err(storage)?;
+                    outcome.records.push(record.clone());
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     /// `name`'s history as readers see it: its records oldest first (not

@@ -16,6 +16,7 @@
 mod backend;
 mod crdt;
 pub mod digest;
+mod group_commit;
 mod hlc;
 mod index;
 mod key_record;

@@ -1,0 +1,206 @@
+//! Group commit: merges that arrive while a commit is being made wait, and
+//! the next commit takes them all in one transaction, one disk sync for
+//! the lot. Each caller still returns only once its own changes are
+//! durable, with its own outcome, as if it had committed alone: the batch
+//! applies them in arrival order.
+//!
+//! No thread of its own: the first caller to find no commit running leads
+//! (runs batches until its own job is done), the others wait on a condvar.
+//! Callers are blocking jobs (`Env::blocking`): in production each waits on
+//! a thread of the blocking pool; in the simulation jobs run inline, one at
+//! a time, so every caller finds no commit running and leads at once.
+//! Written here because it is a few dozen lines over `std::sync`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Condvar, Mutex};
+
+/// Jobs one commit takes at most: bounds a transaction's size (each job is
+/// a merge of at most one frame of records).
+pub const BATCH_MAX: usize = 256;
+
+pub struct GroupCommit<J, R> {
+    state: Mutex<State<J, R>>,
+    finished: Condvar,
+}
+
+struct State<J, R> {
+    next_ticket: u64,
+    queue: Vec<(u64, J)>,
+    leading: bool,
+    results: BTreeMap<u64, R>,
+    /// Tickets of a batch whose leader panicked: their callers panic too
+    /// rather than wait for good.
+    abandoned: BTreeSet<u64>,
+    /// Batches run and jobs done, for the metrics.
+    commits: u64,
+    jobs: u64,
+}
+
+impl<J, R> Default for GroupCommit<J, R> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_ticket: 0,
+                queue: Vec::new(),
+                leading: false,
+                results: BTreeMap::new(),
+                abandoned: BTreeSet::new(),
+                commits: 0,
+                jobs: 0,
+            }),
+            finished: Condvar::new(),
+        }
+    }
+}
+
+impl<J, R> std::fmt::Debug for GroupCommit<J, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCommit")
+    }
+}
+
+/// Leads one batch: if it unwinds, its jobs are marked abandoned and the
+/// lead is given up, so no caller waits for good.
+struct Lead<'a, J, R> {
+    group: &'a GroupCommit<J, R>,
+    tickets: Vec<u64>,
+    /// The leader's own ticket: its own panic reaches it anyway.
+    own: u64,
+    done: bool,
+}
+
+impl<J, R> Drop for Lead<'_, J, R> {
+    fn drop(&mut self) {
+        let mut state = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.done {
+            let own = self.own;
+            state
+                .abandoned
+                .extend(self.tickets.iter().copied().filter(|t| *t != own));
+        }
+        state.leading = false;
+        drop(state);
+        self.group.finished.notify_all();
+    }
+}
+
+impl<J, R> GroupCommit<J, R> {
+    /// Run `job` in a batch: `run` gets the batch's jobs in arrival order
+    /// and returns one result per job, in the same order, once they are
+    /// durable. Returns this job's result.
+    pub fn submit(&self, job: J, run: impl Fn(Vec<J>) -> Vec<R>) -> R {
+        let mut state = self.state.lock().expect("group commit poisoned");
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, job));
+        loop {
+            if let Some(result) = state.results.remove(&ticket) {
+                return result;
+            }
+            if state.abandoned.remove(&ticket) {
+                panic!("the group commit that held this merge panicked");
+            }
+            if state.leading {
+                state = self.finished.wait(state).expect("group commit poisoned");
+                continue;
+            }
+            state.leading = true;
+            let take = state.queue.len().min(BATCH_MAX);
+            let batch: Vec<(u64, J)> = state.queue.drain(..take).collect();
+            drop(state);
+            let (tickets, jobs): (Vec<u64>, Vec<J>) = batch.into_iter().unzip();
+            let mut lead = Lead {
+                group: self,
+                tickets,
+                own: ticket,
+                done: false,
+            };
+            let results = run(jobs);
+            assert_eq!(
+                results.len(),
+                lead.tickets.len(),
+                "a batch returns one result per job"
+            );
+            state = self.state.lock().expect("group commit poisoned");
+            state.commits += 1;
+            state.jobs += results.len() as u64;
+            for (ticket, result) in lead.tickets.iter().zip(results) {
+                state.results.insert(*ticket, result);
+            }
+            lead.done = true;
+            drop(state);
+            drop(lead);
+            state = self.state.lock().expect("group commit poisoned");
+        }
+    }
+
+    /// Batches run and jobs they held since start.
+    pub fn counts(&self) -> (u64, u64) {
+        let state = self.state.lock().expect("group commit poisoned");
+        (state.commits, state.jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn alone_a_job_is_its_own_batch() {
+        let group = GroupCommit::default();
+        for i in 0..3u64 {
+            assert_eq!(
+                group.submit(i, |jobs| jobs.iter().map(|j| j * 10).collect()),
+                i * 10
+            );
+        }
+        assert_eq!(group.counts(), (3, 3));
+    }
+
+    /// Jobs arriving while a batch runs are committed together, each
+    /// caller gets its own result, and none returns before its batch ran.
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "real threads make real contention"
+    )]
+    fn jobs_arriving_during_a_commit_share_the_next_one() {
+        let group = Arc::new(GroupCommit::default());
+        let committed = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..16u64)
+            .map(|i| {
+                let group = group.clone();
+                let committed = committed.clone();
+                std::thread::spawn(move || {
+                    let result = group.submit(i, |jobs| {
+                        // A slow "disk sync" lets others queue up.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        committed.fetch_add(jobs.len() as u64, Ordering::SeqCst);
+                        jobs.iter().map(|j| j + 100).collect()
+                    });
+                    // Durable before it returns: its batch is counted.
+                    assert!(committed.load(Ordering::SeqCst) > 0);
+                    assert_eq!(result, i + 100);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let (commits, jobs) = group.counts();
+        assert_eq!(jobs, 16);
+        assert!(commits < 16, "{commits} commits for 16 jobs: no grouping");
+    }
+
+    #[test]
+    fn a_panicking_batch_fails_its_callers_and_frees_the_lead() {
+        let group = Arc::new(GroupCommit::<u64, u64>::default());
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.submit(1, |_| panic!("disk on fire"))
+        }));
+        assert!(failed.is_err());
+        assert_eq!(group.submit(2, |jobs| jobs), 2);
+    }
+}
