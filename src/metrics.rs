@@ -447,6 +447,16 @@ impl Collector for StateCollector {
             .map(|(name, help, counter)| (name, help, read(counter)))
             .chain([
                 (
+                    "dfs_peer_frames_sent",
+                    "Frames sent to other nodes (membership, replication, anti-entropy, repair)",
+                    read(&self.peers.traffic().frames_sent),
+                ),
+                (
+                    "dfs_peer_frames_received",
+                    "Frames received from other nodes",
+                    read(&self.peers.traffic().frames_received),
+                ),
+                (
                     "dfs_index_merges",
                     "Merges of records into the version index (puts, removals, pushes, anti-entropy)",
                     merges,

@@ -18,6 +18,8 @@
 //! - [`replication`]: 3 to 7 nodes, clients putting, reading, removing,
 //!   pruning and restoring through different nodes under the nemesis and
 //!   disk faults; checks the six guarantees of DESIGN §8.
+//! - [`cost`]: what a cluster of N nodes spends at idle, per put and get,
+//!   and when a node joins or leaves (a measurement, printed, not checked).
 //! - [`workload`]: the content model, `Attempts` (what the clients tried to
 //!   write, which every listed version and every read must be explained
 //!   by), and helpers the client workloads share.
@@ -31,6 +33,7 @@ compile_error!(
      variable replaces it, so add it there too), or its seeds do not replay"
 );
 
+pub mod cost;
 pub mod env;
 pub mod harness;
 pub mod membership;

@@ -643,6 +643,11 @@ impl Node {
     }
 
     /// Replication: placement, quorum writes, anti-entropy, counters.
+    /// Frames exchanged with other nodes since start.
+    pub fn peer_traffic(&self) -> &crate::peer::PeerTraffic {
+        self.peers.traffic()
+    }
+
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }

@@ -174,11 +174,20 @@ impl PeerConnection {
     }
 }
 
+/// Frames exchanged with other nodes since start, over every connection
+/// (what a node's membership, replication and anti-entropy cost it).
+#[derive(Debug, Default)]
+pub struct PeerTraffic {
+    pub frames_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+}
+
 /// Where a connection hands what it receives: SWIM datagrams to the
 /// membership inbox, requests to the service (once the node set one).
 pub(super) struct Inbound {
     pub swim_inbox: mpsc::Sender<Datagram>,
     pub service: Arc<OnceLock<Arc<dyn PeerService>>>,
+    pub traffic: Arc<PeerTraffic>,
 }
 
 /// Run a registered connection until it fails or is closed. Returns why it
@@ -193,7 +202,7 @@ pub(super) async fn run(
     let ended = tokio::select! {
         _ = conn.closing.notified() => "closed by this node".to_string(),
         reason = read_loop(conn, reader, &inbound) => reason,
-        reason = write_loop(writer, queue) => reason,
+        reason = write_loop(writer, queue, &inbound.traffic) => reason,
         reason = keepalive_loop(conn) => reason,
         reason = retire_when_idle(conn) => reason,
     };
@@ -223,6 +232,10 @@ async fn read_loop(
             Err(error) => return error.to_string(),
         };
         conn.frames_received.fetch_add(1, Ordering::Relaxed);
+        inbound
+            .traffic
+            .frames_received
+            .fetch_add(1, Ordering::Relaxed);
         let Envelope {
             request_id,
             message,
@@ -345,11 +358,16 @@ fn is_peer_request(message: &Message) -> bool {
     )
 }
 
-async fn write_loop(mut writer: SecureWriter, mut queue: mpsc::Receiver<Envelope>) -> String {
+async fn write_loop(
+    mut writer: SecureWriter,
+    mut queue: mpsc::Receiver<Envelope>,
+    traffic: &PeerTraffic,
+) -> String {
     while let Some(envelope) = queue.recv().await {
         if let Err(error) = writer.send(&envelope).await {
             return error.to_string();
         }
+        traffic.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
     // Unreachable while the connection holds its sender; kept total.
     let _ = writer.shutdown().await;
@@ -459,6 +477,7 @@ mod tests {
         let inbound = Inbound {
             swim_inbox: swim_tx,
             service: slot,
+            traffic: Arc::default(),
         };
         let (reader, writer) = local.into_split();
         let task = tokio::spawn(async move { run(&conn, reader, writer, queue_rx, inbound).await });

@@ -15,7 +15,7 @@ pub mod membership;
 mod peers;
 mod view;
 
-pub use conn::{Datagram, PeerConnection};
+pub use conn::{Datagram, PeerConnection, PeerTraffic};
 pub use identity::PeerIdentity;
 pub use membership::{MembershipTask, SwimTiming};
 pub use peers::Peers;

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::backoff::Backoff;
-use super::conn::{self, Datagram, Inbound, PeerConnection};
+use super::conn::{self, Datagram, Inbound, PeerConnection, PeerTraffic};
 use super::{PeerError, PeerIdentity, PeerService};
 use crate::env::Env;
 use crate::keys::{ClusterKey, NodeId, StaticKeypair};
@@ -30,6 +30,7 @@ pub struct Peers {
     service: Arc<OnceLock<Arc<dyn PeerService>>>,
     state: Mutex<State>,
     tasks: Mutex<JoinSet<()>>,
+    traffic: Arc<PeerTraffic>,
 }
 
 #[derive(Default)]
@@ -67,6 +68,7 @@ impl Peers {
             service: Arc::new(OnceLock::new()),
             state: Mutex::new(State::default()),
             tasks: Mutex::new(JoinSet::new()),
+            traffic: Arc::default(),
         })
     }
 
@@ -102,6 +104,11 @@ impl Peers {
         {
             state.connections.remove(&node);
         }
+    }
+
+    /// Frames exchanged with other nodes since start.
+    pub fn traffic(&self) -> &PeerTraffic {
+        &self.traffic
     }
 
     /// Connections to other nodes open now.
@@ -329,6 +336,7 @@ impl Peers {
         let inbound = Inbound {
             swim_inbox: self.swim_inbox.clone(),
             service: self.service.clone(),
+            traffic: self.traffic.clone(),
         };
         self.spawn(async move {
             let reason = conn::run(&running, reader, writer, queue_rx, inbound).await;

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 pub use disk::{DiskFaults, DiskState};
-pub use net::CloseInOrder;
+pub use net::{CloseInOrder, WireTraffic};
 
 /// One node incarnation's [`Env`], and what makes its crash replayable.
 pub struct SimEnv {
@@ -41,6 +41,11 @@ impl SimEnv {
     /// left, in the order they were opened (see [`CloseInOrder`]).
     pub fn host_software<F: Future>(&self, software: F) -> CloseInOrder<F> {
         CloseInOrder::new(software, self.sockets.clone())
+    }
+
+    /// Bytes this incarnation's connections wrote and read.
+    pub fn traffic(&self) -> Arc<WireTraffic> {
+        self.sockets.traffic.clone()
     }
 }
 

@@ -35,6 +35,15 @@ pub(super) struct Sockets {
     faults: Arc<DiskFaults>,
     opened: AtomicU64,
     parked: Mutex<BTreeMap<u64, TcpStream>>,
+    /// Bytes its connections wrote and read (for the cost measurement).
+    pub(super) traffic: Arc<WireTraffic>,
+}
+
+/// Bytes a node's connections wrote and read, Noise framing included.
+#[derive(Debug, Default)]
+pub struct WireTraffic {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
 }
 
 impl Sockets {
@@ -43,6 +52,7 @@ impl Sockets {
             faults,
             opened: AtomicU64::new(0),
             parked: Mutex::new(BTreeMap::new()),
+            traffic: Arc::default(),
         }
     }
 
@@ -139,7 +149,15 @@ impl AsyncRead for SimStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().stream().poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = this.stream().poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        this.sockets
+            .traffic
+            .received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        read
     }
 }
 
@@ -149,7 +167,15 @@ impl AsyncWrite for SimStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().stream().poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = this.stream().poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &written {
+            this.sockets
+                .traffic
+                .sent
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        written
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().stream().poll_flush(cx)
