@@ -48,11 +48,12 @@ type Probes = Rc<RefCell<Vec<Probe>>>;
 #[derive(Debug, Clone, Copy)]
 pub struct CostRow {
     pub nodes: usize,
-    /// Per node per second at idle.
+    /// Per node per second at idle, the test's objects in the index.
     pub idle_bytes: f64,
     pub idle_frames: f64,
-    /// The whole cluster, per operation (the payload to or from the client
-    /// included).
+    /// The whole cluster, per operation: what the nodes write, so a get
+    /// includes the object sent to the client and a put does not include
+    /// what the client sent.
     pub put_bytes: f64,
     pub put_frames: f64,
     pub get_bytes: f64,
@@ -217,17 +218,22 @@ pub fn measure(nodes: usize, seed: u64) -> Result<CostRow, String> {
     // Let the first anti-entropy and key exchanges settle.
     run_for(&mut sim, Duration::from_secs(30))?;
 
-    let (b0, f0) = totals(&probes, None);
-    run_for(&mut sim, IDLE)?;
+    // Idle per node per second, over `IDLE` from now.
+    let idle = |sim: &mut turmoil::Sim<'_>, skip: Option<usize>, live: usize| {
+        let (b0, f0) = totals(&probes, skip);
+        run_for(sim, IDLE)?;
+        let (b1, f1) = totals(&probes, skip);
+        let per = live as f64 * IDLE.as_secs_f64();
+        Ok::<_, String>(((b1 - b0) / per, (f1 - f0) / per))
+    };
+    // The cluster's background while its index is still almost empty:
+    // subtracted from the put and get windows (a second or two).
+    let (empty_bytes, empty_frames) = idle(&mut sim, None, nodes)?;
     let (b1, f1) = totals(&probes, None);
-    let idle_s = IDLE.as_secs_f64();
-    let idle_bytes = (b1 - b0) / nodes as f64 / idle_s;
-    let idle_frames = (f1 - f0) / nodes as f64 / idle_s;
-    // Above idle, for a span of sim time.
     let above_idle = |bytes: f64, frames: f64, span: f64| {
         (
-            bytes - idle_bytes * nodes as f64 * span,
-            frames - idle_frames * nodes as f64 * span,
+            bytes - empty_bytes * nodes as f64 * span,
+            frames - empty_frames * nodes as f64 * span,
         )
     };
 
@@ -247,23 +253,32 @@ pub fn measure(nodes: usize, seed: u64) -> Result<CostRow, String> {
     let (get_bytes, get_frames) =
         above_idle(b4 - b3, f4 - f3, (sim.elapsed() - started).as_secs_f64());
 
-    // A node joins: what the cluster moves to it (records by anti-entropy,
-    // its share of the blobs by repair) in the window after.
-    add_node(&mut sim, seed, nodes, &probes);
-    let (b5, f5) = totals(&probes, None);
-    run_for(&mut sim, MOVE_WINDOW)?;
-    let (b6, f6) = totals(&probes, None);
+    // Idle with the objects in the index (every digest bucket in use
+    // costs more to send than an empty one): the idle of the table, and
+    // the background the join window is measured above.
+    let (idle_bytes, idle_frames) = idle(&mut sim, None, nodes)?;
     let window = MOVE_WINDOW.as_secs_f64();
-    let (join_bytes, _) = above_idle(b6 - b5, f6 - f5, window);
+
+    // A node joins: what the cluster moves to it (records by anti-entropy,
+    // its share of the blobs by repair) in the window after, above the
+    // idle of the nodes that were there (the new node's own idle is
+    // counted in: a window's worth of it is small).
+    add_node(&mut sim, seed, nodes, &probes);
+    let (b5, _) = totals(&probes, None);
+    run_for(&mut sim, MOVE_WINDOW)?;
+    let (b6, _) = totals(&probes, None);
+    let join_bytes = b6 - b5 - idle_bytes * nodes as f64 * window;
 
     // A node leaves for good (crashed, never back): the copies repair
-    // makes on the others.
+    // makes on the others, above their idle (measured again: one more
+    // member).
     let leaving = 1;
+    let (after_join_bytes, _) = idle(&mut sim, None, nodes + 1)?;
     sim.crash(host(leaving));
-    let (b7, f7) = totals(&probes, Some(leaving));
+    let (b7, _) = totals(&probes, Some(leaving));
     run_for(&mut sim, MOVE_WINDOW)?;
-    let (b8, f8) = totals(&probes, Some(leaving));
-    let (leave_bytes, _) = above_idle(b8 - b7, f8 - f7, window);
+    let (b8, _) = totals(&probes, Some(leaving));
+    let leave_bytes = b8 - b7 - after_join_bytes * nodes as f64 * window;
 
     Ok(CostRow {
         nodes,

@@ -14,9 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex};
 
-/// Jobs one commit takes at most: bounds a transaction's size (each job is
-/// a merge of at most one frame of records).
+/// Jobs one commit takes at most.
 pub const BATCH_MAX: usize = 256;
+
+/// Weight (the caller's measure of a job's size: bytes of records) one
+/// commit takes at most, past its first job: bounds a transaction's size,
+/// since an anti-entropy merge may carry megabytes of records.
+pub const BATCH_WEIGHT_MAX: usize = 8 << 20;
 
 pub struct GroupCommit<J, R> {
     state: Mutex<State<J, R>>,
@@ -25,7 +29,8 @@ pub struct GroupCommit<J, R> {
 
 struct State<J, R> {
     next_ticket: u64,
-    queue: Vec<(u64, J)>,
+    /// Ticket, weight, job.
+    queue: Vec<(u64, usize, J)>,
     leading: bool,
     results: BTreeMap<u64, R>,
     /// Tickets of a batch whose leader panicked: their callers panic too
@@ -85,19 +90,22 @@ impl<J, R> Drop for Lead<'_, J, R> {
 }
 
 impl<J, R> GroupCommit<J, R> {
-    /// Run `job` in a batch: `run` gets the batch's jobs in arrival order
-    /// and returns one result per job, in the same order, once they are
-    /// durable. Returns this job's result.
-    pub fn submit(&self, job: J, run: impl Fn(Vec<J>) -> Vec<R>) -> R {
+    /// Run `job` (of `weight`) in a batch: `run` gets the batch's jobs in
+    /// arrival order and returns one result per job, in the same order,
+    /// once they are durable. Returns this job's result.
+    pub fn submit(&self, job: J, weight: usize, run: impl Fn(Vec<J>) -> Vec<R>) -> R {
         let mut state = self.state.lock().expect("group commit poisoned");
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push((ticket, job));
+        state.queue.push((ticket, weight, job));
         loop {
             if let Some(result) = state.results.remove(&ticket) {
                 return result;
             }
             if state.abandoned.remove(&ticket) {
+                // Not while holding the lock: that would poison it for
+                // every later caller.
+                drop(state);
                 panic!("the group commit that held this merge panicked");
             }
             if state.leading {
@@ -105,10 +113,19 @@ impl<J, R> GroupCommit<J, R> {
                 continue;
             }
             state.leading = true;
-            let take = state.queue.len().min(BATCH_MAX);
-            let batch: Vec<(u64, J)> = state.queue.drain(..take).collect();
+            let mut take = 0;
+            let mut weight = 0usize;
+            for (_, job_weight, _) in &state.queue {
+                if take == BATCH_MAX || (take > 0 && weight + job_weight > BATCH_WEIGHT_MAX) {
+                    break;
+                }
+                take += 1;
+                weight += job_weight;
+            }
+            let batch: Vec<(u64, usize, J)> = state.queue.drain(..take).collect();
             drop(state);
-            let (tickets, jobs): (Vec<u64>, Vec<J>) = batch.into_iter().unzip();
+            let (tickets, jobs): (Vec<u64>, Vec<J>) =
+                batch.into_iter().map(|(t, _, j)| (t, j)).unzip();
             let mut lead = Lead {
                 group: self,
                 tickets,
@@ -152,7 +169,7 @@ mod tests {
         let group = GroupCommit::default();
         for i in 0..3u64 {
             assert_eq!(
-                group.submit(i, |jobs| jobs.iter().map(|j| j * 10).collect()),
+                group.submit(i, 1, |jobs| jobs.iter().map(|j| j * 10).collect()),
                 i * 10
             );
         }
@@ -174,7 +191,7 @@ mod tests {
                 let group = group.clone();
                 let committed = committed.clone();
                 std::thread::spawn(move || {
-                    let result = group.submit(i, |jobs| {
+                    let result = group.submit(i, 1, |jobs| {
                         // A slow "disk sync" lets others queue up.
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         committed.fetch_add(jobs.len() as u64, Ordering::SeqCst);
@@ -198,9 +215,9 @@ mod tests {
     fn a_panicking_batch_fails_its_callers_and_frees_the_lead() {
         let group = Arc::new(GroupCommit::<u64, u64>::default());
         let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            group.submit(1, |_| panic!("disk on fire"))
+            group.submit(1, 1, |_| panic!("disk on fire"))
         }));
         assert!(failed.is_err());
-        assert_eq!(group.submit(2, |jobs| jobs), 2);
+        assert_eq!(group.submit(2, 1, |jobs| jobs), 2);
     }
 }

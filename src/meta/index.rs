@@ -42,20 +42,6 @@ pub enum IndexError {
     Open(std::io::Error),
 }
 
-impl IndexError {
-    /// The same error for another caller of a failed group commit.
-    fn duplicate(&self) -> IndexError {
-        match self {
-            IndexError::Storage(text) => IndexError::Storage(text.clone()),
-            IndexError::Io(text) => IndexError::Io(text.clone()),
-            IndexError::Corrupt(text) => IndexError::Corrupt(text.clone()),
-            IndexError::Open(error) => {
-                IndexError::Open(std::io::Error::new(error.kind(), error.to_string()))
-            }
-        }
-    }
-}
-
 fn storage<E: Into<redb::Error>>(error: E) -> IndexError {
     match error.into() {
         error @ (redb::Error::Io(_) | redb::Error::PreviousIo) => IndexError::Io(error.to_string()),
@@ -175,6 +161,8 @@ pub struct VersionIndex {
     /// after a commit whose outcome is unknown); the next read scans.
     /// Held across each commit and each scan, so the two never interleave.
     digests: Mutex<Option<Vec<u128>>>,
+    /// Transactions committed by merges (each one disk sync).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl VersionIndex {
@@ -234,6 +222,7 @@ impl VersionIndex {
             db: RwLock::new(Some(db)),
             merges: GroupCommit::default(),
             digests: Mutex::new(None),
+            commits: Default::default(),
         })
     }
 
@@ -267,6 +256,9 @@ impl VersionIndex {
         };
         if matches!(result, Err(IndexError::Io(_))) {
             let mut guard = self.db.write().unwrap();
+            // What the reopened file holds is what counts: the kept
+            // digests are scanned again from it.
+            *self.digests.lock().expect("digests poisoned") = None;
             // Close before reopening: two handles on one file must not coexist.
             drop(guard.take());
             match Self::open_existing(&self.env, &self.path) {
@@ -421,8 +413,13 @@ impl VersionIndex {
         records: &[VersionRecord],
         floors: &[Floor],
     ) -> Result<MergeOutcome, IndexError> {
+        let weight = records
+            .iter()
+            .map(|r| r.name.len() + 128)
+            .chain(floors.iter().map(|f| f.name.len() + 64))
+            .sum();
         self.merges
-            .submit((records.to_vec(), floors.to_vec()), |batch| {
+            .submit((records.to_vec(), floors.to_vec()), weight, |batch| {
                 self.merge_batch(batch)
             })
     }
@@ -430,24 +427,55 @@ impl VersionIndex {
     /// Merges and the commits that made them durable since open: how well
     /// group commit batches.
     pub fn merge_counts(&self) -> (u64, u64) {
-        let (commits, merges) = self.merges.counts();
-        (merges, commits)
+        let (_, merges) = self.merges.counts();
+        (
+            merges,
+            self.commits.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
-    /// One transaction for every merge of `batch`; one outcome each.
+    /// One transaction for every merge of `batch`; one outcome each. If
+    /// the batch fails, each merge is tried again alone, so that one bad
+    /// merge (a corrupt entry it touches) fails only its own caller
+    /// (merges are idempotent: a batch whose commit's outcome is unknown
+    /// may be applied again).
     fn merge_batch(
         &self,
         batch: Vec<(Vec<VersionRecord>, Vec<Floor>)>,
     ) -> Vec<Result<MergeOutcome, IndexError>> {
+        if batch.len() == 1 {
+            return vec![
+                self.merge_in_one_transaction(&batch)
+                    .map(|mut outcomes| outcomes.remove(0)),
+            ];
+        }
+        match self.merge_in_one_transaction(&batch) {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(_) => batch
+                .into_iter()
+                .map(|job| {
+                    self.merge_in_one_transaction(std::slice::from_ref(&job))
+                        .map(|mut outcomes| outcomes.remove(0))
+                })
+                .collect(),
+        }
+    }
+
+    /// Apply every merge of `batch` in one transaction, committed (one
+    /// disk sync) unless it changed nothing.
+    fn merge_in_one_transaction(
+        &self,
+        batch: &[(Vec<VersionRecord>, Vec<Floor>)],
+    ) -> Result<Vec<MergeOutcome>, IndexError> {
         let count = batch.len();
-        match self.with_db(|db| {
+        self.with_db(|db| {
             let txn = db.begin_write().map_err(storage)?;
             let mut outcomes = Vec::with_capacity(count);
             let mut delta = vec![0u128; SYNC_BUCKETS];
             {
                 let mut table = txn.open_table(RECORDS).map_err(storage)?;
                 let mut floor_table = txn.open_table(FLOORS).map_err(storage)?;
-                for (records, floors) in &batch {
+                for (records, floors) in batch {
                     outcomes.push(Self::merge_into(
                         &mut table,
                         &mut floor_table,
@@ -468,6 +496,8 @@ impl VersionIndex {
                 let mut digests = self.digests.lock().expect("digests poisoned");
                 match txn.commit().map_err(storage) {
                     Ok(()) => {
+                        self.commits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if let Some(digests) = digests.as_mut() {
                             for (digest, change) in digests.iter_mut().zip(&delta) {
                                 *digest ^= change;
@@ -482,10 +512,7 @@ impl VersionIndex {
                 }
             }
             Ok(outcomes)
-        }) {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(error) => (0..count).map(|_| Err(error.duplicate())).collect(),
-        }
+        })
     }
 
     /// One merge, inside a batch's transaction.
@@ -840,19 +867,28 @@ impl VersionIndex {
     /// The anti-entropy digest of every bucket (see [`super::digest`]):
     /// kept by the merges, computed by a scan only the first time.
     pub fn digests(&self) -> Result<Vec<u128>, IndexError> {
-        let mut digests = self.digests.lock().expect("digests poisoned");
-        if let Some(digests) = digests.as_ref() {
-            return Ok(digests.clone());
-        }
-        let scanned = self.digests_by_scan()?;
-        *digests = Some(scanned.clone());
-        Ok(scanned)
+        // Lock order, everywhere: the database handle (`with_db`), then
+        // the digests. The reopen after an I/O error takes the handle's
+        // write lock only once this closure has let go of the digests.
+        self.with_db(|db| {
+            let mut digests = self.digests.lock().expect("digests poisoned");
+            if let Some(digests) = digests.as_ref() {
+                return Ok(digests.clone());
+            }
+            let scanned = Self::scan_digests(db)?;
+            *digests = Some(scanned.clone());
+            Ok(scanned)
+        })
     }
 
     /// The digests computed from every record and floor (what
     /// [`VersionIndex::digests`] must always equal).
     pub fn digests_by_scan(&self) -> Result<Vec<u128>, IndexError> {
-        self.with_db(|db| {
+        self.with_db(Self::scan_digests)
+    }
+
+    fn scan_digests(db: &Database) -> Result<Vec<u128>, IndexError> {
+        {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
             let floors = txn.open_table(FLOORS).map_err(storage)?;
@@ -873,7 +909,7 @@ impl VersionIndex {
                 }
             }
             Ok(digests)
-        })
+        }
     }
 
     /// The floors and record keys in `buckets`, as many as fit in
@@ -1030,47 +1066,64 @@ mod tests {
 
     /// The digests the merges keep always equal the digests of a full
     /// scan, whatever is merged: records, newer copies of a record, stubs
-    /// replacing records, floors raised over records, in one transaction
-    /// or several, and records below a floor (kept out). A wrong digest
-    /// would make anti-entropy skip a bucket that differs.
+    /// replacing records, floors raised over records (and raised again),
+    /// records below a floor (kept out), invalid names (skipped), in one
+    /// transaction of several merges (a group commit) or in several. A
+    /// wrong digest would make anti-entropy skip a bucket that differs.
     #[test]
     fn kept_digests_equal_a_full_scan_after_any_merges() {
         use proptest::prelude::*;
-        let dir = tempfile::tempdir().unwrap();
-        let index = VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
-        // Read (and so keep) the digests of the empty index first.
-        assert_eq!(index.digests().unwrap(), index.digests_by_scan().unwrap());
-        let op = (0u8..4, 0u64..6, 1u64..20, any::<bool>(), any::<bool>());
+        let op = (0u8..5, 0u64..4, 1u64..40, any::<bool>(), any::<bool>());
+        let transaction = proptest::collection::vec(proptest::collection::vec(op, 1..6), 1..4);
         let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-            cases: 200,
+            cases: 64,
             ..Default::default()
         });
         runner
-            .run(&proptest::collection::vec(op, 1..12), |ops| {
-                let mut records = Vec::new();
-                let mut floors = Vec::new();
-                for (kind, name, wall_ms, forgotten, with_content) in ops {
-                    let name = format!("n{name}");
-                    match kind {
-                        0..=2 => {
-                            let mut record = removal(&name, wall_ms);
-                            record.forgotten = forgotten;
-                            if with_content {
-                                record.content = Some(crate::cas::ContentId([wall_ms as u8; 32]));
-                                record.size = wall_ms;
+            .run(
+                &proptest::collection::vec(transaction, 1..5),
+                |transactions| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let index =
+                        VersionIndex::open(&tokio_env(), &dir.path().join("meta.redb")).unwrap();
+                    // Read (and so keep) the digests of the empty index first.
+                    prop_assert_eq!(index.digests().unwrap(), index.digests_by_scan().unwrap());
+                    for merges in transactions {
+                        let mut batch = Vec::new();
+                        for ops in merges {
+                            let mut records = Vec::new();
+                            let mut floors = Vec::new();
+                            for (kind, name, wall_ms, forgotten, with_content) in ops {
+                                let name = match kind {
+                                    4 => "bad\0name".to_string(),
+                                    _ => format!("n{name}"),
+                                };
+                                if kind == 3 {
+                                    floors.push(Floor {
+                                        name,
+                                        floor: removal("x", wall_ms).vid,
+                                    });
+                                    continue;
+                                }
+                                let mut record = removal(&name, wall_ms);
+                                record.forgotten = forgotten;
+                                if with_content {
+                                    record.content =
+                                        Some(crate::cas::ContentId([wall_ms as u8; 32]));
+                                    record.size = wall_ms;
+                                }
+                                records.push(record);
                             }
-                            records.push(record);
+                            batch.push((records, floors));
                         }
-                        _ => floors.push(Floor {
-                            name,
-                            floor: removal("x", wall_ms).vid,
-                        }),
+                        for outcome in index.merge_batch(batch) {
+                            outcome.unwrap();
+                        }
+                        prop_assert_eq!(index.digests().unwrap(), index.digests_by_scan().unwrap());
                     }
-                }
-                index.merge(&records, &floors).unwrap();
-                prop_assert_eq!(index.digests().unwrap(), index.digests_by_scan().unwrap());
-                Ok(())
-            })
+                    Ok(())
+                },
+            )
             .unwrap();
     }
 

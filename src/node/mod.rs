@@ -642,12 +642,12 @@ impl Node {
         &self.index
     }
 
-    /// Replication: placement, quorum writes, anti-entropy, counters.
     /// Frames exchanged with other nodes since start.
     pub fn peer_traffic(&self) -> &crate::peer::PeerTraffic {
         self.peers.traffic()
     }
 
+    /// Replication: placement, quorum writes, anti-entropy, counters.
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }
