@@ -29,6 +29,9 @@ pub struct ScrubStatus {
     pub corrupt_found: AtomicU64,
     /// Complete passes over the store.
     pub passes: AtomicU64,
+    /// Passes that found the kept anti-entropy digests different from
+    /// the index (corrected then; a bug if ever non-zero).
+    pub digest_mismatches: AtomicU64,
 }
 
 /// The background loop.
@@ -74,6 +77,15 @@ impl Cluster {
             // The end of the store: the next round starts a new pass.
             *cursor = None;
             ReplicationCounters::bump(&self.scrub.passes, 1);
+            let index = self.index.clone();
+            match self.blocking(move || index.check_digests()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("the kept anti-entropy digests differed from the version index; corrected (a bug: please report it with this log)");
+                    ReplicationCounters::bump(&self.scrub.digest_mismatches, 1);
+                }
+                Err(error) => tracing::warn!(%error, "cannot check the anti-entropy digests"),
+            }
         } else {
             *cursor = batch.last().copied();
         }

@@ -881,6 +881,23 @@ impl VersionIndex {
         })
     }
 
+    /// Compare the kept digests with a full scan (commits wait meanwhile,
+    /// so both see one state); on a difference, keep the scan's and say
+    /// `false`. The scrub calls it once per pass: a kept digest that were
+    /// wrong would hide a difference from anti-entropy for good.
+    pub fn check_digests(&self) -> Result<bool, IndexError> {
+        self.with_db(|db| {
+            let mut digests = self.digests.lock().expect("digests poisoned");
+            let Some(kept) = digests.as_ref() else {
+                return Ok(true);
+            };
+            let scanned = Self::scan_digests(db)?;
+            let same = *kept == scanned;
+            *digests = Some(scanned);
+            Ok(same)
+        })
+    }
+
     /// The digests computed from every record and floor (what
     /// [`VersionIndex::digests`] must always equal).
     pub fn digests_by_scan(&self) -> Result<Vec<u128>, IndexError> {

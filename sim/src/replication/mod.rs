@@ -256,6 +256,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 ("sync_passes", &c.sync_passes),
                 ("scrubbed", &cluster.scrub.blobs_verified),
                 ("scrub_corrupt_found", &cluster.scrub.corrupt_found),
+                ("digest_mismatches", &cluster.scrub.digest_mismatches),
             ] {
                 *counters.entry(name).or_default() += ReplicationCounters::get(value);
             }
@@ -273,6 +274,15 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             *counters.entry("injected_corruptions").or_default() +=
                 disk.injected_corruptions.load(Ordering::Relaxed);
         }
+    }
+    // The kept anti-entropy digests must always equal the index's (each
+    // scrub pass compares them); a difference would hide records from
+    // anti-entropy.
+    if counters.get("digest_mismatches").copied().unwrap_or(0) > 0 {
+        return Err(format!(
+            "the kept anti-entropy digests differed from a scan of the index {} times",
+            counters["digest_mismatches"]
+        ));
     }
     if config.torn_block_bytes.is_some() {
         *counters.entry("crashes_with_torn_writes").or_default() +=
