@@ -81,7 +81,9 @@ impl Cluster {
             match self.blocking(move || index.check_digests()).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::error!("the kept anti-entropy digests differed from the version index; corrected (a bug: please report it with this log)");
+                    tracing::error!(
+                        "the kept anti-entropy digests differed from the version index; corrected (a bug: please report it with this log)"
+                    );
                     ReplicationCounters::bump(&self.scrub.digest_mismatches, 1);
                 }
                 Err(error) => tracing::warn!(%error, "cannot check the anti-entropy digests"),
