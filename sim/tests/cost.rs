@@ -33,10 +33,13 @@ fn three_nodes_cost_what_replication_must() {
     // sends it once, which the node does not count as written).
     assert!(row.put_bytes > 2.0 * 256.0 * 1024.0, "{row:?}");
     assert!(row.get_bytes > 256.0 * 1024.0, "{row:?}");
-    assert!(
-        row.idle_bytes > 0.0 && row.idle_bytes < 256.0 * 1024.0,
-        "{row:?}"
-    );
+    // Idle is membership and in-sync anti-entropy rounds: about 1 KB/s; a
+    // round that always found a difference would cost several times that.
+    assert!(row.idle_bytes > 0.0 && row.idle_bytes < 4096.0, "{row:?}");
+    // A join and a leave each move a replica's share of what is stored:
+    // with R = 3 of 4 nodes, three quarters of it; at least half.
+    assert!(row.join_bytes > row.stored_bytes / 2.0, "{row:?}");
+    assert!(row.leave_bytes > row.stored_bytes / 2.0, "{row:?}");
 }
 
 #[test]

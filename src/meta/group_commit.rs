@@ -82,6 +82,9 @@ impl<J, R> Drop for Lead<'_, J, R> {
             state
                 .abandoned
                 .extend(self.tickets.iter().copied().filter(|t| *t != own));
+            // The leader's own job, when a full batch ahead left it queued:
+            // its caller is failing now, so nobody must apply it later.
+            state.queue.retain(|(ticket, _, _)| *ticket != own);
         }
         state.leading = false;
         drop(state);

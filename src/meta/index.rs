@@ -451,6 +451,11 @@ impl VersionIndex {
         }
         match self.merge_in_one_transaction(&batch) {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            // A disk failure fails them all alike (each retry would reopen
+            // the index again).
+            Err(IndexError::Io(text)) => (0..batch.len())
+                .map(|_| Err(IndexError::Io(text.clone())))
+                .collect(),
             Err(_) => batch
                 .into_iter()
                 .map(|job| {
@@ -887,14 +892,23 @@ impl VersionIndex {
     /// wrong would hide a difference from anti-entropy for good.
     pub fn check_digests(&self) -> Result<bool, IndexError> {
         self.with_db(|db| {
-            let mut digests = self.digests.lock().expect("digests poisoned");
-            let Some(kept) = digests.as_ref() else {
-                return Ok(true);
+            // Commits happen under the digests' lock: a read transaction
+            // begun under it sees exactly the state the kept digests
+            // describe, and the scan then runs without holding commits up.
+            let (kept, snapshot) = {
+                let digests = self.digests.lock().expect("digests poisoned");
+                let Some(kept) = digests.clone() else {
+                    return Ok(true);
+                };
+                (kept, db.begin_read().map_err(storage)?)
             };
-            let scanned = Self::scan_digests(db)?;
-            let same = *kept == scanned;
-            *digests = Some(scanned);
-            Ok(same)
+            let scanned = Self::scan_snapshot(&snapshot)?;
+            if kept == scanned {
+                return Ok(true);
+            }
+            // Scanned again from the state of the next read.
+            *self.digests.lock().expect("digests poisoned") = None;
+            Ok(false)
         })
     }
 
@@ -905,8 +919,11 @@ impl VersionIndex {
     }
 
     fn scan_digests(db: &Database) -> Result<Vec<u128>, IndexError> {
+        Self::scan_snapshot(&db.begin_read().map_err(storage)?)
+    }
+
+    fn scan_snapshot(txn: &redb::ReadTransaction) -> Result<Vec<u128>, IndexError> {
         {
-            let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RECORDS).map_err(storage)?;
             let floors = txn.open_table(FLOORS).map_err(storage)?;
             let mut digests = vec![0u128; SYNC_BUCKETS];
