@@ -99,7 +99,7 @@ impl Cluster {
             report: Ok(here),
         }];
         let members = self.members.members();
-        let alive: std::collections::BTreeMap<_, _> = self
+        let identities: std::collections::BTreeMap<_, _> = self
             .members
             .alive()
             .into_iter()
@@ -110,7 +110,7 @@ impl Cluster {
             if member.state == MemberState::Down {
                 continue;
             }
-            let Some(identity) = alive.get(&member.node_id).cloned() else {
+            let Some(identity) = identities.get(&member.node_id).cloned() else {
                 continue;
             };
             let cluster = self.clone();
