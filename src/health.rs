@@ -10,9 +10,11 @@
 
 use crate::wire::{MemberState, StatusReport};
 
-/// A node whose disk has less free than this fraction (in percent) of its
-/// size is unhealthy: writes fail once it is full.
-pub const DISK_FREE_PERCENT_MIN: u64 = 5;
+/// By default a node whose disk has less free than this fraction (in
+/// percent) of its size is unhealthy: writes fail once it is full. Like
+/// Ceph's full ratio (95%), it leaves room to act before writes fail;
+/// `serve --disk-free-min-percent` sets it per node.
+pub const DEFAULT_DISK_FREE_MIN_PERCENT: u8 = 5;
 
 /// How serious a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +57,7 @@ pub fn problems(report: &StatusReport) -> Vec<Problem> {
     if let Some(disk) = report.disk
         && disk.total_bytes > 0
         && u128::from(disk.free_bytes) * 100
-            < u128::from(disk.total_bytes) * u128::from(DISK_FREE_PERCENT_MIN)
+            < u128::from(disk.total_bytes) * u128::from(report.disk_free_min_percent)
     {
         found.push(Problem {
             severity: Severity::Unhealthy,
@@ -174,6 +176,7 @@ mod tests {
                 total_bytes: 100 << 30,
                 free_bytes: 50 << 30,
             }),
+            disk_free_min_percent: DEFAULT_DISK_FREE_MIN_PERCENT,
             uptime_s: 10,
             version: "0".into(),
         }
@@ -225,5 +228,26 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found.iter().all(|p| p.severity == Severity::Degraded));
         assert!(found[0].what.contains("3.0 MiB"), "{found:?}");
+    }
+
+    #[test]
+    fn each_node_judges_its_disk_by_its_own_threshold() {
+        let mut report = healthy();
+        report.disk = Some(DiskSpace {
+            total_bytes: 100 << 30,
+            free_bytes: 20 << 30,
+        });
+        assert_eq!(problems(&report), vec![]);
+        report.disk_free_min_percent = 25;
+        let found = problems(&report);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Unhealthy);
+        // 0 turns the rule off, even for a disk with nothing free.
+        report.disk_free_min_percent = 0;
+        report.disk = Some(DiskSpace {
+            total_bytes: 100 << 30,
+            free_bytes: 0,
+        });
+        assert_eq!(problems(&report), vec![]);
     }
 }

@@ -111,6 +111,10 @@ enum Command {
         /// is acknowledged (W, 1 <= W <= R).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
         write_quorum: u16,
+        /// Free disk space, in percent of the disk's size, below which the
+        /// node reports itself unhealthy (`status` exits 7); 0: never.
+        #[arg(long, default_value_t = dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
+        disk_free_min_percent: u8,
     },
     /// Store a file (PATH `-` reads stdin and needs --name).
     Put {
@@ -273,6 +277,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             suspect_timeout_ms,
             replicas,
             write_quorum,
+            disk_free_min_percent,
         } => {
             let replication = Replication::new(usize::from(*replicas), usize::from(*write_quorum))
                 .map_err(Failure::usage)?;
@@ -296,6 +301,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 cluster_key_file: cluster_key_file.as_deref(),
                 swim,
                 replication,
+                disk_free_min_percent: *disk_free_min_percent,
             };
             serve(&env, &cli, options).await
         }

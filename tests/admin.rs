@@ -154,3 +154,31 @@ fn json_logs_have_one_object_per_line_and_a_line_per_request() {
     assert_eq!(fields["bytes"], 5000);
     assert!(fields["duration_ms"].as_f64().unwrap() > 0.0, "{fields}");
 }
+
+/// The disk rule end to end: a node told to keep more free space than any
+/// disk has (100%) says its disk is nearly full, `status` exits 7 and
+/// `/health` still answers (the node is live, just not healthy).
+#[test]
+fn a_node_short_of_its_free_space_threshold_is_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--disk-free-min-percent", "100"],
+    );
+    let status = node.cli(&["status", "--json"]);
+    assert_eq!(status.status.code(), Some(7));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["healthy"], false, "{report}");
+    assert_eq!(report["disk_free_min_percent"], 100, "{report}");
+    let problem = report["problems"][0]["what"].as_str().unwrap();
+    assert!(problem.contains("disk is nearly full"), "{report}");
+    let admin = node.admin.clone().unwrap();
+    assert_eq!(get(&admin, "/health"), (200, "ok\n".to_string()));
+    let (_, page) = get(&admin, "/");
+    assert!(page.contains("disk is nearly full"), "{page}");
+
+    // The harness's threshold (0) never calls a disk full.
+    let other = Node::start(&dir.path().join("other"), "127.0.0.1:0", &[]);
+    assert!(other.cli(&["status"]).status.success());
+}

@@ -35,6 +35,7 @@ async fn start(env: &Env, dir: &Path, listen: &str, bootstrap: Vec<String>) -> R
             swim: Default::default(),
             replication: Replication::new(1, 1).unwrap(),
             maintenance: Default::default(),
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: vec![ProvisionedKey {
                 name: "test".into(),

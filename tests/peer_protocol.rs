@@ -51,6 +51,7 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
             swim: Default::default(),
             replication,
             maintenance: Default::default(),
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: vec![ProvisionedKey {
                 name: "test admin".into(),

@@ -104,6 +104,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             swim: Default::default(),
             replication: Default::default(),
             maintenance: Default::default(),
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
         };

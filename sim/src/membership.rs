@@ -143,6 +143,7 @@ fn add_node(
             swim: start.swim,
             replication: Default::default(),
             maintenance: Default::default(),
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
         };
@@ -195,6 +196,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             swim: Default::default(),
             replication: Default::default(),
             maintenance: Default::default(),
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
         };

@@ -130,6 +130,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 swim: Default::default(),
                 replication: Default::default(),
                 maintenance: Default::default(),
+                disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
                 admin_credentials_file: None,
                 provisioned_keys: crate::workload::provisioned_keys(seed),
             };

@@ -385,6 +385,7 @@ mod tests {
             repair_copies_made: 0,
             not_ready: None,
             disk: None,
+            disk_free_min_percent: 5,
             uptime_s: 30,
             version: "0.1.0".into(),
         }

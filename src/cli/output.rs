@@ -83,6 +83,7 @@ pub fn status(report: &StatusReport, json: bool) -> bool {
                 "node_id": report.node_id.to_string(), "listen": report.listen, "members": members,
                 "healthy": healthy, "problems": problems, "not_ready": report.not_ready,
                 "disk": report.disk.map(|d| json!({"total_bytes": d.total_bytes, "free_bytes": d.free_bytes})),
+                "disk_free_min_percent": report.disk_free_min_percent,
                 "uptime_s": report.uptime_s, "version": report.version,
                 "chunks": report.chunks, "bytes_stored": report.bytes_stored, "quarantined": report.quarantined,
                 "under_replicated": report.under_replicated,

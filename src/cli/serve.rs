@@ -29,6 +29,8 @@ pub struct ServeOptions<'a> {
     pub cluster_key_file: Option<&'a Path>,
     pub swim: SwimTiming,
     pub replication: Replication,
+    /// Free disk space (percent) below which the node is unhealthy.
+    pub disk_free_min_percent: u8,
 }
 
 pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
@@ -75,6 +77,7 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         swim: options.swim,
         replication: options.replication,
         maintenance: Default::default(),
+        disk_free_min_percent: options.disk_free_min_percent,
         admin_credentials_file: Some(data_dir.join(dfs::keys::credentials::CREDENTIALS_FILE)),
         provisioned_keys: Vec::new(),
     };

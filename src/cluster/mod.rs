@@ -191,6 +191,9 @@ pub struct Cluster {
     pub scrub: ScrubStatus,
     /// When this node started (monotonic ms), for its uptime.
     started_ms: u64,
+    /// Free disk space (percent of its size) below which this node reports
+    /// itself unhealthy.
+    disk_free_min_percent: u8,
     /// The latest member reports (see [`Cluster::member_reports`]).
     member_reports: status::ReportsCache,
 }
@@ -198,7 +201,7 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(
         env: Env,
-        (replication, maintenance): (Replication, Maintenance),
+        (replication, maintenance, disk_free_min_percent): (Replication, Maintenance, u8),
         peers: Arc<Peers>,
         members: Arc<MemberView>,
         (store, index): (Arc<ChunkStore>, Arc<VersionIndex>),
@@ -227,6 +230,7 @@ impl Cluster {
             repair: RepairStatus::default(),
             scrub: ScrubStatus::default(),
             started_ms: env.clock.monotonic_ms(),
+            disk_free_min_percent,
             member_reports: tokio::sync::Mutex::new(None),
         })
     }

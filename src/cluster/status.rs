@@ -69,6 +69,7 @@ impl Cluster {
             repair_copies_made: read(&self.repair.copies_made),
             not_ready: self.readiness().err(),
             disk,
+            disk_free_min_percent: self.disk_free_min_percent,
             uptime_s: self
                 .env
                 .clock

@@ -61,6 +61,9 @@ pub struct NodeConfig {
     pub replication: Replication,
     /// Periods of anti-entropy, repair and garbage collection.
     pub maintenance: Maintenance,
+    /// Free disk space (percent of the disk's size) below which the node
+    /// reports itself unhealthy ([`crate::health`]); 0 never does.
+    pub disk_free_min_percent: u8,
     /// Where the first start of a new cluster writes an admin access key
     /// (a node started without `--bootstrap` that knows no key and finds no
     /// file there); `None`: never.
@@ -381,7 +384,11 @@ impl Server {
         let index = Arc::new(index);
         let cluster = Cluster::new(
             env.clone(),
-            (config.replication, config.maintenance),
+            (
+                config.replication,
+                config.maintenance,
+                config.disk_free_min_percent,
+            ),
             peers.clone(),
             members.clone(),
             (store.clone(), index.clone()),

@@ -154,6 +154,7 @@ mod tests {
             swim: Default::default(),
             replication: Replication::new(1, 1).unwrap(),
             maintenance: Default::default(),
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: Vec::new(),
         };

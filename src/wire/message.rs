@@ -102,6 +102,9 @@ pub struct StatusReport {
     pub not_ready: Option<String>,
     /// The file system of the data dir (`None` where it cannot be read).
     pub disk: Option<DiskSpace>,
+    /// Below this much free space (percent of the disk's size) the node
+    /// calls its disk nearly full (`serve --disk-free-min-percent`).
+    pub disk_free_min_percent: u8,
     /// Seconds since this node started.
     pub uptime_s: u64,
     /// The build's version (`dfs` crate version).

@@ -262,6 +262,7 @@ mod tests {
                         total_bytes: 1 << 40,
                         free_bytes: 1 << 39,
                     }),
+                    disk_free_min_percent: 5,
                     uptime_s: 3600,
                     version: "0.1.0".into(),
                 }),

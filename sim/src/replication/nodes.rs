@@ -172,6 +172,7 @@ pub(super) fn add_node(
             replication: Replication::new(config.replicas, config.write_quorum)
                 .expect("derived settings are valid"),
             maintenance: config.maintenance,
+            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
         };
