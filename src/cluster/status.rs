@@ -2,12 +2,14 @@
 //! by a peer) and what it gathers from every member for the status page
 //! and `dfs-node status`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::task::JoinSet;
 
 use super::Cluster;
+use crate::keys::NodeId;
 use crate::limits::{DISK_SPACE_TIMEOUT, MEMBER_REPORT_TIMEOUT, MEMBER_REPORTS_REUSED_FOR};
 use crate::wire::{MemberState, MemberStatus, Message, StatusReport};
 
@@ -21,8 +23,10 @@ pub struct MemberReport {
     pub report: Result<StatusReport, String>,
 }
 
-/// Member reports gathered at a time (monotonic ms), reused for a while.
-pub(super) type ReportsCache = tokio::sync::Mutex<Option<(u64, Arc<Vec<MemberReport>>)>>;
+/// The members' answers to `Status`, by node, gathered at a time
+/// (monotonic ms) and reused for a while.
+pub(super) type ReportsCache =
+    tokio::sync::Mutex<Option<(u64, Arc<BTreeMap<NodeId, Result<StatusReport, String>>>)>>;
 
 impl Cluster {
     /// Whether this node can take writes: it has reached the members it
@@ -81,33 +85,52 @@ impl Cluster {
     }
 
     /// This node's report and each member's, this node first, then the
-    /// members by node id. Members not down are asked at once, each for at
-    /// most [`MEMBER_REPORT_TIMEOUT`]; the answers are reused for
+    /// members by node id. This node's report and the members' states are
+    /// always current; what the members say of themselves is asked of
+    /// those not down, all at once, each for at most
+    /// [`MEMBER_REPORT_TIMEOUT`], and reused for
     /// [`MEMBER_REPORTS_REUSED_FOR`], so open status pages cost the members
     /// a bounded number of requests.
-    pub async fn member_reports(self: &Arc<Self>) -> Arc<Vec<MemberReport>> {
-        let mut cache = self.member_reports.lock().await;
-        let now = self.env.clock.monotonic_ms();
-        if let Some((at, reports)) = cache.as_ref()
-            && now.saturating_sub(*at) < MEMBER_REPORTS_REUSED_FOR.as_millis() as u64
-        {
-            return reports.clone();
-        }
+    pub async fn member_reports(self: &Arc<Self>) -> Vec<MemberReport> {
         let here = self.status().await;
-        let mut asks = JoinSet::new();
+        let members = self.members.members();
+        let answers = self.members_answers(&members).await;
         let mut reports = vec![MemberReport {
             member: here.members[0].clone(),
             report: Ok(here),
         }];
-        let members = self.members.members();
-        let identities: std::collections::BTreeMap<_, _> = self
+        for member in members {
+            let report = match answers.get(&member.node_id) {
+                Some(answer) if member.state != MemberState::Down => answer.clone(),
+                _ => Err("down".to_string()),
+            };
+            reports.push(MemberReport { member, report });
+        }
+        reports
+    }
+
+    /// Each member's answer to `Status` (members down are not asked),
+    /// from the last [`MEMBER_REPORTS_REUSED_FOR`] if asked since.
+    async fn members_answers(
+        self: &Arc<Self>,
+        members: &[MemberStatus],
+    ) -> Arc<BTreeMap<NodeId, Result<StatusReport, String>>> {
+        let mut cache = self.member_reports.lock().await;
+        let now = self.env.clock.monotonic_ms();
+        if let Some((at, answers)) = cache.as_ref()
+            && now.saturating_sub(*at) < MEMBER_REPORTS_REUSED_FOR.as_millis() as u64
+        {
+            return answers.clone();
+        }
+        let mut asks = JoinSet::new();
+        let identities: BTreeMap<_, _> = self
             .members
             .alive()
             .into_iter()
             .chain(self.members.not_alive())
             .map(|identity| (identity.node, identity))
             .collect();
-        for member in &members {
+        for member in members {
             if member.state == MemberState::Down {
                 continue;
             }
@@ -134,20 +157,14 @@ impl Cluster {
                 (identity.node, report)
             });
         }
-        let mut answers = std::collections::BTreeMap::new();
+        let mut answers = BTreeMap::new();
         while let Some(joined) = asks.join_next().await {
             if let Ok((node, report)) = joined {
                 answers.insert(node, report);
             }
         }
-        for member in members {
-            let report = answers
-                .remove(&member.node_id)
-                .unwrap_or_else(|| Err("down".to_string()));
-            reports.push(MemberReport { member, report });
-        }
-        let reports = Arc::new(reports);
-        *cache = Some((self.env.clock.monotonic_ms(), reports.clone()));
-        reports
+        let answers = Arc::new(answers);
+        *cache = Some((self.env.clock.monotonic_ms(), answers.clone()));
+        answers
     }
 }

@@ -3,8 +3,6 @@
 //! with its reply message or an [`OpError`], which the connection turns
 //! into `Message::Error` and survives.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::ops::{Body, OpError, PutError, PutOptions, VersionPick};
@@ -377,7 +375,7 @@ impl Node {
 
     /// This node's report and every member's (see
     /// [`Cluster::member_reports`](crate::cluster::Cluster::member_reports)).
-    pub async fn member_reports(&self) -> Arc<Vec<MemberReport>> {
+    pub async fn member_reports(&self) -> Vec<MemberReport> {
         self.cluster.member_reports().await
     }
 }
