@@ -8,7 +8,9 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::cas::{ChunkId, ContentId, Manifest};
+use std::collections::BTreeSet;
+
+use crate::cas::{ChunkId, Chunker, ContentId, Manifest};
 use crate::env::Env;
 use crate::keys::StaticKeypair;
 use crate::keys::credentials::Credentials;
@@ -69,6 +71,31 @@ impl ClientError {
             self,
             ClientError::Remote {
                 code: ErrorCode::NotFound,
+                ..
+            }
+        )
+    }
+}
+
+/// Chunk references per `PutReuse` frame (33 bytes each: 132 KiB).
+const REUSE_IDS_PER_FRAME: usize = 4096;
+
+/// A version a chunked put may reuse chunks of.
+#[derive(Debug, Clone)]
+pub struct PutBase {
+    pub record: VersionRecord,
+    pub manifest: Manifest,
+}
+
+impl ClientError {
+    /// A chunked put against a base failed in a way the same put without
+    /// one may not: the base was removed or pruned meanwhile, or a chunk
+    /// it reuses is no longer held by W nodes.
+    pub fn base_gone(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Remote {
+                code: ErrorCode::NotFound | ErrorCode::Unavailable,
                 ..
             }
         )
@@ -202,6 +229,131 @@ impl Client {
             Message::PutDone { record } => Ok(record),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The current version of `name` and its manifest (verified against
+    /// its content id): what [`Client::put_chunked`] may reuse. `None`
+    /// when `name` has no current version with content.
+    pub async fn put_base(&mut self, name: &str) -> Result<Option<PutBase>, ClientError> {
+        let reply = self
+            .call(Message::PutBaseOf {
+                name: name.to_string(),
+            })
+            .await?;
+        let (record, manifest) = match reply {
+            Message::PutBase {
+                record: Some(record),
+                manifest,
+            } => (record, manifest),
+            Message::PutBase { record: None, .. } => return Ok(None),
+            other => return Err(unexpected(&other)),
+        };
+        if record.name != name || record.content != Some(ContentId::of(&manifest)) {
+            return Err(ClientError::Integrity(
+                "the base's record and manifest disagree".into(),
+            ));
+        }
+        let manifest =
+            Manifest::decode(&manifest).map_err(|e| ClientError::Integrity(e.to_string()))?;
+        Ok(Some(PutBase { record, manifest }))
+    }
+
+    /// Store everything `source` yields under `name`, cutting it into
+    /// chunks here (the node's chunker, so the same ids) and sending only
+    /// those `base` (a version of `name`, from [`Client::put_base`]) does
+    /// not have; the others go as references. The node hashes every chunk
+    /// sent and checks every reference against the base. `progress` gets
+    /// the byte count read from `source` so far.
+    pub async fn put_chunked(
+        &mut self,
+        name: &str,
+        base: Option<&PutBase>,
+        source: &mut (impl AsyncRead + Unpin),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VersionRecord, ClientError> {
+        let have: BTreeSet<ChunkId> = base
+            .map(|base| base.manifest.chunks.iter().map(|chunk| chunk.id).collect())
+            .unwrap_or_default();
+        let id = self
+            .send(Message::PutChunkedStart {
+                name: name.to_string(),
+                base: base.map(|base| base.record.vid),
+            })
+            .await?;
+        let mut chunker = Chunker::default();
+        let mut reuse = Vec::new();
+        let mut read = 0u64;
+        let mut buffer = vec![0u8; PUT_DATA_FRAME_BYTES];
+        loop {
+            let filled = source.read(&mut buffer).await?;
+            if filled == 0 {
+                chunker.finish();
+            } else {
+                chunker.push(&buffer[..filled]);
+                read += filled as u64;
+                progress(read);
+            }
+            while let Some(chunk) = chunker.next_chunk() {
+                let chunk_id = ChunkId::of(&chunk);
+                if have.contains(&chunk_id) {
+                    reuse.push(chunk_id);
+                    if reuse.len() == REUSE_IDS_PER_FRAME {
+                        self.send_reuse(id, &mut reuse).await?;
+                    }
+                } else {
+                    self.send_reuse(id, &mut reuse).await?;
+                    self.stream
+                        .send(&Envelope {
+                            request_id: id,
+                            message: Message::PutChunk { bytes: chunk },
+                        })
+                        .await?;
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+        }
+        self.send_reuse(id, &mut reuse).await?;
+        self.stream
+            .send(&Envelope {
+                request_id: id,
+                message: Message::PutFinish,
+            })
+            .await?;
+        match self.reply(id).await? {
+            Message::PutDone { record } => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// [`Client::put_chunked`] against the current version of `name`, if
+    /// it has one: a new version sends only the chunks that changed.
+    pub async fn put_reusing(
+        &mut self,
+        name: &str,
+        source: &mut (impl AsyncRead + Unpin),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VersionRecord, ClientError> {
+        let base = self.put_base(name).await?;
+        self.put_chunked(name, base.as_ref(), source, progress)
+            .await
+    }
+
+    /// Send the references gathered in `reuse` (if any) as one `PutReuse`.
+    async fn send_reuse(&mut self, id: u64, reuse: &mut Vec<ChunkId>) -> Result<(), ClientError> {
+        if reuse.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .send(&Envelope {
+                request_id: id,
+                message: Message::PutReuse {
+                    ids: std::mem::take(reuse),
+                },
+            })
+            .await?;
+        Ok(())
     }
 
     /// Fetch a file and write it to `sink`, verified chunk by chunk.

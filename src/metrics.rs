@@ -149,7 +149,7 @@ impl RequestMetrics {
         );
         registry.register_with_unit(
             "dfs_body_received",
-            "Bytes of object bodies received (puts)",
+            "Bytes of object bodies received (puts; a chunked put counts the chunks it sent, not those it reused)",
             Unit::Bytes,
             self.body_bytes_received.clone(),
         );
@@ -364,7 +364,7 @@ impl Collector for StateCollector {
         let replication = &self.cluster.counters;
         let repair = &self.cluster.repair;
         let scrub = &self.cluster.scrub;
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "dfs_membership_changes",
                 "Times a member joined, changed state (alive, suspect, down) or was forgotten, as this node saw it",
@@ -384,6 +384,11 @@ impl Collector for StateCollector {
                 "dfs_read_repairs",
                 "Blob copies a read found missing or corrupt and repaired",
                 &replication.read_repairs,
+            ),
+            (
+                "dfs_chunks_reused",
+                "Chunks puts referenced from the name's current version instead of receiving them",
+                &replication.chunks_reused,
             ),
             (
                 "dfs_stand_ins",

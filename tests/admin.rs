@@ -43,7 +43,10 @@ fn metrics_pass_promtool_and_count_what_the_node_served() {
     let requests = |kind: &str, outcome: &str| {
         format!(r#"dfs_requests_total{{protocol="native",kind="{kind}",outcome="{outcome}"}}"#)
     };
-    assert_eq!(moved(&requests("PutStart", "ok")), 1.0, "{after}");
+    // The CLI asks for the name's current version, then cuts the file
+    // itself (a chunked put).
+    assert_eq!(moved(&requests("PutBaseOf", "ok")), 1.0, "{after}");
+    assert_eq!(moved(&requests("PutChunkedStart", "ok")), 1.0, "{after}");
     assert_eq!(moved(&requests("Get", "ok")), 1.0, "{after}");
     assert_eq!(moved(&requests("Get", "refused")), 1.0, "{after}");
     assert_eq!(
@@ -142,7 +145,7 @@ fn json_logs_have_one_object_per_line_and_a_line_per_request() {
             let entry: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
             let fields = &entry["fields"];
-            if fields["message"] == "request" && fields["kind"] == "PutStart" {
+            if fields["message"] == "request" && fields["kind"] == "PutChunkedStart" {
                 found = Some(fields.clone());
             }
         }

@@ -727,3 +727,163 @@ async fn a_key_removed_while_its_connection_is_open_is_refused_at_the_next_reque
         "{refused}"
     );
 }
+
+/// A chunked put, spoken by hand: the node hashes what it is sent and
+/// takes references only to chunks of the named base. Hostile pieces (a
+/// chunk id not in the base, a reference without a base, an empty chunk,
+/// a base that does not exist) are refused with a clear error, record
+/// nothing, and leave the connection usable; an honest one stores what
+/// the references and new chunks spell, in order.
+#[tokio::test]
+async fn a_chunked_put_reuses_only_chunks_of_its_base() {
+    use dfs::cas::{ChunkId, Chunker};
+    use dfs::wire::{ErrorCode, GetTarget};
+
+    let node = start_node().await;
+    let mut client = dfs::client::Client::connect(&node.env, &node.addr, &node.credentials)
+        .await
+        .unwrap();
+    // Several chunks (the node's chunker cuts at 256 KiB or more).
+    let mut original = vec![0u8; 3 << 20];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for byte in &mut original {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *byte = (state >> 56) as u8;
+    }
+    let base = client
+        .put_reusing("doc", &mut original.as_slice(), &mut |_| {})
+        .await
+        .unwrap();
+    let mut chunker = Chunker::default();
+    chunker.push(&original[..]);
+    chunker.finish();
+    let chunks: Vec<_> = std::iter::from_fn(|| chunker.next_chunk()).collect();
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+
+    let mut secure = connect_as_client(&node, &node.credentials).await.unwrap();
+    let mut request = 0u64;
+    let mut put = |pieces: Vec<Message>, base| {
+        request += 1;
+        let id = request;
+        let mut frames = vec![Message::PutChunkedStart {
+            name: "doc".into(),
+            base,
+        }];
+        frames.extend(pieces);
+        frames.push(Message::PutFinish);
+        (id, frames)
+    };
+    let mut refusals = Vec::new();
+    for (pieces, base) in [
+        // A chunk id that is not in the base (a guess at someone's data).
+        (
+            vec![Message::PutReuse {
+                ids: vec![ChunkId([0xAB; 32])],
+            }],
+            Some(base.vid),
+        ),
+        // References without a base.
+        (vec![Message::PutReuse { ids: vec![ids[0]] }], None),
+        // An empty chunk.
+        (
+            vec![Message::PutChunk {
+                bytes: Default::default(),
+            }],
+            None,
+        ),
+        // A base that does not exist.
+        (
+            vec![Message::PutReuse { ids: vec![ids[0]] }],
+            Some(dfs::meta::VersionId {
+                wall_ms: 1,
+                counter: 0,
+                node: NodeId([1; 32]),
+            }),
+        ),
+    ] {
+        let (id, frames) = put(pieces, base);
+        for message in frames {
+            secure
+                .send(&Envelope {
+                    request_id: id,
+                    message,
+                })
+                .await
+                .unwrap();
+        }
+        let reply = secure.expect().await.unwrap();
+        assert_eq!(reply.request_id, id);
+        match reply.message {
+            Message::Error { code, message } => refusals.push((code, message)),
+            other => panic!("a hostile chunked put was answered {other:?}"),
+        }
+    }
+    let codes: Vec<_> = refusals.iter().map(|(code, _)| *code).collect();
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::NotFound
+        ],
+        "{refusals:?}"
+    );
+    assert!(
+        refusals[0].1.contains("is not one of version"),
+        "{refusals:?}"
+    );
+    let (history, _) = client.versions("doc").await.unwrap();
+    assert_eq!(history.len(), 1, "a refused put recorded a version");
+
+    // Honest: the first chunk reused, a new chunk, then the rest reused.
+    let new_chunk = bytes::Bytes::from(vec![7u8; 300_000]);
+    let (id, frames) = put(
+        vec![
+            Message::PutReuse { ids: vec![ids[0]] },
+            Message::PutChunk {
+                bytes: new_chunk.clone(),
+            },
+            Message::PutReuse {
+                ids: ids[1..].to_vec(),
+            },
+        ],
+        Some(base.vid),
+    );
+    for message in frames {
+        secure
+            .send(&Envelope {
+                request_id: id,
+                message,
+            })
+            .await
+            .unwrap();
+    }
+    let reply = secure.expect().await.unwrap();
+    let Message::PutDone { record } = reply.message else {
+        panic!("an honest chunked put was answered {:?}", reply.message);
+    };
+    let mut expected = chunks[0].to_vec();
+    expected.extend_from_slice(&new_chunk);
+    for chunk in &chunks[1..] {
+        expected.extend_from_slice(chunk);
+    }
+    assert_eq!(record.size, expected.len() as u64);
+    let mut read = Vec::new();
+    client
+        .get(
+            GetTarget::Name("doc".into()),
+            None,
+            &mut read,
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert!(
+        read == expected,
+        "the new version reads back different bytes"
+    );
+}

@@ -102,6 +102,29 @@ pub fn random_content(
     bytes
 }
 
+/// A new version of `original` that differs in one place: a range
+/// overwritten, bytes inserted, or the tail cut or extended, so that a
+/// chunked put of it reuses the chunks around the change.
+pub fn edited(rng: &mut ChaCha8Rng, original: &[u8]) -> Vec<u8> {
+    let mut bytes = original.to_vec();
+    let at = (rng.next_u64() % (bytes.len() as u64 + 1)) as usize;
+    let len = 1 + (rng.next_u64() % 8192) as usize;
+    let mut fresh = vec![0u8; len];
+    rng.fill_bytes(&mut fresh);
+    match rng.next_u64() % 4 {
+        0 => {
+            let end = (at + len).min(bytes.len());
+            bytes[at..end].copy_from_slice(&fresh[..end - at]);
+        }
+        1 => {
+            bytes.splice(at..at, fresh);
+        }
+        2 => bytes.truncate(at),
+        _ => bytes.extend_from_slice(&fresh),
+    }
+    bytes
+}
+
 /// What the clients tried to write, acknowledged or not. Every version a
 /// node lists and every read it serves must be explained by it.
 #[derive(Default)]
@@ -130,6 +153,15 @@ impl Attempts {
     /// The bytes of every content put (for [`random_content`]'s reuse).
     pub fn contents(&self) -> &BTreeMap<ContentId, Vec<u8>> {
         &self.contents
+    }
+
+    /// One of the contents put under `name`, picked by `pick`.
+    pub fn content_of(&self, name: &str, pick: u64) -> Option<&[u8]> {
+        let contents = self.puts.get(name)?;
+        let content = contents
+            .iter()
+            .nth((pick % contents.len() as u64) as usize)?;
+        self.contents.get(content).map(Vec::as_slice)
     }
 
     /// Every name a put or remove was attempted on.

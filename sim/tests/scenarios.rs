@@ -156,6 +156,7 @@ fn replication_under_faults() {
             "sync_records_received",
             "repair_copies",
             "acknowledged_puts",
+            "chunks_reused",
             "quorum_reads",
             "quorum_reads_checked",
             "intruder_refusals",

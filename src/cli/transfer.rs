@@ -48,41 +48,62 @@ pub async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Resul
                 anyhow::anyhow!("cannot take a name from {}; pass --name", path.display())
             })?,
     };
-    let mut client = connect(env, cli).await?;
-    let record = if from_stdin {
-        let bar = progress_bar(None);
-        let mut stdin = tokio::io::stdin();
-        client
-            .put(&name, &mut stdin, &mut |sent| {
-                if let Some(bar) = &bar {
-                    bar.set_position(sent)
-                }
-            })
-            .await
+    let open = || async {
+        match tokio::fs::File::open(path).await {
+            Ok(file) => Ok(file),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(Failure {
+                code: 3,
+                error: anyhow::anyhow!("no such file: {}", path.display()),
+            }),
+            Err(error) => Err(Failure::from(
+                anyhow::Error::new(error).context(format!("cannot open {}", path.display())),
+            )),
+        }
+    };
+    // Opened before connecting: a wrong path costs no round trip.
+    let file = if from_stdin {
+        None
     } else {
-        let mut file = match tokio::fs::File::open(path).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Failure {
-                    code: 3,
-                    error: anyhow::anyhow!("no such file: {}", path.display()),
-                });
-            }
-            Err(error) => {
-                return Err(anyhow::Error::new(error)
-                    .context(format!("cannot open {}", path.display()))
-                    .into());
-            }
-        };
-        let size = file.metadata().await.map(|m| m.len()).ok();
-        let bar = progress_bar(size);
-        client
-            .put(&name, &mut file, &mut |sent| {
+        Some(open().await?)
+    };
+    let mut client = connect(env, cli).await?;
+    // The client cuts the file into chunks and sends only those the
+    // current version of the name lacks (all of them for a new name).
+    let base = client.put_base(&name).await?;
+    let record = match file {
+        None => {
+            let bar = progress_bar(None);
+            let mut stdin = tokio::io::stdin();
+            client
+                .put_chunked(&name, base.as_ref(), &mut stdin, &mut |sent| {
+                    if let Some(bar) = &bar {
+                        bar.set_position(sent)
+                    }
+                })
+                .await
+        }
+        Some(mut file) => {
+            let size = file.metadata().await.map(|m| m.len()).ok();
+            let bar = progress_bar(size);
+            let mut show = |sent| {
                 if let Some(bar) = &bar {
                     bar.set_position(sent)
                 }
-            })
-            .await
+            };
+            match client
+                .put_chunked(&name, base.as_ref(), &mut file, &mut show)
+                .await
+            {
+                // The base went (pruned, removed, or its chunks short of W
+                // copies) while this put ran: send the whole file instead.
+                Err(error) if base.is_some() && error.base_gone() => {
+                    tracing::debug!(%error, "the put's base is gone; sending the whole file");
+                    let mut file = open().await?;
+                    client.put_chunked(&name, None, &mut file, &mut show).await
+                }
+                result => result,
+            }
+        }
     }?;
     output::stored(&record, cli.json);
     Ok(())

@@ -63,6 +63,23 @@ impl PutBlobs {
         counts.into_iter().min_by_key(|(_, count)| *count)
     }
 
+    /// Take in the blobs (and holders) of `other`: a put that both stored
+    /// blobs and reuses existing ones keeps them all alike.
+    pub fn absorb(&mut self, other: PutBlobs) {
+        self.oldest_ms = match (self.oldest_ms, other.oldest_ms) {
+            (Some(mine), Some(theirs)) => Some(mine.min(theirs)),
+            (mine, theirs) => mine.or(theirs),
+        };
+        self.blobs.extend(other.blobs);
+        for (node, (peer, ids)) in other.holders {
+            let entry = self
+                .holders
+                .entry(node)
+                .or_insert_with(|| (peer, Arc::default()));
+            Arc::make_mut(&mut entry.1).extend(ids.iter().copied());
+        }
+    }
+
     /// Note where a blob of the put is stored.
     pub fn add(&mut self, id: ChunkId, stored: &Stored) {
         self.oldest_ms = Some(match self.oldest_ms {

@@ -143,6 +143,9 @@ pub struct ReplicationCounters {
     pub sync_records_sent: AtomicU64,
     /// Records this node received in anti-entropy that changed its index.
     pub sync_records_received: AtomicU64,
+    /// Chunks that puts coordinated here referenced from a base version
+    /// instead of receiving them (chunked puts).
+    pub chunks_reused: AtomicU64,
 }
 
 impl ReplicationCounters {
@@ -150,7 +153,7 @@ impl ReplicationCounters {
         counter.load(Ordering::Relaxed)
     }
 
-    fn bump(counter: &AtomicU64, by: u64) {
+    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
     }
 }

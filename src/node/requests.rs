@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::ops::{Body, OpError, PutError, PutOptions, VersionPick};
+use super::ops::{Body, ChunkedBody, ChunkedPiece, OpError, PutError, PutOptions, VersionPick};
 use crate::cluster::MemberReport;
 use crate::keys::{AccessKeyId, Permission};
 use crate::limits::FRAME_BYTES_MAX;
@@ -30,8 +30,16 @@ fn authorize(permission: &Permission, request: &Message) -> Result<(), OpError> 
         {
             forbidden(format!("write {name}"))
         }
-        Message::Versions { name } if !permission.may_read(name) => {
+        Message::Versions { name } | Message::PutBaseOf { name } if !permission.may_read(name) => {
             forbidden(format!("read {name}"))
+        }
+        // Reusing chunks of a version is reading it.
+        Message::PutChunkedStart { name, base }
+            if !permission.may_write(name) || (base.is_some() && !permission.may_read(name)) =>
+        {
+            forbidden(format!(
+                "write {name} reusing what it holds (read and write)"
+            ))
         }
         Message::Get {
             target: GetTarget::Name(name),
@@ -99,7 +107,7 @@ impl Node {
             tracing::info!(%key, request = request.message.kind(), "refused: {}", refusal.message);
             // A refused put still sends its data: read it to the end, so
             // the client hears why rather than a reset connection.
-            if let Message::PutStart { .. } = request.message {
+            if let Message::PutStart { .. } | Message::PutChunkedStart { .. } = request.message {
                 self.drain_put(stream, id).await?;
             }
             stream
@@ -114,11 +122,26 @@ impl Node {
             self.count(kind, started, Outcome::Refused, 0);
             return Ok(true);
         }
+        // What a chunked put's client sent (a put's bytes in are its size).
+        let mut chunked_received = None;
         let reply = match request.message {
             Message::PutStart { name } => match self.put_frames(stream, id, name, *key).await? {
                 Ok(record) => Ok(Message::PutDone { record }),
                 Err(refusal) => Err(refusal),
             },
+            Message::PutChunkedStart { name, base } => {
+                match self
+                    .put_chunked_frames(stream, id, name, base, *key)
+                    .await?
+                {
+                    Ok((record, received)) => {
+                        chunked_received = Some(received);
+                        Ok(Message::PutDone { record })
+                    }
+                    Err(refusal) => Err(refusal),
+                }
+            }
+            Message::PutBaseOf { name } => self.put_base(name).await,
             Message::Get {
                 target,
                 version,
@@ -192,8 +215,9 @@ impl Node {
         };
         let (outcome, bytes) = match &reply {
             Ok(Message::PutDone { record }) => {
-                self.requests.received("native", record.size);
-                (Outcome::Ok, record.size)
+                let received = chunked_received.unwrap_or(record.size);
+                self.requests.received("native", received);
+                (Outcome::Ok, received)
             }
             Ok(_) => (Outcome::Ok, 0),
             Err(refusal) => (outcome_of(refusal.code), 0),
@@ -218,14 +242,74 @@ impl Node {
         self.requests.record("native", kind, outcome, micros, bytes);
     }
 
-    /// Read a refused put's frames up to its `PutFinish`.
+    /// Read a refused put's frames (either kind's) up to its `PutFinish`.
     async fn drain_put(&self, stream: &mut SecureStream, id: u64) -> Result<(), SecureError> {
-        let mut body = FrameBody::new(stream, id);
         loop {
-            match body.next().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(FrameError::Unexpected(_)) => return Ok(()),
-                Err(FrameError::Connection(error)) => return Err(error),
+            let envelope = stream.expect().await?;
+            if envelope.request_id != id {
+                return Err(SecureError::Wire(WireError::Undecodable(
+                    "frame of another request during a put".into(),
+                )));
+            }
+            match envelope.message {
+                Message::PutData { .. } | Message::PutChunk { .. } | Message::PutReuse { .. } => {}
+                // `PutFinish`, or a frame that ends the put anyway.
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The current version of `name` and its manifest, for a chunked put
+    /// to reuse (none for a new or removed name: not an error, since every
+    /// CLI put of a new name asks).
+    async fn put_base(&self, name: String) -> Result<Message, OpError> {
+        let none = Message::PutBase {
+            record: None,
+            manifest: Vec::new(),
+        };
+        let record = match self.resolve(&name, &VersionPick::Current).await {
+            Ok(record) => record,
+            Err(error) if error.code == ErrorCode::NotFound => return Ok(none),
+            Err(error) => return Err(error),
+        };
+        let Some(content) = record.content else {
+            return Ok(none);
+        };
+        let manifest = self.manifest_of(content).await?;
+        Ok(Message::PutBase {
+            record: Some(record),
+            manifest: manifest.encode(),
+        })
+    }
+
+    /// A chunked put: its `PutChunk` and `PutReuse` frames up to its
+    /// `PutFinish`. Returns the record and the chunk bytes the client sent;
+    /// the outer `Err` is a connection failure.
+    async fn put_chunked_frames(
+        &self,
+        stream: &mut SecureStream,
+        id: u64,
+        name: String,
+        base: Option<crate::meta::VersionId>,
+        key: AccessKeyId,
+    ) -> Result<Result<(VersionRecord, u64), OpError>, SecureError> {
+        let mut body = ChunkedFrames {
+            stream,
+            id,
+            finished: false,
+            received: 0,
+        };
+        match self.put_chunked(name, base, &mut body, key).await {
+            Ok(record) => Ok(Ok((record, body.received))),
+            Err(PutError::Body(FrameError::Connection(error))) => Err(error),
+            Err(PutError::Body(FrameError::Unexpected(kind))) => Ok(Err(OpError::invalid(
+                format!("{kind} during a chunked put"),
+            ))),
+            Err(PutError::Refused(refusal)) => {
+                if !body.finished {
+                    self.drain_put(stream, id).await?;
+                }
+                Ok(Err(refusal))
             }
         }
     }
@@ -420,6 +504,47 @@ impl Body for FrameBody<'_> {
         }
         match envelope.message {
             Message::PutData { bytes } => Ok(Some(Bytes::from(bytes))),
+            Message::PutFinish => {
+                self.finished = true;
+                Ok(None)
+            }
+            other => {
+                self.finished = true;
+                Err(FrameError::Unexpected(other.kind()))
+            }
+        }
+    }
+}
+
+/// A chunked put's body: the `PutChunk` and `PutReuse` frames of request
+/// `id`, up to its `PutFinish`.
+struct ChunkedFrames<'a> {
+    stream: &'a mut SecureStream,
+    id: u64,
+    finished: bool,
+    /// Chunk bytes received.
+    received: u64,
+}
+
+impl ChunkedBody for ChunkedFrames<'_> {
+    type Error = FrameError;
+
+    async fn next(&mut self) -> Result<Option<ChunkedPiece>, FrameError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let envelope = self.stream.expect().await.map_err(FrameError::Connection)?;
+        if envelope.request_id != self.id {
+            return Err(FrameError::Connection(SecureError::Wire(
+                WireError::Undecodable("frame of another request during a put".into()),
+            )));
+        }
+        match envelope.message {
+            Message::PutChunk { bytes } => {
+                self.received += bytes.len() as u64;
+                Ok(Some(ChunkedPiece::Chunk(bytes)))
+            }
+            Message::PutReuse { ids } => Ok(Some(ChunkedPiece::Reuse(ids))),
             Message::PutFinish => {
                 self.finished = true;
                 Ok(None)

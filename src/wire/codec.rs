@@ -11,7 +11,8 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// the key digest in `SyncDigests`/`SyncKeys`, error codes `Unauthorized`
 /// and `Forbidden`). Version 6: records carry `etag` and `null_version`
 /// (S3). Version 7: `StatusReport` says readiness, disk space, uptime,
-/// version and repair copies, and peers answer `Status` too.
+/// version and repair copies, and peers answer `Status` too; chunked puts
+/// (`PutBaseOf`, `PutChunkedStart`, `PutChunk`, `PutReuse`).
 pub const PROTOCOL_VERSION: u8 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

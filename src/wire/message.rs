@@ -359,6 +359,35 @@ pub enum Message {
     Forgotten {
         record: VersionRecord,
     },
+    /// The current version of `name` and its manifest: the base a chunked
+    /// put may reuse chunks of. Answered by `PutBase`.
+    PutBaseOf {
+        name: String,
+    },
+    /// `record` is `None` (and `manifest` empty) when `name` has no
+    /// current version with content: a new name, or one removed.
+    PutBase {
+        record: Option<VersionRecord>,
+        #[serde(with = "serde_bytes")]
+        manifest: Vec<u8>,
+    },
+    /// A put whose client cut the file into chunks itself. Then, in file
+    /// order, `PutChunk` for each chunk it sends and `PutReuse` for runs of
+    /// chunks of version `base` of the same name, then `PutFinish`.
+    /// Answered by `PutDone`.
+    PutChunkedStart {
+        name: String,
+        base: Option<VersionId>,
+    },
+    /// One chunk's bytes (at most `CHUNK_MAX_BYTES`): the node hashes it.
+    PutChunk {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+        bytes: Bytes,
+    },
+    /// Chunks of the base, by id, in file order.
+    PutReuse {
+        ids: Vec<ChunkId>,
+    },
 }
 
 impl Message {
@@ -417,6 +446,11 @@ impl Message {
             Message::KeyRecords { .. } => "KeyRecords",
             Message::Forget { .. } => "Forget",
             Message::Forgotten { .. } => "Forgotten",
+            Message::PutBaseOf { .. } => "PutBaseOf",
+            Message::PutBase { .. } => "PutBase",
+            Message::PutChunkedStart { .. } => "PutChunkedStart",
+            Message::PutChunk { .. } => "PutChunk",
+            Message::PutReuse { .. } => "PutReuse",
         }
     }
 
@@ -449,6 +483,7 @@ impl Message {
                 | Message::KeysApplied
                 | Message::KeyRecords { .. }
                 | Message::Forgotten { .. }
+                | Message::PutBase { .. }
         )
     }
 }

@@ -39,6 +39,8 @@
 //! | request | replies |
 //! |---|---|
 //! | `PutStart{name}`, then `PutData{bytes}`..., then `PutFinish` | `PutDone{record}` |
+//! | `PutBaseOf{name}` | `PutBase{record, manifest}`: the current version a chunked put may reuse chunks of (`None` if there is none) |
+//! | `PutChunkedStart{name, base}`, then in file order `PutChunk{bytes}` (a chunk the client cut) or `PutReuse{ids}` (chunks of version `base`)..., then `PutFinish` | `PutDone{record}` |
 //! | `Get{target, version, quorum}` | `GetStart{record, content, manifest}`, one `ChunkData{bytes}` per manifest chunk in order, `GetEnd` |
 //! | `Remove{name}` | `Removed{record}` (a tombstone version) |
 //! | `List` | `Listing{records, truncated}` |
@@ -314,6 +316,38 @@ mod tests {
                 "forgotten",
                 Message::Forgotten {
                     record: record(None),
+                },
+            ),
+            (
+                "put_base_of",
+                Message::PutBaseOf {
+                    name: "a.txt".into(),
+                },
+            ),
+            (
+                "put_base",
+                Message::PutBase {
+                    record: Some(record(Some(content))),
+                    manifest: vec![0, 0],
+                },
+            ),
+            (
+                "put_chunked_start",
+                Message::PutChunkedStart {
+                    name: "a.txt".into(),
+                    base: Some(record(Some(content)).vid),
+                },
+            ),
+            (
+                "put_chunk",
+                Message::PutChunk {
+                    bytes: bytes::Bytes::from_static(b"hello"),
+                },
+            ),
+            (
+                "put_reuse",
+                Message::PutReuse {
+                    ids: vec![ChunkId([0x44; 32])],
                 },
             ),
             (

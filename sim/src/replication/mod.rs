@@ -248,6 +248,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             for (name, value) in [
                 ("read_repairs", &c.read_repairs),
                 ("stand_ins", &c.stand_ins),
+                ("chunks_reused", &c.chunks_reused),
                 ("sync_records_received", &c.sync_records_received),
                 ("sync_records_sent", &c.sync_records_sent),
                 ("repair_copies", &cluster.repair.copies_made),

@@ -15,7 +15,7 @@ use super::nodes::{Probes, connect, host};
 use super::{Config, NAMES, OPERATION_TIMEOUT, PORT};
 use crate::env::client_env;
 use crate::harness::Trace;
-use crate::workload::{Attempts, expected_content_id, random_content, with_timeout};
+use crate::workload::{Attempts, edited, expected_content_id, random_content, with_timeout};
 
 /// What the clients did, for the checkers.
 #[derive(Default)]
@@ -154,17 +154,36 @@ pub(super) async fn session(
         let tag = format!("c{client} {op}");
         match rng.next_u64() % 20 {
             0..=8 => {
-                let bytes = random_content(
-                    &mut rng,
-                    config.file_bytes_max,
-                    8,
-                    history.borrow().attempts.contents(),
-                );
+                // A third of puts stream the bytes for the node to cut; the
+                // rest cut them here and send only the chunks the name's
+                // current version lacks, half of them of an edit of an
+                // earlier version (so that most chunks are reused).
+                let how = rng.next_u64() % 3;
+                let pick = rng.next_u64();
+                let earlier = history
+                    .borrow()
+                    .attempts
+                    .content_of(&name, pick)
+                    .map(<[u8]>::to_vec);
+                let bytes = match earlier {
+                    Some(earlier) if how == 2 => edited(&mut rng, &earlier),
+                    _ => random_content(
+                        &mut rng,
+                        config.file_bytes_max,
+                        8,
+                        history.borrow().attempts.contents(),
+                    ),
+                };
                 let content = expected_content_id(&bytes);
                 history.borrow_mut().attempts.put(&name, content, &bytes);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
-                    c.put(&name, &mut bytes.as_slice(), &mut |_| {}).await
+                    if how == 0 {
+                        c.put(&name, &mut bytes.as_slice(), &mut |_| {}).await
+                    } else {
+                        c.put_reusing(&name, &mut bytes.as_slice(), &mut |_| {})
+                            .await
+                    }
                 })
                 .await;
                 let mut h = history.borrow_mut();

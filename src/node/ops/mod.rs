@@ -19,10 +19,12 @@ use crate::store::StoreError;
 use crate::wire::ErrorCode;
 
 mod catalog;
+mod delta;
 mod put;
 mod read;
 
 pub use catalog::{ListPage, Listed, VersionPick};
+pub use delta::{ChunkedBody, ChunkedPiece};
 pub use put::PutOptions;
 pub use read::ObjectReader;
 

@@ -46,7 +46,7 @@ pub struct PutOptions {
     pub forget: Vec<VersionId>,
 }
 
-type StoreJob = AbortOnDropHandle<Result<(ChunkId, usize, Stored), ClusterError>>;
+pub(super) type StoreJob = AbortOnDropHandle<Result<(ChunkId, usize, Stored), ClusterError>>;
 
 impl Node {
     /// Store `body` as a new version of `name`, asked for by access key
@@ -174,7 +174,7 @@ impl Node {
 
     /// Hash, seal and store `chunk` on its owners, in a task of its own
     /// (aborted with the handle: no work outlives its put).
-    fn store_chunk(&self, chunk: bytes::Bytes) -> StoreJob {
+    pub(super) fn store_chunk(&self, chunk: bytes::Bytes) -> StoreJob {
         let cluster = self.cluster.clone();
         AbortOnDropHandle::new(tokio::spawn(async move {
             let chunk_id = ChunkId::of(&chunk);
@@ -188,7 +188,9 @@ impl Node {
 
     /// A slot among the node's [`LARGE_PUTS_IN_FLIGHT`], waiting at most
     /// [`LARGE_PUT_WAIT_MAX`] (the bound on what large puts hold at once).
-    async fn large_put_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, OpError> {
+    pub(super) async fn large_put_slot(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, OpError> {
         match tokio::time::timeout(LARGE_PUT_WAIT_MAX, self.large_puts.clone().acquire_owned())
             .await
         {
@@ -291,7 +293,7 @@ impl Node {
     }
 }
 
-fn record_chunk(
+pub(super) fn record_chunk(
     manifest: &mut Manifest,
     blobs: &mut PutBlobs,
     stored: Result<Result<(ChunkId, usize, Stored), ClusterError>, tokio::task::JoinError>,
