@@ -4,7 +4,7 @@
 //! RSS. Then a new version of the file that differs in 1 MiB in the middle,
 //! and how many of its bytes crossed the client connection (the node's
 //! `dfs_body_received_bytes_total`: chunk bytes sent; the references to
-//! reused chunks add 33 bytes per chunk). `cargo bench --bench throughput`
+//! reused chunks add 32 bytes per chunk). `cargo bench --bench throughput`
 //! (DFS_BENCH_MIB=N for another size).
 //!
 //! Targets (issues 2 and 12): put >= 0.5 and get >= 0.6 x

@@ -77,7 +77,7 @@ impl ClientError {
     }
 }
 
-/// Chunk references per `PutReuse` frame (33 bytes each: 132 KiB).
+/// Chunk references per `PutReuse` frame (32 bytes each: 128 KiB).
 const REUSE_IDS_PER_FRAME: usize = 4096;
 
 /// A version a chunked put may reuse chunks of.
@@ -89,16 +89,10 @@ pub struct PutBase {
 
 impl ClientError {
     /// A chunked put against a base failed in a way the same put without
-    /// one may not: the base was removed or pruned meanwhile, or a chunk
-    /// it reuses is no longer held by W nodes.
+    /// one may not: the base version was deleted for good or pruned
+    /// meanwhile, or a chunk it reuses is no longer held by W nodes.
     pub fn base_gone(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Remote {
-                code: ErrorCode::NotFound | ErrorCode::Unavailable,
-                ..
-            }
-        )
+        self.is_not_found()
     }
 }
 
@@ -283,6 +277,9 @@ impl Client {
         let mut chunker = Chunker::default();
         let mut reuse = Vec::new();
         let mut read = 0u64;
+        // The manifest the node must build from what is sent, to check its
+        // answer against (`None` past the chunk limit: the node refuses).
+        let mut expected = Some(Manifest::default());
         let mut buffer = vec![0u8; PUT_DATA_FRAME_BYTES];
         loop {
             let filled = source.read(&mut buffer).await?;
@@ -295,6 +292,11 @@ impl Client {
             }
             while let Some(chunk) = chunker.next_chunk() {
                 let chunk_id = ChunkId::of(&chunk);
+                if let Some(manifest) = &mut expected
+                    && manifest.push(chunk_id, chunk.len()).is_err()
+                {
+                    expected = None;
+                }
                 if have.contains(&chunk_id) {
                     reuse.push(chunk_id);
                     if reuse.len() == REUSE_IDS_PER_FRAME {
@@ -321,10 +323,19 @@ impl Client {
                 message: Message::PutFinish,
             })
             .await?;
-        match self.reply(id).await? {
-            Message::PutDone { record } => Ok(record),
-            other => Err(unexpected(&other)),
+        let record = match self.reply(id).await? {
+            Message::PutDone { record } => record,
+            other => return Err(unexpected(&other)),
+        };
+        if record.name != name
+            || record.size != read
+            || expected.is_some_and(|manifest| record.content != Some(manifest.content_id()))
+        {
+            return Err(ClientError::Integrity(format!(
+                "the node acknowledged {record:?}, not the {read} bytes sent"
+            )));
         }
+        Ok(record)
     }
 
     /// [`Client::put_chunked`] against the current version of `name`, if

@@ -135,6 +135,8 @@ pub struct Attempts {
     removes: BTreeSet<String>,
     /// The bytes of every content put.
     contents: BTreeMap<ContentId, Vec<u8>>,
+    /// The content of the latest put attempted, by name.
+    latest: BTreeMap<String, ContentId>,
 }
 
 impl Attempts {
@@ -144,6 +146,7 @@ impl Attempts {
             .or_default()
             .insert(content);
         self.contents.insert(content, bytes.to_vec());
+        self.latest.insert(name.to_owned(), content);
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -155,13 +158,10 @@ impl Attempts {
         &self.contents
     }
 
-    /// One of the contents put under `name`, picked by `pick`.
-    pub fn content_of(&self, name: &str, pick: u64) -> Option<&[u8]> {
-        let contents = self.puts.get(name)?;
-        let content = contents
-            .iter()
-            .nth((pick % contents.len() as u64) as usize)?;
-        self.contents.get(content).map(Vec::as_slice)
+    /// The content of the latest put attempted under `name` (most likely
+    /// its current version).
+    pub fn latest_of(&self, name: &str) -> Option<&[u8]> {
+        self.contents.get(self.latest.get(name)?).map(Vec::as_slice)
     }
 
     /// Every name a put or remove was attempted on.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dfs::cas::ContentId;
-use dfs::client::{Client, Fetched};
+use dfs::client::{Client, ClientError, Fetched};
 use dfs::env::Env;
 use dfs::meta::VersionSelector;
 use dfs::wire::GetTarget;
@@ -68,8 +68,20 @@ pub async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Resul
     };
     let mut client = connect(env, cli).await?;
     // The client cuts the file into chunks and sends only those the
-    // current version of the name lacks (all of them for a new name).
-    let base = client.put_base(&name).await?;
+    // current version of the name lacks (all of them for a new name). A
+    // current version that cannot be read (its manifest lost, say) is no
+    // reason to refuse a new one: that is how a user replaces it.
+    let base = match client.put_base(&name).await {
+        Ok(base) => base,
+        Err(error @ (ClientError::Connection(_) | ClientError::Unreachable { .. })) => {
+            return Err(error.into());
+        }
+        Err(error) if error.is_refused_key() => return Err(error.into()),
+        Err(error) => {
+            tracing::debug!(%error, "no base for the put; sending the whole file");
+            None
+        }
+    };
     let record = match file {
         None => {
             let bar = progress_bar(None);
@@ -83,7 +95,10 @@ pub async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Resul
                 .await
         }
         Some(mut file) => {
-            let size = file.metadata().await.map(|m| m.len()).ok();
+            let metadata = file.metadata().await.ok();
+            let size = metadata.as_ref().map(|m| m.len());
+            // Only a regular file can be read again (not a pipe).
+            let rereadable = metadata.is_some_and(|m| m.is_file());
             let bar = progress_bar(size);
             let mut show = |sent| {
                 if let Some(bar) = &bar {
@@ -94,9 +109,9 @@ pub async fn put(env: &Env, cli: &Cli, path: &Path, name: Option<&str>) -> Resul
                 .put_chunked(&name, base.as_ref(), &mut file, &mut show)
                 .await
             {
-                // The base went (pruned, removed, or its chunks short of W
-                // copies) while this put ran: send the whole file instead.
-                Err(error) if base.is_some() && error.base_gone() => {
+                // The base went (deleted for good or pruned, or its chunks
+                // short of W copies) while this put ran: send the whole file.
+                Err(error) if base.is_some() && rereadable && error.base_gone() => {
                     tracing::debug!(%error, "the put's base is gone; sending the whole file");
                     let mut file = open().await?;
                     client.put_chunked(&name, None, &mut file, &mut show).await

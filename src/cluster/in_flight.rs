@@ -72,11 +72,15 @@ impl PutBlobs {
         };
         self.blobs.extend(other.blobs);
         for (node, (peer, ids)) in other.holders {
-            let entry = self
-                .holders
-                .entry(node)
-                .or_insert_with(|| (peer, Arc::default()));
-            Arc::make_mut(&mut entry.1).extend(ids.iter().copied());
+            match self.holders.entry(node) {
+                // Still shared with every other holder of the same blobs.
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert((peer, ids));
+                }
+                std::collections::btree_map::Entry::Occupied(mut entry) => {
+                    Arc::make_mut(&mut entry.get_mut().1).extend(ids.iter().copied());
+                }
+            }
         }
     }
 

@@ -199,6 +199,9 @@ pub struct Cluster {
     disk_free_min_percent: u8,
     /// The latest member reports (see [`Cluster::member_reports`]).
     member_reports: status::ReportsCache,
+    /// A disk-space query is running (at most one: on a hung file system
+    /// each would hold a blocking thread for good).
+    disk_space_asked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Cluster {
@@ -235,6 +238,7 @@ impl Cluster {
             started_ms: env.clock.monotonic_ms(),
             disk_free_min_percent,
             member_reports: tokio::sync::Mutex::new(None),
+            disk_space_asked: Arc::default(),
         })
     }
 

@@ -47,11 +47,22 @@ impl Cluster {
         let me = self.peers.identity();
         let usage = self.store.usage();
         // A hung file system must not hang the report: it says "unknown".
-        let store = self.store.clone();
-        let disk = tokio::time::timeout(DISK_SPACE_TIMEOUT, self.blocking(move || store.space()))
-            .await
-            .ok()
-            .and_then(Result::ok);
+        // Nor pile up threads: while one query is stuck, no other starts.
+        let disk = if self.disk_space_asked.swap(true, Ordering::AcqRel) {
+            None
+        } else {
+            let store = self.store.clone();
+            let asked = self.disk_space_asked.clone();
+            let query = self.blocking(move || {
+                let space = store.space();
+                asked.store(false, Ordering::Release);
+                space
+            });
+            tokio::time::timeout(DISK_SPACE_TIMEOUT, query)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
         let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         StatusReport {
             node_id: me.node,

@@ -109,6 +109,8 @@ pub(super) async fn session(
     let env = client_env(seed ^ (0xC11E_0000 + client as u64));
     let node = client % config.nodes;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574F_524B ^ ((client as u64) << 40));
+    // How each put is sent (streamed, chunked, a chunked edit).
+    let mut put_style = ChaCha8Rng::seed_from_u64(seed ^ 0x5354_594C ^ ((client as u64) << 40));
     // The newest version of each name this session has seen. A node that
     // lost its disk forgot what it served (README: the promise holds
     // unless it did), so the session starts over then.
@@ -156,23 +158,29 @@ pub(super) async fn session(
             0..=8 => {
                 // A third of puts stream the bytes for the node to cut; the
                 // rest cut them here and send only the chunks the name's
-                // current version lacks, half of them of an edit of an
-                // earlier version (so that most chunks are reused).
-                let how = rng.next_u64() % 3;
-                let pick = rng.next_u64();
-                let earlier = history
-                    .borrow()
-                    .attempts
-                    .content_of(&name, pick)
-                    .map(<[u8]>::to_vec);
+                // current version lacks, half of them of an edit of the
+                // latest version put (so that most chunks are reused).
+                // (Drawn from a generator of their own, so the rest of
+                // the schedule stays what it was before chunked puts.)
+                let fresh = random_content(
+                    &mut rng,
+                    config.file_bytes_max,
+                    8,
+                    history.borrow().attempts.contents(),
+                );
+                let how = put_style.next_u64() % 3;
+                let earlier = (how == 2)
+                    .then(|| {
+                        history
+                            .borrow()
+                            .attempts
+                            .latest_of(&name)
+                            .map(<[u8]>::to_vec)
+                    })
+                    .flatten();
                 let bytes = match earlier {
-                    Some(earlier) if how == 2 => edited(&mut rng, &earlier),
-                    _ => random_content(
-                        &mut rng,
-                        config.file_bytes_max,
-                        8,
-                        history.borrow().attempts.contents(),
-                    ),
+                    Some(earlier) => edited(&mut put_style, &earlier),
+                    None => fresh,
                 };
                 let content = expected_content_id(&bytes);
                 history.borrow_mut().attempts.put(&name, content, &bytes);

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use super::put::StoreJob;
 use super::{OpError, PutError};
 use crate::cas::{ChunkId, Manifest};
-use crate::cluster::{PutBlobs, ReplicationCounters};
+use crate::cluster::{ClusterError, PutBlobs, ReplicationCounters};
 use crate::keys::AccessKeyId;
 use crate::limits::{CHUNK_MAX_BYTES, LARGE_PUT_BYTES, MANIFEST_CHUNKS_MAX, PUT_CHUNKS_IN_FLIGHT};
 use crate::meta::{VersionId, VersionRecord, validate_name};
@@ -100,8 +100,16 @@ impl Node {
         // Aborted if this put ends early: no work outlives its request.
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut stores = 0usize;
-        let mut received = 0usize;
-        let mut large_slot = None;
+        // Bytes the version will hold so far, sent or reused: what it costs
+        // the node (its manifest and queues grow with it) is a large put's
+        // however little was sent, so it takes a large put's slot alike.
+        let mut size = 0usize;
+        // A large base's chunk list is held for the whole put.
+        let mut large_slot = if std::mem::size_of_val(&base_chunks.0[..]) > LARGE_PUT_BYTES {
+            Some(self.large_put_slot().await?)
+        } else {
+            None
+        };
         // A first chunk held back: if the body is that one chunk (most
         // small files), it is stored beside the manifest, as a put's is.
         let mut only_chunk: Option<Bytes> = None;
@@ -119,17 +127,14 @@ impl Node {
                         ))
                         .into());
                     }
-                    received += bytes.len();
-                    if large_slot.is_none() && received > LARGE_PUT_BYTES {
-                        large_slot = Some(self.large_put_slot().await?);
-                    }
+                    size += bytes.len();
                     check_count(&manifest, &pending, 1)?;
                     if manifest.chunks.is_empty() && pending.is_empty() {
                         only_chunk = Some(bytes);
-                        continue;
+                    } else {
+                        pending.push_back(Pending::Store(self.store_chunk(bytes)));
+                        stores += 1;
                     }
-                    pending.push_back(Pending::Store(self.store_chunk(bytes)));
-                    stores += 1;
                 }
                 ChunkedPiece::Reuse(ids) => {
                     let Some(base) = base else {
@@ -144,9 +149,13 @@ impl Node {
                                 "chunk {id} is not one of version {base} of {name}"
                             ))
                         })?;
+                        size += len;
                         pending.push_back(Pending::Reuse(id, len));
                     }
                 }
+            }
+            if large_slot.is_none() && size > LARGE_PUT_BYTES {
+                large_slot = Some(self.large_put_slot().await?);
             }
             // Bounded pipeline: at most PUT_CHUNKS_IN_FLIGHT stores at once;
             // what is done (in order) goes into the manifest as it can.
@@ -180,11 +189,18 @@ impl Node {
         }
         let reused_count = reused.len() as u64;
         if !reused.is_empty() {
+            // Chunks of the base short of W copies (pruned and collected
+            // meanwhile, or lost): not found, so the client sends them.
             let kept = self
                 .cluster
                 .keep_existing(reused)
                 .await
-                .map_err(OpError::from)?;
+                .map_err(|error| match error {
+                    ClusterError::QuorumNotReached { .. } => OpError::not_found(format!(
+                        "chunks of the base version are no longer held by W nodes ({error}); send them"
+                    )),
+                    other => OpError::from(other),
+                })?;
             blobs.absorb(kept);
         }
         let record = self
