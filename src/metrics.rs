@@ -364,7 +364,7 @@ impl Collector for StateCollector {
         let replication = &self.cluster.counters;
         let repair = &self.cluster.repair;
         let scrub = &self.cluster.scrub;
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "dfs_membership_changes",
                 "Times a member joined, changed state (alive, suspect, down) or was forgotten, as this node saw it",
@@ -384,6 +384,11 @@ impl Collector for StateCollector {
                 "dfs_read_repairs",
                 "Blob copies a read found missing or corrupt and repaired",
                 &replication.read_repairs,
+            ),
+            (
+                "dfs_writes_below_write_quorum",
+                "Writes acknowledged with fewer than W copies because this node had never had another member",
+                &replication.writes_below_write_quorum,
             ),
             (
                 "dfs_chunks_reused",

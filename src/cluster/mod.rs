@@ -146,6 +146,10 @@ pub struct ReplicationCounters {
     /// Chunks that puts coordinated here referenced from a base version
     /// instead of receiving them (chunked puts).
     pub chunks_reused: AtomicU64,
+    /// Writes this node acknowledged with fewer than W durable copies,
+    /// because it had never had another member (a cluster of one): one
+    /// disk holds them until repair copies them to the nodes that join.
+    pub writes_below_write_quorum: AtomicU64,
 }
 
 impl ReplicationCounters {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::{Cluster, ClusterError};
+use super::{Cluster, ClusterError, ReplicationCounters};
 use crate::keys::NodeId;
 use crate::meta::{Floor, MergeOutcome, VersionId, VersionRecord};
 use crate::peer::PeerIdentity;
@@ -120,6 +120,9 @@ impl Cluster {
                 needed,
                 detail: failures.join("; "),
             });
+        }
+        if needed < self.replication.write_quorum {
+            ReplicationCounters::bump(&self.counters.writes_below_write_quorum, 1);
         }
         Ok(acknowledged)
     }

@@ -137,9 +137,11 @@ pub(super) async fn check(
                 ));
             }
         }
+        let single_copy = history.borrow().single_copy.clone();
         for lost in acknowledged.iter().filter(|r| {
             &r.name == name
                 && !listed.contains(&r.vid)
+                && !single_copy.contains(&(name.clone(), r.vid))
                 && pruned_below.is_none_or(|floor| r.vid >= floor)
                 && !forgotten.contains(&(name.clone(), r.vid))
         }) {
@@ -157,7 +159,11 @@ pub(super) async fn check(
         let retained = listing
             .get(&record.name)
             .is_some_and(|records| records.iter().any(|r| r.vid == record.vid));
-        if !retained {
+        let single_copy_lost_disk = history
+            .borrow()
+            .single_copy
+            .contains(&(record.name.clone(), record.vid));
+        if !retained || single_copy_lost_disk {
             continue;
         }
         let node = i % config.nodes;

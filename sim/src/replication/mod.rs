@@ -8,7 +8,9 @@
 //! maximum offset), partitions, cuts one way, holds, crashes and restarts
 //! nodes (some cut off from all others, some on an empty disk), rots
 //! stored chunk files (at most W - 1 nodes' disks are lost or rot, fewer
-//! than the copies every acknowledged write has), fills disks for a few
+//! than the copies every acknowledged write has, except a write a node
+//! acknowledged while it had never had another member: one copy, which
+//! that node's disk may take with it), fills disks for a few
 //! seconds, slows disks down, links lose messages and add latency, and the disks tear writes,
 //! sync early, fail with EIO and return corrupt reads. A client-key
 //! intruder speaks as a node to random nodes (`intruder.rs`). Then everything
@@ -222,6 +224,20 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     }
     nemesis.heal(&mut sim, &nodes, &mut trace);
     let healed_ms = sim.elapsed().as_millis() as u64;
+    // Of the versions acknowledged with one copy (by a node that had
+    // never had another member), only those whose node's disk rotted or
+    // was lost may be gone.
+    {
+        let probes = probes.borrow();
+        let mut h = history.borrow_mut();
+        let writers = h.writers.clone();
+        h.single_copy.retain(|key| {
+            writers.get(key).is_some_and(|&node| {
+                let probe = &probes[node];
+                probe.rotted || probe.disks_lost > 0
+            })
+        });
+    }
     sim.client("checker", check(seed, config.clone(), history.clone()));
     loop {
         let done = sim
@@ -249,6 +265,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 ("read_repairs", &c.read_repairs),
                 ("stand_ins", &c.stand_ins),
                 ("chunks_reused", &c.chunks_reused),
+                ("writes_below_write_quorum", &c.writes_below_write_quorum),
                 ("sync_records_received", &c.sync_records_received),
                 ("sync_records_sent", &c.sync_records_sent),
                 ("repair_copies", &cluster.repair.copies_made),

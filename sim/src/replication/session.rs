@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dfs::meta::{VersionId, VersionRecord, VersionSelector};
@@ -33,6 +34,12 @@ pub(super) struct History {
     pub(super) newest_acknowledged: BTreeMap<String, (VersionId, usize)>,
     /// The node that acknowledged each version.
     pub(super) writers: BTreeMap<(String, VersionId), usize>,
+    /// Versions acknowledged by a node that had never had another member
+    /// (README: such a write needs one durable copy, its own, until repair
+    /// copies it): if that node's disk rots or is lost meanwhile, they may
+    /// be gone. (Any write the same node acknowledged while this one was
+    /// in flight is counted too: a little weaker, never wrong.)
+    pub(super) single_copy: BTreeSet<(String, VersionId)>,
     pub(super) violations: Vec<String>,
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
@@ -52,7 +59,10 @@ pub(super) struct History {
 }
 
 impl History {
-    fn acknowledge(&mut self, record: VersionRecord, node: usize) {
+    fn acknowledge(&mut self, record: VersionRecord, node: usize, single_copy: bool) {
+        if single_copy {
+            self.single_copy.insert((record.name.clone(), record.vid));
+        }
         let newest = self
             .newest_acknowledged
             .entry(record.name.clone())
@@ -96,6 +106,20 @@ impl History {
         let unexplained = self.attempts.unexplained(name, records);
         self.violations.extend(unexplained);
     }
+}
+
+/// Writes node `node` (every incarnation) acknowledged below W.
+fn writes_below_w(probes: &Probes, node: usize) -> u64 {
+    probes.borrow()[node]
+        .clusters
+        .iter()
+        .map(|cluster| {
+            cluster
+                .counters
+                .writes_below_write_quorum
+                .load(Ordering::Relaxed)
+        })
+        .sum()
 }
 
 /// One client session, sticky to one node.
@@ -184,6 +208,7 @@ pub(super) async fn session(
                 };
                 let content = expected_content_id(&bytes);
                 history.borrow_mut().attempts.put(&name, content, &bytes);
+                let below_before = writes_below_w(&probes, node);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
                     if how == 0 {
@@ -204,7 +229,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own put");
                         h.trace
                             .record(&format!("{tag} put {name} ok {}", record.vid));
-                        h.acknowledge(record, node);
+                        h.acknowledge(record, node, below_before < writes_below_w(&probes, node));
                     }
                     Err(error) => {
                         h.indeterminate += 1;
@@ -297,6 +322,7 @@ pub(super) async fn session(
             }
             14 => {
                 history.borrow_mut().attempts.remove(&name);
+                let below_before = writes_below_w(&probes, node);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
                     c.remove(&name).await
@@ -308,7 +334,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own remove");
                         h.trace
                             .record(&format!("{tag} rm {name} ok {}", record.vid));
-                        h.acknowledge(record, node);
+                        h.acknowledge(record, node, below_before < writes_below_w(&probes, node));
                     }
                     Err(error) => h.trace.record(&format!("{tag} rm {name} failed {error}")),
                 }
@@ -419,6 +445,7 @@ pub(super) async fn session(
                 let old = candidates[(rng.next_u64() % candidates.len() as u64) as usize].clone();
                 let selector: VersionSelector = old.vid.to_string().parse().expect("ids parse");
                 history.borrow_mut().restores += 1;
+                let below_before = writes_below_w(&probes, node);
                 let result = with_timeout(OPERATION_TIMEOUT, async {
                     let mut c = connect(&env, seed, node).await?;
                     c.restore(&name, selector).await
@@ -436,7 +463,7 @@ pub(super) async fn session(
                         observe(&mut h, &name, record.vid, "its own restore");
                         h.trace
                             .record(&format!("{tag} restore {name} ok {}", record.vid));
-                        h.acknowledge(record, node);
+                        h.acknowledge(record, node, below_before < writes_below_w(&probes, node));
                     }
                     Err(error) => h
                         .trace
