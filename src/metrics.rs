@@ -387,7 +387,7 @@ impl Collector for StateCollector {
             ),
             (
                 "dfs_writes_below_write_quorum",
-                "Writes acknowledged with fewer than W copies because this node had never had another member",
+                "Writes acknowledged with fewer than W copies because this node had no record of another member",
                 &replication.writes_below_write_quorum,
             ),
             (

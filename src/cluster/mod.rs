@@ -147,8 +147,9 @@ pub struct ReplicationCounters {
     /// instead of receiving them (chunked puts).
     pub chunks_reused: AtomicU64,
     /// Writes this node acknowledged with fewer than W durable copies,
-    /// because it had never had another member (a cluster of one): one
-    /// disk holds them until repair copies them to the nodes that join.
+    /// because it had no record of another member (a new data dir started
+    /// without bootstrap): one disk holds them until repair copies them to
+    /// the nodes that join.
     pub writes_below_write_quorum: AtomicU64,
 }
 

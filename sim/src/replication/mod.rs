@@ -225,18 +225,28 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     nemesis.heal(&mut sim, &nodes, &mut trace);
     let healed_ms = sim.elapsed().as_millis() as u64;
     // Of the versions acknowledged with one copy (by a node that had
-    // never had another member), only those whose node's disk rotted or
-    // was lost may be gone.
+    // never had another member), only those whose node's disk rotted may
+    // be unreadable, and only those whose node lost its disk may be gone.
     {
         let probes = probes.borrow();
         let mut h = history.borrow_mut();
         let writers = h.writers.clone();
+        let damage = |key: &(String, dfs::meta::VersionId)| {
+            writers
+                .get(key)
+                .map(|&node| (probes[node].rotted, probes[node].disks_lost > 0))
+                .unwrap_or((false, false))
+        };
         h.single_copy.retain(|key| {
-            writers.get(key).is_some_and(|&node| {
-                let probe = &probes[node];
-                probe.rotted || probe.disks_lost > 0
-            })
+            let (rotted, lost) = damage(key);
+            rotted || lost
         });
+        h.single_copy_disk_lost = h
+            .single_copy
+            .iter()
+            .filter(|key| damage(key).1)
+            .cloned()
+            .collect();
     }
     sim.client("checker", check(seed, config.clone(), history.clone()));
     loop {

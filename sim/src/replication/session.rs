@@ -36,10 +36,13 @@ pub(super) struct History {
     pub(super) writers: BTreeMap<(String, VersionId), usize>,
     /// Versions acknowledged by a node that had never had another member
     /// (README: such a write needs one durable copy, its own, until repair
-    /// copies it): if that node's disk rots or is lost meanwhile, they may
-    /// be gone. (Any write the same node acknowledged while this one was
-    /// in flight is counted too: a little weaker, never wrong.)
+    /// copies it). (Any write the same node acknowledged while this one was
+    /// in flight is counted too: a little weaker, never wrong.) Before the
+    /// check, narrowed to those whose node's disk rotted or was lost.
     pub(super) single_copy: BTreeSet<(String, VersionId)>,
+    /// Of those, the ones whose node lost its disk: their records may be
+    /// gone too (rot takes chunk files only, never the index).
+    pub(super) single_copy_disk_lost: BTreeSet<(String, VersionId)>,
     pub(super) violations: Vec<String>,
     pub(super) trace: Trace,
     pub(super) indeterminate: u64,
@@ -74,13 +77,14 @@ impl History {
         self.acknowledged.push(record);
     }
 
-    /// The newest acknowledged version of `name` no client asked to delete
-    /// for good, and its writer: what a quorum read must return, or newer.
-    fn newest_kept(&self, name: &str) -> Option<(VersionId, usize)> {
-        // A prune may have dropped it (one whose outcome is unknown, any
+    /// The acknowledged versions of `name` no client asked to delete for
+    /// good and no prune dropped, oldest first, with their writers: a
+    /// quorum read must return the newest, or newer.
+    fn kept(&self, name: &str) -> Vec<(VersionId, usize)> {
+        // A prune may have dropped any (one whose outcome is unknown, any
         // version but the newest).
         if self.prunes_indeterminate.contains(name) {
-            return None;
+            return Vec::new();
         }
         let floor = self.floors.get(name).copied();
         self.writers
@@ -88,8 +92,8 @@ impl History {
             .take_while(|((n, _), _)| n == name)
             .filter(|(key, _)| !self.forget_attempts.contains(key))
             .map(|((_, vid), writer)| (*vid, *writer))
-            .last()
             .filter(|(vid, _)| floor.is_none_or(|floor| *vid >= floor))
+            .collect()
     }
 
     /// The versions of `name` whose deletion for good was acknowledged.
@@ -244,12 +248,17 @@ pub(super) async fn session(
                 // (SWIM forgets down members after a day in production;
                 // some seeds forget within seconds). README says so.
                 // (A version deleted for good is not one it must return.)
-                let acknowledged_before = history
+                let promise_holds = quorum_promise_holds(&config, &probes);
+                // What it must return, or newer: the newest of these still
+                // kept when it ends (a deletion for good asked for while it
+                // ran may have taken the newest; the next one stands).
+                // The reader must know the writer when the read starts.
+                let kept_before: Vec<(VersionId, bool)> = history
                     .borrow()
-                    .newest_kept(&name)
-                    .filter(|_| quorum_promise_holds(&config, &probes))
-                    // The reader must know the writer when the read starts.
-                    .filter(|(_, writer)| knows(&probes, node, *writer));
+                    .kept(&name)
+                    .into_iter()
+                    .map(|(vid, writer)| (vid, knows(&probes, node, writer)))
+                    .collect();
                 // Versions whose deletion for good was acknowledged before
                 // the read started: a quorum read never returns them.
                 let forgotten_before = history.borrow().forgotten_of(&name);
@@ -267,6 +276,13 @@ pub(super) async fn session(
                 })
                 .await;
                 let mut h = history.borrow_mut();
+                let still_kept = h.kept(&name);
+                let acknowledged_before = kept_before
+                    .iter()
+                    .rev()
+                    .find(|(vid, _)| still_kept.iter().any(|(kept, _)| kept == vid))
+                    .filter(|(_, writer_known)| promise_holds && *writer_known)
+                    .map(|(vid, _)| *vid);
                 if quorum {
                     h.quorum_reads += 1;
                     if acknowledged_before.is_some() {
@@ -280,12 +296,9 @@ pub(super) async fn session(
                         }
                         if let Some(record) = &fetched.record {
                             observe(&mut h, &name, record.vid, "a get");
-                            // (A deletion for good of that version, asked
-                            // for while the read ran, may have taken it.)
                             if quorum
-                                && let Some((newest, _)) = acknowledged_before
+                                && let Some(newest) = acknowledged_before
                                 && record.vid < newest
-                                && !h.forget_attempts.contains(&(name.clone(), newest))
                             {
                                 h.violations.push(format!(
                                     "quorum read: get --quorum of {name} through node{node} returned {}, older than {newest} acknowledged before it started",
@@ -312,9 +325,8 @@ pub(super) async fn session(
                         // No record at all, after one was acknowledged (a
                         // prune keeps the newest, a removal is a record).
                         if quorum
-                            && let Some((newest, _)) = acknowledged_before
+                            && let Some(newest) = acknowledged_before
                             && error.contains("no file named")
-                            && !h.forget_attempts.contains(&(name.clone(), newest))
                         {
                             h.violations.push(format!(
                                 "quorum read: get --quorum of {name} through node{node} found no file, after {newest} was acknowledged"
