@@ -180,7 +180,6 @@ impl Node {
         while let Some(front) = pending.pop_front() {
             settle(front, &mut manifest, &mut blobs, &mut reused).await?;
         }
-        drop(large_slot);
         let only_chunk = only_chunk.map(|chunk| (ChunkId::of(&chunk), chunk));
         if let Some((id, chunk)) = &only_chunk {
             manifest
@@ -207,6 +206,9 @@ impl Node {
             .commit_manifest(name, (manifest, only_chunk), blobs, by, (None, false, &[]))
             .await?;
         ReplicationCounters::bump(&self.cluster.counters.chunks_reused, reused_count);
+        // Held to here, as a put holds it: the manifest lives until the
+        // commit.
+        drop(large_slot);
         Ok(record)
     }
 
