@@ -213,6 +213,11 @@ impl Client {
                 break;
             }
         }
+        self.finish_put(id).await
+    }
+
+    /// End put `id` and wait for its record.
+    async fn finish_put(&mut self, id: u64) -> Result<VersionRecord, ClientError> {
         self.stream
             .send(&Envelope {
                 request_id: id,
@@ -317,16 +322,7 @@ impl Client {
             }
         }
         self.send_reuse(id, &mut reuse).await?;
-        self.stream
-            .send(&Envelope {
-                request_id: id,
-                message: Message::PutFinish,
-            })
-            .await?;
-        let record = match self.reply(id).await? {
-            Message::PutDone { record } => record,
-            other => return Err(unexpected(&other)),
-        };
+        let record = self.finish_put(id).await?;
         if record.name != name
             || record.size != read
             || expected.is_some_and(|manifest| record.content != Some(manifest.content_id()))

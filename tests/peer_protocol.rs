@@ -764,18 +764,6 @@ async fn a_chunked_put_reuses_only_chunks_of_its_base() {
     let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
 
     let mut secure = connect_as_client(&node, &node.credentials).await.unwrap();
-    let mut request = 0u64;
-    let mut put = |pieces: Vec<Message>, base| {
-        request += 1;
-        let id = request;
-        let mut frames = vec![Message::PutChunkedStart {
-            name: "doc".into(),
-            base,
-        }];
-        frames.extend(pieces);
-        frames.push(Message::PutFinish);
-        (id, frames)
-    };
     let mut refusals = Vec::new();
     for (pieces, base) in [
         // A chunk id that is not in the base (a guess at someone's data).
@@ -804,19 +792,7 @@ async fn a_chunked_put_reuses_only_chunks_of_its_base() {
             }),
         ),
     ] {
-        let (id, frames) = put(pieces, base);
-        for message in frames {
-            secure
-                .send(&Envelope {
-                    request_id: id,
-                    message,
-                })
-                .await
-                .unwrap();
-        }
-        let reply = secure.expect().await.unwrap();
-        assert_eq!(reply.request_id, id);
-        match reply.message {
+        match chunked_put(&mut secure, "doc", base, pieces).await {
             Message::Error { code, message } => refusals.push((code, message)),
             other => panic!("a hostile chunked put was answered {other:?}"),
         }
@@ -841,30 +817,18 @@ async fn a_chunked_put_reuses_only_chunks_of_its_base() {
 
     // Honest: the first chunk reused, a new chunk, then the rest reused.
     let new_chunk = bytes::Bytes::from(vec![7u8; 300_000]);
-    let (id, frames) = put(
-        vec![
-            Message::PutReuse { ids: vec![ids[0]] },
-            Message::PutChunk {
-                bytes: new_chunk.clone(),
-            },
-            Message::PutReuse {
-                ids: ids[1..].to_vec(),
-            },
-        ],
-        Some(base.vid),
-    );
-    for message in frames {
-        secure
-            .send(&Envelope {
-                request_id: id,
-                message,
-            })
-            .await
-            .unwrap();
-    }
-    let reply = secure.expect().await.unwrap();
-    let Message::PutDone { record } = reply.message else {
-        panic!("an honest chunked put was answered {:?}", reply.message);
+    let pieces = vec![
+        Message::PutReuse { ids: vec![ids[0]] },
+        Message::PutChunk {
+            bytes: new_chunk.clone(),
+        },
+        Message::PutReuse {
+            ids: ids[1..].to_vec(),
+        },
+    ];
+    let reply = chunked_put(&mut secure, "doc", Some(base.vid), pieces).await;
+    let Message::PutDone { record } = reply else {
+        panic!("an honest chunked put was answered {reply:?}");
     };
     let mut expected = chunks[0].to_vec();
     expected.extend_from_slice(&new_chunk);
@@ -886,4 +850,33 @@ async fn a_chunked_put_reuses_only_chunks_of_its_base() {
         read == expected,
         "the new version reads back different bytes"
     );
+}
+
+/// Send a chunked put of `name` by hand (start, `pieces`, finish) on a
+/// client connection and return its answer.
+async fn chunked_put(
+    secure: &mut SecureStream,
+    name: &str,
+    base: Option<dfs::meta::VersionId>,
+    pieces: Vec<Message>,
+) -> Message {
+    let start = Message::PutChunkedStart {
+        name: name.into(),
+        base,
+    };
+    let frames = std::iter::once(start)
+        .chain(pieces)
+        .chain(std::iter::once(Message::PutFinish));
+    for message in frames {
+        secure
+            .send(&Envelope {
+                request_id: 1,
+                message,
+            })
+            .await
+            .unwrap();
+    }
+    let reply = secure.expect().await.unwrap();
+    assert_eq!(reply.request_id, 1);
+    reply.message
 }

@@ -244,19 +244,7 @@ impl Node {
 
     /// Read a refused put's frames (either kind's) up to its `PutFinish`.
     async fn drain_put(&self, stream: &mut SecureStream, id: u64) -> Result<(), SecureError> {
-        loop {
-            let envelope = stream.expect().await?;
-            if envelope.request_id != id {
-                return Err(SecureError::Wire(WireError::Undecodable(
-                    "frame of another request during a put".into(),
-                )));
-            }
-            match envelope.message {
-                Message::PutData { .. } | Message::PutChunk { .. } | Message::PutReuse { .. } => {}
-                // `PutFinish`, or a frame that ends the put anyway.
-                _ => return Ok(()),
-            }
-        }
+        PutFrames::new(stream, id).drain().await
     }
 
     /// The current version of `name` and its manifest, for a chunked put
@@ -275,10 +263,14 @@ impl Node {
         let Some(content) = record.content else {
             return Ok(none);
         };
-        let manifest = self.manifest_of(content).await?;
+        // Verified by its hash; the client decodes it.
+        let manifest = self
+            .cluster
+            .fetch_blob(crate::cas::ChunkId(content.0))
+            .await?;
         Ok(Message::PutBase {
             record: Some(record),
-            manifest: manifest.encode(),
+            manifest,
         })
     }
 
@@ -294,9 +286,7 @@ impl Node {
         key: AccessKeyId,
     ) -> Result<Result<(VersionRecord, u64), OpError>, SecureError> {
         let mut body = ChunkedFrames {
-            stream,
-            id,
-            finished: false,
+            frames: PutFrames::new(stream, id),
             received: 0,
         };
         match self.put_chunked(name, base, &mut body, key).await {
@@ -306,9 +296,7 @@ impl Node {
                 format!("{kind} during a chunked put"),
             ))),
             Err(PutError::Refused(refusal)) => {
-                if !body.finished {
-                    self.drain_put(stream, id).await?;
-                }
+                body.frames.drain().await?;
                 Ok(Err(refusal))
             }
         }
@@ -325,7 +313,7 @@ impl Node {
         name: String,
         key: AccessKeyId,
     ) -> Result<Result<VersionRecord, OpError>, SecureError> {
-        let mut body = FrameBody::new(stream, id);
+        let mut body = FrameBody(PutFrames::new(stream, id));
         match self.put(name, &mut body, key, PutOptions::default()).await {
             Ok(record) => Ok(Ok(record)),
             Err(PutError::Body(FrameError::Connection(error))) => Err(error),
@@ -333,9 +321,7 @@ impl Node {
                 Ok(Err(OpError::invalid(format!("{kind} during a put"))))
             }
             Err(PutError::Refused(refusal)) => {
-                if !body.finished {
-                    self.drain_put(stream, id).await?;
-                }
+                body.0.drain().await?;
                 Ok(Err(refusal))
             }
         }
@@ -471,15 +457,15 @@ enum FrameError {
     Unexpected(&'static str),
 }
 
-/// A native put's body: the `PutData` frames of request `id`, up to its
-/// `PutFinish`.
-struct FrameBody<'a> {
+/// The frames of put request `id` up to its `PutFinish`, whichever kind
+/// of put: what a put's body reads, and what a refused put drains.
+struct PutFrames<'a> {
     stream: &'a mut SecureStream,
     id: u64,
     finished: bool,
 }
 
-impl<'a> FrameBody<'a> {
+impl<'a> PutFrames<'a> {
     fn new(stream: &'a mut SecureStream, id: u64) -> Self {
         Self {
             stream,
@@ -487,41 +473,65 @@ impl<'a> FrameBody<'a> {
             finished: false,
         }
     }
+
+    /// The put's next frame other than `PutFinish` (`None` once it came).
+    /// A frame of another request breaks the connection.
+    async fn next(&mut self) -> Result<Option<Message>, SecureError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let envelope = self.stream.expect().await?;
+        if envelope.request_id != self.id {
+            return Err(SecureError::Wire(WireError::Undecodable(
+                "frame of another request during a put".into(),
+            )));
+        }
+        if let Message::PutFinish = envelope.message {
+            self.finished = true;
+            return Ok(None);
+        }
+        Ok(Some(envelope.message))
+    }
+
+    /// Read the rest of a refused put (either kind's frames), so that the
+    /// client hears why rather than a reset connection.
+    async fn drain(&mut self) -> Result<(), SecureError> {
+        loop {
+            match self.next().await? {
+                Some(
+                    Message::PutData { .. } | Message::PutChunk { .. } | Message::PutReuse { .. },
+                ) => {}
+                // Done, or a frame that ends the put anyway.
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Ends the body at a frame it does not take.
+    fn unexpected(&mut self, other: &Message) -> FrameError {
+        self.finished = true;
+        FrameError::Unexpected(other.kind())
+    }
 }
+
+/// A native put's body: the `PutData` frames.
+struct FrameBody<'a>(PutFrames<'a>);
 
 impl Body for FrameBody<'_> {
     type Error = FrameError;
 
     async fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.finished {
-            return Ok(None);
-        }
-        let envelope = self.stream.expect().await.map_err(FrameError::Connection)?;
-        if envelope.request_id != self.id {
-            return Err(FrameError::Connection(SecureError::Wire(
-                WireError::Undecodable("frame of another request during a put".into()),
-            )));
-        }
-        match envelope.message {
-            Message::PutData { bytes } => Ok(Some(Bytes::from(bytes))),
-            Message::PutFinish => {
-                self.finished = true;
-                Ok(None)
-            }
-            other => {
-                self.finished = true;
-                Err(FrameError::Unexpected(other.kind()))
-            }
+        match self.0.next().await.map_err(FrameError::Connection)? {
+            None => Ok(None),
+            Some(Message::PutData { bytes }) => Ok(Some(Bytes::from(bytes))),
+            Some(other) => Err(self.0.unexpected(&other)),
         }
     }
 }
 
-/// A chunked put's body: the `PutChunk` and `PutReuse` frames of request
-/// `id`, up to its `PutFinish`.
+/// A chunked put's body: the `PutChunk` and `PutReuse` frames.
 struct ChunkedFrames<'a> {
-    stream: &'a mut SecureStream,
-    id: u64,
-    finished: bool,
+    frames: PutFrames<'a>,
     /// Chunk bytes received.
     received: u64,
 }
@@ -530,29 +540,14 @@ impl ChunkedBody for ChunkedFrames<'_> {
     type Error = FrameError;
 
     async fn next(&mut self) -> Result<Option<ChunkedPiece>, FrameError> {
-        if self.finished {
-            return Ok(None);
-        }
-        let envelope = self.stream.expect().await.map_err(FrameError::Connection)?;
-        if envelope.request_id != self.id {
-            return Err(FrameError::Connection(SecureError::Wire(
-                WireError::Undecodable("frame of another request during a put".into()),
-            )));
-        }
-        match envelope.message {
-            Message::PutChunk { bytes } => {
+        match self.frames.next().await.map_err(FrameError::Connection)? {
+            None => Ok(None),
+            Some(Message::PutChunk { bytes }) => {
                 self.received += bytes.len() as u64;
                 Ok(Some(ChunkedPiece::Chunk(bytes)))
             }
-            Message::PutReuse { ids } => Ok(Some(ChunkedPiece::Reuse(ids))),
-            Message::PutFinish => {
-                self.finished = true;
-                Ok(None)
-            }
-            other => {
-                self.finished = true;
-                Err(FrameError::Unexpected(other.kind()))
-            }
+            Some(Message::PutReuse { ids }) => Ok(Some(ChunkedPiece::Reuse(ids))),
+            Some(other) => Err(self.frames.unexpected(&other)),
         }
     }
 }

@@ -269,9 +269,7 @@ impl Node {
         // The old content may be garbage to its holders (a prune they
         // heard of, this node not yet): keep it before making it current,
         // as a put keeps what it stored.
-        let manifest_bytes = self.cluster.fetch_blob(ChunkId(content.0)).await?;
-        let manifest = Manifest::decode(&manifest_bytes)
-            .map_err(|e| OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {e}")))?;
+        let manifest = self.manifest_of(content).await?;
         let chunks: Vec<ChunkId> = manifest.chunks.iter().map(|c| c.id).collect();
         let mut blobs = self
             .cluster

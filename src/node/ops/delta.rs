@@ -236,7 +236,7 @@ impl Node {
     }
 
     /// The manifest of `content`, verified by its id.
-    pub(crate) async fn manifest_of(
+    pub(super) async fn manifest_of(
         &self,
         content: crate::cas::ContentId,
     ) -> Result<Manifest, OpError> {

@@ -227,10 +227,7 @@ impl Node {
             let Some(content) = part.content else {
                 return Err(OpError::not_found(format!("{} was removed", part.name)));
             };
-            let bytes = self.cluster.fetch_blob(ChunkId(content.0)).await?;
-            let part_manifest = Manifest::decode(&bytes).map_err(|e| {
-                OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {e}"))
-            })?;
+            let part_manifest = self.manifest_of(content).await?;
             manifest.parts.push(part_manifest.chunks.len() as u32);
             for chunk in part_manifest.chunks {
                 manifest
