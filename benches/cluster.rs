@@ -10,7 +10,9 @@
 //!
 //! Every byte put is hashed by the coordinator and again by each other
 //! owner that receives it, and sealed on three nodes; all of them share
-//! this machine's cores.
+//! this machine's cores. So the 1 GiB transfers also print their CPU cost
+//! (the three nodes' CPU-seconds per GiB together, and the CLI's; see
+//! `throughput.rs`).
 
 // A benchmark measures real time; the determinism rule is for node logic.
 #![allow(clippy::disallowed_methods)]
@@ -28,8 +30,8 @@ use dfs::wire::GetTarget;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use support::{
-    BIN, bench_mib, machine_rates, mib_per_s, peak_rss_mib, run, spawn_node_with_s3,
-    write_random_file,
+    BIN, CpuCost, bench_mib, children_cpu_seconds, cpu_seconds, machine_limits, mib_per_s,
+    peak_rss_mib, run, spawn_node_with_s3, write_random_file,
 };
 
 fn alive_members(addr: &str, data_dir: &Path) -> usize {
@@ -56,7 +58,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let size = mib << 20;
-    let combined = machine_rates();
+    let before = machine_limits();
 
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.bin");
@@ -94,11 +96,23 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // CPU seconds of the three nodes together and of the CLI.
+    let cpu = |nodes: &[(std::process::Child, String, std::path::PathBuf)]| {
+        (
+            nodes
+                .iter()
+                .map(|(child, _, _)| cpu_seconds(child.id()))
+                .sum::<f64>(),
+            children_cpu_seconds(),
+        )
+    };
+    let cpu_before_put = cpu(&nodes);
     let put_seconds = run(
         &["put", input.to_str().unwrap(), "--name", "big"],
         &first_addr,
         &first_dir,
     );
+    let cpu_after_put = cpu(&nodes);
     // Read through another node than the one that coordinated the put.
     let output = dir.path().join("output.bin");
     let (_, second_addr, _) = &nodes[1];
@@ -107,6 +121,7 @@ fn main() {
         second_addr,
         &first_dir,
     );
+    let cpu_after_get = cpu(&nodes);
     let same = std::fs::metadata(&output).unwrap().len() == size as u64;
     assert!(same, "the file read back has the wrong size");
 
@@ -162,15 +177,44 @@ fn main() {
         let _ = child.wait();
     }
 
+    let machine = before.best(machine_limits());
+    let combined = machine.serial;
+    // Seconds per GiB of each primitive on one core.
+    let per_gib = |mib_per_s: f64| 1024.0 / mib_per_s;
+    let (sha, aead, cdc) = (
+        per_gib(machine.sha),
+        per_gib(machine.aead),
+        per_gib(machine.fastcdc),
+    );
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let cost = |before: (f64, f64), after: (f64, f64), floor_node, floor_client| CpuCost {
+        nodes: 3,
+        node: (after.0 - before.0) / gib,
+        client: (after.1 - before.1) / gib,
+        floor_node,
+        floor_client,
+    };
+    // A put: the coordinator decrypts, hashes, seals its copy and encrypts
+    // the chunk to each of the two other owners, which decrypt, hash and
+    // seal theirs. A get through an owner: it opens its copy and encrypts.
+    let put_cost = cost(
+        cpu_before_put,
+        cpu_after_put,
+        3.0 * (2.0 * aead + sha) + 2.0 * aead,
+        cdc + sha + aead,
+    );
+    let get_cost = cost(cpu_after_put, cpu_after_get, 2.0 * aead, aead + sha);
     let put = mib_per_s(size, put_seconds);
     let get = mib_per_s(size, get_seconds);
     println!(
-        "3 nodes, R=3 W=2: put {mib} MiB: {put:.0} MiB/s ({:.2} x one core's hash+seal)",
-        put / combined
+        "3 nodes, R=3 W=2: put {mib} MiB: {put:.0} MiB/s ({:.2} x one core's hash+seal); {}",
+        put / combined,
+        put_cost.describe(put)
     );
     println!(
-        "3 nodes, R=3 W=2: get {mib} MiB through another node: {get:.0} MiB/s ({:.2} x one core's hash+seal)",
-        get / combined
+        "3 nodes, R=3 W=2: get {mib} MiB through another node: {get:.0} MiB/s ({:.2} x one core's hash+seal); {}",
+        get / combined,
+        get_cost.describe(get)
     );
     println!(
         "4 KiB put latency over {small}: p50 {:.2} ms, p99 {:.2} ms",

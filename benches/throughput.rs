@@ -7,6 +7,12 @@
 //! reused chunks add 32 bytes per chunk). `cargo bench --bench throughput`
 //! (DFS_BENCH_MIB=N for another size).
 //!
+//! Each transfer also prints its CPU cost: the node's and the CLI's
+//! CPU-seconds per GiB, beside what their hashing, chunking and AEAD alone
+//! cost on one core, and the MiB/s this machine's cores could reach
+//! spending that much (node and CLI share them). A run far below that
+//! ceiling waited; one near it must spend less CPU per byte to go faster.
+//!
 //! Targets (issues 2 and 12): put >= 0.5 and get >= 0.6 x
 //! 1/(1/sha + 1/aead), the node's peak RSS during the put below 64 MiB, and
 //! the new version sending <= 2% of its bytes.
@@ -17,8 +23,8 @@
 mod support;
 
 use support::{
-    bench_mib, http_get, machine_rates, metric_sum, mib_per_s, peak_rss_mib, run,
-    spawn_node_with_endpoints, write_random_file,
+    CpuCost, bench_mib, children_cpu_seconds, cpu_seconds, http_get, machine_limits, metric_sum,
+    mib_per_s, peak_rss_mib, run, spawn_node_with_endpoints, write_random_file,
 };
 
 fn main() {
@@ -29,7 +35,7 @@ fn main() {
     // The machine's rates are measured before and after the transfers and
     // the better kept: on a shared host they drift with the neighbours'
     // load, and the higher bar is the honest one.
-    let before = machine_rates();
+    let before = machine_limits();
 
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.bin");
@@ -43,11 +49,15 @@ fn main() {
         )
     };
 
+    // CPU seconds of the node and of the CLI, before and after each.
+    let cpu = || (cpu_seconds(node.id()), children_cpu_seconds());
+    let cpu_before_put = cpu();
     let put_seconds = run(
         &["put", input.to_str().unwrap(), "--name", "big"],
         &addr,
         &data_dir,
     );
+    let cpu_after_put = cpu();
     let rss_after_put = peak_rss_mib(node.id());
     let output = dir.path().join("output.bin");
     let get_seconds = run(
@@ -55,6 +65,7 @@ fn main() {
         &addr,
         &data_dir,
     );
+    let cpu_after_get = cpu();
     let rss_after_get = peak_rss_mib(node.id());
 
     // A new version: 1 MiB in the middle overwritten.
@@ -81,17 +92,45 @@ fn main() {
     let edit_sent = received() - before_edit;
     let _ = node.kill();
     let _ = node.wait();
-    let combined = before.max(machine_rates());
+    let machine = before.best(machine_limits());
+    let combined = machine.serial;
 
+    // Seconds per GiB of each primitive on one core.
+    let per_gib = |mib_per_s: f64| 1024.0 / mib_per_s;
+    let (sha, aead, cdc) = (
+        per_gib(machine.sha),
+        per_gib(machine.aead),
+        per_gib(machine.fastcdc),
+    );
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let cost = |before: (f64, f64), after: (f64, f64), floor_node, floor_client| CpuCost {
+        nodes: 1,
+        node: (after.0 - before.0) / gib,
+        client: (after.1 - before.1) / gib,
+        floor_node,
+        floor_client,
+    };
+    // A put: the client chunks, hashes and encrypts (Noise); the node
+    // decrypts, hashes and seals. A get: the node opens the sealed blob
+    // and encrypts; the client decrypts and hashes.
+    let put_cost = cost(
+        cpu_before_put,
+        cpu_after_put,
+        2.0 * aead + sha,
+        cdc + sha + aead,
+    );
+    let get_cost = cost(cpu_after_put, cpu_after_get, 2.0 * aead, aead + sha);
     let put = mib_per_s(size, put_seconds);
     let get = mib_per_s(size, get_seconds);
     println!(
-        "put {mib} MiB: {put:.0} MiB/s ({:.2} x hash+seal; target >= 0.5)",
-        put / combined
+        "put {mib} MiB: {put:.0} MiB/s ({:.2} x hash+seal; target >= 0.5); {}",
+        put / combined,
+        put_cost.describe(put)
     );
     println!(
-        "get {mib} MiB: {get:.0} MiB/s ({:.2} x hash+seal; target >= 0.6)",
-        get / combined
+        "get {mib} MiB: {get:.0} MiB/s ({:.2} x hash+seal; target >= 0.6); {}",
+        get / combined,
+        get_cost.describe(get)
     );
     println!(
         "node peak RSS: {rss_after_put:.1} MiB through the put (target < 64), {rss_after_get:.1} MiB through the get"

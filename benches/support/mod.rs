@@ -40,6 +40,76 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (which may hold spaces): state is field 3,
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(f64::NAN);
+    ticks / clock_ticks_per_second()
+}
+
+/// CPU seconds (user + system) used by this process's children that have
+/// been waited for (each [`run`] of the CLI).
+pub fn children_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// What one transfer cost in CPU, per GiB, beside the least its hashing,
+/// chunking and AEAD work could cost on one core (`floor_*`, seconds per
+/// GiB), and the fastest both processes could then go sharing this
+/// machine's cores.
+pub struct CpuCost {
+    /// How many nodes `node` and `floor_node` add up.
+    pub nodes: usize,
+    pub node: f64,
+    pub client: f64,
+    pub floor_node: f64,
+    pub floor_client: f64,
+}
+
+impl CpuCost {
+    /// One line: the costs, and the ceiling they put on MiB/s (`measured`)
+    /// when node and client share this machine's cores.
+    pub fn describe(&self, measured: f64) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let ceiling = 1024.0 * cores / (self.node + self.client);
+        let nodes = match self.nodes {
+            1 => "node".to_string(),
+            n => format!("{n} nodes together"),
+        };
+        format!(
+            "CPU per GiB: {nodes} {:.2} s (their hashing and AEAD alone: {:.2} s), client {:.2} s ({:.2} s); \
+{cores:.0} cores spending {:.2} s per GiB go at most {ceiling:.0} MiB/s (this run: {:.2} of that)",
+            self.node,
+            self.floor_node,
+            self.client,
+            self.floor_client,
+            self.node + self.client,
+            measured / ceiling
+        )
+    }
+}
+
 pub fn run(args: &[&str], node: &str, data_dir: &Path) -> f64 {
     let start = Instant::now();
     let status = Command::new(BIN)
@@ -51,14 +121,6 @@ pub fn run(args: &[&str], node: &str, data_dir: &Path) -> f64 {
         .unwrap();
     assert!(status.success(), "{args:?} failed");
     start.elapsed().as_secs_f64()
-}
-
-/// Measure and print this machine's single-core SHA-256 and
-/// ChaCha20-Poly1305 rates, with the implementations the node uses (ring's
-/// assembly; the at-rest XChaCha20 adds one HChaCha20 block per blob);
-/// returns the combined hash+seal rate (MiB/s).
-pub fn machine_rates() -> f64 {
-    machine_limits().serial
 }
 
 /// What this machine can do, measured in the same run as the figures
