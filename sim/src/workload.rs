@@ -9,6 +9,7 @@ use dfs::cas::{ChunkId, Chunker, ContentId, Manifest};
 use dfs::client::ClientError;
 use dfs::keys::credentials::{Credentials, ProvisionedKey};
 use dfs::keys::{AccessKeyId, ClusterKey, Permission, SecretKey};
+use dfs::limits::CHUNK_AVG_BYTES;
 use dfs::meta::VersionRecord;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -97,6 +98,15 @@ pub fn random_content(
     } else {
         (rng.next_u64() % bytes_max as u64) as usize
     };
+    let mut bytes = vec![0u8; len];
+    rng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Random content of 2 to 4 MiB: about two to four chunks, so that an
+/// [`edited`] version of it reuses most of them.
+pub fn a_few_chunks(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let len = 2 * CHUNK_AVG_BYTES + (rng.next_u64() % (2 * CHUNK_AVG_BYTES as u64)) as usize;
     let mut bytes = vec![0u8; len];
     rng.fill_bytes(&mut bytes);
     bytes

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dfs::limits::CHUNK_AVG_BYTES;
 use dfs::meta::{VersionId, VersionRecord, VersionSelector};
 use dfs::wire::GetTarget;
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +17,9 @@ use super::nodes::{Probes, connect, host};
 use super::{Config, NAMES, OPERATION_TIMEOUT, PORT};
 use crate::env::client_env;
 use crate::harness::Trace;
-use crate::workload::{Attempts, edited, expected_content_id, random_content, with_timeout};
+use crate::workload::{
+    Attempts, a_few_chunks, edited, expected_content_id, random_content, with_timeout,
+};
 
 /// What the clients did, for the checkers.
 #[derive(Default)]
@@ -206,9 +209,18 @@ pub(super) async fn session(
                             .map(<[u8]>::to_vec)
                     })
                     .flatten();
+                // Where the seed allows large files, an edit of a name
+                // whose latest version is not a few chunks long puts one
+                // that is, for its next edits to reuse chunks of (most
+                // files are a single chunk, and an edit of a one-chunk
+                // file changes its only chunk).
+                let large_files = config.file_bytes_max >= 2 * CHUNK_AVG_BYTES;
                 let bytes = match earlier {
-                    Some(earlier) => edited(&mut put_style, &earlier),
-                    None => fresh,
+                    Some(earlier) if !large_files || earlier.len() >= 2 * CHUNK_AVG_BYTES => {
+                        edited(&mut put_style, &earlier)
+                    }
+                    _ if how == 2 && large_files => a_few_chunks(&mut put_style),
+                    _ => fresh,
                 };
                 let content = expected_content_id(&bytes);
                 history.borrow_mut().attempts.put(&name, content, &bytes);
