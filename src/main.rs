@@ -220,25 +220,26 @@ impl AccessArgs {
     }
 }
 
-/// Keep the heap near what is live. A put or get holds a few chunk-sized
-/// buffers (up to 4 MiB each) at a time, allocated on one thread and freed
-/// on another. With glibc's defaults, each thread's arena keeps what it
-/// freed and the mmap threshold grows past the chunk size after the first
-/// free, so a 1 GiB put left the node at 70-78 MiB resident. One arena lets
-/// a buffer freed anywhere be reused by the next chunk, and a fixed 8 MiB
-/// threshold (above every chunk, below large manifests) stops the growth
-/// without mmapping, faulting in and zeroing a fresh buffer per chunk
-/// (which cost about 15% of put throughput). Measured: 42-51 MiB peak
-/// through a 1 GiB put and get, at the same MiB/s
-/// (`cargo bench --bench throughput`).
+/// Keep the heap near what is live (within 16 MiB, below). A put or get
+/// holds a few chunk-sized buffers (up to 4 MiB each) at a time, allocated
+/// on one thread and freed on another. With glibc's defaults, each
+/// thread's arena keeps what it freed and the mmap threshold grows past the
+/// chunk size after the first free, so a 1 GiB put left the node at
+/// 70-78 MiB resident. One arena lets a buffer freed anywhere be reused by
+/// the next chunk, and a fixed 8 MiB threshold (above every chunk, below
+/// large manifests) stops the growth without mmapping, faulting in and
+/// zeroing a fresh buffer per chunk (which cost about 15% of put
+/// throughput).
 ///
 /// A fixed mmap threshold also fixes the trim threshold at its 128 KiB
-/// default (glibc raises it only with the threshold it adjusts itself), so
-/// every freed chunk at the top of the heap went back to the kernel and
-/// was faulted in and zeroed again for the next: a third of the CLI's time
-/// in a 1 GiB put (1.5 of its 2.9 CPU-seconds were the kernel's). Keeping
-/// up to 16 MiB free at the top (four of the largest chunks) took the put
-/// from 4.2 to 3.2 s here and moved the node's peak by under 3 MiB.
+/// default (glibc raises it only along with a threshold it adjusts
+/// itself), so every freed chunk at the top of the heap went back to the
+/// kernel and was faulted in and zeroed again for the next: in a 1 GiB put
+/// about half the CLI's CPU time (1.5 of its 2.9 CPU-seconds were the
+/// kernel's). Keeping up to 16 MiB free at the top (four of the largest
+/// chunks) took the 1 GiB put from 243-260 to 308-309 MiB/s, with the
+/// node's peak through the put and get from 41-43 to 45-50 MiB (`cargo
+/// bench --bench throughput`, old and new builds interleaved).
 fn bound_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before

@@ -98,7 +98,7 @@ impl CpuCost {
             n => format!("{n} nodes together"),
         };
         format!(
-            "CPU per GiB: {nodes} {:.2} s (their hashing and AEAD alone: {:.2} s), client {:.2} s ({:.2} s); \
+            "CPU per GiB: {nodes} {:.2} s (their hashing, chunking and AEAD alone: {:.2} s), client {:.2} s ({:.2} s); \
 {cores:.0} cores spending {:.2} s per GiB go at most {ceiling:.0} MiB/s (this run: {:.2} of that)",
             self.node,
             self.floor_node,

@@ -209,17 +209,20 @@ pub(super) async fn session(
                             .map(<[u8]>::to_vec)
                     })
                     .flatten();
-                // Where the seed allows large files, an edit of a name
-                // whose latest version is not a few chunks long puts one
-                // that is, for its next edits to reuse chunks of (most
-                // files are a single chunk, and an edit of a one-chunk
-                // file changes its only chunk).
+                // Where the seed allows large files, half the edits of a
+                // name whose latest version is under 2 MiB (or that has
+                // none) put a 2-4 MiB version instead (a few chunks, past
+                // the seed's `file_bytes_max`), for the next edits of it
+                // to reuse chunks of: most files are one chunk, and an
+                // edit of a one-chunk file changes its only chunk. The
+                // other half edit the small version, as in other seeds.
                 let large_files = config.file_bytes_max >= 2 * CHUNK_AVG_BYTES;
+                let grow = how == 2 && large_files && put_style.next_u64() % 2 == 0;
                 let bytes = match earlier {
-                    Some(earlier) if !large_files || earlier.len() >= 2 * CHUNK_AVG_BYTES => {
+                    Some(earlier) if !grow || earlier.len() >= 2 * CHUNK_AVG_BYTES => {
                         edited(&mut put_style, &earlier)
                     }
-                    _ if how == 2 && large_files => a_few_chunks(&mut put_style),
+                    _ if grow => a_few_chunks(&mut put_style),
                     _ => fresh,
                 };
                 let content = expected_content_id(&bytes);
