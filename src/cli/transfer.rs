@@ -185,8 +185,9 @@ pub async fn get(env: &Env, cli: &Cli, request: GetRequest<'_>) -> Result<(), Fa
     Ok(())
 }
 
-/// Write to a temp file beside `path`, sync, rename: the output appears
-/// whole and verified, or not at all.
+/// Write to a temp file beside `path`, sync, rename, sync the directory:
+/// the output appears whole and verified, or not at all, and once this
+/// returns `Ok` it survives a crash.
 async fn get_to_file(
     env: &Env,
     client: &mut Client,
@@ -206,8 +207,8 @@ async fn get_to_file(
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .with_context(|| format!("cannot write to {}", dir.display()))?;
-    let mut early_syncs = EarlySyncs::of(env, &file).await?;
     let result = async {
+        let mut early_syncs = EarlySyncs::of(env, &file).await?;
         let mut progress = |done: u64, total: u64| {
             progress(done, total);
             early_syncs.wrote(done);
@@ -220,6 +221,11 @@ async fn get_to_file(
         tokio::fs::rename(&tmp, path)
             .await
             .with_context(|| format!("cannot create {}", path.display()))?;
+        // The new name survives a crash too, once the get says it is done.
+        let sync_dir = async { tokio::fs::File::open(&dir).await?.sync_all().await };
+        sync_dir
+            .await
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
         Ok::<_, Failure>(fetched)
     }
     .await;
@@ -234,12 +240,13 @@ async fn get_to_file(
 const EARLY_SYNC_BYTES: u64 = 64 << 20;
 
 /// Syncs of a `get -o` output started while the rest of it still arrives,
-/// one at a time, every [`EARLY_SYNC_BYTES`]: the disk writes the file
-/// as it comes instead of all at the end (a 1 GiB get spent its last
-/// 0.44 s in one fsync here, the disk idle until then). Only the final
-/// sync vouches for the file; these only start the writing early. One that
-/// fails fails the get: Linux reports a failed writeback once, and the
-/// final sync might not hear of it.
+/// one at a time, each once [`EARLY_SYNC_BYTES`] more were written since
+/// the last began: the disk writes the file as it comes, not all in the
+/// final sync (a 1 GiB get spent its last 0.44 s in that one fsync here,
+/// the disk idle until then). Only the final sync vouches for the file;
+/// these only start the writing early. One that fails fails the get when
+/// the body ends: Linux reports a failed writeback once per open file,
+/// and the final sync (on the same open file) might not hear of it.
 struct EarlySyncs {
     env: Env,
     /// A second descriptor of the output, for syncs off the writing task.
