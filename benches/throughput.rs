@@ -23,8 +23,8 @@
 mod support;
 
 use support::{
-    CpuCost, bench_mib, children_cpu_seconds, cpu_seconds, http_get, machine_limits, metric_sum,
-    mib_per_s, peak_rss_mib, run, spawn_node_with_endpoints, write_random_file,
+    CpuCost, PrimitiveCost, bench_mib, children_cpu_seconds, cpu_seconds, http_get, machine_limits,
+    metric_sum, mib_per_s, peak_rss_mib, run, spawn_node_with_endpoints, write_random_file,
 };
 
 fn main() {
@@ -95,31 +95,23 @@ fn main() {
     let machine = before.best(machine_limits());
     let combined = machine.serial;
 
-    // Seconds per GiB of each primitive on one core.
-    let per_gib = |mib_per_s: f64| 1024.0 / mib_per_s;
-    let (sha, aead, cdc) = (
-        per_gib(machine.sha),
-        per_gib(machine.aead),
-        per_gib(machine.fastcdc),
-    );
-    let gib = size as f64 / (1u64 << 30) as f64;
-    let cost = |before: (f64, f64), after: (f64, f64), floor_node, floor_client| CpuCost {
-        nodes: 1,
-        node: (after.0 - before.0) / gib,
-        client: (after.1 - before.1) / gib,
-        floor_node,
-        floor_client,
+    let PrimitiveCost {
+        sha,
+        aead,
+        fastcdc: cdc,
+    } = machine.seconds_per_gib();
+    let cost = |readings, floor_node, floor_client| {
+        CpuCost::between(1, size, readings, floor_node, floor_client)
     };
     // A put: the client chunks, hashes and encrypts (Noise); the node
     // decrypts, hashes and seals. A get: the node opens the sealed blob
     // and encrypts; the client decrypts and hashes.
     let put_cost = cost(
-        cpu_before_put,
-        cpu_after_put,
+        (cpu_before_put, cpu_after_put),
         2.0 * aead + sha,
         cdc + sha + aead,
     );
-    let get_cost = cost(cpu_after_put, cpu_after_get, 2.0 * aead, aead + sha);
+    let get_cost = cost((cpu_after_put, cpu_after_get), 2.0 * aead, aead + sha);
     let put = mib_per_s(size, put_seconds);
     let get = mib_per_s(size, get_seconds);
     println!(

@@ -87,7 +87,47 @@ pub struct CpuCost {
     pub floor_client: f64,
 }
 
+/// CPU seconds (of the nodes together, of the CLI) read at one moment.
+pub type CpuReading = (f64, f64);
+
+/// One core's seconds per GiB of each primitive a transfer pays.
+pub struct PrimitiveCost {
+    pub sha: f64,
+    pub aead: f64,
+    pub fastcdc: f64,
+}
+
+impl MachineLimits {
+    pub fn seconds_per_gib(&self) -> PrimitiveCost {
+        let per_gib = |mib_per_s: f64| 1024.0 / mib_per_s;
+        PrimitiveCost {
+            sha: per_gib(self.sha),
+            aead: per_gib(self.aead),
+            fastcdc: per_gib(self.fastcdc),
+        }
+    }
+}
+
 impl CpuCost {
+    /// What moving `bytes` cost between two readings, per GiB, beside the
+    /// floors (seconds per GiB) of `nodes` nodes and of the CLI.
+    pub fn between(
+        nodes: usize,
+        bytes: usize,
+        (before, after): (CpuReading, CpuReading),
+        floor_node: f64,
+        floor_client: f64,
+    ) -> Self {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        Self {
+            nodes,
+            node: (after.0 - before.0) / gib,
+            client: (after.1 - before.1) / gib,
+            floor_node,
+            floor_client,
+        }
+    }
+
     /// One line: the costs, and the ceiling they put on MiB/s (`measured`)
     /// when node and client share this machine's cores.
     pub fn describe(&self, measured: f64) -> String {
