@@ -60,8 +60,8 @@ fn cluster(root: &Path) -> Vec<(Child, String, String)> {
 }
 
 /// Per node: file syncs, directory syncs, seconds spent in syncs, index
-/// merges, index transactions.
-fn disk_work(nodes: &[(Child, String, String)]) -> Vec<[f64; 5]> {
+/// merges, index transactions, small-blob table changes and transactions.
+fn disk_work(nodes: &[(Child, String, String)]) -> Vec<[f64; 7]> {
     nodes
         .iter()
         .map(|(_, _, admin)| {
@@ -78,6 +78,8 @@ fn disk_work(nodes: &[(Child, String, String)]) -> Vec<[f64; 5]> {
                 metric_sum(&metrics, "dfs_disk_sync_duration_seconds_sum"),
                 metric_sum(&metrics, "dfs_index_merges_total"),
                 metric_sum(&metrics, "dfs_index_commits_total"),
+                metric_sum(&metrics, "dfs_small_blob_changes_total"),
+                metric_sum(&metrics, "dfs_small_blob_commits_total"),
             ]
         })
         .collect()
@@ -160,12 +162,14 @@ fn main() {
         let done = put_latency.len() as f64;
         for (i, (before, after)) in disk_before.iter().zip(&disk_after).enumerate() {
             println!(
-                "node {i} per put: {:.2} file syncs, {:.2} directory syncs, {:.3} ms syncing; {:.2} index merges in {:.2} transactions",
+                "node {i} per put: {:.2} file syncs, {:.2} directory syncs, {:.3} ms syncing; {:.2} index merges in {:.2} transactions; {:.2} small blobs in {:.2} transactions",
                 (after[0] - before[0]) / done,
                 (after[1] - before[1]) / done,
                 (after[2] - before[2]) / done * 1e3,
                 (after[3] - before[3]) / done,
                 (after[4] - before[4]) / done,
+                (after[5] - before[5]) / done,
+                (after[6] - before[6]) / done,
             );
         }
 

@@ -119,6 +119,24 @@ pub const RECORDS_PER_REPLY_MAX: usize = 16_384;
 /// milliseconds; past this, report it unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// redb's page cache for the version index. redb's default (1 GiB)
+/// would let the cache grow with every page an anti-entropy scan reads;
+/// pages past this are read again from the OS page cache.
+pub const INDEX_CACHE_BYTES: usize = 32 << 20;
+
+/// redb's page cache for the small-blob table: its branch pages, mostly
+/// (a blob's value is read once per get; the OS caches the file too).
+pub const SMALL_BLOB_CACHE_BYTES: usize = 8 << 20;
+
+/// Blobs up to this size are kept in the small-blob table, not a file
+/// each (the default of `--small-blob-bytes-max`; see `store::small`).
+pub const SMALL_BLOB_BYTES_DEFAULT: usize = 64 << 10;
+
+/// The largest `--small-blob-bytes-max` accepted: a redb value is read
+/// whole into memory, and a transaction of a full batch of them must stay
+/// small (`meta::group_commit::BATCH_MAX` x this = 256 MiB at most).
+pub const SMALL_BLOB_BYTES_MAX: usize = 1 << 20;
+
 // Peers and membership (DESIGN §7).
 
 /// Frames queued to one peer connection's writer. Past it, one-way

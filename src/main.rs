@@ -115,6 +115,11 @@ enum Command {
         /// node reports itself unhealthy (`status` exits 7); 0: never.
         #[arg(long, default_value_t = dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
         disk_free_min_percent: u8,
+        /// Blobs (chunks and manifests) up to this many bytes are kept in
+        /// one table (`small-blobs.redb`, group-committed) rather than a
+        /// file each; 0: every blob a file. At most 1 MiB.
+        #[arg(long, default_value_t = dfs::limits::SMALL_BLOB_BYTES_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(0..=dfs::limits::SMALL_BLOB_BYTES_MAX as u64))]
+        small_blob_bytes_max: u64,
     },
     /// Store a file (PATH `-` reads stdin and needs --name).
     Put {
@@ -288,6 +293,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             replicas,
             write_quorum,
             disk_free_min_percent,
+            small_blob_bytes_max,
         } => {
             let replication = Replication::new(usize::from(*replicas), usize::from(*write_quorum))
                 .map_err(Failure::usage)?;
@@ -312,6 +318,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 swim,
                 replication,
                 disk_free_min_percent: *disk_free_min_percent,
+                small_blob_bytes_max: *small_blob_bytes_max as usize,
             };
             serve(&env, &cli, options).await
         }

@@ -452,6 +452,7 @@ impl Collector for StateCollector {
             ),
         ];
         let (merges, commits) = self.cluster.index_merge_counts();
+        let (small_commits, small_changes) = self.store.small_blob_commits();
         let values = counters
             .into_iter()
             .map(|(name, help, counter)| (name, help, read(counter)))
@@ -475,6 +476,16 @@ impl Collector for StateCollector {
                     "dfs_index_commits",
                     "Transactions that applied those merges, each one disk sync when it changed something (group commit puts several merges in one)",
                     commits,
+                ),
+                (
+                    "dfs_small_blob_changes",
+                    "Blobs written to or removed from the small-blob table",
+                    small_changes,
+                ),
+                (
+                    "dfs_small_blob_commits",
+                    "Transactions of the small-blob table, each one disk sync (group commit puts several changes in one)",
+                    small_commits,
                 ),
             ]);
         for (name, help, value) in values {

@@ -42,6 +42,7 @@ async fn start(env: &Env, dir: &Path, listen: &str, bootstrap: Vec<String>) -> R
                 credentials: credentials(),
                 permission: Permission::admin(),
             }],
+            small_blob_bytes_max: dfs::limits::SMALL_BLOB_BYTES_DEFAULT,
         },
     )
     .await

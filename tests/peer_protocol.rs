@@ -58,6 +58,7 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
                 credentials: admin_credentials(),
                 permission: Permission::admin(),
             }],
+            small_blob_bytes_max: dfs::limits::SMALL_BLOB_BYTES_DEFAULT,
         },
     )
     .await

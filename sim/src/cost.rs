@@ -107,6 +107,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, seed: u64, index: usize, probes: &Probes
             disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
+            small_blob_bytes_max: crate::workload::small_blob_bytes_max(seed),
         };
         probes.borrow_mut()[index].traffic = Some(node_env.traffic());
         let env = node_env.env.clone();

@@ -146,6 +146,7 @@ fn add_node(
             disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
+            small_blob_bytes_max: crate::workload::small_blob_bytes_max(seed),
         };
         let probes = probes.clone();
         let env = node_env.env.clone();
@@ -199,6 +200,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: crate::workload::provisioned_keys(seed),
+            small_blob_bytes_max: crate::workload::small_blob_bytes_max(seed),
         };
         sim.host(INTRUDER, move || {
             let (env, config, probes) = (env.clone(), config.clone(), probes.clone());

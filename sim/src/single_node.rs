@@ -133,6 +133,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
                 admin_credentials_file: None,
                 provisioned_keys: crate::workload::provisioned_keys(seed),
+                small_blob_bytes_max: crate::workload::small_blob_bytes_max(seed),
             };
             node_env.host_software(async move {
                 // A supervisor: a start that fails (injected EIO) is retried.

@@ -53,6 +53,21 @@ pub fn client_credentials(seed: u64) -> Credentials {
     }
 }
 
+/// The small-blob size limit of every node of seed `seed`: in half the
+/// seeds the default (most blobs go into the small-blob table, group
+/// committed), in the other half 0, so that every blob is a file and the
+/// disk's rot and read corruption, which reach only files under `chunks/`,
+/// reach every blob. Drawn from the seed, not the workload's RNG, so that
+/// schedules keep their order of draws.
+pub fn small_blob_bytes_max(seed: u64) -> usize {
+    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    if mixed & 1 == 0 {
+        dfs::limits::SMALL_BLOB_BYTES_DEFAULT
+    } else {
+        0
+    }
+}
+
 /// What every node of seed `seed` is provisioned with: the clients' key.
 pub fn provisioned_keys(seed: u64) -> Vec<ProvisionedKey> {
     vec![ProvisionedKey {

@@ -31,6 +31,8 @@ pub struct ServeOptions<'a> {
     pub replication: Replication,
     /// Free disk space (percent) below which the node is unhealthy.
     pub disk_free_min_percent: u8,
+    /// Blobs up to this size go into the small-blob table.
+    pub small_blob_bytes_max: usize,
 }
 
 pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<(), Failure> {
@@ -80,6 +82,7 @@ pub async fn serve(env: &Env, cli: &Cli, options: ServeOptions<'_>) -> Result<()
         disk_free_min_percent: options.disk_free_min_percent,
         admin_credentials_file: Some(data_dir.join(dfs::keys::credentials::CREDENTIALS_FILE)),
         provisioned_keys: Vec::new(),
+        small_blob_bytes_max: options.small_blob_bytes_max,
     };
     let mut server = Server::start(env.clone(), config).await?;
     let mut s3_note = String::from("S3 off");

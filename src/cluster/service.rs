@@ -34,7 +34,7 @@ fn store_error(error: StoreError) -> Message {
         StoreError::Corrupt(_) => ErrorCode::Corrupt,
         StoreError::DiskFull { .. } => ErrorCode::DiskFull,
         StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
-        StoreError::Io { .. } => ErrorCode::Internal,
+        StoreError::Io { .. } | StoreError::Table(_) => ErrorCode::Internal,
         StoreError::Busy(_) => ErrorCode::Unavailable,
     };
     error_with(code, error)

@@ -1,16 +1,17 @@
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::path::Path;
+use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::backend::DiskBackend;
 use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
 use super::group_commit::GroupCommit;
 use super::record::{LegacyRecord, VERSION_KEY_BYTES};
+use super::redb_file::{RedbErrors, RedbFile};
 use super::{
     Floor, History, IndexState, KeyRecord, RecordKey, VersionId, VersionRecord, validate_name,
 };
-use crate::env::{Env, OpenMode};
+use crate::env::Env;
+use crate::limits::INDEX_CACHE_BYTES;
 
 /// `name ‖ 0x00 ‖ VersionId::to_key()` -> [`VersionRecord::encode_stored`]
 /// (a format byte, then postcard). Names contain no NUL, so all of a
@@ -43,9 +44,29 @@ pub enum IndexError {
 }
 
 fn storage<E: Into<redb::Error>>(error: E) -> IndexError {
-    match error.into() {
-        error @ (redb::Error::Io(_) | redb::Error::PreviousIo) => IndexError::Io(error.to_string()),
-        error => IndexError::Storage(error.to_string()),
+    IndexError::storage(error.into())
+}
+
+impl RedbErrors for IndexError {
+    fn open_failed(error: std::io::Error) -> Self {
+        IndexError::Open(error)
+    }
+
+    fn storage(error: redb::Error) -> Self {
+        match error {
+            error @ (redb::Error::Io(_) | redb::Error::PreviousIo) => {
+                IndexError::Io(error.to_string())
+            }
+            error => IndexError::Storage(error.to_string()),
+        }
+    }
+
+    fn is_io(&self) -> bool {
+        matches!(self, IndexError::Io(_))
+    }
+
+    fn closed() -> Self {
+        IndexError::Io("the index is closed after a disk failure".into())
     }
 }
 
@@ -149,10 +170,7 @@ pub enum ListFrom {
 /// committed durably (fsync) before the method returns.
 #[derive(Debug)]
 pub struct VersionIndex {
-    env: Env,
-    path: PathBuf,
-    /// `None` after a failed reopen; the next operation tries again.
-    db: RwLock<Option<Database>>,
+    file: RedbFile<IndexError>,
     /// Concurrent merges share one transaction and one disk sync.
     merges: GroupCommit<(Vec<VersionRecord>, Vec<Floor>), Result<MergeOutcome, IndexError>>,
     /// The anti-entropy digests of the committed index, kept up to date by
@@ -166,117 +184,39 @@ pub struct VersionIndex {
 }
 
 impl VersionIndex {
-    /// Open the index at `path`, creating it on first start.
-    ///
-    /// Creation is atomic: the database is initialized under a temporary
-    /// name, synced, and renamed into place. A crash during redb's own
-    /// initialization would otherwise leave a file with no valid header,
-    /// which redb (rightly) refuses to open ever after.
+    /// Open the index at `path`, creating it on first start (atomically:
+    /// see [`RedbFile::open`]).
     pub fn open(env: &Env, path: &Path) -> Result<Self, IndexError> {
-        let disk = env.disk.as_ref();
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !disk.exists(path).map_err(IndexError::Open)? {
-            let base = path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let prefix = format!("{base}.creating");
-            // Leftovers of failed creations, removed best effort. Each
-            // attempt uses a fresh name: a file removed while a failed
-            // attempt may still hold it open is not guaranteed gone (the
-            // simulation's fs handed its bytes to the next file of the same
-            // name, seed 66), and redb refuses a non-empty file without its
-            // header.
-            if let Ok(entries) = disk.list_dir(dir) {
-                for entry in entries.iter().filter(|e| e.name.starts_with(&prefix)) {
-                    let _ = disk.remove_file(&dir.join(&entry.name));
-                }
-            }
-            let tmp = dir.join(format!("{prefix}.{:016x}", env.random_u64()));
-            let file = disk
-                .open(&tmp, OpenMode::CreateNew)
-                .map_err(IndexError::Open)?;
-            let db = Database::builder()
-                .create_with_backend(DiskBackend::new(file))
-                .map_err(storage)?;
-            Self::create_tables(&db)?;
-            drop(db);
-            disk.rename(&tmp, path).map_err(IndexError::Open)?;
-        }
-        // Sync the directory entry on every open, not only after creating
-        // the file: a start whose sync failed after the rename leaves a file
-        // that the next start finds present but that a crash can still
-        // unname, taking every acknowledged record with it (sim seed
-        // 8800200: the node then restarted with an empty index).
-        if let Err(error) = disk.sync_dir(dir) {
-            crate::marks::hit("index_open_dir_sync_failed");
-            return Err(IndexError::Open(error));
-        }
-        let db = Self::open_existing(env, path)?;
+        let file = RedbFile::open(
+            env,
+            path,
+            Self::create_tables,
+            "index_open_dir_sync_failed",
+            INDEX_CACHE_BYTES,
+        )?;
         Ok(Self {
-            env: env.clone(),
-            path: path.to_path_buf(),
-            db: RwLock::new(Some(db)),
+            file,
             merges: GroupCommit::default(),
             digests: Mutex::new(None),
             commits: Default::default(),
         })
     }
 
-    fn open_existing(env: &Env, path: &Path) -> Result<Database, IndexError> {
-        let file = env
-            .disk
-            .open(path, OpenMode::ReadWrite)
-            .map_err(IndexError::Open)?;
-        let db = Database::builder()
-            .create_with_backend(DiskBackend::new(file))
-            .map_err(storage)?;
-        Self::create_tables(&db)?;
-        Ok(db)
-    }
-
-    /// Run `operation` on the database. After an I/O failure, close and
-    /// reopen it (redb recovers to its last durable commit) so that one
-    /// transient disk error does not fail every later request.
+    /// Run `operation` on the database; after an I/O failure, forget the
+    /// kept digests (what the reopened file holds is what counts: they are
+    /// scanned again from it) and reopen it ([`RedbFile::with_db`]).
     fn with_db<T>(
         &self,
         operation: impl FnOnce(&Database) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
-        let result = {
-            let guard = self.db.read().unwrap();
-            match guard.as_ref() {
-                Some(db) => operation(db),
-                None => Err(IndexError::Io(
-                    "the index is closed after a disk failure".into(),
-                )),
-            }
-        };
-        if matches!(result, Err(IndexError::Io(_))) {
-            let mut guard = self.db.write().unwrap();
-            // What the reopened file holds is what counts: the kept
-            // digests are scanned again from it.
+        self.file.with_db(operation, || {
             *self.digests.lock().expect("digests poisoned") = None;
-            // Close before reopening: two handles on one file must not coexist.
-            drop(guard.take());
-            match Self::open_existing(&self.env, &self.path) {
-                Ok(db) => *guard = Some(db),
-                Err(error) => {
-                    tracing::error!(%error, "cannot reopen the version index; will retry")
-                }
-            }
-        }
-        result
+        })
     }
 
     /// The size of the index file on disk (blocking).
     pub fn file_bytes(&self) -> std::io::Result<u64> {
-        self.env
-            .disk
-            .open(&self.path, OpenMode::Read)
-            .and_then(|file| file.len())
+        self.file.file_bytes()
     }
 
     /// Create the tables if absent (so read transactions always find them).

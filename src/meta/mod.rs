@@ -16,11 +16,12 @@
 mod backend;
 mod crdt;
 pub mod digest;
-mod group_commit;
+pub(crate) mod group_commit;
 mod hlc;
 mod index;
 mod key_record;
 mod record;
+pub(crate) mod redb_file;
 
 pub use crdt::{History, IndexState};
 pub use hlc::Hlc;

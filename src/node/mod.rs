@@ -72,6 +72,10 @@ pub struct NodeConfig {
     /// the same record on every node: for deployments that hand nodes their
     /// first key, and the simulation's clients.
     pub provisioned_keys: Vec<ProvisionedKey>,
+    /// Blobs up to this many bytes are kept in the small-blob table rather
+    /// than a file each (`store::small`); 0 keeps every blob a file.
+    /// Capped at [`crate::limits::SMALL_BLOB_BYTES_MAX`].
+    pub small_blob_bytes_max: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,8 +237,12 @@ impl Server {
                             source,
                         })?;
                     let identity = StaticKeypair::load_or_create(&env, &config.data_dir)?;
-                    let store =
-                        ChunkStore::open(env.clone(), &config.data_dir, &config.cluster_key)?;
+                    let store = ChunkStore::open(
+                        env.clone(),
+                        &config.data_dir,
+                        &config.cluster_key,
+                        config.small_blob_bytes_max,
+                    )?;
                     let index = VersionIndex::open(&env, &config.data_dir.join("meta.redb"))?;
                     let max_vid = index.max_vid()?;
                     // The files a previous process left here (node.key,

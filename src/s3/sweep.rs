@@ -157,6 +157,7 @@ mod tests {
             disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
             admin_credentials_file: None,
             provisioned_keys: Vec::new(),
+            small_blob_bytes_max: dfs::limits::SMALL_BLOB_BYTES_DEFAULT,
         };
         let server = Server::start(env, config).await.unwrap();
         let node = server.node().clone();

@@ -25,6 +25,7 @@
 //! [`Env::blocking`](crate::env::Env::blocking).
 
 mod seal;
+mod small;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -33,11 +34,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use seal::{SEAL_OVERHEAD_BYTES, SealError, Sealer};
+pub use small::FILE_NAME as SMALL_BLOBS_FILE;
+
+use small::SmallBlobs;
 
 use crate::cas::ChunkId;
-use crate::env::{Env, OpenMode, create_dir_durably, read_exact_at, write_all_at};
+use crate::env::{
+    Env, OpenMode, create_dir_durably, read_exact_at, write_all_at, write_file_durably,
+};
 use crate::keys::ClusterKey;
-use crate::limits::BLOB_BYTES_MAX;
+use crate::limits::{BLOB_BYTES_MAX, SMALL_BLOB_BYTES_MAX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +59,9 @@ pub enum StoreError {
     TooLarge(usize),
     #[error("the disk is busy: no write slot freed within {0:?}; try again")]
     Busy(std::time::Duration),
+    /// redb failed other than on I/O (an undecodable page: corruption).
+    #[error("the small-blob table failed: {0}")]
+    Table(String),
 }
 
 impl StoreError {
@@ -97,6 +106,9 @@ pub struct ChunkStore {
     tmp_dir: PathBuf,
     quarantine_dir: PathBuf,
     sealer: Sealer,
+    /// Blobs up to `small_bytes_max` bytes of plaintext.
+    small: SmallBlobs,
+    small_bytes_max: usize,
     usage: Mutex<Usage>,
     /// Prefix dirs whose entry in `chunks/` is known durable (at most 256).
     durable_prefixes: Mutex<BTreeSet<String>>,
@@ -119,10 +131,21 @@ pub struct ChunkStore {
 }
 
 impl ChunkStore {
-    /// Open (or create) the store in `data_dir`: create its directories,
-    /// delete leftovers of interrupted writes in `tmp/`, and count usage.
-    pub fn open(env: Env, data_dir: &Path, cluster_key: &ClusterKey) -> Result<Self, StoreError> {
+    /// Open (or create) the store in `data_dir`: create its directories
+    /// and the small-blob table, delete leftovers of interrupted writes in
+    /// `tmp/`, and count usage. Blobs of up to `small_bytes_max` bytes of
+    /// plaintext go into the table (0: none do); blobs already stored stay
+    /// where they are whatever it says, and are found in either place.
+    pub fn open(
+        env: Env,
+        data_dir: &Path,
+        cluster_key: &ClusterKey,
+        small_bytes_max: usize,
+    ) -> Result<Self, StoreError> {
+        let (small, small_usage) = SmallBlobs::open(&env, data_dir)?;
         let store = Self {
+            small,
+            small_bytes_max: small_bytes_max.min(SMALL_BLOB_BYTES_MAX),
             chunks_dir: data_dir.join("chunks"),
             tmp_dir: data_dir.join("tmp"),
             quarantine_dir: data_dir.join("quarantine"),
@@ -151,7 +174,7 @@ impl ChunkStore {
         // What a previous process left may sit in the page cache only (a
         // process crash does not lose it, an OS crash would), so sync each
         // prefix dir once before acknowledging anything that relies on it.
-        let mut usage = Usage::default();
+        let mut usage = small_usage;
         let prefixes = disk
             .list_dir(&store.chunks_dir)
             .map_err(|e| StoreError::io("listing chunks/", e))?;
@@ -200,17 +223,24 @@ impl ChunkStore {
         self.prefix_dir(id).join(id.to_hex())
     }
 
+    /// Whether blob `id` is stored (in the table or as a file).
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.small.contains(id)? || self.file_exists(id)?)
+    }
+
+    fn file_exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
         self.env
             .disk
             .exists(&self.blob_path(id))
             .map_err(|e| StoreError::io("checking for a blob", e))
     }
 
-    /// Whether blob `id` is stored with a durable directory entry (a copy
-    /// that survives a crash), without reading it.
+    /// Whether blob `id` is stored durably (a copy that survives a crash:
+    /// a committed value, or a file with a durable directory entry),
+    /// without reading it.
     pub fn holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.contains(id)? && !self.not_durable.lock().unwrap().contains(id))
+        Ok(self.small.holds_durably(id)?
+            || (self.file_exists(id)? && !self.not_durable.lock().unwrap().contains(id)))
     }
 
     /// Whether blob `id` is stored durably *and* reads back verified: what
@@ -231,12 +261,27 @@ impl ChunkStore {
     /// is quarantined: [`StoreError::Corrupt`]), and make its directory
     /// entry durable if its put could not.
     pub fn scrub(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.get(id)?;
-        if self.not_durable.lock().unwrap().contains(id) {
-            self.make_entry_durable(id)?;
+        let plaintext = self.get(id)?;
+        if self.make_durable(id, &plaintext)? {
             crate::marks::hit("scrub_made_a_blob_durable");
         }
         Ok(())
+    }
+
+    /// Make stored blob `id` durable where it is not known to be: write a
+    /// table value whose commit failed again, sync the directory entry of
+    /// a file whose put could not. Returns whether there was anything to do.
+    fn make_durable(&self, id: &ChunkId, plaintext: &[u8]) -> Result<bool, StoreError> {
+        let mut did = false;
+        if self.small.is_suspect(id) && self.small.contains(id)? {
+            self.small.insert(id, self.sealer.seal(id, plaintext))?;
+            did = true;
+        }
+        if self.not_durable.lock().unwrap().contains(id) && self.file_exists(id)? {
+            self.make_entry_durable(id)?;
+            did = true;
+        }
+        Ok(did)
     }
 
     /// Store `plaintext` (whose SHA-256 is `id`) sealed and durably.
@@ -258,11 +303,25 @@ impl ChunkStore {
         if present {
             // Present is not the same as durable: an earlier put may have
             // renamed this blob into place and then failed to sync the
-            // directory. Sync it before acknowledging on the strength of it.
-            self.make_entry_durable(id)?;
+            // directory, or its commit to the table may have failed. Make it
+            // durable before acknowledging on the strength of it.
+            if self.file_exists(id)? {
+                self.make_entry_durable(id)?;
+            }
+            self.make_durable(id, plaintext)?;
             return Ok(PutOutcome::AlreadyPresent);
         }
         let sealed = self.sealer.seal(id, plaintext);
+        if plaintext.len() <= self.small_bytes_max {
+            let bytes = sealed.len() as u64;
+            let replaced = self.small.insert(id, sealed)?;
+            let mut usage = self.usage.lock().unwrap();
+            if replaced.is_none() {
+                usage.blobs += 1;
+            }
+            usage.bytes = (usage.bytes + bytes).saturating_sub(replaced.unwrap_or(0));
+            return Ok(PutOutcome::Written);
+        }
         let disk = self.env.disk.as_ref();
         let tmp = self
             .tmp_dir
@@ -356,8 +415,13 @@ impl ChunkStore {
         }
     }
 
-    /// `Ok(None)` means the bytes are there but do not verify.
+    /// `Ok(None)` means the bytes are there but do not verify. The table
+    /// is read first (a blob may be in both places after the size limit
+    /// changed; either copy is the same blob).
     fn read_verified(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(sealed) = self.small.get(id)? {
+            return Ok(self.sealer.open(id, sealed).ok());
+        }
         let path = self.blob_path(id);
         let file = match self.env.disk.open(&path, OpenMode::Read) {
             Ok(file) => file,
@@ -379,8 +443,12 @@ impl ChunkStore {
         }
     }
 
-    /// Move a blob that failed verification out of the way.
+    /// Move a blob that failed verification out of the way (the copy
+    /// [`ChunkStore::read_verified`] read: the table's, if it has one).
     fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
+        if let Some(sealed) = self.small.get(id)? {
+            return self.quarantine_value(id, &sealed);
+        }
         let disk = self.env.disk.as_ref();
         let from = self.blob_path(id);
         let len = disk
@@ -404,8 +472,30 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// A table value that failed verification: written to `quarantine/`
+    /// (durably, before it leaves the table), then removed.
+    fn quarantine_value(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
+        let to =
+            self.quarantine_dir
+                .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
+        write_file_durably(&self.env, &to, sealed)
+            .map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
+        let removed = self.small.remove(id)?;
+        self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt in the small-blob table; quarantined");
+        if let Some(len) = removed {
+            let mut usage = self.usage.lock().unwrap();
+            usage.blobs = usage.blobs.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(len);
+        }
+        Ok(())
+    }
+
     /// The plaintext size of blob `id`, from its sealed length (not verified).
     pub fn plaintext_len(&self, id: &ChunkId) -> Result<u64, StoreError> {
+        if let Some(len) = self.small.sealed_len(id)? {
+            return Ok(len.saturating_sub(SEAL_OVERHEAD_BYTES as u64));
+        }
         match self.env.disk.open(&self.blob_path(id), OpenMode::Read) {
             Ok(file) => Ok(file
                 .len()
@@ -455,8 +545,15 @@ impl ChunkStore {
         Ok(true)
     }
 
-    /// Delete blob `id` (absent is fine).
+    /// Delete blob `id` (absent is fine), from the table and as a file.
     pub fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
+        if self.small.contains(id)?
+            && let Some(len) = self.small.remove(id)?
+        {
+            let mut usage = self.usage.lock().unwrap();
+            usage.blobs = usage.blobs.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(len);
+        }
         let disk = self.env.disk.as_ref();
         let path = self.blob_path(id);
         let len = match disk.open(&path, OpenMode::Read) {
@@ -475,10 +572,11 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Ids of all stored blobs, sorted. Names that are not blob ids are skipped.
+    /// Ids of all stored blobs, sorted, each once. File names that are not
+    /// blob ids are skipped.
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
         let disk = self.env.disk.as_ref();
-        let mut ids = Vec::new();
+        let mut ids = self.small.list()?;
         for prefix in disk
             .list_dir(&self.chunks_dir)
             .map_err(|e| StoreError::io("listing chunks/", e))?
@@ -497,7 +595,14 @@ impl ChunkStore {
             }
         }
         ids.sort();
+        ids.dedup();
         Ok(ids)
+    }
+
+    /// Commits of the small-blob table and the changes they held since
+    /// open (group commit: several puts per commit under load).
+    pub fn small_blob_commits(&self) -> (u64, u64) {
+        self.small.commit_counts()
     }
 }
 
@@ -507,9 +612,110 @@ mod tests {
     use crate::env::tokio_env;
 
     fn store(dir: &Path) -> ChunkStore {
+        store_with_small(dir, 0)
+    }
+
+    fn store_with_small(dir: &Path, small_bytes_max: usize) -> ChunkStore {
         let env = tokio_env();
         let key = ClusterKey::from_bytes([7; 32]);
-        ChunkStore::open(env, dir, &key).unwrap()
+        ChunkStore::open(env, dir, &key, small_bytes_max).unwrap()
+    }
+
+    /// Blobs up to the limit go into the table, larger ones into files;
+    /// both read back verified after a restart, are listed and counted,
+    /// and are deleted for good.
+    #[test]
+    fn small_blobs_live_in_the_table_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = vec![0x11; 4096];
+        let large = vec![0x22; 100_000];
+        let (small_id, large_id) = (ChunkId::of(&small), ChunkId::of(&large));
+        {
+            let store = store_with_small(dir.path(), 64 << 10);
+            assert_eq!(store.put(&small_id, &small).unwrap(), PutOutcome::Written);
+            assert_eq!(store.put(&large_id, &large).unwrap(), PutOutcome::Written);
+            assert_eq!(
+                store.put(&small_id, &small).unwrap(),
+                PutOutcome::AlreadyPresent
+            );
+            assert!(!store.blob_path(&small_id).exists(), "no file for it");
+            assert!(store.blob_path(&large_id).exists());
+            assert_eq!(store.small_blob_commits(), (1, 1));
+        }
+        let store = store_with_small(dir.path(), 64 << 10);
+        assert_eq!(store.get(&small_id).unwrap(), small);
+        assert_eq!(store.get(&large_id).unwrap(), large);
+        assert!(store.verify(&small_id).unwrap());
+        assert_eq!(store.plaintext_len(&small_id).unwrap(), 4096);
+        let mut both = vec![small_id, large_id];
+        both.sort();
+        assert_eq!(store.list().unwrap(), both);
+        let usage = store.usage();
+        assert_eq!(usage.blobs, 2);
+        assert_eq!(
+            usage.bytes,
+            (4096 + 100_000 + 2 * SEAL_OVERHEAD_BYTES) as u64
+        );
+        store.delete(&small_id).unwrap();
+        assert!(!store.contains(&small_id).unwrap());
+        assert!(matches!(store.get(&small_id), Err(StoreError::NotFound(_))));
+        assert_eq!(store.usage().blobs, 1);
+        drop(store);
+        let store = store_with_small(dir.path(), 64 << 10);
+        assert_eq!(store.list().unwrap(), vec![large_id]);
+    }
+
+    /// A store whose limit changed finds blobs where the old limit put
+    /// them, lists a blob held in both places once, and deletes both.
+    #[test]
+    fn a_changed_limit_keeps_every_blob_reachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = vec![0x33; 1000];
+        let id = ChunkId::of(&blob);
+        store(dir.path()).put(&id, &blob).unwrap();
+        let store = store_with_small(dir.path(), 64 << 10);
+        assert_eq!(store.get(&id).unwrap(), blob);
+        assert_eq!(store.put(&id, &blob).unwrap(), PutOutcome::AlreadyPresent);
+        // Both copies, as after a rollback and an upgrade.
+        store
+            .small
+            .insert(&id, store.sealer.seal(&id, &blob))
+            .unwrap();
+        assert_eq!(store.list().unwrap(), vec![id]);
+        store.delete(&id).unwrap();
+        assert!(!store.contains(&id).unwrap());
+        assert!(!store.blob_path(&id).exists());
+    }
+
+    /// A table value that fails its check is never returned: it goes to
+    /// `quarantine/` and leaves the table, and a good copy put back is
+    /// held again.
+    #[test]
+    fn a_rotten_table_value_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_small(dir.path(), 64 << 10);
+        let blob = vec![0x44; 2000];
+        let id = ChunkId::of(&blob);
+        store.put(&id, &blob).unwrap();
+        let mut sealed = store.small.get(&id).unwrap().unwrap();
+        sealed[1000] ^= 0x01;
+        store.small.insert(&id, sealed).unwrap();
+        assert!(
+            store.holds_durably(&id).unwrap(),
+            "presence alone cannot tell"
+        );
+        assert!(!store.verify(&id).unwrap());
+        assert!(!store.contains(&id).unwrap());
+        assert_eq!(store.counters.quarantined.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("quarantine"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(store.usage().blobs, 0);
+        assert_eq!(store.put(&id, &blob).unwrap(), PutOutcome::Written);
+        assert_eq!(store.get(&id).unwrap(), blob);
     }
 
     #[test]

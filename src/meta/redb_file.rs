@@ -1,0 +1,173 @@
+//! One redb database in one file of the data dir, written through the
+//! [`Disk`](crate::env::Disk) seam (so the simulation's crashes and disk
+//! faults reach it): created atomically, its directory entry made durable
+//! at every open, and closed and reopened after a disk failure (redb
+//! refuses all work after an I/O error; reopening recovers its last
+//! durable commit). The version index and the small-blob store each hold
+//! one.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use redb::Database;
+
+use super::backend::DiskBackend;
+use crate::env::{Env, OpenMode};
+
+/// How a layer's error type says what redb and the disk did.
+pub(crate) trait RedbErrors: Sized + fmt::Display {
+    /// The file could not be created, named or opened.
+    fn open_failed(error: io::Error) -> Self;
+    /// redb failed: an I/O error ([`redb::Error::Io`],
+    /// [`redb::Error::PreviousIo`]) must map to a value
+    /// [`RedbErrors::is_io`] accepts, so the database is reopened.
+    fn storage(error: redb::Error) -> Self;
+    fn is_io(&self) -> bool;
+    /// The database is closed: its last reopen failed.
+    fn closed() -> Self;
+}
+
+pub(crate) struct RedbFile<E> {
+    env: Env,
+    path: PathBuf,
+    /// `None` after a failed reopen; the next operation tries again.
+    db: RwLock<Option<Database>>,
+    /// Run at every open: creates the tables (so that read transactions
+    /// always find them), migrates old layouts.
+    init: fn(&Database) -> Result<(), E>,
+    /// redb's page cache (its default is 1 GiB, more than a node's memory
+    /// bound: the cache would grow with every page read).
+    cache_bytes: usize,
+}
+
+impl<E> fmt::Debug for RedbFile<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedbFile({})", self.path.display())
+    }
+}
+
+impl<E: RedbErrors> RedbFile<E> {
+    /// Open the database at `path`, creating it on first start.
+    ///
+    /// Creation is atomic: the database is initialized under a temporary
+    /// name, synced, and renamed into place. A crash during redb's own
+    /// initialization would otherwise leave a file with no valid header,
+    /// which redb (rightly) refuses to open ever after. `dir_sync_failed`
+    /// is the mark hit when the directory sync of an open fails;
+    /// `cache_bytes` bounds redb's page cache.
+    pub fn open(
+        env: &Env,
+        path: &Path,
+        init: fn(&Database) -> Result<(), E>,
+        dir_sync_failed: &'static str,
+        cache_bytes: usize,
+    ) -> Result<Self, E> {
+        let disk = env.disk.as_ref();
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !disk.exists(path).map_err(E::open_failed)? {
+            let base = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let prefix = format!("{base}.creating");
+            // Leftovers of failed creations, removed best effort. Each
+            // attempt uses a fresh name: a file removed while a failed
+            // attempt may still hold it open is not guaranteed gone (the
+            // simulation's fs handed its bytes to the next file of the same
+            // name, seed 66), and redb refuses a non-empty file without its
+            // header.
+            if let Ok(entries) = disk.list_dir(dir) {
+                for entry in entries.iter().filter(|e| e.name.starts_with(&prefix)) {
+                    let _ = disk.remove_file(&dir.join(&entry.name));
+                }
+            }
+            let tmp = dir.join(format!("{prefix}.{:016x}", env.random_u64()));
+            let file = disk
+                .open(&tmp, OpenMode::CreateNew)
+                .map_err(E::open_failed)?;
+            let db = Database::builder()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(DiskBackend::new(file))
+                .map_err(|e| E::storage(e.into()))?;
+            init(&db)?;
+            drop(db);
+            disk.rename(&tmp, path).map_err(E::open_failed)?;
+        }
+        // Sync the directory entry on every open, not only after creating
+        // the file: a start whose sync failed after the rename leaves a file
+        // that the next start finds present but that a crash can still
+        // unname, taking every acknowledged commit with it (sim seed
+        // 8800200: the node then restarted with an empty index).
+        if let Err(error) = disk.sync_dir(dir) {
+            crate::marks::hit(dir_sync_failed);
+            return Err(E::open_failed(error));
+        }
+        let mut file = Self {
+            env: env.clone(),
+            path: path.to_path_buf(),
+            db: RwLock::new(None),
+            init,
+            cache_bytes,
+        };
+        file.db = RwLock::new(Some(file.open_existing()?));
+        Ok(file)
+    }
+
+    fn open_existing(&self) -> Result<Database, E> {
+        let file = self
+            .env
+            .disk
+            .open(&self.path, OpenMode::ReadWrite)
+            .map_err(E::open_failed)?;
+        let db = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create_with_backend(DiskBackend::new(file))
+            .map_err(|e| E::storage(e.into()))?;
+        (self.init)(&db)?;
+        Ok(db)
+    }
+
+    /// Run `operation` on the database. After an I/O failure, run
+    /// `on_reopen` (what the caller keeps about the file's contents is no
+    /// longer known), then close and reopen the database, so that one
+    /// transient disk error does not fail every later operation.
+    pub fn with_db<T>(
+        &self,
+        operation: impl FnOnce(&Database) -> Result<T, E>,
+        on_reopen: impl FnOnce(),
+    ) -> Result<T, E> {
+        let result = {
+            let guard = self.db.read().unwrap();
+            match guard.as_ref() {
+                Some(db) => operation(db),
+                None => Err(E::closed()),
+            }
+        };
+        if result.as_ref().is_err_and(E::is_io) {
+            let mut guard = self.db.write().unwrap();
+            on_reopen();
+            // Close before reopening: two handles on one file must not coexist.
+            drop(guard.take());
+            match self.open_existing() {
+                Ok(db) => *guard = Some(db),
+                Err(error) => {
+                    tracing::error!(%error, path = %self.path.display(), "cannot reopen a database after a disk failure; will retry")
+                }
+            }
+        }
+        result
+    }
+
+    /// The size of the file on disk (blocking).
+    pub fn file_bytes(&self) -> io::Result<u64> {
+        self.env
+            .disk
+            .open(&self.path, OpenMode::Read)
+            .and_then(|file| file.len())
+    }
+}
