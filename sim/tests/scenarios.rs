@@ -51,15 +51,20 @@ fn regression_dedup_hit_after_failed_directory_sync() {
 /// failed (EIO), and the next start found the file present and never synced
 /// the entry, so the final crash unnamed it. Every open now syncs the
 /// index's directory entry, and a start syncs the data dir. The fix moved
-/// the schedules; 8800587 and 8801260 still go through a failed directory
-/// sync at open, and fail without the fix.
+/// the schedules; 8800587 and 8801260 went through a failed directory sync
+/// at open, and failed without the fix. Since the small-blob table (opened
+/// first, through the same `meta::redb_file` code, in the same directory)
+/// 8800587 fails the table's open sync instead, 8801260 none, and 8801380
+/// the index's twice: they keep the path covered. A sweep of 3000 seeds
+/// with the open's sync removed no longer fails (the table's creation
+/// syncs the index's directory too).
 #[test]
 fn regression_index_entry_durable_after_failed_start() {
-    for seed in [8800587, 8801260] {
+    for seed in [8800587, 8801380] {
         check_regression(
             "single_node_crash",
             seed,
-            &["index_open_dir_sync_failed"],
+            &["redb_open_dir_sync_failed"],
             single_node::run,
         );
     }
@@ -376,20 +381,23 @@ fn regression_gc_meets_every_record_after_members_are_forgotten() {
 /// `SIM_MARK=<mark> SIM_SEEDS=200 SIM_SEED_BASE=<b> cargo test -p sim
 /// --release --test scenarios find_seeds_hitting_a_mark -- --ignored
 /// --nocapture` prints the replication seeds (from the usual seed range)
-/// that pass and hit the mark.
+/// that pass and hit the mark; with `SIM_SCENARIO=single_node`, the
+/// single-node crash scenario's.
 #[test]
 #[ignore = "a tool: run by hand with SIM_MARK"]
 fn find_seeds_hitting_a_mark() {
     let mark = std::env::var("SIM_MARK").expect("SIM_MARK=<coverage mark>");
+    let single_node = std::env::var("SIM_SCENARIO").is_ok_and(|s| s == "single_node");
     for seed in seeds(100) {
         dfs::marks::take();
-        let passed = replication::run(seed).is_ok();
+        let (passed, describe) = if single_node {
+            (single_node::run(seed).is_ok(), single_node::describe(seed))
+        } else {
+            (replication::run(seed).is_ok(), replication::describe(seed))
+        };
         let hits = dfs::marks::take().get(mark.as_str()).copied().unwrap_or(0);
         if passed && hits > 0 {
-            println!(
-                "seed {seed} ({}) hits {mark} {hits} times",
-                replication::describe(seed)
-            );
+            println!("seed {seed} ({describe}) hits {mark} {hits} times");
         }
     }
 }

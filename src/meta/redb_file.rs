@@ -54,14 +54,12 @@ impl<E: RedbErrors> RedbFile<E> {
     /// Creation is atomic: the database is initialized under a temporary
     /// name, synced, and renamed into place. A crash during redb's own
     /// initialization would otherwise leave a file with no valid header,
-    /// which redb (rightly) refuses to open ever after. `dir_sync_failed`
-    /// is the mark hit when the directory sync of an open fails;
-    /// `cache_bytes` bounds redb's page cache.
+    /// which redb (rightly) refuses to open ever after. `cache_bytes`
+    /// bounds redb's page cache.
     pub fn open(
         env: &Env,
         path: &Path,
         init: fn(&Database) -> Result<(), E>,
-        dir_sync_failed: &'static str,
         cache_bytes: usize,
     ) -> Result<Self, E> {
         let disk = env.disk.as_ref();
@@ -104,7 +102,7 @@ impl<E: RedbErrors> RedbFile<E> {
         // unname, taking every acknowledged commit with it (sim seed
         // 8800200: the node then restarted with an empty index).
         if let Err(error) = disk.sync_dir(dir) {
-            crate::marks::hit(dir_sync_failed);
+            crate::marks::hit("redb_open_dir_sync_failed");
             return Err(E::open_failed(error));
         }
         let mut file = Self {

@@ -1,14 +1,26 @@
 //! The chunk store of one node, on a [`Disk`](crate::env::Disk) (DESIGN §5).
 //!
 //! Layout under the data dir:
-//! - `chunks/<first 2 hex>/<64 hex>`: one sealed blob per file (chunks and
-//!   manifests alike: both are addressed by the SHA-256 of their plaintext);
+//! - `small-blobs.redb`: blobs of up to the node's `--small-blob-bytes-max`
+//!   bytes of plaintext (64 KiB by default), sealed, as values of one
+//!   table keyed by id ([`small`]: one group-committed transaction for
+//!   many puts, where a file costs each put four metadata operations);
+//! - `chunks/<first 2 hex>/<64 hex>`: one sealed blob per file, for larger
+//!   blobs (chunks and manifests alike: both are addressed by the SHA-256
+//!   of their plaintext);
 //! - `tmp/`: writes in progress, emptied at every start;
 //! - `quarantine/`: blobs that failed verification, kept for inspection.
 //!
-//! A put is durable before it returns: write `tmp/<random>`, `sync_data`,
-//! rename into place, `sync_dir`. A crash at any point leaves either no blob
-//! or a whole one. A get returns plaintext only after the AEAD tag checks;
+//! A blob may be in either place whatever the limit says now (it changed,
+//! or an older build stored it as a file): every read looks in both, the
+//! table first.
+//!
+//! A put is durable before it returns. A file: write `tmp/<random>`,
+//! `sync_data`, rename into place, `sync_dir`; a crash at any point leaves
+//! either no blob or a whole one. A table value: its transaction committed
+//! (redb syncs before it returns); a commit that fails leaves the value's
+//! standing unknown, so it does not count as held until a commit of it
+//! succeeds. A get returns plaintext only after the AEAD tag checks;
 //! a blob that fails twice in a row is quarantined and reported as
 //! [`StoreError::Corrupt`]. Plaintext never reaches the disk.
 //!

@@ -35,6 +35,11 @@ use crate::meta::redb_file::{RedbErrors, RedbFile};
 
 /// Blob id -> sealed bytes.
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+/// [`STAT_BLOBS`] and [`STAT_BYTES`]: what [`BLOBS`] holds, kept by every
+/// commit, so that an open need not read every value to count them.
+const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+const STAT_BLOBS: &str = "blobs";
+const STAT_BYTES: &str = "sealed_bytes";
 
 /// The file's name in the data dir.
 pub const FILE_NAME: &str = "small-blobs.redb";
@@ -105,9 +110,9 @@ impl SmallBlobs {
             |db| {
                 let txn = db.begin_write().map_err(storage)?;
                 txn.open_table(BLOBS).map_err(storage)?;
+                txn.open_table(STATS).map_err(storage)?;
                 txn.commit().map_err(storage)
             },
-            "small_blobs_open_dir_sync_failed",
             SMALL_BLOB_CACHE_BYTES,
         )?;
         let blobs = Self {
@@ -115,15 +120,20 @@ impl SmallBlobs {
             changes: GroupCommit::default(),
             not_durable: Mutex::new(BTreeSet::new()),
         };
-        let usage = blobs.read(|table| {
-            let mut usage = Usage::default();
-            for entry in table.iter().map_err(storage)? {
-                let (_, value) = entry.map_err(storage)?;
-                usage.blobs += 1;
-                usage.bytes += value.value().len() as u64;
-            }
-            Ok(usage)
-        })?;
+        let usage = blobs.file.with_db(
+            |db| {
+                let txn = db.begin_read().map_err(storage)?;
+                let stats = txn.open_table(STATS).map_err(storage)?;
+                let stat = |name| -> Result<u64, StoreError> {
+                    Ok(stats.get(name).map_err(storage)?.map_or(0, |v| v.value()))
+                };
+                Ok(Usage {
+                    blobs: stat(STAT_BLOBS)?,
+                    bytes: stat(STAT_BYTES)?,
+                })
+            },
+            || {},
+        )?;
         Ok((blobs, usage))
     }
 
@@ -228,15 +238,28 @@ impl SmallBlobs {
                 let mut replaced = Vec::with_capacity(count);
                 {
                     let mut table = txn.open_table(BLOBS).map_err(storage)?;
+                    let mut stats = txn.open_table(STATS).map_err(storage)?;
+                    let stat = |stats: &redb::Table<&str, u64>, name| -> Result<u64, StoreError> {
+                        Ok(stats.get(name).map_err(storage)?.map_or(0, |v| v.value()))
+                    };
+                    let (mut blobs, mut bytes) =
+                        (stat(&stats, STAT_BLOBS)?, stat(&stats, STAT_BYTES)?);
                     for change in &batch {
-                        let old = match change {
-                            Change::Insert { id, sealed } => {
-                                table.insert(&id.0, sealed.as_slice()).map_err(storage)?
-                            }
-                            Change::Remove(id) => table.remove(&id.0).map_err(storage)?,
+                        let (old, new) = match change {
+                            Change::Insert { id, sealed } => (
+                                table.insert(&id.0, sealed.as_slice()).map_err(storage)?,
+                                Some(sealed.len() as u64),
+                            ),
+                            Change::Remove(id) => (table.remove(&id.0).map_err(storage)?, None),
                         };
-                        replaced.push(old.map(|value| value.value().len() as u64));
+                        let old = old.map(|value| value.value().len() as u64);
+                        blobs = (blobs + u64::from(new.is_some()))
+                            .saturating_sub(u64::from(old.is_some()));
+                        bytes = (bytes + new.unwrap_or(0)).saturating_sub(old.unwrap_or(0));
+                        replaced.push(old);
                     }
+                    stats.insert(STAT_BLOBS, blobs).map_err(storage)?;
+                    stats.insert(STAT_BYTES, bytes).map_err(storage)?;
                 }
                 txn.commit().map_err(storage)?;
                 Ok(replaced)
