@@ -340,6 +340,8 @@ pub fn spawn_node_with_s3(data_dir: &Path, extra: &[&str]) -> (Child, String, St
 }
 
 /// [`spawn_node`], with the node's S3 and admin endpoints (`http://ADDR`).
+/// `DFS_BENCH_NODE_ARGS` adds settings to every node a bench starts, to
+/// compare them (say `--small-blob-bytes-max 0`).
 pub fn spawn_node_with_endpoints(
     data_dir: &Path,
     extra: &[&str],
@@ -357,6 +359,12 @@ pub fn spawn_node_with_endpoints(
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
+        // Node settings to compare (say `--small-blob-bytes-max 0`).
+        .args(
+            std::env::var("DFS_BENCH_NODE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
