@@ -185,7 +185,7 @@ pub struct VersionIndex {
 
 impl VersionIndex {
     /// Open the index at `path`, creating it on first start (atomically:
-    /// see [`RedbFile::open`]).
+    /// see `meta::redb_file`).
     pub fn open(env: &Env, path: &Path) -> Result<Self, IndexError> {
         let file = RedbFile::open(env, path, Self::create_tables, INDEX_CACHE_BYTES)?;
         Ok(Self {

@@ -3,7 +3,7 @@
 //! Layout under the data dir:
 //! - `small-blobs.redb`: blobs of up to the node's `--small-blob-bytes-max`
 //!   bytes of plaintext (64 KiB by default), sealed, as values of one
-//!   table keyed by id ([`small`]: one group-committed transaction for
+//!   table keyed by id (`small.rs`: one group-committed transaction for
 //!   many puts, where a file costs each put four metadata operations);
 //! - `chunks/<first 2 hex>/<64 hex>`: one sealed blob per file, for larger
 //!   blobs (chunks and manifests alike: both are addressed by the SHA-256

@@ -35,6 +35,10 @@ use crate::meta::redb_file::{RedbErrors, RedbFile};
 
 /// Blob id -> sealed bytes.
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+/// The same ids, without their values: a listing (the repair loop lists
+/// the store every few seconds) reads 32 bytes a blob, not its value
+/// (redb keeps values in the leaves, beside their keys).
+const IDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ids");
 /// [`STAT_BLOBS`] and [`STAT_BYTES`]: what [`BLOBS`] holds, kept by every
 /// commit, so that an open need not read every value to count them.
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
@@ -110,6 +114,7 @@ impl SmallBlobs {
             |db| {
                 let txn = db.begin_write().map_err(storage)?;
                 txn.open_table(BLOBS).map_err(storage)?;
+                txn.open_table(IDS).map_err(storage)?;
                 txn.open_table(STATS).map_err(storage)?;
                 txn.commit().map_err(storage)
             },
@@ -151,9 +156,17 @@ impl SmallBlobs {
         )
     }
 
-    /// Whether the table holds `id` (durably or not).
+    /// Whether the table holds `id` (durably or not). Asks [`IDS`]: its
+    /// pages are 32 bytes a blob, so they stay in the cache.
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.read(|table| Ok(table.get(&id.0).map_err(storage)?.is_some()))
+        self.file.with_db(
+            |db| {
+                let txn = db.begin_read().map_err(storage)?;
+                let ids = txn.open_table(IDS).map_err(storage)?;
+                Ok(ids.get(&id.0).map_err(storage)?.is_some())
+            },
+            || {},
+        )
     }
 
     /// Whether `id` is held, and its last commit is known durable.
@@ -189,14 +202,19 @@ impl SmallBlobs {
 
     /// Every id held, sorted.
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.read(|table| {
-            let mut ids = Vec::new();
-            for entry in table.iter().map_err(storage)? {
-                let (key, _) = entry.map_err(storage)?;
-                ids.push(ChunkId(*key.value()));
-            }
-            Ok(ids)
-        })
+        self.file.with_db(
+            |db| {
+                let txn = db.begin_read().map_err(storage)?;
+                let table = txn.open_table(IDS).map_err(storage)?;
+                let mut ids = Vec::new();
+                for entry in table.iter().map_err(storage)? {
+                    let (key, _) = entry.map_err(storage)?;
+                    ids.push(ChunkId(*key.value()));
+                }
+                Ok(ids)
+            },
+            || {},
+        )
     }
 
     /// Store `sealed` as `id`, durably on return (replacing a value
@@ -238,6 +256,7 @@ impl SmallBlobs {
                 let mut replaced = Vec::with_capacity(count);
                 {
                     let mut table = txn.open_table(BLOBS).map_err(storage)?;
+                    let mut ids = txn.open_table(IDS).map_err(storage)?;
                     let mut stats = txn.open_table(STATS).map_err(storage)?;
                     let stat = |stats: &redb::Table<&str, u64>, name| -> Result<u64, StoreError> {
                         Ok(stats.get(name).map_err(storage)?.map_or(0, |v| v.value()))
@@ -246,11 +265,17 @@ impl SmallBlobs {
                         (stat(&stats, STAT_BLOBS)?, stat(&stats, STAT_BYTES)?);
                     for change in &batch {
                         let (old, new) = match change {
-                            Change::Insert { id, sealed } => (
-                                table.insert(&id.0, sealed.as_slice()).map_err(storage)?,
-                                Some(sealed.len() as u64),
-                            ),
-                            Change::Remove(id) => (table.remove(&id.0).map_err(storage)?, None),
+                            Change::Insert { id, sealed } => {
+                                ids.insert(&id.0, ()).map_err(storage)?;
+                                (
+                                    table.insert(&id.0, sealed.as_slice()).map_err(storage)?,
+                                    Some(sealed.len() as u64),
+                                )
+                            }
+                            Change::Remove(id) => {
+                                ids.remove(&id.0).map_err(storage)?;
+                                (table.remove(&id.0).map_err(storage)?, None)
+                            }
                         };
                         let old = old.map(|value| value.value().len() as u64);
                         blobs = (blobs + u64::from(new.is_some()))
