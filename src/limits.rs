@@ -130,11 +130,16 @@ pub const SMALL_BLOB_CACHE_BYTES: usize = 8 << 20;
 
 /// Blobs up to this size are kept in the small-blob table, not a file
 /// each (the default of `--small-blob-bytes-max`; see `store::small`).
-pub const SMALL_BLOB_BYTES_DEFAULT: usize = 64 << 10;
+/// Above it the table takes more space than files: redb gives a value a
+/// page of a power of two, often about twice its size (measured with
+/// `store::table_space`: 1.8-2.2x for 1-16 KiB blobs, 1.1x at 8,000 B,
+/// 2.6-3.1x at 33-64 KiB, where files take 1.0-1.25x), while at 8 KiB and
+/// below files waste as much (2x at 4 KiB, 4x at 1 KiB: whole blocks).
+pub const SMALL_BLOB_BYTES_DEFAULT: usize = 8 << 10;
 
 /// The largest `--small-blob-bytes-max` accepted: a redb value is read
-/// whole into memory, and a transaction of a full batch of them must stay
-/// small (`meta::group_commit::BATCH_MAX` x this = 256 MiB at most).
+/// whole into memory (a transaction holds at most
+/// `meta::group_commit::BATCH_WEIGHT_MAX`, 8 MiB, past its first change).
 pub const SMALL_BLOB_BYTES_MAX: usize = 1 << 20;
 
 // Peers and membership (DESIGN §7).

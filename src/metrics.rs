@@ -303,7 +303,7 @@ fn read(counter: &AtomicU64) -> u64 {
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let usage = self.store.usage();
-        let gauges: [(&str, &str, Option<&Unit>, u64); 8] = [
+        let gauges: [(&str, &str, Option<&Unit>, u64); 9] = [
             (
                 "dfs_disk_capacity",
                 "Size of the file system holding the data dir (absent: unknown)",
@@ -339,6 +339,12 @@ impl Collector for StateCollector {
                 "Sealed bytes in this node's store",
                 Some(&Unit::Bytes),
                 usage.bytes,
+            ),
+            (
+                "dfs_store_small_blob_table_distrusted",
+                "1 once the small-blob table is distrusted (a failed disk sync of it, or a rotten page): its blobs are then written again as files; check the disk",
+                None,
+                u64::from(self.store.small_blob_table_distrusted()),
             ),
             (
                 "dfs_repair_under_replicated_blobs",

@@ -380,13 +380,16 @@ fn a_corrupted_chunk_is_detected_and_never_returned() {
     assert!(!get.status.success());
     assert!(!out.exists(), "no corrupt bytes reach the user");
     assert!(String::from_utf8_lossy(&get.stderr).contains("quarantined"));
-    assert_eq!(node.json(&["status"])["quarantined"], 1);
+    // The manifest is in the small-blob table, sound; the get reads chunks
+    // ahead, so one or more of the corrupt ones were read.
+    let counted = node.json(&["status"])["quarantined"].as_u64().unwrap();
+    assert!(counted >= 1);
     let mut quarantined = Vec::new();
     collect_files(&node.data_dir.join("quarantine"), &mut quarantined);
     assert_eq!(
-        quarantined.len(),
-        1,
-        "the corrupt blob is kept aside for inspection"
+        quarantined.len() as u64,
+        counted,
+        "each corrupt blob read is kept aside for inspection"
     );
 }
 

@@ -187,7 +187,13 @@ impl VersionIndex {
     /// Open the index at `path`, creating it on first start (atomically:
     /// see `meta::redb_file`).
     pub fn open(env: &Env, path: &Path) -> Result<Self, IndexError> {
-        let file = RedbFile::open(env, path, Self::create_tables, INDEX_CACHE_BYTES)?;
+        let file = RedbFile::open(
+            env,
+            path,
+            Self::create_tables,
+            "index_open_dir_sync_failed",
+            INDEX_CACHE_BYTES,
+        )?;
         Ok(Self {
             file,
             merges: GroupCommit::default(),

@@ -9,7 +9,8 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use redb::Database;
 
@@ -40,6 +41,8 @@ pub(crate) struct RedbFile<E> {
     /// redb's page cache (its default is 1 GiB, more than a node's memory
     /// bound: the cache would grow with every page read).
     cache_bytes: usize,
+    /// Disk syncs of the file that failed since open (see [`DiskBackend`]).
+    sync_failures: Arc<AtomicU64>,
 }
 
 impl<E> fmt::Debug for RedbFile<E> {
@@ -54,12 +57,14 @@ impl<E: RedbErrors> RedbFile<E> {
     /// Creation is atomic: the database is initialized under a temporary
     /// name, synced, and renamed into place. A crash during redb's own
     /// initialization would otherwise leave a file with no valid header,
-    /// which redb (rightly) refuses to open ever after. `cache_bytes`
-    /// bounds redb's page cache.
+    /// which redb (rightly) refuses to open ever after. `dir_sync_failed`
+    /// is the mark hit when the directory sync of an open fails;
+    /// `cache_bytes` bounds redb's page cache.
     pub fn open(
         env: &Env,
         path: &Path,
         init: fn(&Database) -> Result<(), E>,
+        dir_sync_failed: &'static str,
         cache_bytes: usize,
     ) -> Result<Self, E> {
         let disk = env.disk.as_ref();
@@ -90,7 +95,7 @@ impl<E: RedbErrors> RedbFile<E> {
                 .map_err(E::open_failed)?;
             let db = Database::builder()
                 .set_cache_size(cache_bytes)
-                .create_with_backend(DiskBackend::new(file))
+                .create_with_backend(DiskBackend::new(file, Arc::default()))
                 .map_err(|e| E::storage(e.into()))?;
             init(&db)?;
             drop(db);
@@ -102,7 +107,7 @@ impl<E: RedbErrors> RedbFile<E> {
         // unname, taking every acknowledged commit with it (sim seed
         // 8800200: the node then restarted with an empty index).
         if let Err(error) = disk.sync_dir(dir) {
-            crate::marks::hit("redb_open_dir_sync_failed");
+            crate::marks::hit(dir_sync_failed);
             return Err(E::open_failed(error));
         }
         let mut file = Self {
@@ -111,6 +116,7 @@ impl<E: RedbErrors> RedbFile<E> {
             db: RwLock::new(None),
             init,
             cache_bytes,
+            sync_failures: Arc::default(),
         };
         file.db = RwLock::new(Some(file.open_existing()?));
         Ok(file)
@@ -124,7 +130,7 @@ impl<E: RedbErrors> RedbFile<E> {
             .map_err(E::open_failed)?;
         let db = Database::builder()
             .set_cache_size(self.cache_bytes)
-            .create_with_backend(DiskBackend::new(file))
+            .create_with_backend(DiskBackend::new(file, self.sync_failures.clone()))
             .map_err(|e| E::storage(e.into()))?;
         (self.init)(&db)?;
         Ok(db)
@@ -159,6 +165,23 @@ impl<E: RedbErrors> RedbFile<E> {
             }
         }
         result
+    }
+
+    /// Close and reopen the database, dropping redb's page cache: what
+    /// the next read returns comes from the file again (after a value
+    /// failed its check, so that a fault in one read is not taken for
+    /// bad bytes on disk). A database closed without an I/O error reopens
+    /// without a recovery pass.
+    pub fn reopen(&self) -> Result<(), E> {
+        let mut guard = self.db.write().unwrap();
+        drop(guard.take());
+        *guard = Some(self.open_existing()?);
+        Ok(())
+    }
+
+    /// Disk syncs of the file that failed since open.
+    pub fn sync_failures(&self) -> u64 {
+        self.sync_failures.load(Ordering::Relaxed)
     }
 
     /// The size of the file on disk (blocking).

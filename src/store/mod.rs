@@ -2,7 +2,7 @@
 //!
 //! Layout under the data dir:
 //! - `small-blobs.redb`: blobs of up to the node's `--small-blob-bytes-max`
-//!   bytes of plaintext (64 KiB by default), sealed, as values of one
+//!   bytes of plaintext (8 KiB by default), sealed, as values of one
 //!   table keyed by id (`small.rs`: one group-committed transaction for
 //!   many puts, where a file costs each put four metadata operations);
 //! - `chunks/<first 2 hex>/<64 hex>`: one sealed blob per file, for larger
@@ -20,7 +20,8 @@
 //! either no blob or a whole one. A table value: its transaction committed
 //! (redb syncs before it returns); a commit that fails leaves the value's
 //! standing unknown, so it does not count as held until a commit of it
-//! succeeds. A get returns plaintext only after the AEAD tag checks;
+//! succeeds, and a failed sync distrusts the whole table (see
+//! `small.rs`), whose blobs are then written again as files. A get returns plaintext only after the AEAD tag checks;
 //! a blob that fails twice in a row is quarantined and reported as
 //! [`StoreError::Corrupt`]. Plaintext never reaches the disk.
 //!
@@ -118,9 +119,11 @@ pub struct ChunkStore {
     tmp_dir: PathBuf,
     quarantine_dir: PathBuf,
     sealer: Sealer,
-    /// Blobs up to `small_bytes_max` bytes of plaintext.
-    small: SmallBlobs,
+    /// Blobs up to `small_bytes_max` bytes of plaintext. `None`: the
+    /// limit is 0 and no table was ever made here.
+    small: Option<SmallBlobs>,
     small_bytes_max: usize,
+    /// Blob files (the table keeps its own).
     usage: Mutex<Usage>,
     /// Prefix dirs whose entry in `chunks/` is known durable (at most 256).
     durable_prefixes: Mutex<BTreeSet<String>>,
@@ -154,7 +157,7 @@ impl ChunkStore {
         cluster_key: &ClusterKey,
         small_bytes_max: usize,
     ) -> Result<Self, StoreError> {
-        let (small, small_usage) = SmallBlobs::open(&env, data_dir)?;
+        let small = SmallBlobs::open(&env, data_dir, small_bytes_max > 0)?;
         let store = Self {
             small,
             small_bytes_max: small_bytes_max.min(SMALL_BLOB_BYTES_MAX),
@@ -186,7 +189,7 @@ impl ChunkStore {
         // What a previous process left may sit in the page cache only (a
         // process crash does not lose it, an OS crash would), so sync each
         // prefix dir once before acknowledging anything that relies on it.
-        let mut usage = small_usage;
+        let mut usage = Usage::default();
         let prefixes = disk
             .list_dir(&store.chunks_dir)
             .map_err(|e| StoreError::io("listing chunks/", e))?;
@@ -222,8 +225,25 @@ impl ChunkStore {
         self.env.disk.space(&self.chunks_dir)
     }
 
+    /// Blobs and sealed bytes, in files and in the table (a blob held in
+    /// both is counted twice).
     pub fn usage(&self) -> Usage {
-        *self.usage.lock().unwrap()
+        let files = *self.usage.lock().unwrap();
+        let table = self
+            .small
+            .as_ref()
+            .map(SmallBlobs::usage)
+            .unwrap_or_default();
+        Usage {
+            blobs: files.blobs + table.blobs,
+            bytes: files.bytes + table.bytes,
+        }
+    }
+
+    /// Whether the small-blob table is distrusted (`store::small`): its
+    /// blobs are written again as files as other nodes send them.
+    pub fn small_blob_table_distrusted(&self) -> bool {
+        self.small.as_ref().is_some_and(|small| !small.is_trusted())
     }
 
     fn prefix_dir(&self, id: &ChunkId) -> PathBuf {
@@ -237,7 +257,21 @@ impl ChunkStore {
 
     /// Whether blob `id` is stored (in the table or as a file).
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.small.contains(id)? || self.file_exists(id)?)
+        Ok(self.in_table(id)? || self.file_exists(id)?)
+    }
+
+    fn in_table(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        match &self.small {
+            Some(small) => small.contains(id),
+            None => Ok(false),
+        }
+    }
+
+    fn table_holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        match &self.small {
+            Some(small) => small.holds_durably(id),
+            None => Ok(false),
+        }
     }
 
     fn file_exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
@@ -251,7 +285,7 @@ impl ChunkStore {
     /// a committed value, or a file with a durable directory entry),
     /// without reading it.
     pub fn holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.small.holds_durably(id)?
+        Ok(self.table_holds_durably(id)?
             || (self.file_exists(id)? && !self.not_durable.lock().unwrap().contains(id)))
     }
 
@@ -270,35 +304,27 @@ impl ChunkStore {
     }
 
     /// For the scrub: read blob `id` back verified (a copy that fails twice
-    /// is quarantined: [`StoreError::Corrupt`]), and make its directory
-    /// entry durable if its put could not.
+    /// is quarantined: [`StoreError::Corrupt`]), and make it durable if its
+    /// put could not (a directory entry synced, a table value written
+    /// again).
     pub fn scrub(&self, id: &ChunkId) -> Result<(), StoreError> {
         let plaintext = self.get(id)?;
-        if self.make_durable(id, &plaintext)? {
+        if !self.holds_durably(id)? {
+            if self.file_exists(id)? {
+                self.make_entry_durable(id)?;
+            } else if self.in_table(id)? {
+                // In the table only, and its commit failed or the table is
+                // distrusted: written again (a file, if distrusted).
+                self.write(id, &plaintext)?;
+            }
             crate::marks::hit("scrub_made_a_blob_durable");
         }
         Ok(())
     }
 
-    /// Make stored blob `id` durable where it is not known to be: write a
-    /// table value whose commit failed again, sync the directory entry of
-    /// a file whose put could not. Returns whether there was anything to do.
-    fn make_durable(&self, id: &ChunkId, plaintext: &[u8]) -> Result<bool, StoreError> {
-        let mut did = false;
-        if self.small.is_suspect(id) && self.small.contains(id)? {
-            self.small.insert(id, self.sealer.seal(id, plaintext))?;
-            did = true;
-        }
-        if self.not_durable.lock().unwrap().contains(id) && self.file_exists(id)? {
-            self.make_entry_durable(id)?;
-            did = true;
-        }
-        Ok(did)
-    }
-
     /// Store `plaintext` (whose SHA-256 is `id`) sealed and durably.
     /// Returns once the blob survives a crash. An id already present is not
-    /// rewritten.
+    /// rewritten, unless its copy is not known durable.
     pub fn put(&self, id: &ChunkId, plaintext: &[u8]) -> Result<PutOutcome, StoreError> {
         if plaintext.len() > BLOB_BYTES_MAX {
             return Err(StoreError::TooLarge(plaintext.len()));
@@ -315,25 +341,45 @@ impl ChunkStore {
         if present {
             // Present is not the same as durable: an earlier put may have
             // renamed this blob into place and then failed to sync the
-            // directory, or its commit to the table may have failed. Make it
-            // durable before acknowledging on the strength of it.
+            // directory, or its commit to the table may have failed (or the
+            // table is distrusted). Make it durable before acknowledging on
+            // the strength of it.
             if self.file_exists(id)? {
                 self.make_entry_durable(id)?;
+                return Ok(PutOutcome::AlreadyPresent);
             }
-            self.make_durable(id, plaintext)?;
-            return Ok(PutOutcome::AlreadyPresent);
-        }
-        let sealed = self.sealer.seal(id, plaintext);
-        if plaintext.len() <= self.small_bytes_max {
-            let bytes = sealed.len() as u64;
-            let replaced = self.small.insert(id, sealed)?;
-            let mut usage = self.usage.lock().unwrap();
-            if replaced.is_none() {
-                usage.blobs += 1;
+            if self.table_holds_durably(id)? {
+                return Ok(PutOutcome::AlreadyPresent);
             }
-            usage.bytes = (usage.bytes + bytes).saturating_sub(replaced.unwrap_or(0));
-            return Ok(PutOutcome::Written);
         }
+        self.write(id, plaintext)?;
+        Ok(if present {
+            PutOutcome::AlreadyPresent
+        } else {
+            PutOutcome::Written
+        })
+    }
+
+    /// Write blob `id` durably: into the table if it is small enough and
+    /// the table trusted, else as a file.
+    fn write(&self, id: &ChunkId, plaintext: &[u8]) -> Result<(), StoreError> {
+        if let Some(small) = &self.small
+            && plaintext.len() <= self.small_bytes_max
+            && small.is_trusted()
+        {
+            match small.insert(id, self.sealer.seal(id, plaintext)) {
+                Ok(_) => return Ok(()),
+                // Distrusted meanwhile: a file, then.
+                Err(StoreError::Table(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.write_file(id, &self.sealer.seal(id, plaintext))
+    }
+
+    /// Write sealed blob `id` as a file: `tmp/`, sync, rename, sync the
+    /// directory.
+    fn write_file(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
         let disk = self.env.disk.as_ref();
         let tmp = self
             .tmp_dir
@@ -342,7 +388,7 @@ impl ChunkStore {
             let file = disk
                 .open(&tmp, OpenMode::CreateNew)
                 .map_err(|e| StoreError::io("creating a temp file", e))?;
-            write_all_at(file.as_ref(), &sealed, 0)
+            write_all_at(file.as_ref(), sealed, 0)
                 .map_err(|e| StoreError::io("writing a blob", e))?;
             file.sync_data()
                 .map_err(|e| StoreError::io("syncing a blob", e))?;
@@ -365,7 +411,7 @@ impl ChunkStore {
         let mut usage = self.usage.lock().unwrap();
         usage.blobs += 1;
         usage.bytes += sealed.len() as u64;
-        Ok(PutOutcome::Written)
+        Ok(())
     }
 
     /// Make the directory entry of stored blob `id` durable (its prefix's
@@ -409,6 +455,11 @@ impl ChunkStore {
     /// fails again, the blob is moved to `quarantine/` and
     /// [`StoreError::Corrupt`] returned: the caller fetches another replica.
     pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        if let Some(small) = &self.small
+            && let Some(plaintext) = self.get_from_table(small, id)?
+        {
+            return Ok(plaintext);
+        }
         match self.read_verified(id)? {
             Some(plaintext) => return Ok(plaintext),
             None => tracing::warn!(blob = %id, "blob failed verification; reading it again"),
@@ -427,13 +478,46 @@ impl ChunkStore {
         }
     }
 
-    /// `Ok(None)` means the bytes are there but do not verify. The table
-    /// is read first (a blob may be in both places after the size limit
-    /// changed; either copy is the same blob).
-    fn read_verified(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(sealed) = self.small.get(id)? {
-            return Ok(self.sealer.open(id, sealed).ok());
+    /// [`ChunkStore::get`] from the table (read first: a blob may be in
+    /// both places after the size limit changed, and either copy is the
+    /// same blob). `None`: not in the table.
+    ///
+    /// The second read comes from the file, not from redb's page cache,
+    /// which would hand back the same bad bytes: only bytes that fail
+    /// twice from the disk are quarantined.
+    fn get_from_table(
+        &self,
+        small: &SmallBlobs,
+        id: &ChunkId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(sealed) = small.get(id)? else {
+            return Ok(None);
+        };
+        if let Ok(plaintext) = self.sealer.open(id, sealed) {
+            return Ok(Some(plaintext));
         }
+        tracing::warn!(blob = %id, "blob failed verification; reading it again from the disk");
+        small.reread_from_disk()?;
+        let Some(sealed) = small.get(id)? else {
+            // Deleted meanwhile.
+            return Ok(None);
+        };
+        match self.sealer.open(id, sealed.clone()) {
+            Ok(plaintext) => {
+                self.counters
+                    .transient_read_faults
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Some(plaintext))
+            }
+            Err(_) => {
+                self.quarantine_value(small, id, &sealed)?;
+                Err(StoreError::Corrupt(*id))
+            }
+        }
+    }
+
+    /// `Ok(None)` means the bytes are there but do not verify.
+    fn read_verified(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.blob_path(id);
         let file = match self.env.disk.open(&path, OpenMode::Read) {
             Ok(file) => file,
@@ -455,12 +539,8 @@ impl ChunkStore {
         }
     }
 
-    /// Move a blob that failed verification out of the way (the copy
-    /// [`ChunkStore::read_verified`] read: the table's, if it has one).
+    /// Move a blob file that failed verification out of the way.
     fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
-        if let Some(sealed) = self.small.get(id)? {
-            return self.quarantine_value(id, &sealed);
-        }
         let disk = self.env.disk.as_ref();
         let from = self.blob_path(id);
         let len = disk
@@ -486,26 +566,28 @@ impl ChunkStore {
 
     /// A table value that failed verification: written to `quarantine/`
     /// (durably, before it leaves the table), then removed.
-    fn quarantine_value(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
+    fn quarantine_value(
+        &self,
+        small: &SmallBlobs,
+        id: &ChunkId,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
         let to =
             self.quarantine_dir
                 .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
         write_file_durably(&self.env, &to, sealed)
             .map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
-        let removed = self.small.remove(id)?;
+        small.remove(id)?;
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt in the small-blob table; quarantined");
-        if let Some(len) = removed {
-            let mut usage = self.usage.lock().unwrap();
-            usage.blobs = usage.blobs.saturating_sub(1);
-            usage.bytes = usage.bytes.saturating_sub(len);
-        }
         Ok(())
     }
 
     /// The plaintext size of blob `id`, from its sealed length (not verified).
     pub fn plaintext_len(&self, id: &ChunkId) -> Result<u64, StoreError> {
-        if let Some(len) = self.small.sealed_len(id)? {
+        if let Some(small) = &self.small
+            && let Some(len) = small.sealed_len(id)?
+        {
             return Ok(len.saturating_sub(SEAL_OVERHEAD_BYTES as u64));
         }
         match self.env.disk.open(&self.blob_path(id), OpenMode::Read) {
@@ -559,12 +641,10 @@ impl ChunkStore {
 
     /// Delete blob `id` (absent is fine), from the table and as a file.
     pub fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
-        if self.small.contains(id)?
-            && let Some(len) = self.small.remove(id)?
+        if let Some(small) = &self.small
+            && small.contains(id)?
         {
-            let mut usage = self.usage.lock().unwrap();
-            usage.blobs = usage.blobs.saturating_sub(1);
-            usage.bytes = usage.bytes.saturating_sub(len);
+            small.remove(id)?;
         }
         let disk = self.env.disk.as_ref();
         let path = self.blob_path(id);
@@ -588,7 +668,10 @@ impl ChunkStore {
     /// blob ids are skipped.
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
         let disk = self.env.disk.as_ref();
-        let mut ids = self.small.list()?;
+        let mut ids = match &self.small {
+            Some(small) => small.list()?,
+            None => Vec::new(),
+        };
         for prefix in disk
             .list_dir(&self.chunks_dir)
             .map_err(|e| StoreError::io("listing chunks/", e))?
@@ -614,7 +697,9 @@ impl ChunkStore {
     /// Commits of the small-blob table and the changes they held since
     /// open (group commit: several puts per commit under load).
     pub fn small_blob_commits(&self) -> (u64, u64) {
-        self.small.commit_counts()
+        self.small
+            .as_ref()
+            .map_or((0, 0), SmallBlobs::commit_counts)
     }
 }
 
@@ -677,6 +762,53 @@ mod tests {
         assert_eq!(store.list().unwrap(), vec![large_id]);
     }
 
+    /// A store whose limit is 0 makes no table (nor disk work for one)
+    /// unless an earlier one left a table to read.
+    #[test]
+    fn no_table_is_made_without_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = vec![0x55; 100];
+        let id = ChunkId::of(&blob);
+        store(dir.path()).put(&id, &blob).unwrap();
+        assert!(!dir.path().join(SMALL_BLOBS_FILE).exists());
+        assert!(store(dir.path()).blob_path(&id).exists());
+    }
+
+    /// Once the table is distrusted (a failed sync of it), none of its
+    /// blobs counts as held, a put of one writes it again as a file, new
+    /// small blobs are files, and the distrust survives a restart.
+    #[test]
+    fn a_distrusted_table_holds_nothing_and_blobs_move_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = vec![0x66; 300];
+        let new = vec![0x77; 300];
+        let (old_id, new_id) = (ChunkId::of(&old), ChunkId::of(&new));
+        {
+            let store = store_with_small(dir.path(), 64 << 10);
+            store.put(&old_id, &old).unwrap();
+            assert!(store.holds_durably(&old_id).unwrap());
+            store.small.as_ref().unwrap().distrust_for_test();
+            assert!(store.small_blob_table_distrusted());
+            assert!(!store.holds_durably(&old_id).unwrap());
+            assert!(!store.verify(&old_id).unwrap());
+            assert_eq!(store.keep(&[old_id]).unwrap(), vec![false]);
+            // Still readable, verified.
+            assert_eq!(store.get(&old_id).unwrap(), old);
+        }
+        let store = store_with_small(dir.path(), 64 << 10);
+        assert!(store.small_blob_table_distrusted(), "across a restart");
+        assert!(!store.holds_durably(&old_id).unwrap());
+        assert_eq!(
+            store.put(&old_id, &old).unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+        assert!(store.blob_path(&old_id).exists(), "written again as a file");
+        assert!(store.holds_durably(&old_id).unwrap());
+        assert_eq!(store.put(&new_id, &new).unwrap(), PutOutcome::Written);
+        assert!(store.blob_path(&new_id).exists());
+        assert_eq!(store.list().unwrap().len(), 2);
+    }
+
     /// A store whose limit changed finds blobs where the old limit put
     /// them, lists a blob held in both places once, and deletes both.
     #[test]
@@ -689,10 +821,8 @@ mod tests {
         assert_eq!(store.get(&id).unwrap(), blob);
         assert_eq!(store.put(&id, &blob).unwrap(), PutOutcome::AlreadyPresent);
         // Both copies, as after a rollback and an upgrade.
-        store
-            .small
-            .insert(&id, store.sealer.seal(&id, &blob))
-            .unwrap();
+        let small = store.small.as_ref().unwrap();
+        small.insert(&id, store.sealer.seal(&id, &blob)).unwrap();
         assert_eq!(store.list().unwrap(), vec![id]);
         store.delete(&id).unwrap();
         assert!(!store.contains(&id).unwrap());
@@ -709,9 +839,10 @@ mod tests {
         let blob = vec![0x44; 2000];
         let id = ChunkId::of(&blob);
         store.put(&id, &blob).unwrap();
-        let mut sealed = store.small.get(&id).unwrap().unwrap();
+        let small = store.small.as_ref().unwrap();
+        let mut sealed = small.get(&id).unwrap().unwrap();
         sealed[1000] ^= 0x01;
-        store.small.insert(&id, sealed).unwrap();
+        small.insert(&id, sealed).unwrap();
         assert!(
             store.holds_durably(&id).unwrap(),
             "presence alone cannot tell"
@@ -778,5 +909,54 @@ mod tests {
         store.scrub(&id).unwrap();
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(store.scrub(&id), Err(StoreError::Corrupt(_))));
+    }
+}
+/// What the table costs on disk against files, by blob size:
+/// `cargo test --release -p dfs --lib table_space -- --ignored --nocapture`.
+#[cfg(test)]
+mod table_space {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement: run by hand"]
+    fn table_space_against_files() {
+        for size in [
+            100usize,
+            1000,
+            4096,
+            8000,
+            10_000,
+            16 << 10,
+            33_000,
+            64 << 10,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let key = ClusterKey::from_bytes([1; 32]);
+            let store =
+                ChunkStore::open(crate::env::tokio_env(), dir.path(), &key, 1 << 20).unwrap();
+            let count = 2000;
+            for i in 0..count {
+                let mut blob = vec![0u8; size];
+                blob[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                store.put(&ChunkId::of(&blob), &blob).unwrap();
+            }
+            let sealed = ((size + SEAL_OVERHEAD_BYTES) * count) as f64;
+            let table = std::fs::metadata(dir.path().join(SMALL_BLOBS_FILE))
+                .unwrap()
+                .len();
+            // A file takes whole 4 KiB blocks (and an inode, not counted).
+            let files = (size + SEAL_OVERHEAD_BYTES).div_ceil(4096) * 4096 * count;
+            println!(
+                "{size} B blobs: the table file is {:.2}x their sealed bytes, files take {:.2}x",
+                table as f64 / sealed,
+                files as f64 / sealed
+            );
+            if size <= crate::limits::SMALL_BLOB_BYTES_DEFAULT {
+                assert!(
+                    table as f64 <= 2.5 * files as f64,
+                    "{size} B: the table wastes space"
+                );
+            }
+        }
     }
 }

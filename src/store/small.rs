@@ -1,5 +1,5 @@
 //! The small-blob table: sealed blobs up to the node's
-//! `--small-blob-bytes-max` (64 KiB by default) kept as values of one redb
+//! `--small-blob-bytes-max` (8 KiB by default) kept as values of one redb
 //! table in `small-blobs.redb`, instead of a file each.
 //!
 //! Why: a blob file costs a create, a data sync, a rename and a directory
@@ -11,42 +11,54 @@
 //!
 //! A value is the same sealed bytes a file would hold (the blob id is the
 //! AEAD's associated data), so a read is verified exactly as a file's is,
-//! by the caller ([`super::ChunkStore`]). What the table does not cover as
-//! a file would: rot of one of redb's own pages (a branch page rather than
-//! a value). redb checks its page checksums only when it recovers from a
-//! crash, so a lookup through a rotten branch page finds nothing (the blob
-//! reads as missing, and repair fetches another copy) or fails with an
-//! error; the blobs under that page are unreachable until repair replaces
-//! them. The version index has the same exposure.
+//! by the caller ([`super::ChunkStore`]).
+//!
+//! What a file does not share with its neighbours and a table value does:
+//! its pages. So the table is *distrusted*, for good (a marker file beside
+//! it says so across restarts), when
+//! - a disk sync of it fails: Linux may mark the pages it failed to write
+//!   clean, and later commits build on them, so any value may be missing
+//!   on disk after a machine crash, whatever later syncs said;
+//! - redb reports it inconsistent (a rotten page: redb checks its page
+//!   checksums only when it recovers from a crash, so bad bytes show up as
+//!   errors, or as nothing found, on the way to a value).
+//!
+//! A distrusted table is still read (every value is verified), but holds
+//! nothing durably: other nodes keep their copies, repair sends them here
+//! again, and they are written as files. New blobs go to files too.
 
 use std::collections::BTreeSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{StoreError, Usage};
 use crate::cas::ChunkId;
-use crate::env::Env;
+use crate::env::{Env, write_file_durably};
 use crate::limits::SMALL_BLOB_CACHE_BYTES;
 use crate::meta::group_commit::GroupCommit;
 use crate::meta::redb_file::{RedbErrors, RedbFile};
 
 /// Blob id -> sealed bytes.
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
-/// The same ids, without their values: a listing (the repair loop lists
-/// the store every few seconds) reads 32 bytes a blob, not its value
-/// (redb keeps values in the leaves, beside their keys).
-const IDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ids");
+/// The same ids -> their sealed length: a listing (the repair loop lists
+/// the store every few seconds) and a presence check read 40 bytes a
+/// blob, not its value (redb keeps values in the leaves, beside their keys).
+const IDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("ids");
 /// [`STAT_BLOBS`] and [`STAT_BYTES`]: what [`BLOBS`] holds, kept by every
 /// commit, so that an open need not read every value to count them.
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 const STAT_BLOBS: &str = "blobs";
 const STAT_BYTES: &str = "sealed_bytes";
 
-/// The file's name in the data dir.
+/// The table's file name in the data dir.
 pub const FILE_NAME: &str = "small-blobs.redb";
+
+/// Present while the table is distrusted (see the module doc).
+const DISTRUSTED_FILE: &str = "small-blobs.distrusted";
 
 impl RedbErrors for StoreError {
     fn open_failed(error: io::Error) -> Self {
@@ -90,27 +102,40 @@ enum Change {
 
 /// What a committed change did: the bytes of the value it removed or
 /// replaced (`None`: there was none).
-type Replaced = Option<u64>;
+pub(super) type Replaced = Option<u64>;
 
 #[derive(Debug)]
 pub(super) struct SmallBlobs {
+    env: Env,
     file: RedbFile<StoreError>,
+    distrusted_marker: PathBuf,
+    distrusted: AtomicBool,
     changes: GroupCommit<Change, Result<Replaced, StoreError>>,
     /// Blobs inserted by a commit that is running or failed: a failed
-    /// commit's outcome is unknown (its disk sync may have failed after
-    /// redb wrote it), so a value the table shows may not survive a crash.
-    /// Such a blob does not count as held until a commit that inserts or
-    /// removes it succeeds. Bounded by the blobs stored.
+    /// commit's outcome is unknown, so a value the table shows may not
+    /// survive a crash. Such a blob does not count as held until a commit
+    /// that inserts or removes it succeeds. Bounded by the failed inserts
+    /// since start.
     not_durable: Mutex<BTreeSet<ChunkId>>,
+    /// What the table holds, from [`STATS`] as the last commit left it.
+    usage: Mutex<Usage>,
 }
 
 impl SmallBlobs {
-    /// Open (or create) `small-blobs.redb` in `data_dir`, and count what
-    /// it holds.
-    pub fn open(env: &Env, data_dir: &Path) -> Result<(Self, Usage), StoreError> {
+    /// Open `small-blobs.redb` in `data_dir`: create it if `create`, and
+    /// return `None` if it does not exist and is not to be created.
+    pub fn open(env: &Env, data_dir: &Path, create: bool) -> Result<Option<Self>, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        let exists = env
+            .disk
+            .exists(&path)
+            .map_err(|e| StoreError::io(format!("checking for {FILE_NAME}"), e))?;
+        if !exists && !create {
+            return Ok(None);
+        }
         let file = RedbFile::open(
             env,
-            &data_dir.join(FILE_NAME),
+            &path,
             |db| {
                 let txn = db.begin_write().map_err(storage)?;
                 txn.open_table(BLOBS).map_err(storage)?;
@@ -118,12 +143,27 @@ impl SmallBlobs {
                 txn.open_table(STATS).map_err(storage)?;
                 txn.commit().map_err(storage)
             },
+            "small_blobs_open_dir_sync_failed",
             SMALL_BLOB_CACHE_BYTES,
         )?;
+        let distrusted_marker = data_dir.join(DISTRUSTED_FILE);
+        let distrusted = env
+            .disk
+            .exists(&distrusted_marker)
+            .map_err(|e| StoreError::io(format!("checking for {DISTRUSTED_FILE}"), e))?;
+        if distrusted {
+            tracing::error!(
+                "the small-blob table is distrusted (see {DISTRUSTED_FILE}): its blobs are read but not counted as held, and are written again as files as other nodes send them"
+            );
+        }
         let blobs = Self {
+            env: env.clone(),
             file,
+            distrusted_marker,
+            distrusted: AtomicBool::new(distrusted),
             changes: GroupCommit::default(),
             not_durable: Mutex::new(BTreeSet::new()),
+            usage: Mutex::new(Usage::default()),
         };
         let usage = blobs.file.with_db(
             |db| {
@@ -139,39 +179,73 @@ impl SmallBlobs {
             },
             || {},
         )?;
-        Ok((blobs, usage))
+        *blobs.usage.lock().unwrap() = usage;
+        Ok(Some(blobs))
+    }
+
+    /// Whether new blobs may go into the table.
+    pub fn is_trusted(&self) -> bool {
+        !self.distrusted.load(Ordering::Relaxed)
+    }
+
+    /// Stop trusting the table, for good (see the module doc).
+    fn distrust(&self, why: &str) {
+        if self.distrusted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        crate::marks::hit("small_blob_table_distrusted");
+        tracing::error!(
+            why,
+            "the small-blob table is distrusted from now on: its blobs are read but not counted as held, and are written again as files as other nodes send them; check the disk (dmesg, smartctl)"
+        );
+        if let Err(error) = write_file_durably(&self.env, &self.distrusted_marker, why.as_bytes()) {
+            tracing::error!(%error, "cannot record that the small-blob table is distrusted; a restart would trust it again");
+        }
+    }
+
+    /// `result`, unless it is an inconsistency redb found: then the table
+    /// is distrusted and `absent` returned instead.
+    fn or_distrust<T>(&self, result: Result<T, StoreError>, absent: T) -> Result<T, StoreError> {
+        match result {
+            Err(StoreError::Table(error)) => {
+                self.distrust(&format!("redb found the table inconsistent: {error}"));
+                Ok(absent)
+            }
+            other => other,
+        }
     }
 
     fn read<T>(
         &self,
-        operation: impl FnOnce(&redb::ReadOnlyTable<&[u8; 32], &[u8]>) -> Result<T, StoreError>,
+        operation: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+        absent: T,
     ) -> Result<T, StoreError> {
-        self.file.with_db(
-            |db| {
-                let txn = db.begin_read().map_err(storage)?;
-                let table = txn.open_table(BLOBS).map_err(storage)?;
-                operation(&table)
-            },
-            || {},
-        )
+        let result = self
+            .file
+            .with_db(|db| operation(&db.begin_read().map_err(storage)?), || {});
+        self.or_distrust(result, absent)
     }
 
-    /// Whether the table holds `id` (durably or not). Asks [`IDS`]: its
-    /// pages are 32 bytes a blob, so they stay in the cache.
-    pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.file.with_db(
-            |db| {
-                let txn = db.begin_read().map_err(storage)?;
+    /// The sealed length of `id`, if the table holds it (durably or not).
+    pub fn sealed_len(&self, id: &ChunkId) -> Result<Option<u64>, StoreError> {
+        self.read(
+            |txn| {
                 let ids = txn.open_table(IDS).map_err(storage)?;
-                Ok(ids.get(&id.0).map_err(storage)?.is_some())
+                Ok(ids.get(&id.0).map_err(storage)?.map(|len| len.value()))
             },
-            || {},
+            None,
         )
     }
 
-    /// Whether `id` is held, and its last commit is known durable.
+    /// Whether the table holds `id` (durably or not).
+    pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.sealed_len(id)?.is_some())
+    }
+
+    /// Whether `id` is held, and known durable: the table is trusted and
+    /// the last commit touching `id` succeeded.
     pub fn holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.contains(id)? && !self.is_suspect(id))
+        Ok(self.is_trusted() && !self.is_suspect(id) && self.contains(id)?)
     }
 
     /// Whether the last commit touching `id` failed (see `not_durable`).
@@ -182,29 +256,28 @@ impl SmallBlobs {
     /// The sealed bytes of `id`, if held (not verified: the caller opens
     /// them).
     pub fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|table| {
-            Ok(table
-                .get(&id.0)
-                .map_err(storage)?
-                .map(|value| value.value().to_vec()))
-        })
+        self.read(
+            |txn| {
+                let table = txn.open_table(BLOBS).map_err(storage)?;
+                Ok(table
+                    .get(&id.0)
+                    .map_err(storage)?
+                    .map(|value| value.value().to_vec()))
+            },
+            None,
+        )
     }
 
-    /// The sealed length of `id`, if held.
-    pub fn sealed_len(&self, id: &ChunkId) -> Result<Option<u64>, StoreError> {
-        self.read(|table| {
-            Ok(table
-                .get(&id.0)
-                .map_err(storage)?
-                .map(|value| value.value().len() as u64))
-        })
+    /// Drop redb's page cache, so that the next read of a value comes from
+    /// the file (after a value failed its check once).
+    pub fn reread_from_disk(&self) -> Result<(), StoreError> {
+        self.file.reopen()
     }
 
     /// Every id held, sorted.
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.file.with_db(
-            |db| {
-                let txn = db.begin_read().map_err(storage)?;
+        self.read(
+            |txn| {
                 let table = txn.open_table(IDS).map_err(storage)?;
                 let mut ids = Vec::new();
                 for entry in table.iter().map_err(storage)? {
@@ -213,26 +286,35 @@ impl SmallBlobs {
                 }
                 Ok(ids)
             },
-            || {},
+            Vec::new(),
         )
+    }
+
+    /// What the table holds.
+    pub fn usage(&self) -> Usage {
+        *self.usage.lock().unwrap()
     }
 
     /// Store `sealed` as `id`, durably on return (replacing a value
     /// already there: a copy whose commit was in doubt is written again).
-    /// Returns the bytes of the value it replaced.
+    /// Returns the bytes of the value it replaced. Refused with
+    /// [`StoreError::Table`] once the table is distrusted: the caller
+    /// writes a file.
     pub fn insert(&self, id: &ChunkId, sealed: Vec<u8>) -> Result<Replaced, StoreError> {
+        if !self.is_trusted() {
+            return Err(StoreError::Table("the table is distrusted".into()));
+        }
         let weight = sealed.len();
-        self.submit(Change::Insert { id: *id, sealed }, weight)
+        self.changes
+            .submit(Change::Insert { id: *id, sealed }, weight, |batch| {
+                self.commit(batch)
+            })
     }
 
     /// Remove `id` durably. Returns the bytes of the value it removed.
     pub fn remove(&self, id: &ChunkId) -> Result<Replaced, StoreError> {
-        self.submit(Change::Remove(*id), 64)
-    }
-
-    fn submit(&self, change: Change, weight: usize) -> Result<Replaced, StoreError> {
         self.changes
-            .submit(change, weight, |batch| self.commit(batch))
+            .submit(Change::Remove(*id), 64, |batch| self.commit(batch))
     }
 
     /// One transaction for the whole batch, in arrival order; a failure
@@ -243,56 +325,20 @@ impl SmallBlobs {
     /// may leave its values readable (after the reopen) but not durable.
     fn commit(&self, batch: Vec<Change>) -> Vec<Result<Replaced, StoreError>> {
         let count = batch.len();
-        let inserted = || {
-            batch.iter().filter_map(|change| match change {
+        self.not_durable
+            .lock()
+            .unwrap()
+            .extend(batch.iter().filter_map(|change| match change {
                 Change::Insert { id, .. } => Some(*id),
                 Change::Remove(_) => None,
-            })
-        };
-        self.not_durable.lock().unwrap().extend(inserted());
-        let committed = self.file.with_db(
-            |db: &Database| {
-                let txn = db.begin_write().map_err(storage)?;
-                let mut replaced = Vec::with_capacity(count);
-                {
-                    let mut table = txn.open_table(BLOBS).map_err(storage)?;
-                    let mut ids = txn.open_table(IDS).map_err(storage)?;
-                    let mut stats = txn.open_table(STATS).map_err(storage)?;
-                    let stat = |stats: &redb::Table<&str, u64>, name| -> Result<u64, StoreError> {
-                        Ok(stats.get(name).map_err(storage)?.map_or(0, |v| v.value()))
-                    };
-                    let (mut blobs, mut bytes) =
-                        (stat(&stats, STAT_BLOBS)?, stat(&stats, STAT_BYTES)?);
-                    for change in &batch {
-                        let (old, new) = match change {
-                            Change::Insert { id, sealed } => {
-                                ids.insert(&id.0, ()).map_err(storage)?;
-                                (
-                                    table.insert(&id.0, sealed.as_slice()).map_err(storage)?,
-                                    Some(sealed.len() as u64),
-                                )
-                            }
-                            Change::Remove(id) => {
-                                ids.remove(&id.0).map_err(storage)?;
-                                (table.remove(&id.0).map_err(storage)?, None)
-                            }
-                        };
-                        let old = old.map(|value| value.value().len() as u64);
-                        blobs = (blobs + u64::from(new.is_some()))
-                            .saturating_sub(u64::from(old.is_some()));
-                        bytes = (bytes + new.unwrap_or(0)).saturating_sub(old.unwrap_or(0));
-                        replaced.push(old);
-                    }
-                    stats.insert(STAT_BLOBS, blobs).map_err(storage)?;
-                    stats.insert(STAT_BYTES, bytes).map_err(storage)?;
-                }
-                txn.commit().map_err(storage)?;
-                Ok(replaced)
-            },
-            || {},
-        );
+            }));
+        let sync_failures = self.file.sync_failures();
+        let committed = self.file.with_db(|db| Self::apply(db, &batch), || {});
+        if self.file.sync_failures() > sync_failures {
+            self.distrust("a disk sync of the table failed");
+        }
         match committed {
-            Ok(replaced) => {
+            Ok((replaced, usage)) => {
                 let mut not_durable = self.not_durable.lock().unwrap();
                 for change in &batch {
                     match change {
@@ -300,9 +346,13 @@ impl SmallBlobs {
                     };
                 }
                 drop(not_durable);
+                *self.usage.lock().unwrap() = usage;
                 replaced.into_iter().map(Ok).collect()
             }
             Err(error) => {
+                if let StoreError::Table(text) = &error {
+                    self.distrust(&format!("redb found the table inconsistent: {text}"));
+                }
                 let text = error.to_string();
                 let is_full = matches!(error, StoreError::DiskFull { .. });
                 let mut results = vec![Err(error)];
@@ -323,9 +373,56 @@ impl SmallBlobs {
         }
     }
 
+    /// Apply `batch` in one write transaction, and commit it (durable on
+    /// return). Returns what each change replaced, and the table's usage.
+    fn apply(db: &Database, batch: &[Change]) -> Result<(Vec<Replaced>, Usage), StoreError> {
+        let txn = db.begin_write().map_err(storage)?;
+        let mut replaced = Vec::with_capacity(batch.len());
+        let usage;
+        {
+            let mut table = txn.open_table(BLOBS).map_err(storage)?;
+            let mut ids = txn.open_table(IDS).map_err(storage)?;
+            let mut stats = txn.open_table(STATS).map_err(storage)?;
+            let stat = |stats: &redb::Table<&str, u64>, name| -> Result<u64, StoreError> {
+                Ok(stats.get(name).map_err(storage)?.map_or(0, |v| v.value()))
+            };
+            let (mut blobs, mut bytes) = (stat(&stats, STAT_BLOBS)?, stat(&stats, STAT_BYTES)?);
+            for change in batch {
+                let (old, new) = match change {
+                    Change::Insert { id, sealed } => {
+                        let len = sealed.len() as u64;
+                        table.insert(&id.0, sealed.as_slice()).map_err(storage)?;
+                        (ids.insert(&id.0, len).map_err(storage)?, Some(len))
+                    }
+                    Change::Remove(id) => {
+                        table.remove(&id.0).map_err(storage)?;
+                        (ids.remove(&id.0).map_err(storage)?, None)
+                    }
+                };
+                let old = old.map(|len| len.value());
+                blobs = (blobs + u64::from(new.is_some())).saturating_sub(u64::from(old.is_some()));
+                bytes = (bytes + new.unwrap_or(0)).saturating_sub(old.unwrap_or(0));
+                replaced.push(old);
+            }
+            stats.insert(STAT_BLOBS, blobs).map_err(storage)?;
+            stats.insert(STAT_BYTES, bytes).map_err(storage)?;
+            usage = Usage { blobs, bytes };
+        }
+        txn.commit().map_err(storage)?;
+        Ok((replaced, usage))
+    }
+
     /// Commits made and changes they held since open: how well group
     /// commit batches.
     pub fn commit_counts(&self) -> (u64, u64) {
         self.changes.counts()
+    }
+}
+
+#[cfg(test)]
+impl SmallBlobs {
+    /// Distrust the table as a failed sync would.
+    pub fn distrust_for_test(&self) {
+        self.distrust("a test");
     }
 }
