@@ -10,7 +10,11 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Node, start_cluster, wait_until};
+use common::{Node, start_cluster_with, wait_until};
+
+/// Every blob a file, so that `Node::blobs` sees them all (placement is
+/// what these tests check, not the store's layout).
+const ALL_BLOBS_FILES: &[&str] = &["--small-blob-bytes-max", "0"];
 use dfs::cas::ChunkId;
 use dfs::keys::NodeId;
 use dfs::placement;
@@ -101,7 +105,7 @@ fn copies(nodes: &[&Node]) -> BTreeMap<String, usize> {
 #[test]
 fn five_nodes_replicate_survive_two_kills_and_heal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path(), 5);
+    let mut nodes = start_cluster_with(dir.path(), 5, ALL_BLOBS_FILES);
     wait_until(Duration::from_secs(30), "all 5 alive on every node", || {
         nodes.iter().all(|n| n.alive_count() == 5)
     });
@@ -165,7 +169,7 @@ fn five_nodes_replicate_survive_two_kills_and_heal() {
         let data_dir = nodes[victim].data_dir.clone();
         let addr = nodes[victim].addr.clone();
         let credentials = nodes[victim].credentials.clone();
-        nodes[victim] = Node::start(&data_dir, &addr, &[]);
+        nodes[victim] = Node::start(&data_dir, &addr, ALL_BLOBS_FILES);
         nodes[victim].credentials = credentials;
     }
     wait_until(Duration::from_secs(30), "all 5 alive again", || {

@@ -68,6 +68,10 @@ impl RedbErrors for IndexError {
     fn closed() -> Self {
         IndexError::Io("the index is closed after a disk failure".into())
     }
+
+    fn panicked(what: String) -> Self {
+        IndexError::Corrupt(format!("redb panicked reading the index: {what}"))
+    }
 }
 
 fn record_key(name: &str, vid: &VersionId) -> Vec<u8> {

@@ -28,13 +28,33 @@ pub(crate) trait RedbErrors: Sized + fmt::Display {
     fn is_io(&self) -> bool;
     /// The database is closed: its last reopen failed.
     fn closed() -> Self;
+    /// redb panicked (it indexes page bytes unchecked: a rotten page can
+    /// panic where a check would have failed).
+    fn panicked(what: String) -> Self;
+}
+
+/// `operation`, with a panic inside it turned into an error.
+fn unwind_to_error<T, E: RedbErrors>(operation: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(E::panicked(what))
+        }
+    }
 }
 
 pub(crate) struct RedbFile<E> {
     env: Env,
     path: PathBuf,
-    /// `None` after a failed reopen; the next operation tries again.
-    db: RwLock<Option<Database>>,
+    /// `None` after a failed reopen; the next operation tries again. With
+    /// the count of opens: an operation that failed reopens only the
+    /// database it failed on, so that many failing at once reopen once.
+    db: RwLock<(Option<Database>, u64)>,
     /// Run at every open: creates the tables (so that read transactions
     /// always find them), migrates old layouts.
     init: fn(&Database) -> Result<(), E>,
@@ -113,16 +133,20 @@ impl<E: RedbErrors> RedbFile<E> {
         let mut file = Self {
             env: env.clone(),
             path: path.to_path_buf(),
-            db: RwLock::new(None),
+            db: RwLock::new((None, 0)),
             init,
             cache_bytes,
             sync_failures: Arc::default(),
         };
-        file.db = RwLock::new(Some(file.open_existing()?));
+        file.db = RwLock::new((Some(file.open_existing()?), 0));
         Ok(file)
     }
 
     fn open_existing(&self) -> Result<Database, E> {
+        unwind_to_error(|| self.open_existing_inner())
+    }
+
+    fn open_existing_inner(&self) -> Result<Database, E> {
         let file = self
             .env
             .disk
@@ -145,23 +169,19 @@ impl<E: RedbErrors> RedbFile<E> {
         operation: impl FnOnce(&Database) -> Result<T, E>,
         on_reopen: impl FnOnce(),
     ) -> Result<T, E> {
-        let result = {
+        let (result, opened) = {
             let guard = self.db.read().unwrap();
-            match guard.as_ref() {
-                Some(db) => operation(db),
+            let result = match guard.0.as_ref() {
+                Some(db) => unwind_to_error(|| operation(db)),
                 None => Err(E::closed()),
-            }
+            };
+            (result, guard.1)
         };
         if result.as_ref().is_err_and(E::is_io) {
             let mut guard = self.db.write().unwrap();
-            on_reopen();
-            // Close before reopening: two handles on one file must not coexist.
-            drop(guard.take());
-            match self.open_existing() {
-                Ok(db) => *guard = Some(db),
-                Err(error) => {
-                    tracing::error!(%error, path = %self.path.display(), "cannot reopen a database after a disk failure; will retry")
-                }
+            if guard.1 == opened {
+                on_reopen();
+                self.reopen_locked(&mut guard);
             }
         }
         result
@@ -174,9 +194,23 @@ impl<E: RedbErrors> RedbFile<E> {
     /// without a recovery pass.
     pub fn reopen(&self) -> Result<(), E> {
         let mut guard = self.db.write().unwrap();
-        drop(guard.take());
-        *guard = Some(self.open_existing()?);
-        Ok(())
+        self.reopen_locked(&mut guard);
+        match guard.0 {
+            Some(_) => Ok(()),
+            None => Err(E::closed()),
+        }
+    }
+
+    fn reopen_locked(&self, guard: &mut (Option<Database>, u64)) {
+        // Close before reopening: two handles on one file must not coexist.
+        drop(guard.0.take());
+        guard.1 += 1;
+        match self.open_existing() {
+            Ok(db) => guard.0 = Some(db),
+            Err(error) => {
+                tracing::error!(%error, path = %self.path.display(), "cannot reopen a database; will retry")
+            }
+        }
     }
 
     /// Disk syncs of the file that failed since open.

@@ -364,6 +364,7 @@ impl ChunkStore {
     /// the table trusted, else as a file.
     fn write(&self, id: &ChunkId, plaintext: &[u8]) -> Result<(), StoreError> {
         if let Some(small) = &self.small
+            && self.small_bytes_max > 0
             && plaintext.len() <= self.small_bytes_max
             && small.is_trusted()
         {
@@ -455,10 +456,15 @@ impl ChunkStore {
     /// fails again, the blob is moved to `quarantine/` and
     /// [`StoreError::Corrupt`] returned: the caller fetches another replica.
     pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        if let Some(small) = &self.small
-            && let Some(plaintext) = self.get_from_table(small, id)?
-        {
-            return Ok(plaintext);
+        if let Some(small) = &self.small {
+            match self.get_from_table(small, id) {
+                Ok(Some(plaintext)) => return Ok(plaintext),
+                Ok(None) => {}
+                // A file copy, if any, is the same blob (written again
+                // after the table was distrusted): try it.
+                Err(StoreError::Corrupt(_)) if self.file_exists(id)? => {}
+                Err(error) => return Err(error),
+            }
         }
         match self.read_verified(id)? {
             Some(plaintext) => return Ok(plaintext),
@@ -482,15 +488,19 @@ impl ChunkStore {
     /// both places after the size limit changed, and either copy is the
     /// same blob). `None`: not in the table.
     ///
-    /// The second read comes from the file, not from redb's page cache,
-    /// which would hand back the same bad bytes: only bytes that fail
-    /// twice from the disk are quarantined.
+    /// The second read comes from the file (through the OS), not from
+    /// redb's page cache, which would hand back the same bad bytes: only
+    /// bytes that fail twice, the second time read anew, are quarantined.
     fn get_from_table(
         &self,
         small: &SmallBlobs,
         id: &ChunkId,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(sealed) = small.get(id)? else {
+            if small.contains(id)? {
+                // Its id without its value: only a rotten page does that.
+                small.found_without_value(id);
+            }
             return Ok(None);
         };
         if let Ok(plaintext) = self.sealer.open(id, sealed) {
@@ -510,7 +520,7 @@ impl ChunkStore {
                 Ok(Some(plaintext))
             }
             Err(_) => {
-                self.quarantine_value(small, id, &sealed)?;
+                self.quarantine_value(small, id, sealed)?;
                 Err(StoreError::Corrupt(*id))
             }
         }
@@ -565,19 +575,22 @@ impl ChunkStore {
     }
 
     /// A table value that failed verification: written to `quarantine/`
-    /// (durably, before it leaves the table), then removed.
+    /// (durably, before it leaves the table; one file per blob, however
+    /// often its removal fails), then removed unless a good copy replaced
+    /// it meanwhile.
     fn quarantine_value(
         &self,
         small: &SmallBlobs,
         id: &ChunkId,
-        sealed: &[u8],
+        sealed: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let to =
-            self.quarantine_dir
-                .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
-        write_file_durably(&self.env, &to, sealed)
-            .map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
-        small.remove(id)?;
+        let to = self.quarantine_dir.join(format!("{}.table", id.to_hex()));
+        match write_file_durably(&self.env, &to, &sealed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io("quarantining a corrupt blob", e)),
+        }
+        small.remove_if_equal(id, sealed)?;
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt in the small-blob table; quarantined");
         Ok(())

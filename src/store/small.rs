@@ -20,8 +20,9 @@
 //!   clean, and later commits build on them, so any value may be missing
 //!   on disk after a machine crash, whatever later syncs said;
 //! - redb reports it inconsistent (a rotten page: redb checks its page
-//!   checksums only when it recovers from a crash, so bad bytes show up as
-//!   errors, or as nothing found, on the way to a value).
+//!   checksums only when it recovers from a crash, so bad bytes show up on
+//!   the way to a value as errors, as panics, which `meta::redb_file`
+//!   catches and turns into errors, or as an id whose value is missing).
 //!
 //! A distrusted table is still read (every value is verified), but holds
 //! nothing durably: other nodes keep their copies, repair sends them here
@@ -88,6 +89,10 @@ impl RedbErrors for StoreError {
             source: io::Error::other("it is closed after a disk failure"),
         }
     }
+
+    fn panicked(what: String) -> Self {
+        StoreError::Table(format!("redb panicked: {what}"))
+    }
 }
 
 fn storage<E: Into<redb::Error>>(error: E) -> StoreError {
@@ -96,8 +101,17 @@ fn storage<E: Into<redb::Error>>(error: E) -> StoreError {
 
 /// One change of a batch.
 enum Change {
-    Insert { id: ChunkId, sealed: Vec<u8> },
+    Insert {
+        id: ChunkId,
+        sealed: Vec<u8>,
+    },
     Remove(ChunkId),
+    /// Remove the value only if it still is these bytes (a quarantine:
+    /// a good copy put back meanwhile stays).
+    RemoveIfEqual {
+        id: ChunkId,
+        sealed: Vec<u8>,
+    },
 }
 
 /// What a committed change did: the bytes of the value it removed or
@@ -110,6 +124,8 @@ pub(super) struct SmallBlobs {
     file: RedbFile<StoreError>,
     distrusted_marker: PathBuf,
     distrusted: AtomicBool,
+    /// The marker is on disk (its write is retried at each commit until).
+    marker_written: AtomicBool,
     changes: GroupCommit<Change, Result<Replaced, StoreError>>,
     /// Blobs inserted by a commit that is running or failed: a failed
     /// commit's outcome is unknown, so a value the table shows may not
@@ -161,6 +177,7 @@ impl SmallBlobs {
             file,
             distrusted_marker,
             distrusted: AtomicBool::new(distrusted),
+            marker_written: AtomicBool::new(distrusted),
             changes: GroupCommit::default(),
             not_durable: Mutex::new(BTreeSet::new()),
             usage: Mutex::new(Usage::default()),
@@ -183,23 +200,42 @@ impl SmallBlobs {
         Ok(Some(blobs))
     }
 
-    /// Whether new blobs may go into the table.
+    /// Whether the table is trusted: no sync of it ever failed (any
+    /// sync: a commit's, or redb's own at a close or a reopen), and redb
+    /// never found it inconsistent.
     pub fn is_trusted(&self) -> bool {
-        !self.distrusted.load(Ordering::Relaxed)
+        if self.file.sync_failures() > 0 {
+            self.distrust("a disk sync of the table failed");
+        }
+        !self.distrusted.load(Ordering::SeqCst)
     }
 
     /// Stop trusting the table, for good (see the module doc).
     fn distrust(&self, why: &str) {
-        if self.distrusted.swap(true, Ordering::Relaxed) {
+        if !self.distrusted.swap(true, Ordering::SeqCst) {
+            crate::marks::hit("small_blob_table_distrusted");
+            tracing::error!(
+                why,
+                "the small-blob table is distrusted from now on: its blobs are read but not counted as held, and are written again as files as other nodes send them; check the disk (dmesg, smartctl)"
+            );
+        }
+        self.record_distrust(why);
+    }
+
+    /// Write the marker, if not yet done (a failure is retried at the next
+    /// commit: the disk that failed a sync may refuse this write too).
+    fn record_distrust(&self, why: &str) {
+        if self.marker_written.load(Ordering::SeqCst) {
             return;
         }
-        crate::marks::hit("small_blob_table_distrusted");
-        tracing::error!(
-            why,
-            "the small-blob table is distrusted from now on: its blobs are read but not counted as held, and are written again as files as other nodes send them; check the disk (dmesg, smartctl)"
-        );
-        if let Err(error) = write_file_durably(&self.env, &self.distrusted_marker, why.as_bytes()) {
-            tracing::error!(%error, "cannot record that the small-blob table is distrusted; a restart would trust it again");
+        match write_file_durably(&self.env, &self.distrusted_marker, why.as_bytes()) {
+            Ok(()) => self.marker_written.store(true, Ordering::SeqCst),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                self.marker_written.store(true, Ordering::SeqCst)
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot record that the small-blob table is distrusted (will retry); until it is, a restart would trust it again")
+            }
         }
     }
 
@@ -237,15 +273,25 @@ impl SmallBlobs {
         )
     }
 
-    /// Whether the table holds `id` (durably or not).
+    /// Whether the table may hold `id` (durably or not): when redb finds
+    /// the table inconsistent, `true` (maybe), so that a put of it counts
+    /// as a put again for the garbage collector.
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.sealed_len(id)?.is_some())
+        self.read(
+            |txn| {
+                let ids = txn.open_table(IDS).map_err(storage)?;
+                Ok(ids.get(&id.0).map_err(storage)?.is_some())
+            },
+            true,
+        )
     }
 
     /// Whether `id` is held, and known durable: the table is trusted and
-    /// the last commit touching `id` succeeded.
+    /// the last commit touching `id` succeeded. Presence is read first: a
+    /// commit that fails after it was read marked its blobs suspect before
+    /// it ran, and distrusts the table after.
     pub fn holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.is_trusted() && !self.is_suspect(id) && self.contains(id)?)
+        Ok(self.contains(id)? && !self.is_suspect(id) && self.is_trusted())
     }
 
     /// Whether the last commit touching `id` failed (see `not_durable`).
@@ -274,20 +320,49 @@ impl SmallBlobs {
         self.file.reopen()
     }
 
-    /// Every id held, sorted.
+    /// Every id held, sorted. From [`IDS`]; if redb finds that table
+    /// inconsistent, from the values' table (slower: it reads every
+    /// value); if that fails too, none (logged: the table is distrusted
+    /// by then, and other copies of its blobs are sent here again).
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.read(
-            |txn| {
-                let table = txn.open_table(IDS).map_err(storage)?;
-                let mut ids = Vec::new();
-                for entry in table.iter().map_err(storage)? {
-                    let (key, _) = entry.map_err(storage)?;
-                    ids.push(ChunkId(*key.value()));
-                }
-                Ok(ids)
-            },
-            Vec::new(),
-        )
+        fn keys<V: redb::Value + 'static>(
+            txn: &redb::ReadTransaction,
+            definition: TableDefinition<&[u8; 32], V>,
+        ) -> Result<Vec<ChunkId>, StoreError> {
+            let table = txn.open_table(definition).map_err(storage)?;
+            let mut ids = Vec::new();
+            for entry in table.iter().map_err(storage)? {
+                let (key, _) = entry.map_err(storage)?;
+                ids.push(ChunkId(*key.value()));
+            }
+            Ok(ids)
+        }
+        let listed = self
+            .file
+            .with_db(|db| keys(&db.begin_read().map_err(storage)?, IDS), || {});
+        let Err(StoreError::Table(error)) = listed else {
+            return listed;
+        };
+        self.distrust(&format!("redb found the ids table inconsistent: {error}"));
+        let listed = self
+            .file
+            .with_db(|db| keys(&db.begin_read().map_err(storage)?, BLOBS), || {});
+        self.or_distrust(listed, Vec::new()).inspect(|ids| {
+            if ids.is_empty() {
+                tracing::error!(
+                    "cannot list the small-blob table: its blobs are left out of repair and scrub"
+                );
+            }
+        })
+    }
+
+    /// Note that [`IDS`] holds `id` while the values' table does not: the
+    /// two are written in one transaction, so only a rotten page tells
+    /// them apart.
+    pub fn found_without_value(&self, id: &ChunkId) {
+        self.distrust(&format!(
+            "the ids table holds {id}, the values' table does not"
+        ));
     }
 
     /// What the table holds.
@@ -317,6 +392,15 @@ impl SmallBlobs {
             .submit(Change::Remove(*id), 64, |batch| self.commit(batch))
     }
 
+    /// Remove `id` durably if its value is still `sealed`.
+    pub fn remove_if_equal(&self, id: &ChunkId, sealed: Vec<u8>) -> Result<Replaced, StoreError> {
+        let weight = sealed.len();
+        self.changes
+            .submit(Change::RemoveIfEqual { id: *id, sealed }, weight, |batch| {
+                self.commit(batch)
+            })
+    }
+
     /// One transaction for the whole batch, in arrival order; a failure
     /// fails every change of it (its outcome is unknown for all alike).
     ///
@@ -324,25 +408,50 @@ impl SmallBlobs {
     /// until it is known to have succeeded: a commit whose disk sync fails
     /// may leave its values readable (after the reopen) but not durable.
     fn commit(&self, batch: Vec<Change>) -> Vec<Result<Replaced, StoreError>> {
+        if self.is_trusted() {
+            return self.commit_changes(batch);
+        }
+        // Inserts queued before the table was distrusted are refused
+        // (their callers write files); removals still apply.
+        self.record_distrust("the table is distrusted");
+        let count = batch.len();
+        let (removals, order): (Vec<Change>, Vec<usize>) = batch
+            .into_iter()
+            .enumerate()
+            .filter(|(_, change)| !matches!(change, Change::Insert { .. }))
+            .map(|(at, change)| (change, at))
+            .unzip();
+        let mut results: Vec<Result<Replaced, StoreError>> = (0..count)
+            .map(|_| Err(StoreError::Table("the table is distrusted".into())))
+            .collect();
+        if !removals.is_empty() {
+            for (at, result) in order.into_iter().zip(self.commit_changes(removals)) {
+                results[at] = result;
+            }
+        }
+        results
+    }
+
+    fn commit_changes(&self, batch: Vec<Change>) -> Vec<Result<Replaced, StoreError>> {
         let count = batch.len();
         self.not_durable
             .lock()
             .unwrap()
             .extend(batch.iter().filter_map(|change| match change {
                 Change::Insert { id, .. } => Some(*id),
-                Change::Remove(_) => None,
+                Change::Remove(_) | Change::RemoveIfEqual { .. } => None,
             }));
-        let sync_failures = self.file.sync_failures();
         let committed = self.file.with_db(|db| Self::apply(db, &batch), || {});
-        if self.file.sync_failures() > sync_failures {
-            self.distrust("a disk sync of the table failed");
-        }
+        // A failed sync distrusts the table (is_trusted reads the count).
+        self.is_trusted();
         match committed {
             Ok((replaced, usage)) => {
                 let mut not_durable = self.not_durable.lock().unwrap();
                 for change in &batch {
                     match change {
-                        Change::Insert { id, .. } | Change::Remove(id) => not_durable.remove(id),
+                        Change::Insert { id, .. }
+                        | Change::Remove(id)
+                        | Change::RemoveIfEqual { id, .. } => not_durable.remove(id),
                     };
                 }
                 drop(not_durable);
@@ -398,6 +507,18 @@ impl SmallBlobs {
                         table.remove(&id.0).map_err(storage)?;
                         (ids.remove(&id.0).map_err(storage)?, None)
                     }
+                    Change::RemoveIfEqual { id, sealed } => {
+                        let equal = table
+                            .get(&id.0)
+                            .map_err(storage)?
+                            .is_some_and(|value| value.value() == sealed.as_slice());
+                        if !equal {
+                            replaced.push(None);
+                            continue;
+                        }
+                        table.remove(&id.0).map_err(storage)?;
+                        (ids.remove(&id.0).map_err(storage)?, None)
+                    }
                 };
                 let old = old.map(|len| len.value());
                 blobs = (blobs + u64::from(new.is_some())).saturating_sub(u64::from(old.is_some()));
@@ -424,5 +545,58 @@ impl SmallBlobs {
     /// Distrust the table as a failed sync would.
     pub fn distrust_for_test(&self) {
         self.distrust("a test");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::tokio_env;
+
+    fn table(dir: &Path) -> SmallBlobs {
+        SmallBlobs::open(&tokio_env(), dir, true).unwrap().unwrap()
+    }
+
+    /// An insert queued before the table was distrusted is refused at its
+    /// commit (its caller writes a file), while a removal still applies;
+    /// the marker is written.
+    #[test]
+    fn a_distrusted_table_commits_no_insert_queued_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = table(dir.path());
+        let (kept, new) = (ChunkId::of(b"kept"), ChunkId::of(b"new"));
+        small.insert(&kept, vec![1; 10]).unwrap();
+        small.distrust_for_test();
+        let results = small.commit(vec![
+            Change::Insert {
+                id: new,
+                sealed: vec![2; 10],
+            },
+            Change::Remove(kept),
+        ]);
+        assert!(matches!(results[0], Err(StoreError::Table(_))));
+        assert_eq!(results[1].as_ref().unwrap(), &Some(10));
+        assert!(!small.contains(&new).unwrap());
+        assert!(!small.contains(&kept).unwrap());
+        assert!(dir.path().join(DISTRUSTED_FILE).exists());
+        assert_eq!(small.usage(), Usage::default());
+    }
+
+    /// A quarantine removes the bad bytes it read, not a good copy put
+    /// back meanwhile.
+    #[test]
+    fn a_quarantine_spares_a_copy_put_back_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = table(dir.path());
+        let id = ChunkId::of(b"blob");
+        small.insert(&id, vec![0xBA; 10]).unwrap();
+        small.insert(&id, vec![0x60; 10]).unwrap();
+        assert_eq!(small.remove_if_equal(&id, vec![0xBA; 10]).unwrap(), None);
+        assert_eq!(small.get(&id).unwrap(), Some(vec![0x60; 10]));
+        assert_eq!(
+            small.remove_if_equal(&id, vec![0x60; 10]).unwrap(),
+            Some(10)
+        );
+        assert!(!small.contains(&id).unwrap());
     }
 }

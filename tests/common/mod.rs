@@ -204,7 +204,9 @@ impl Node {
         command
     }
 
-    /// Blob ids in this node's chunk store.
+    /// Ids of this node's blob files (not those in its small-blob table,
+    /// which a running node holds open: start it with
+    /// `--small-blob-bytes-max 0` to see every blob here).
     pub fn blobs(&self) -> Vec<String> {
         let mut ids = Vec::new();
         let Ok(prefixes) = std::fs::read_dir(self.data_dir.join("chunks")) else {
@@ -295,7 +297,12 @@ pub fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> b
 /// Start `size` nodes, the others bootstrapping through the first. Returns
 /// once they are started, not joined: callers wait for what they need.
 pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
-    let first = Node::start(&root.join("n0"), "127.0.0.1:0", &[]);
+    start_cluster_with(root, size, &[])
+}
+
+/// [`start_cluster`], each node started with `extra` arguments too.
+pub fn start_cluster_with(root: &Path, size: usize, extra: &[&str]) -> Vec<Node> {
+    let first = Node::start(&root.join("n0"), "127.0.0.1:0", extra);
     let key = root.join("n0").join("cluster.key");
     let admin = root.join("n0").join("credentials");
     let mut nodes = vec![first];
@@ -304,11 +311,15 @@ pub fn start_cluster(root: &Path, size: usize) -> Vec<Node> {
             &root.join(format!("n{i}")),
             "127.0.0.1:0",
             &[
-                "--bootstrap",
-                &nodes[0].addr.clone(),
-                "--cluster-key-file",
-                key.to_str().unwrap(),
-            ],
+                &[
+                    "--bootstrap",
+                    &nodes[0].addr.clone(),
+                    "--cluster-key-file",
+                    key.to_str().unwrap(),
+                ],
+                extra,
+            ]
+            .concat(),
         );
         // The first node's admin key, which reaches the others by sync.
         node.credentials = Some(admin.clone());
