@@ -137,6 +137,12 @@ pub const SMALL_BLOB_CACHE_BYTES: usize = 8 << 20;
 /// below files waste as much (2x at 4 KiB, 4x at 1 KiB: whole blocks).
 pub const SMALL_BLOB_BYTES_DEFAULT: usize = 8 << 10;
 
+/// Free disk space below which small blobs are written as files rather
+/// than into the table (`store::ChunkStore::write`): redb turns a write
+/// that finds no space into a failure of the whole database, whose
+/// reopen reads all of it.
+pub const SMALL_BLOB_TABLE_FREE_MIN_BYTES: u64 = 256 << 20;
+
 /// The largest `--small-blob-bytes-max` accepted: a redb value is read
 /// whole into memory (a transaction holds at most
 /// `meta::group_commit::BATCH_WEIGHT_MAX`, 8 MiB, past its first change).

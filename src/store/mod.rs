@@ -56,7 +56,7 @@ use crate::env::{
     Env, OpenMode, create_dir_durably, read_exact_at, write_all_at, write_file_durably,
 };
 use crate::keys::ClusterKey;
-use crate::limits::{BLOB_BYTES_MAX, SMALL_BLOB_BYTES_MAX};
+use crate::limits::{BLOB_BYTES_MAX, SMALL_BLOB_BYTES_MAX, SMALL_BLOB_TABLE_FREE_MIN_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -367,6 +367,7 @@ impl ChunkStore {
             && self.small_bytes_max > 0
             && plaintext.len() <= self.small_bytes_max
             && small.is_trusted()
+            && self.room_for_the_table()
         {
             match small.insert(id, self.sealer.seal(id, plaintext)) {
                 Ok(_) => return Ok(()),
@@ -376,6 +377,18 @@ impl ChunkStore {
             }
         }
         self.write_file(id, &self.sealer.seal(id, plaintext))
+    }
+
+    /// Whether the disk has more than a reserve free. Below it a small
+    /// blob is written as a file: a write that fails for want of space
+    /// inside redb fails the database until it is reopened, and a reopen
+    /// after a failure is redb's crash recovery, which reads the whole
+    /// table. A file that does not fit fails alone. (A disk that cannot
+    /// say how full it is has room.)
+    fn room_for_the_table(&self) -> bool {
+        self.space().map_or(true, |space| {
+            space.free_bytes >= SMALL_BLOB_TABLE_FREE_MIN_BYTES
+        })
     }
 
     /// Write sealed blob `id` as a file: `tmp/`, sync, rename, sync the
