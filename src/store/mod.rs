@@ -20,9 +20,11 @@
 //! either no blob or a whole one. A table value: its transaction committed
 //! (redb syncs before it returns); a commit that fails leaves the value's
 //! standing unknown, so it does not count as held until a commit of it
-//! succeeds, and a failed sync distrusts the whole table (see
-//! `small.rs`), whose blobs are then written again as files. A get returns plaintext only after the AEAD tag checks;
-//! a blob that fails twice in a row is quarantined and reported as
+//! succeeds, and a failed sync distrusts the whole table (see `small.rs`),
+//! whose blobs are then written again as files.
+//!
+//! A get returns plaintext only after the AEAD tag checks; a blob that
+//! fails twice in a row is quarantined and reported as
 //! [`StoreError::Corrupt`]. Plaintext never reaches the disk.
 //!
 //! Why the tag is the check at rest, and not a second SHA-256: the id is
@@ -786,6 +788,39 @@ mod tests {
         drop(store);
         let store = store_with_small(dir.path(), 64 << 10);
         assert_eq!(store.list().unwrap(), vec![large_id]);
+    }
+
+    /// A table redb cannot open (a rotten header) does not keep the node
+    /// from starting: it is moved aside, and a new one takes its place.
+    #[test]
+    fn an_unreadable_table_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = vec![0x88; 500];
+        let id = ChunkId::of(&blob);
+        store_with_small(dir.path(), 64 << 10)
+            .put(&id, &blob)
+            .unwrap();
+        let path = dir.path().join(SMALL_BLOBS_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for byte in &mut bytes[..4096] {
+            *byte ^= 0x5A;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let store = store_with_small(dir.path(), 64 << 10);
+        assert!(
+            !store.contains(&id).unwrap(),
+            "its blobs come from other nodes"
+        );
+        store.put(&id, &blob).unwrap();
+        assert_eq!(store.get(&id).unwrap(), blob);
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains(".unreadable.")
+            })
+            .count();
+        assert_eq!(aside, 1);
     }
 
     /// A store whose limit is 0 makes no table (nor disk work for one)

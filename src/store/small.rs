@@ -68,6 +68,11 @@ impl RedbErrors for StoreError {
 
     fn storage(error: redb::Error) -> Self {
         match error {
+            // redb's own verdict on bytes it read (a bad magic number, a
+            // header that does not check), not the disk's.
+            redb::Error::Io(source) if source.kind() == io::ErrorKind::InvalidData => {
+                StoreError::Table(source.to_string())
+            }
             redb::Error::Io(source) => {
                 StoreError::io("reading or writing the small-blob table", source)
             }
@@ -149,19 +154,28 @@ impl SmallBlobs {
         if !exists && !create {
             return Ok(None);
         }
-        let file = RedbFile::open(
-            env,
-            &path,
-            |db| {
-                let txn = db.begin_write().map_err(storage)?;
-                txn.open_table(BLOBS).map_err(storage)?;
-                txn.open_table(IDS).map_err(storage)?;
-                txn.open_table(STATS).map_err(storage)?;
-                txn.commit().map_err(storage)
-            },
-            "small_blobs_open_dir_sync_failed",
-            SMALL_BLOB_CACHE_BYTES,
-        )?;
+        let file = match Self::open_file(env, &path) {
+            // redb cannot make sense of it (a rotten header or root): keep
+            // it aside for inspection and start without it; other nodes
+            // send its blobs again, as to a node that lost them.
+            Err(StoreError::Table(error)) => {
+                let aside =
+                    data_dir.join(format!("{FILE_NAME}.unreadable.{:016x}", env.random_u64()));
+                tracing::error!(%error, aside = %aside.display(), "cannot open the small-blob table; moved aside, starting without its blobs (other nodes send them again)");
+                crate::marks::hit("small_blob_table_moved_aside");
+                env.disk
+                    .rename(&path, &aside)
+                    .map_err(|e| StoreError::io(format!("moving {FILE_NAME} aside"), e))?;
+                env.disk
+                    .sync_dir(data_dir)
+                    .map_err(|e| StoreError::io("syncing the data dir", e))?;
+                if !create {
+                    return Ok(None);
+                }
+                Self::open_file(env, &path)?
+            }
+            other => other?,
+        };
         let distrusted_marker = data_dir.join(DISTRUSTED_FILE);
         let distrusted = env
             .disk
@@ -198,6 +212,22 @@ impl SmallBlobs {
         )?;
         *blobs.usage.lock().unwrap() = usage;
         Ok(Some(blobs))
+    }
+
+    fn open_file(env: &Env, path: &Path) -> Result<RedbFile<StoreError>, StoreError> {
+        RedbFile::open(
+            env,
+            path,
+            |db| {
+                let txn = db.begin_write().map_err(storage)?;
+                txn.open_table(BLOBS).map_err(storage)?;
+                txn.open_table(IDS).map_err(storage)?;
+                txn.open_table(STATS).map_err(storage)?;
+                txn.commit().map_err(storage)
+            },
+            "small_blobs_open_dir_sync_failed",
+            SMALL_BLOB_CACHE_BYTES,
+        )
     }
 
     /// Whether the table is trusted: no sync of it ever failed (any
