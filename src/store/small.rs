@@ -240,15 +240,19 @@ impl SmallBlobs {
         !self.distrusted.load(Ordering::SeqCst)
     }
 
-    /// Stop trusting the table, for good (see the module doc).
+    /// Stop trusting the table, for good (see the module doc). The
+    /// marker is written at once; if that fails, at each later commit (not
+    /// at each read that finds the table distrusted: a failing disk would
+    /// get a write per presence check).
     fn distrust(&self, why: &str) {
-        if !self.distrusted.swap(true, Ordering::SeqCst) {
-            crate::marks::hit("small_blob_table_distrusted");
-            tracing::error!(
-                why,
-                "the small-blob table is distrusted from now on: its blobs are read but not counted as held, and are written again as files as other nodes send them; check the disk (dmesg, smartctl)"
-            );
+        if self.distrusted.swap(true, Ordering::SeqCst) {
+            return;
         }
+        crate::marks::hit("small_blob_table_distrusted");
+        tracing::error!(
+            why,
+            "the small-blob table is distrusted from now on: its blobs are read but not counted as held, and are written again as files as other nodes send them; check the disk (dmesg, smartctl)"
+        );
         self.record_distrust(why);
     }
 
