@@ -490,7 +490,20 @@ impl SmallBlobs {
                 }
                 drop(not_durable);
                 *self.usage.lock().unwrap() = usage;
-                replaced.into_iter().map(Ok).collect()
+                // Distrusted while it ran (a read found the table
+                // inconsistent): what it inserted is not vouched for, and
+                // its callers write files instead.
+                let trusted = self.is_trusted();
+                batch
+                    .iter()
+                    .zip(replaced)
+                    .map(|(change, replaced)| match change {
+                        Change::Insert { .. } if !trusted => {
+                            Err(StoreError::Table("the table is distrusted".into()))
+                        }
+                        _ => Ok(replaced),
+                    })
+                    .collect()
             }
             Err(error) => {
                 if let StoreError::Table(text) = &error {
