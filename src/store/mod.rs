@@ -512,10 +512,6 @@ impl ChunkStore {
         id: &ChunkId,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(sealed) = small.get(id)? else {
-            if small.contains(id)? {
-                // Its id without its value: only a rotten page does that.
-                small.found_without_value(id);
-            }
             return Ok(None);
         };
         if let Ok(plaintext) = self.sealer.open(id, sealed) {

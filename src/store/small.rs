@@ -334,18 +334,33 @@ impl SmallBlobs {
     }
 
     /// The sealed bytes of `id`, if held (not verified: the caller opens
-    /// them).
+    /// them). An id without its value, seen in one read transaction (the
+    /// two are written in one), distrusts the table: only a rotten page
+    /// tells them apart.
     pub fn get(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(
+        let found = self.read(
             |txn| {
                 let table = txn.open_table(BLOBS).map_err(storage)?;
-                Ok(table
-                    .get(&id.0)
-                    .map_err(storage)?
-                    .map(|value| value.value().to_vec()))
+                if let Some(value) = table.get(&id.0).map_err(storage)? {
+                    return Ok(Some(Some(value.value().to_vec())));
+                }
+                let ids = txn.open_table(IDS).map_err(storage)?;
+                Ok(match ids.get(&id.0).map_err(storage)? {
+                    Some(_) => None,
+                    None => Some(None),
+                })
             },
-            None,
-        )
+            Some(None),
+        )?;
+        match found {
+            Some(value) => Ok(value),
+            None => {
+                self.distrust(&format!(
+                    "the ids table holds {id}, the values' table does not"
+                ));
+                Ok(None)
+            }
+        }
     }
 
     /// Drop redb's page cache, so that the next read of a value comes from
@@ -388,15 +403,6 @@ impl SmallBlobs {
                 );
             }
         })
-    }
-
-    /// Note that [`IDS`] holds `id` while the values' table does not: the
-    /// two are written in one transaction, so only a rotten page tells
-    /// them apart.
-    pub fn found_without_value(&self, id: &ChunkId) {
-        self.distrust(&format!(
-            "the ids table holds {id}, the values' table does not"
-        ));
     }
 
     /// What the table holds.
