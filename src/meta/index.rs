@@ -69,8 +69,8 @@ impl RedbErrors for IndexError {
         IndexError::Io("the index is closed after a disk failure".into())
     }
 
-    fn panicked(what: String) -> Self {
-        IndexError::Corrupt(format!("redb panicked reading the index: {what}"))
+    fn inconsistent(what: String) -> Self {
+        IndexError::Corrupt(format!("the index is inconsistent: {what}"))
     }
 }
 

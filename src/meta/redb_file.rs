@@ -28,9 +28,11 @@ pub(crate) trait RedbErrors: Sized + fmt::Display {
     fn is_io(&self) -> bool;
     /// The database is closed: its last reopen failed.
     fn closed() -> Self;
-    /// redb panicked (it indexes page bytes unchecked: a rotten page can
-    /// panic where a check would have failed).
-    fn panicked(what: String) -> Self;
+    /// The database is inconsistent: redb panicked (it indexes page bytes
+    /// unchecked: a rotten page can panic where a check would have
+    /// failed), or it cannot be reopened for a reason other than I/O. Must
+    /// not be [`RedbErrors::is_io`]: no reopen follows.
+    fn inconsistent(what: String) -> Self;
 }
 
 /// `operation`, with a panic inside it turned into an error.
@@ -43,7 +45,7 @@ fn unwind_to_error<T, E: RedbErrors>(operation: impl FnOnce() -> Result<T, E>) -
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into());
-            Err(E::panicked(what))
+            Err(E::inconsistent(format!("redb panicked: {what}")))
         }
     }
 }
@@ -63,6 +65,10 @@ pub(crate) struct RedbFile<E> {
     cache_bytes: usize,
     /// Disk syncs of the file that failed since open (see [`DiskBackend`]).
     sync_failures: Arc<AtomicU64>,
+    /// Why the last reopen failed, when not for I/O (redb found the file
+    /// inconsistent): operations then fail at once rather than each
+    /// reopen again, which is a recovery pass over the whole file.
+    unusable: std::sync::Mutex<Option<String>>,
 }
 
 impl<E> fmt::Debug for RedbFile<E> {
@@ -137,6 +143,7 @@ impl<E: RedbErrors> RedbFile<E> {
             init,
             cache_bytes,
             sync_failures: Arc::default(),
+            unusable: Default::default(),
         };
         file.db = RwLock::new((Some(file.open_existing()?), 0));
         Ok(file)
@@ -173,7 +180,10 @@ impl<E: RedbErrors> RedbFile<E> {
             let guard = self.db.read().unwrap();
             let result = match guard.0.as_ref() {
                 Some(db) => unwind_to_error(|| operation(db)),
-                None => Err(E::closed()),
+                None => match self.unusable.lock().unwrap().clone() {
+                    Some(why) => Err(E::inconsistent(why)),
+                    None => Err(E::closed()),
+                },
             };
             (result, guard.1)
         };
@@ -206,9 +216,16 @@ impl<E: RedbErrors> RedbFile<E> {
         drop(guard.0.take());
         guard.1 += 1;
         match self.open_existing() {
-            Ok(db) => guard.0 = Some(db),
-            Err(error) => {
+            Ok(db) => {
+                guard.0 = Some(db);
+                *self.unusable.lock().unwrap() = None;
+            }
+            Err(error) if error.is_io() => {
                 tracing::error!(%error, path = %self.path.display(), "cannot reopen a database; will retry")
+            }
+            Err(error) => {
+                tracing::error!(%error, path = %self.path.display(), "cannot reopen a database: it is inconsistent; not retrying until restart");
+                *self.unusable.lock().unwrap() = Some(error.to_string());
             }
         }
     }

@@ -95,8 +95,8 @@ impl RedbErrors for StoreError {
         }
     }
 
-    fn panicked(what: String) -> Self {
-        StoreError::Table(format!("redb panicked: {what}"))
+    fn inconsistent(what: String) -> Self {
+        StoreError::Table(what)
     }
 }
 
@@ -154,28 +154,16 @@ impl SmallBlobs {
         if !exists && !create {
             return Ok(None);
         }
-        let file = match Self::open_file(env, &path) {
-            // redb cannot make sense of it (a rotten header or root): keep
-            // it aside for inspection and start without it; other nodes
-            // send its blobs again, as to a node that lost them.
-            Err(StoreError::Table(error)) => {
-                let aside =
-                    data_dir.join(format!("{FILE_NAME}.unreadable.{:016x}", env.random_u64()));
-                tracing::error!(%error, aside = %aside.display(), "cannot open the small-blob table; moved aside, starting without its blobs (other nodes send them again)");
-                crate::marks::hit("small_blob_table_moved_aside");
-                env.disk
-                    .rename(&path, &aside)
-                    .map_err(|e| StoreError::io(format!("moving {FILE_NAME} aside"), e))?;
-                env.disk
-                    .sync_dir(data_dir)
-                    .map_err(|e| StoreError::io("syncing the data dir", e))?;
-                if !create {
-                    return Ok(None);
-                }
-                Self::open_file(env, &path)?
-            }
-            other => other?,
-        };
+        // A table redb cannot open (a rotten header, or a format this
+        // build does not read, as after a rollback) fails the start: moving
+        // it aside on its own would drop its blobs, and after a rollback
+        // every node would do so at once, with no copy left to repair from.
+        let file = Self::open_file(env, &path).map_err(|error| match error {
+            StoreError::Table(text) => StoreError::Table(format!(
+                "{text}; {FILE_NAME} cannot be opened. If another build wrote it, start that build. If it is corrupt, move it out of the data dir while the node is stopped: the node then starts without its blobs, and other nodes send them again"
+            )),
+            error => error,
+        })?;
         let distrusted_marker = data_dir.join(DISTRUSTED_FILE);
         let distrusted = env
             .disk
@@ -196,7 +184,7 @@ impl SmallBlobs {
             not_durable: Mutex::new(BTreeSet::new()),
             usage: Mutex::new(Usage::default()),
         };
-        let usage = blobs.file.with_db(
+        let counted = blobs.file.with_db(
             |db| {
                 let txn = db.begin_read().map_err(storage)?;
                 let stats = txn.open_table(STATS).map_err(storage)?;
@@ -209,7 +197,10 @@ impl SmallBlobs {
                 })
             },
             || {},
-        )?;
+        );
+        // A stats page redb cannot read distrusts the table; it counts as
+        // empty (usage is a figure, not a decision).
+        let usage = blobs.or_distrust(counted, Usage::default())?;
         *blobs.usage.lock().unwrap() = usage;
         Ok(Some(blobs))
     }
@@ -374,6 +365,11 @@ impl SmallBlobs {
     /// value); if that fails too, none (logged: the table is distrusted
     /// by then, and other copies of its blobs are sent here again).
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
+        if !self.is_trusted() {
+            // The repair loop lists every few seconds: a marker write that
+            // failed is retried here too (inserts, refused, never commit).
+            self.record_distrust("the table is distrusted");
+        }
         fn keys<V: redb::Value + 'static>(
             txn: &redb::ReadTransaction,
             definition: TableDefinition<&[u8; 32], V>,
@@ -516,18 +512,23 @@ impl SmallBlobs {
                     self.distrust(&format!("redb found the table inconsistent: {text}"));
                 }
                 let text = error.to_string();
-                let is_full = matches!(error, StoreError::DiskFull { .. });
+                let kind = match &error {
+                    StoreError::DiskFull { .. } => 0,
+                    StoreError::Table(_) => 1,
+                    _ => 2,
+                };
                 let mut results = vec![Err(error)];
                 results.extend((1..count).map(|_| {
-                    Err(if is_full {
-                        StoreError::DiskFull {
+                    Err(match kind {
+                        0 => StoreError::DiskFull {
                             context: text.clone(),
-                        }
-                    } else {
-                        StoreError::Io {
+                        },
+                        // Each caller writes a file instead.
+                        1 => StoreError::Table(text.clone()),
+                        _ => StoreError::Io {
                             context: "committing to the small-blob table".into(),
                             source: io::Error::other(text.clone()),
-                        }
+                        },
                     })
                 }));
                 results
