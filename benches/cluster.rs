@@ -58,9 +58,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let size = mib << 20;
-    let before = machine_limits();
-
     let dir = tempfile::tempdir().unwrap();
+    let before = machine_limits(dir.path());
     let input = dir.path().join("input.bin");
     write_random_file(&input, size);
     let first_dir = dir.path().join("n0");
@@ -177,7 +176,7 @@ fn main() {
         let _ = child.wait();
     }
 
-    let machine = before.best(machine_limits());
+    let machine = before.best(machine_limits(dir.path()));
     let combined = machine.serial;
     let PrimitiveCost {
         sha,

@@ -89,9 +89,8 @@ fn main() {
     let clients = setting("DFS_BENCH_CLIENTS", 16);
     let puts = setting("DFS_BENCH_PUTS", 4000);
     let gets = setting("DFS_BENCH_GETS", 16000);
-    let limits = machine_limits();
-
     let dir = tempfile::tempdir().unwrap();
+    let limits = machine_limits(dir.path());
     let mut nodes = cluster(dir.path());
     let addrs: Vec<String> = nodes.iter().map(|(_, addr, _)| addr.clone()).collect();
     let credentials_path = dir.path().join("n0").join("credentials");
@@ -221,7 +220,7 @@ fn main() {
     }
     // The disk's bound on small puts measured right after them: the host
     // is shared, and its disk's speed drifts with the neighbours.
-    let syncs_after = support::parallel_syncs_per_s(16, Duration::from_secs(2));
+    let syncs_after = support::parallel_syncs_per_s(dir.path(), 16, Duration::from_secs(2));
     let syncs_per_s = limits.parallel_syncs_per_s.max(syncs_after);
     println!(
         "{clients} clients, 3 nodes (R=3, W=2), 4 KiB puts: {put_rate:.0} acknowledged puts/s (target >= 2000), \

@@ -35,9 +35,8 @@ fn main() {
     // The machine's rates are measured before and after the transfers and
     // the better kept: on a shared host they drift with the neighbours'
     // load, and the higher bar is the honest one.
-    let before = machine_limits();
-
     let dir = tempfile::tempdir().unwrap();
+    let before = machine_limits(dir.path());
     let input = dir.path().join("input.bin");
     write_random_file(&input, size);
     let data_dir = dir.path().join("data");
@@ -92,7 +91,7 @@ fn main() {
     let edit_sent = received() - before_edit;
     let _ = node.kill();
     let _ = node.wait();
-    let machine = before.best(machine_limits());
+    let machine = before.best(machine_limits(dir.path()));
     let combined = machine.serial;
 
     let PrimitiveCost {

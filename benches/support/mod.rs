@@ -202,9 +202,18 @@ impl MachineLimits {
     }
 }
 
-/// Measure and print [`MachineLimits`] (the disk ones in a temporary
-/// directory beside the benches' data).
-pub fn machine_limits() -> MachineLimits {
+/// Measure and print [`MachineLimits`]; the disk ones write their files
+/// under `scratch` (the bench's own temporary directory), where they stay
+/// until the bench ends.
+///
+/// Why not delete them at once: on ext4 without a journal (this kind of
+/// machine's root file system), allocating an inode skips every inode
+/// freed in the last minute or more, reading each one's block to find out
+/// (`recently_deleted` in `fs/ext4/ialloc.c`). Tens of thousands of
+/// calibration files deleted just before a transfer made every file the
+/// node then created cost up to a millisecond of CPU, a quarter of the
+/// node's CPU in a 1 GiB put: the bench was measuring its own cleanup.
+pub fn machine_limits(scratch: &Path) -> MachineLimits {
     let mut buffer = vec![0u8; 64 << 20];
     ChaCha8Rng::seed_from_u64(1).fill_bytes(&mut buffer);
     let sha = rate(&mut buffer, |b| {
@@ -241,8 +250,8 @@ pub fn machine_limits() -> MachineLimits {
     });
     drop(target);
     let serial = 1.0 / (1.0 / sha + 1.0 / aead);
-    let (fsync_4k_ms, fsync_1m_ms, dir_fsync_ms) = disk_sync_times(&buffer);
-    let parallel_syncs_per_s = parallel_syncs_per_s(16, std::time::Duration::from_secs(2));
+    let (fsync_4k_ms, fsync_1m_ms, dir_fsync_ms) = disk_sync_times(scratch, &buffer);
+    let parallel_syncs_per_s = parallel_syncs_per_s(scratch, 16, std::time::Duration::from_secs(2));
     println!(
         "machine (one core, as the node does it): sha256 {sha:.0} MiB/s, chacha20poly1305 {aead:.0} MiB/s, \
 hash+seal (serial limit) {serial:.0} MiB/s, fastcdc {fastcdc:.0} MiB/s, memcpy {memcpy:.0} MiB/s; \
@@ -262,10 +271,20 @@ disk: write+fdatasync 4 KiB {fsync_4k_ms:.2} ms, 1 MiB {fsync_1m_ms:.2} ms, dire
     }
 }
 
+/// A new directory under `scratch` for one calibration's files, kept
+/// until `scratch` is removed (see [`machine_limits`]).
+fn calibration_dir(scratch: &Path) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("calibration-")
+        .disable_cleanup(true)
+        .tempdir_in(scratch)
+        .unwrap()
+}
+
 /// New 4 KiB files written and fdatasync'd per second by `writers`
-/// threads at once, for `period`.
-pub fn parallel_syncs_per_s(writers: usize, period: std::time::Duration) -> f64 {
-    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+/// threads at once, for `period`, in a new directory under `scratch`.
+pub fn parallel_syncs_per_s(scratch: &Path, writers: usize, period: std::time::Duration) -> f64 {
+    let dir = calibration_dir(scratch);
     let start = Instant::now();
     let done: usize = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..writers)
@@ -292,8 +311,8 @@ pub fn parallel_syncs_per_s(writers: usize, period: std::time::Duration) -> f64 
 
 /// Medians over 20 rounds of: a new file written with 4 KiB and
 /// fdatasync'd, the same with 1 MiB, and its directory fsync'd.
-fn disk_sync_times(bytes: &[u8]) -> (f64, f64, f64) {
-    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+fn disk_sync_times(scratch: &Path, bytes: &[u8]) -> (f64, f64, f64) {
+    let dir = calibration_dir(scratch);
     let (mut small, mut large, mut directory) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..20 {
         for (size, times) in [(4096, &mut small), (1 << 20, &mut large)] {
