@@ -1,27 +1,24 @@
 //! The chunk store of one node, on a [`Disk`](crate::env::Disk) (DESIGN §5).
 //!
-//! Layout under the data dir:
+//! Blobs live in one of two places under the data dir:
 //! - `small-blobs.redb`: blobs of up to the node's `--small-blob-bytes-max`
 //!   bytes of plaintext (8 KiB by default), sealed, as values of one
 //!   table keyed by id (`small.rs`: one group-committed transaction for
 //!   many puts, where a file costs each put four metadata operations);
 //! - `chunks/<first 2 hex>/<64 hex>`: one sealed blob per file, for larger
-//!   blobs (chunks and manifests alike: both are addressed by the SHA-256
-//!   of their plaintext);
-//! - `tmp/`: writes in progress, emptied at every start;
-//! - `quarantine/`: blobs that failed verification, kept for inspection.
+//!   blobs (`files.rs`, with `tmp/` and `quarantine/`).
 //!
-//! A blob may be in either place whatever the limit says now (it changed,
-//! or an older build stored it as a file): every read looks in both, the
-//! table first.
+//! Chunks and manifests alike are addressed by the SHA-256 of their
+//! plaintext. This module seals, verifies and routes: a blob may be in
+//! either place whatever the limit says now (it changed, or an older build
+//! stored it as a file), so every read looks in both, the table first.
 //!
-//! A put is durable before it returns. A file: write `tmp/<random>`,
-//! `sync_data`, rename into place, `sync_dir`; a crash at any point leaves
-//! either no blob or a whole one. A table value: its transaction committed
-//! (redb syncs before it returns); a commit that fails leaves the value's
-//! standing unknown, so it does not count as held until a commit of it
-//! succeeds, and a failed sync distrusts the whole table (see `small.rs`),
-//! whose blobs are then written again as files.
+//! A put is durable before it returns. A file: see `files.rs` (a crash at
+//! any point leaves either no blob or a whole one). A table value: its
+//! transaction committed (redb syncs before it returns); a commit that
+//! fails leaves the value's standing unknown, so it does not count as held
+//! until a commit of it succeeds, and a failed sync distrusts the whole
+//! table (see `small.rs`), whose blobs are then written again as files.
 //!
 //! A get returns plaintext only after the AEAD tag checks; a blob that
 //! fails twice in a row is quarantined and reported as
@@ -39,6 +36,7 @@
 //! All methods are synchronous: async callers run them through
 //! [`Env::blocking`](crate::env::Env::blocking).
 
+mod files;
 mod seal;
 mod small;
 
@@ -51,12 +49,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use seal::{SEAL_OVERHEAD_BYTES, SealError, Sealer};
 pub use small::FILE_NAME as SMALL_BLOBS_FILE;
 
+use files::BlobFiles;
 use small::SmallBlobs;
 
 use crate::cas::ChunkId;
-use crate::env::{
-    Env, OpenMode, create_dir_durably, read_exact_at, write_all_at, write_file_durably,
-};
+use crate::env::Env;
 use crate::keys::ClusterKey;
 use crate::limits::{BLOB_BYTES_MAX, SMALL_BLOB_BYTES_MAX, SMALL_BLOB_TABLE_FREE_MIN_BYTES};
 
@@ -116,19 +113,12 @@ pub struct StoreCounters {
 
 #[derive(Debug)]
 pub struct ChunkStore {
-    env: Env,
-    chunks_dir: PathBuf,
-    tmp_dir: PathBuf,
-    quarantine_dir: PathBuf,
     sealer: Sealer,
     /// Blobs up to `small_bytes_max` bytes of plaintext. `None`: the
     /// limit is 0 and no table was ever made here.
     small: Option<SmallBlobs>,
     small_bytes_max: usize,
-    /// Blob files (the table keeps its own).
-    usage: Mutex<Usage>,
-    /// Prefix dirs whose entry in `chunks/` is known durable (at most 256).
-    durable_prefixes: Mutex<BTreeSet<String>>,
+    files: BlobFiles,
     /// Blobs put again while already present, since the garbage collector
     /// last took them. A put of content the store already holds (a file put
     /// again after it was pruned) must restart the blob's grace period, or
@@ -137,22 +127,15 @@ pub struct ChunkStore {
     /// such a put against [`ChunkStore::delete_unless_put_again`]. Bounded
     /// by the puts between two collector rounds.
     put_again: Mutex<BTreeSet<ChunkId>>,
-    /// Blobs whose file may exist without a durable directory entry: a put
-    /// renamed it into place and has not (yet, or ever: its `sync_dir`
-    /// failed) synced the directory. Such a copy must not count as a copy
-    /// ([`ChunkStore::holds_durably`]): a crash can unname it. Cleared by
-    /// the next successful put of the blob or its deletion; bounded by the
-    /// blobs stored.
-    not_durable: Mutex<BTreeSet<ChunkId>>,
     pub counters: StoreCounters,
 }
 
 impl ChunkStore {
-    /// Open (or create) the store in `data_dir`: create its directories
-    /// and the small-blob table, delete leftovers of interrupted writes in
-    /// `tmp/`, and count usage. Blobs of up to `small_bytes_max` bytes of
-    /// plaintext go into the table (0: none do); blobs already stored stay
-    /// where they are whatever it says, and are found in either place.
+    /// Open (or create) the store in `data_dir`: its blob files (leftovers
+    /// of interrupted writes deleted, usage counted) and the small-blob
+    /// table. Blobs of up to `small_bytes_max` bytes of plaintext go into
+    /// the table (0: none do); blobs already stored stay where they are
+    /// whatever it says, and are found in either place.
     pub fn open(
         env: Env,
         data_dir: &Path,
@@ -160,77 +143,26 @@ impl ChunkStore {
         small_bytes_max: usize,
     ) -> Result<Self, StoreError> {
         let small = SmallBlobs::open(&env, data_dir, small_bytes_max > 0)?;
-        let store = Self {
+        Ok(Self {
             small,
             small_bytes_max: small_bytes_max.min(SMALL_BLOB_BYTES_MAX),
-            chunks_dir: data_dir.join("chunks"),
-            tmp_dir: data_dir.join("tmp"),
-            quarantine_dir: data_dir.join("quarantine"),
+            files: BlobFiles::open(env, data_dir)?,
             sealer: Sealer::new(cluster_key),
-            usage: Mutex::new(Usage::default()),
-            durable_prefixes: Mutex::new(BTreeSet::new()),
             put_again: Mutex::new(BTreeSet::new()),
-            not_durable: Mutex::new(BTreeSet::new()),
             counters: StoreCounters::default(),
-            env,
-        };
-        let disk = store.env.disk.as_ref();
-        for dir in [&store.chunks_dir, &store.tmp_dir, &store.quarantine_dir] {
-            create_dir_durably(disk, dir)
-                .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-        }
-        let leftovers = disk
-            .list_dir(&store.tmp_dir)
-            .map_err(|e| StoreError::io("listing tmp/", e))?;
-        for entry in leftovers.iter().filter(|e| !e.is_dir) {
-            let path = store.tmp_dir.join(&entry.name);
-            disk.remove_file(&path)
-                .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
-        }
-        // One pass over chunks/: count usage, and make every entry durable.
-        // What a previous process left may sit in the page cache only (a
-        // process crash does not lose it, an OS crash would), so sync each
-        // prefix dir once before acknowledging anything that relies on it.
-        let mut usage = Usage::default();
-        let prefixes = disk
-            .list_dir(&store.chunks_dir)
-            .map_err(|e| StoreError::io("listing chunks/", e))?;
-        for prefix in prefixes
-            .into_iter()
-            .filter(|p| p.is_dir && p.name.len() == 2)
-        {
-            let dir = store.chunks_dir.join(&prefix.name);
-            for entry in disk
-                .list_dir(&dir)
-                .map_err(|e| StoreError::io("listing a chunk dir", e))?
-            {
-                if entry.name.parse::<ChunkId>().is_ok()
-                    && let Ok(file) = disk.open(&dir.join(&entry.name), OpenMode::Read)
-                {
-                    usage.blobs += 1;
-                    usage.bytes += file.len().unwrap_or(0);
-                }
-            }
-            disk.sync_dir(&dir)
-                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-            store.durable_prefixes.lock().unwrap().insert(prefix.name);
-        }
-        disk.sync_dir(&store.chunks_dir)
-            .map_err(|e| StoreError::io("syncing chunks/", e))?;
-        *store.usage.lock().unwrap() = usage;
-        Ok(store)
+        })
     }
 
     /// The file system the blobs are on: its size and free bytes
     /// (blocking).
     pub fn space(&self) -> io::Result<crate::wire::DiskSpace> {
-        self.env.disk.space(&self.chunks_dir)
+        self.files.space()
     }
 
     /// Blobs and sealed bytes, in files and in the table (a blob held in
     /// both is counted twice).
     pub fn usage(&self) -> Usage {
-        let files = *self.usage.lock().unwrap();
+        let files = self.files.usage();
         let table = self
             .small
             .as_ref()
@@ -248,18 +180,14 @@ impl ChunkStore {
         self.small.as_ref().is_some_and(|small| !small.is_trusted())
     }
 
-    fn prefix_dir(&self, id: &ChunkId) -> PathBuf {
-        self.chunks_dir.join(&id.to_hex()[..2])
-    }
-
-    /// Where the sealed blob `id` lives.
+    /// Where the sealed blob `id` lives when it is a file.
     pub fn blob_path(&self, id: &ChunkId) -> PathBuf {
-        self.prefix_dir(id).join(id.to_hex())
+        self.files.path(id)
     }
 
     /// Whether blob `id` is stored (in the table or as a file).
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.in_table(id)? || self.file_exists(id)?)
+        Ok(self.in_table(id)? || self.files.exists(id)?)
     }
 
     fn in_table(&self, id: &ChunkId) -> Result<bool, StoreError> {
@@ -276,19 +204,11 @@ impl ChunkStore {
         }
     }
 
-    fn file_exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.env
-            .disk
-            .exists(&self.blob_path(id))
-            .map_err(|e| StoreError::io("checking for a blob", e))
-    }
-
     /// Whether blob `id` is stored durably (a copy that survives a crash:
     /// a committed value, or a file with a durable directory entry),
     /// without reading it.
     pub fn holds_durably(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.table_holds_durably(id)?
-            || (self.file_exists(id)? && !self.not_durable.lock().unwrap().contains(id)))
+        Ok(self.table_holds_durably(id)? || self.files.holds_durably(id)?)
     }
 
     /// Whether blob `id` is stored durably *and* reads back verified: what
@@ -312,8 +232,8 @@ impl ChunkStore {
     pub fn scrub(&self, id: &ChunkId) -> Result<(), StoreError> {
         let plaintext = self.get(id)?;
         if !self.holds_durably(id)? {
-            if self.file_exists(id)? {
-                self.make_entry_durable(id)?;
+            if self.files.exists(id)? {
+                self.files.make_entry_durable(id)?;
             } else if self.in_table(id)? {
                 // In the table only, and its commit failed or the table is
                 // distrusted: written again (a file, if distrusted).
@@ -346,8 +266,8 @@ impl ChunkStore {
             // directory, or its commit to the table may have failed (or the
             // table is distrusted). Make it durable before acknowledging on
             // the strength of it.
-            if self.file_exists(id)? {
-                self.make_entry_durable(id)?;
+            if self.files.exists(id)? {
+                self.files.make_entry_durable(id)?;
                 return Ok(PutOutcome::AlreadyPresent);
             }
             if self.table_holds_durably(id)? {
@@ -378,7 +298,7 @@ impl ChunkStore {
                 Err(error) => return Err(error),
             }
         }
-        self.write_file(id, &self.sealer.seal(id, plaintext))
+        self.files.write(id, &self.sealer.seal(id, plaintext))
     }
 
     /// Whether the disk has more than a reserve free. Below it a small
@@ -391,77 +311,6 @@ impl ChunkStore {
         self.space().map_or(true, |space| {
             space.free_bytes >= SMALL_BLOB_TABLE_FREE_MIN_BYTES
         })
-    }
-
-    /// Write sealed blob `id` as a file: `tmp/`, sync, rename, sync the
-    /// directory.
-    fn write_file(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
-        let disk = self.env.disk.as_ref();
-        let tmp = self
-            .tmp_dir
-            .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
-        let written = (|| {
-            let file = disk
-                .open(&tmp, OpenMode::CreateNew)
-                .map_err(|e| StoreError::io("creating a temp file", e))?;
-            write_all_at(file.as_ref(), sealed, 0)
-                .map_err(|e| StoreError::io("writing a blob", e))?;
-            file.sync_data()
-                .map_err(|e| StoreError::io("syncing a blob", e))?;
-            drop(file);
-            let prefix = self.prefix_dir(id);
-            self.ensure_prefix_durable(id)?;
-            self.not_durable.lock().unwrap().insert(*id);
-            disk.rename(&tmp, &self.blob_path(id))
-                .map_err(|e| StoreError::io("renaming a blob into place", e))?;
-            disk.sync_dir(&prefix)
-                .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-            self.not_durable.lock().unwrap().remove(id);
-            Ok(())
-        })();
-        if let Err(error) = written {
-            // The temp file may or may not exist; either way it must not stay.
-            let _ = disk.remove_file(&tmp);
-            return Err(error);
-        }
-        let mut usage = self.usage.lock().unwrap();
-        usage.blobs += 1;
-        usage.bytes += sealed.len() as u64;
-        Ok(())
-    }
-
-    /// Make the directory entry of stored blob `id` durable (its prefix's
-    /// entry in `chunks/`, then its own), and count it as held again.
-    fn make_entry_durable(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.ensure_prefix_durable(id)?;
-        self.env
-            .disk
-            .sync_dir(&self.prefix_dir(id))
-            .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-        self.not_durable.lock().unwrap().remove(id);
-        Ok(())
-    }
-
-    /// Create `id`'s prefix dir if needed and make its entry in `chunks/`
-    /// durable (once per prefix; a failed sync is retried next time).
-    fn ensure_prefix_durable(&self, id: &ChunkId) -> Result<(), StoreError> {
-        let name = id.to_hex()[..2].to_string();
-        if self.durable_prefixes.lock().unwrap().contains(&name) {
-            return Ok(());
-        }
-        let disk = self.env.disk.as_ref();
-        let prefix = self.prefix_dir(id);
-        if !disk
-            .exists(&prefix)
-            .map_err(|e| StoreError::io("checking a chunk dir", e))?
-        {
-            disk.create_dir_all(&prefix)
-                .map_err(|e| StoreError::io("creating a chunk dir", e))?;
-        }
-        disk.sync_dir(&self.chunks_dir)
-            .map_err(|e| StoreError::io("syncing chunks/", e))?;
-        self.durable_prefixes.lock().unwrap().insert(name);
-        Ok(())
     }
 
     /// Read, authenticate and decrypt blob `id`.
@@ -477,7 +326,7 @@ impl ChunkStore {
                 Ok(None) => {}
                 // A file copy, if any, is the same blob (written again
                 // after the table was distrusted): try it.
-                Err(StoreError::Corrupt(_)) if self.file_exists(id)? => {}
+                Err(StoreError::Corrupt(_)) if self.files.exists(id)? => {}
                 Err(error) => return Err(error),
             }
         }
@@ -537,70 +386,33 @@ impl ChunkStore {
         }
     }
 
-    /// `Ok(None)` means the bytes are there but do not verify.
+    /// Blob file `id`, verified. `Ok(None)`: the bytes are there but do
+    /// not verify.
     fn read_verified(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.blob_path(id);
-        let file = match self.env.disk.open(&path, OpenMode::Read) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(*id)),
-            Err(e) => return Err(StoreError::io("opening a blob", e)),
-        };
-        let len = file
-            .len()
-            .map_err(|e| StoreError::io("reading a blob's length", e))? as usize;
-        if len > BLOB_BYTES_MAX + SEAL_OVERHEAD_BYTES {
-            return Ok(None);
-        }
-        let mut sealed = vec![0u8; len];
-        read_exact_at(file.as_ref(), &mut sealed, 0)
-            .map_err(|e| StoreError::io("reading a blob", e))?;
-        match self.sealer.open(id, sealed) {
-            Ok(plaintext) => Ok(Some(plaintext)),
-            Err(_) => Ok(None),
-        }
+        Ok(self
+            .files
+            .read(id)?
+            .and_then(|sealed| self.sealer.open(id, sealed).ok()))
     }
 
     /// Move a blob file that failed verification out of the way.
     fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
-        let disk = self.env.disk.as_ref();
-        let from = self.blob_path(id);
-        let len = disk
-            .open(&from, OpenMode::Read)
-            .and_then(|f| f.len())
-            .unwrap_or(0);
-        let to =
-            self.quarantine_dir
-                .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
-        disk.rename(&from, &to)
-            .map_err(|e| StoreError::io("quarantining a corrupt blob", e))?;
-        disk.sync_dir(&self.prefix_dir(id))
-            .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-        disk.sync_dir(&self.quarantine_dir)
-            .map_err(|e| StoreError::io("syncing quarantine/", e))?;
+        let to = self.files.quarantine(id)?;
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt on disk; quarantined");
-        let mut usage = self.usage.lock().unwrap();
-        usage.blobs = usage.blobs.saturating_sub(1);
-        usage.bytes = usage.bytes.saturating_sub(len);
         Ok(())
     }
 
     /// A table value that failed verification: written to `quarantine/`
-    /// (durably, before it leaves the table; one file per blob, however
-    /// often its removal fails), then removed unless a good copy replaced
-    /// it meanwhile.
+    /// (durably, before it leaves the table), then removed unless a good
+    /// copy replaced it meanwhile.
     fn quarantine_value(
         &self,
         small: &SmallBlobs,
         id: &ChunkId,
         sealed: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let to = self.quarantine_dir.join(format!("{}.table", id.to_hex()));
-        match write_file_durably(&self.env, &to, &sealed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StoreError::io("quarantining a corrupt blob", e)),
-        }
+        let to = self.files.quarantine_table_value(id, &sealed)?;
         small.remove_if_equal(id, sealed)?;
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         tracing::error!(blob = %id, quarantined_to = %to.display(), "blob is corrupt in the small-blob table; quarantined");
@@ -609,19 +421,15 @@ impl ChunkStore {
 
     /// The plaintext size of blob `id`, from its sealed length (not verified).
     pub fn plaintext_len(&self, id: &ChunkId) -> Result<u64, StoreError> {
-        if let Some(small) = &self.small
-            && let Some(len) = small.sealed_len(id)?
-        {
-            return Ok(len.saturating_sub(SEAL_OVERHEAD_BYTES as u64));
-        }
-        match self.env.disk.open(&self.blob_path(id), OpenMode::Read) {
-            Ok(file) => Ok(file
-                .len()
-                .map_err(|e| StoreError::io("reading a blob's length", e))?
-                .saturating_sub(SEAL_OVERHEAD_BYTES as u64)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(*id)),
-            Err(e) => Err(StoreError::io("opening a blob", e)),
-        }
+        let sealed_len = match &self.small {
+            Some(small) => small.sealed_len(id)?,
+            None => None,
+        };
+        let sealed_len = match sealed_len {
+            Some(len) => len,
+            None => self.files.sealed_len(id)?,
+        };
+        Ok(sealed_len.saturating_sub(SEAL_OVERHEAD_BYTES as u64))
     }
 
     /// The blobs put again while present since the last call (see
@@ -676,49 +484,16 @@ impl ChunkStore {
                 Err(error) => return Err(error),
             }
         }
-        let disk = self.env.disk.as_ref();
-        let path = self.blob_path(id);
-        let len = match disk.open(&path, OpenMode::Read) {
-            Ok(file) => file.len().unwrap_or(0),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(StoreError::io("opening a blob", e)),
-        };
-        disk.remove_file(&path)
-            .map_err(|e| StoreError::io("deleting a blob", e))?;
-        self.not_durable.lock().unwrap().remove(id);
-        disk.sync_dir(&self.prefix_dir(id))
-            .map_err(|e| StoreError::io("syncing a chunk dir", e))?;
-        let mut usage = self.usage.lock().unwrap();
-        usage.blobs = usage.blobs.saturating_sub(1);
-        usage.bytes = usage.bytes.saturating_sub(len);
-        Ok(())
+        self.files.delete(id)
     }
 
-    /// Ids of all stored blobs, sorted, each once. File names that are not
-    /// blob ids are skipped.
+    /// Ids of all stored blobs, sorted, each once.
     pub fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
-        let disk = self.env.disk.as_ref();
         let mut ids = match &self.small {
             Some(small) => small.list()?,
             None => Vec::new(),
         };
-        for prefix in disk
-            .list_dir(&self.chunks_dir)
-            .map_err(|e| StoreError::io("listing chunks/", e))?
-        {
-            if !prefix.is_dir || prefix.name.len() != 2 {
-                continue;
-            }
-            let dir = self.chunks_dir.join(&prefix.name);
-            for entry in disk
-                .list_dir(&dir)
-                .map_err(|e| StoreError::io("listing a chunk dir", e))?
-            {
-                if let Ok(id) = entry.name.parse::<ChunkId>() {
-                    ids.push(id);
-                }
-            }
-        }
+        self.files.list_into(&mut ids)?;
         ids.sort();
         ids.dedup();
         Ok(ids)
