@@ -5,14 +5,18 @@
 //! applies them in arrival order.
 //!
 //! No thread of its own: the first caller to find no commit running leads
-//! (runs batches until its own job is done), the others wait on a condvar.
+//! (runs batches until its own job is done), the others wait, each on a
+//! condvar of its own. A batch wakes only the callers whose results it
+//! holds, and the lead passes to the oldest queued job's caller: waking
+//! every waiter at every commit cost the put path a thread switch per
+//! waiter per commit, for nothing.
 //! Callers are blocking jobs (`Env::blocking`): in production each waits on
 //! a thread of the blocking pool; in the simulation jobs run inline, one at
 //! a time, so every caller finds no commit running and leads at once.
 //! Written here because it is a few dozen lines over `std::sync`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Jobs one commit takes at most.
 pub const BATCH_MAX: usize = 256;
@@ -24,7 +28,6 @@ pub const BATCH_WEIGHT_MAX: usize = 8 << 20;
 
 pub struct GroupCommit<J, R> {
     state: Mutex<State<J, R>>,
-    finished: Condvar,
 }
 
 struct State<J, R> {
@@ -36,6 +39,9 @@ struct State<J, R> {
     /// Tickets of a batch whose leader panicked: their callers panic too
     /// rather than wait for good.
     abandoned: BTreeSet<u64>,
+    /// The condvar each waiting caller sleeps on, by ticket (at most one
+    /// per caller in `submit`).
+    waiting: BTreeMap<u64, Arc<Condvar>>,
     /// Batches run and jobs done, for the metrics.
     commits: u64,
     jobs: u64,
@@ -50,10 +56,10 @@ impl<J, R> Default for GroupCommit<J, R> {
                 leading: false,
                 results: BTreeMap::new(),
                 abandoned: BTreeSet::new(),
+                waiting: BTreeMap::new(),
                 commits: 0,
                 jobs: 0,
             }),
-            finished: Condvar::new(),
         }
     }
 }
@@ -79,16 +85,30 @@ impl<J, R> Drop for Lead<'_, J, R> {
         let mut state = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         if !self.done {
             let own = self.own;
-            state
-                .abandoned
-                .extend(self.tickets.iter().copied().filter(|t| *t != own));
+            for ticket in self.tickets.iter().copied().filter(|t| *t != own) {
+                state.abandoned.insert(ticket);
+                state.wake(ticket);
+            }
             // The leader's own job, when a full batch ahead left it queued:
             // its caller is failing now, so nobody must apply it later.
             state.queue.retain(|(ticket, _, _)| *ticket != own);
         }
         state.leading = false;
-        drop(state);
-        self.group.finished.notify_all();
+        // Jobs still queued need a leader: the oldest one's caller. (If
+        // that is this leader's own job, left out of a full batch, its
+        // caller is not waiting: it loops and leads again.)
+        if let Some(&(next, _, _)) = state.queue.first() {
+            state.wake(next);
+        }
+    }
+}
+
+impl<J, R> State<J, R> {
+    /// Wake the caller of `ticket`, if it is waiting.
+    fn wake(&self, ticket: u64) {
+        if let Some(condvar) = self.waiting.get(&ticket) {
+            condvar.notify_one();
+        }
     }
 }
 
@@ -101,18 +121,26 @@ impl<J, R> GroupCommit<J, R> {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push((ticket, weight, job));
+        let mut condvar: Option<Arc<Condvar>> = None;
         loop {
             if let Some(result) = state.results.remove(&ticket) {
+                state.waiting.remove(&ticket);
                 return result;
             }
             if state.abandoned.remove(&ticket) {
+                state.waiting.remove(&ticket);
                 // Not while holding the lock: that would poison it for
                 // every later caller.
                 drop(state);
                 panic!("the group commit that held this merge panicked");
             }
             if state.leading {
-                state = self.finished.wait(state).expect("group commit poisoned");
+                let condvar = condvar.get_or_insert_with(|| {
+                    let condvar = Arc::new(Condvar::new());
+                    state.waiting.insert(ticket, condvar.clone());
+                    condvar
+                });
+                state = condvar.wait(state).expect("group commit poisoned");
                 continue;
             }
             state.leading = true;
@@ -146,6 +174,7 @@ impl<J, R> GroupCommit<J, R> {
             state.jobs += results.len() as u64;
             for (ticket, result) in lead.tickets.iter().zip(results) {
                 state.results.insert(*ticket, result);
+                state.wake(*ticket);
             }
             lead.done = true;
             drop(state);
