@@ -39,6 +39,12 @@ pub enum OpenMode {
     CreateOrOpen,
     /// Write a new file; fails if it exists (mode 0600).
     CreateNew,
+    /// Write a new file whose bytes need not stay in memory (a blob:
+    /// written once, synced, rarely read again soon); fails if it exists
+    /// (mode 0600). Where the file system allows, its writes bypass the
+    /// page cache (Linux `O_DIRECT`), so write it with [`write_uncached`]
+    /// only (whole aligned blocks), and do not read through this handle.
+    CreateNewUncached,
 }
 
 /// An open file. Positional I/O only: no cursor, so a handle can be shared.
@@ -221,6 +227,85 @@ pub fn write_all_at(file: &dyn DiskFile, mut buf: &[u8], mut offset: u64) -> io:
         }
     }
     Ok(())
+}
+
+/// The unit [`write_uncached`] writes in, and aligns its memory and file
+/// offsets to: a multiple of every logical block size of Linux block
+/// devices (512 B, 4 KiB), as `O_DIRECT` demands.
+pub const UNCACHED_BLOCK_BYTES: usize = 4096;
+
+/// Bytes one write of [`write_uncached`] takes at most (its bounce
+/// buffer's size): small, since every write in flight holds one, and
+/// large enough that a 1 MiB chunk costs four system calls.
+const UNCACHED_WRITE_BYTES: usize = 256 << 10;
+
+/// Bounce buffers [`write_uncached`] keeps for the next writes (1 MiB).
+const BOUNCE_BUFFERS_KEPT: usize = 4;
+
+/// Write `bytes` as the whole content of `file`, a new file opened with
+/// [`OpenMode::CreateNewUncached`]: copied through an aligned buffer, in
+/// whole blocks of [`UNCACHED_BLOCK_BYTES`], the last one padded with
+/// zeros and the file then cut back to `bytes.len()`. Not durable until
+/// the caller's `sync_data` (which makes the length durable too).
+///
+/// Why bypass the page cache: a blob is written once and synced at once,
+/// and read back rarely soon, so caching it costs a copy into pages the
+/// kernel must allocate, track and write back, for nothing; on a VM whose
+/// host reclaims free guest memory, each new page-cache page costs a
+/// fault in the host too (1 GiB of buffered writes took 2.5 s of CPU on
+/// this project's 2-core VM, 0.6 s direct). On a file system without
+/// `O_DIRECT` the same calls write through the cache, correctly.
+pub fn write_uncached(file: &dyn DiskFile, bytes: &[u8]) -> io::Result<()> {
+    let mut bounce = BounceBuffer::take();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let piece = &bytes[offset..bytes.len().min(offset + UNCACHED_WRITE_BYTES)];
+        let block = bounce.aligned(piece.len().next_multiple_of(UNCACHED_BLOCK_BYTES));
+        let (data, padding) = block.split_at_mut(piece.len());
+        data.copy_from_slice(piece);
+        padding.fill(0);
+        write_all_at(file, block, offset as u64)?;
+        offset += piece.len();
+    }
+    if !bytes.len().is_multiple_of(UNCACHED_BLOCK_BYTES) {
+        file.set_len(bytes.len() as u64)?;
+    }
+    Ok(())
+}
+
+/// Aligned memory for [`write_uncached`], taken from and given back to a
+/// small pool: a fresh allocation is fresh memory for the OS to fault in,
+/// the very cost the uncached write avoids.
+struct BounceBuffer(Vec<u8>);
+
+static BOUNCE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+impl BounceBuffer {
+    fn take() -> Self {
+        let kept = BOUNCE_BUFFERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        Self(kept.unwrap_or_else(|| vec![0; UNCACHED_WRITE_BYTES + UNCACHED_BLOCK_BYTES]))
+    }
+
+    /// `len` (at most `UNCACHED_WRITE_BYTES`) bytes at an aligned address.
+    fn aligned(&mut self, len: usize) -> &mut [u8] {
+        let address = self.0.as_ptr() as usize;
+        let start = address.next_multiple_of(UNCACHED_BLOCK_BYTES) - address;
+        &mut self.0[start..start + len]
+    }
+}
+
+impl Drop for BounceBuffer {
+    fn drop(&mut self) {
+        let mut kept = BOUNCE_BUFFERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() < BOUNCE_BUFFERS_KEPT {
+            kept.push(std::mem::take(&mut self.0));
+        }
+    }
 }
 
 /// Read a whole (small) file, refusing files above `bytes_max`.

@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -34,23 +35,68 @@ pub fn tokio_env() -> Env {
 struct RealDisk;
 
 #[derive(Debug)]
-struct RealFile(fs::File);
+struct RealFile {
+    file: fs::File,
+    /// Opened `O_DIRECT` ([`OpenMode::CreateNewUncached`]) and not yet
+    /// turned back to cached writes.
+    uncached: AtomicBool,
+}
+
+impl RealFile {
+    fn new(file: fs::File, uncached: bool) -> Self {
+        Self {
+            file,
+            uncached: AtomicBool::new(uncached),
+        }
+    }
+}
 
 impl DiskFile for RealFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
+        self.file.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.0.write_at(buf, offset)
+        match self.file.write_at(buf, offset) {
+            // A device or file system whose O_DIRECT wants another
+            // alignment (or a short write that left an unaligned offset):
+            // this file goes on through the page cache.
+            Err(error)
+                if error.raw_os_error() == Some(libc::EINVAL)
+                    && self.uncached.swap(false, Ordering::Relaxed) =>
+            {
+                let flags = rustix::fs::fcntl_getfl(&self.file)?;
+                rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+                self.file.write_at(buf, offset)
+            }
+            written => written,
+        }
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
+    }
+}
+
+/// Create `path` for [`OpenMode::CreateNewUncached`]: `O_DIRECT` where the
+/// file system takes it, else cached.
+fn create_uncached(path: &Path) -> io::Result<RealFile> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(0o600);
+    match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(file) => Ok(RealFile::new(file, true)),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            // The file system refuses O_DIRECT (tmpfs before Linux 6.6),
+            // after creating the file: it is ours (create_new), so remove
+            // it and create it cached.
+            let _ = fs::remove_file(path);
+            Ok(RealFile::new(options.open(path)?, false))
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -69,8 +115,9 @@ impl Disk for RealDisk {
             OpenMode::ReadWrite => options.read(true).write(true),
             OpenMode::CreateOrOpen => options.read(true).write(true).create(true).mode(0o600),
             OpenMode::CreateNew => options.read(true).write(true).create_new(true).mode(0o600),
+            OpenMode::CreateNewUncached => return Ok(Box::new(create_uncached(path)?)),
         };
-        Ok(Box::new(RealFile(options.open(path)?)))
+        Ok(Box::new(RealFile::new(options.open(path)?, false)))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -202,5 +249,57 @@ impl Executor for TokioBlockingPool {
     #[allow(clippy::disallowed_methods)] // the one production blocking pool
     fn run_blocking(&self, job: Box<dyn FnOnce() + Send>) {
         tokio::task::spawn_blocking(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{UNCACHED_BLOCK_BYTES, write_uncached};
+
+    /// Every length, block-aligned or not, shorter or longer than one
+    /// bounce buffer, reads back exactly (no padding left behind).
+    #[test]
+    fn uncached_writes_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RealDisk;
+        for (i, len) in [
+            0,
+            1,
+            UNCACHED_BLOCK_BYTES - 1,
+            UNCACHED_BLOCK_BYTES,
+            UNCACHED_BLOCK_BYTES + 1,
+            1 << 20,
+            (1 << 20) + 4099,
+            (3 << 20) + 5,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bytes: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
+            let path = dir.path().join(format!("blob-{i}"));
+            let file = disk.open(&path, OpenMode::CreateNewUncached).unwrap();
+            write_uncached(file.as_ref(), &bytes).unwrap();
+            file.sync_data().unwrap();
+            drop(file);
+            assert_eq!(fs::read(&path).unwrap(), bytes, "{len} bytes");
+            assert!(
+                disk.open(&path, OpenMode::CreateNewUncached).is_err(),
+                "a new file only"
+            );
+        }
+    }
+
+    /// A write O_DIRECT refuses (here: unaligned memory, length and
+    /// offset) goes through the page cache instead, and the file stays
+    /// whole.
+    #[test]
+    fn a_write_o_direct_refuses_goes_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let file = RealDisk.open(&path, OpenMode::CreateNewUncached).unwrap();
+        crate::env::write_all_at(file.as_ref(), b"not aligned", 3).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"\0\0\0not aligned");
     }
 }

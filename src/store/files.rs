@@ -9,8 +9,10 @@
 //! - `tmp/`: writes in progress, emptied at every open;
 //! - `quarantine/`: blobs that failed verification, kept for inspection.
 //!
-//! A write is durable before it returns: `tmp/<random>`, `sync_data`,
-//! rename into place, `sync_dir`. A crash at any point leaves either no
+//! A write is durable before it returns: `tmp/<random>` (written around
+//! the page cache where the file system allows: see
+//! [`write_uncached`](crate::env::write_uncached)), `sync_data`, rename
+//! into place, `sync_dir`. A crash at any point leaves either no
 //! blob or a whole one. A rename whose directory sync failed leaves a
 //! file that is present but not durable; it does not count as held
 //! ([`BlobFiles::holds_durably`]) until a later sync succeeds.
@@ -23,7 +25,7 @@ use std::sync::Mutex;
 use super::{SEAL_OVERHEAD_BYTES, StoreError, Usage};
 use crate::cas::ChunkId;
 use crate::env::{
-    Env, OpenMode, create_dir_durably, read_exact_at, write_all_at, write_file_durably,
+    Env, OpenMode, create_dir_durably, read_exact_at, write_file_durably, write_uncached,
 };
 use crate::limits::BLOB_BYTES_MAX;
 
@@ -146,9 +148,9 @@ impl BlobFiles {
             .join(format!("{}.{:016x}", id.to_hex(), self.env.random_u64()));
         let written = (|| {
             let file = disk
-                .open(&tmp, OpenMode::CreateNew)
+                .open(&tmp, OpenMode::CreateNewUncached)
                 .map_err(|e| StoreError::io("creating a temp file", e))?;
-            write_all_at(file.as_ref(), sealed, 0)
+            write_uncached(file.as_ref(), sealed)
                 .map_err(|e| StoreError::io("writing a blob", e))?;
             file.sync_data()
                 .map_err(|e| StoreError::io("syncing a blob", e))?;

@@ -249,7 +249,10 @@ impl Disk for SimDisk {
             OpenMode::Read => options.read(true),
             OpenMode::ReadWrite => options.read(true).write(true),
             OpenMode::CreateOrOpen => options.read(true).write(true).create(true),
-            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+            // The simulated disk has no page cache to bypass.
+            OpenMode::CreateNew | OpenMode::CreateNewUncached => {
+                options.read(true).write(true).create_new(true)
+            }
         };
         let file = options.open(path)?;
         Ok(Box::new(SimFile {
