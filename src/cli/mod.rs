@@ -7,6 +7,7 @@ pub mod keys;
 pub mod output;
 pub mod serve;
 pub mod transfer;
+mod uncached_output;
 
 use dfs::client::{Client, ClientError};
 use dfs::env::Env;

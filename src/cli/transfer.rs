@@ -10,10 +10,9 @@ use dfs::client::{Client, ClientError, Fetched};
 use dfs::env::Env;
 use dfs::meta::VersionSelector;
 use dfs::wire::GetTarget;
-use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::AsyncWriteExt;
 
+use super::uncached_output::UncachedOutput;
 use super::{Failure, connect, output};
 use crate::Cli;
 
@@ -185,9 +184,10 @@ pub async fn get(env: &Env, cli: &Cli, request: GetRequest<'_>) -> Result<(), Fa
     Ok(())
 }
 
-/// Write to a temp file beside `path`, sync, rename, sync the directory:
-/// the output appears whole and verified, or not at all, and once this
-/// returns `Ok` it survives a crash.
+/// Write to a temp file beside `path` (around the page cache:
+/// [`UncachedOutput`]), sync, rename, sync the directory: the output
+/// appears whole and verified, or not at all, and once this returns `Ok`
+/// it survives a crash.
 async fn get_to_file(
     env: &Env,
     client: &mut Client,
@@ -204,20 +204,14 @@ async fn get_to_file(
         .and_then(|n| n.to_str())
         .unwrap_or("output");
     let tmp = dir.join(format!(".{file_name}.dfs-partial-{}", std::process::id()));
-    let mut file = tokio::fs::File::create(&tmp)
+    let mut output = UncachedOutput::create(env, &tmp)
         .await
         .with_context(|| format!("cannot write to {}", dir.display()))?;
     let result = async {
-        let mut early_syncs = EarlySyncs::of(env, &file).await?;
-        let mut progress = |done: u64, total: u64| {
-            progress(done, total);
-            early_syncs.wrote(done);
-        };
         let fetched = client
-            .get_with(target, version, quorum, &mut file, &mut progress)
+            .get_with(target, version, quorum, &mut output, progress)
             .await?;
-        early_syncs.finish().await?;
-        file.sync_all().await?;
+        output.finish().await?;
         tokio::fs::rename(&tmp, path)
             .await
             .with_context(|| format!("cannot create {}", path.display()))?;
@@ -230,78 +224,7 @@ async fn get_to_file(
     }
     .await;
     if result.is_err() {
-        let _ = file.shutdown().await;
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result
-}
-
-/// Bytes of a `get -o` output written between two early syncs.
-const EARLY_SYNC_BYTES: u64 = 64 << 20;
-
-/// Syncs of a `get -o` output started while the rest of it still arrives,
-/// one at a time, each once [`EARLY_SYNC_BYTES`] more were written since
-/// the last began: the disk writes the file as it comes, not all in the
-/// final sync (a 1 GiB get spent its last 0.44 s in that one fsync here,
-/// the disk idle until then). Only the final sync vouches for the file;
-/// these only start the writing early. One that fails fails the get when
-/// the body ends: Linux reports a failed writeback once per open file,
-/// and the final sync (on the same open file) might not hear of it.
-struct EarlySyncs {
-    env: Env,
-    /// A second descriptor of the output, for syncs off the writing task.
-    file: std::fs::File,
-    started_at: u64,
-    running: Option<std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>>,
-    failed: Option<std::io::Error>,
-}
-
-impl EarlySyncs {
-    async fn of(env: &Env, output: &tokio::fs::File) -> Result<Self, Failure> {
-        let file = output
-            .try_clone()
-            .await
-            .context("cannot open the output twice")?
-            .into_std()
-            .await;
-        Ok(Self {
-            env: env.clone(),
-            file,
-            started_at: 0,
-            running: None,
-            failed: None,
-        })
-    }
-
-    /// `written` bytes of the output are written: start a sync if one is due
-    /// and none is running.
-    fn wrote(&mut self, written: u64) {
-        if let Some(running) = self.running.as_mut() {
-            match running.now_or_never() {
-                None => return,
-                Some(outcome) => {
-                    self.running = None;
-                    self.failed = self.failed.take().or(outcome.err());
-                }
-            }
-        }
-        if self.failed.is_some() || written - self.started_at < EARLY_SYNC_BYTES {
-            return;
-        }
-        match self.file.try_clone() {
-            Ok(file) => {
-                self.started_at = written;
-                self.running = Some(Box::pin(self.env.blocking(move || file.sync_data())));
-            }
-            Err(error) => self.failed = Some(error),
-        }
-    }
-
-    /// Wait for the sync still running; the first failure, if any.
-    async fn finish(&mut self) -> std::io::Result<()> {
-        if let Some(running) = self.running.take() {
-            self.failed = self.failed.take().or(running.await.err());
-        }
-        self.failed.take().map_or(Ok(()), Err)
-    }
 }

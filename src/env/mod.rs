@@ -256,19 +256,30 @@ const BOUNCE_BUFFERS_KEPT: usize = 4;
 /// this project's 2-core VM, 0.6 s direct). On a file system without
 /// `O_DIRECT` the same calls write through the cache, correctly.
 pub fn write_uncached(file: &dyn DiskFile, bytes: &[u8]) -> io::Result<()> {
+    write_uncached_at(file, bytes, 0)?;
+    if !bytes.len().is_multiple_of(UNCACHED_BLOCK_BYTES) {
+        file.set_len(bytes.len() as u64)?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` at `offset` (a multiple of [`UNCACHED_BLOCK_BYTES`]) of
+/// a file opened with [`OpenMode::CreateNewUncached`], the way
+/// [`write_uncached`] does, for a file written in pieces: every piece but
+/// the last must be whole blocks; the last one's padding is for the
+/// caller to cut off (`set_len`) once the file is complete.
+pub fn write_uncached_at(file: &dyn DiskFile, bytes: &[u8], offset: u64) -> io::Result<()> {
+    debug_assert!(offset.is_multiple_of(UNCACHED_BLOCK_BYTES as u64));
     let mut bounce = BounceBuffer::take();
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let piece = &bytes[offset..bytes.len().min(offset + UNCACHED_WRITE_BYTES)];
+    let mut done = 0;
+    while done < bytes.len() {
+        let piece = &bytes[done..bytes.len().min(done + UNCACHED_WRITE_BYTES)];
         let block = bounce.aligned(piece.len().next_multiple_of(UNCACHED_BLOCK_BYTES));
         let (data, padding) = block.split_at_mut(piece.len());
         data.copy_from_slice(piece);
         padding.fill(0);
-        write_all_at(file, block, offset as u64)?;
-        offset += piece.len();
-    }
-    if !bytes.len().is_multiple_of(UNCACHED_BLOCK_BYTES) {
-        file.set_len(bytes.len() as u64)?;
+        write_all_at(file, block, offset + done as u64)?;
+        done += piece.len();
     }
     Ok(())
 }
