@@ -203,7 +203,12 @@ async fn get_to_file(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("output");
-    let tmp = dir.join(format!(".{file_name}.dfs-partial-{}", std::process::id()));
+    // A random name: one a killed get left behind never stands in the way
+    // (a process id repeats, and is 1 in every container).
+    let tmp = dir.join(format!(
+        ".{file_name}.dfs-partial-{:016x}",
+        env.random_u64()
+    ));
     let mut output = UncachedOutput::create(env, &tmp)
         .await
         .with_context(|| format!("cannot write to {}", dir.display()))?;

@@ -21,7 +21,7 @@ use super::{
 /// (the executor hands jobs to its blocking pool).
 pub fn tokio_env() -> Env {
     Env {
-        disk: Arc::new(RealDisk),
+        disk: Arc::new(RealDisk::default()),
         net: Arc::new(TcpTransport),
         clock: Arc::new(SystemClock),
         rng: Arc::new(OsRandom),
@@ -31,23 +31,36 @@ pub fn tokio_env() -> Env {
 
 /// Files and directories through `std::fs`. Files are created 0600 and
 /// directories 0700: a data dir holds keys and sealed chunks, nobody else's.
-#[derive(Debug)]
-struct RealDisk;
+#[derive(Debug, Default)]
+struct RealDisk {
+    /// The file system refused `O_DIRECT` at an open: later uncached
+    /// files are opened cached at once (one data dir, one file system).
+    direct_refused: AtomicBool,
+}
 
 #[derive(Debug)]
 struct RealFile {
     file: fs::File,
-    /// Opened `O_DIRECT` ([`OpenMode::CreateNewUncached`]) and not yet
-    /// turned back to cached writes.
-    uncached: AtomicBool,
+    /// Opened `O_DIRECT` (an uncached mode of [`OpenMode`]).
+    opened_direct: bool,
 }
 
 impl RealFile {
-    fn new(file: fs::File, uncached: bool) -> Self {
+    fn new(file: fs::File, opened_direct: bool) -> Self {
         Self {
             file,
-            uncached: AtomicBool::new(uncached),
+            opened_direct,
         }
+    }
+
+    /// Turn the file's writes back to cached ones (idempotent: writes in
+    /// flight on other threads may all come here).
+    fn stop_direct(&self) -> io::Result<()> {
+        let flags = rustix::fs::fcntl_getfl(&self.file)?;
+        if flags.contains(rustix::fs::OFlags::DIRECT) {
+            rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+        }
+        Ok(())
     }
 }
 
@@ -58,14 +71,11 @@ impl DiskFile for RealFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         match self.file.write_at(buf, offset) {
             // A device or file system whose O_DIRECT wants another
-            // alignment (or a short write that left an unaligned offset):
-            // this file goes on through the page cache.
-            Err(error)
-                if error.raw_os_error() == Some(libc::EINVAL)
-                    && self.uncached.swap(false, Ordering::Relaxed) =>
-            {
-                let flags = rustix::fs::fcntl_getfl(&self.file)?;
-                rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+            // alignment (a logical block above 4 KiB), or a short write
+            // that left an unaligned offset: this file goes on through the
+            // page cache. An EINVAL once cached is the write's own.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) && self.opened_direct => {
+                self.stop_direct()?;
                 self.file.write_at(buf, offset)
             }
             written => written,
@@ -82,21 +92,29 @@ impl DiskFile for RealFile {
     }
 }
 
-/// Create `path` for [`OpenMode::CreateNewUncached`]: `O_DIRECT` where the
-/// file system takes it, else cached.
-fn create_uncached(path: &Path) -> io::Result<RealFile> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true).mode(0o600);
-    match options.clone().custom_flags(libc::O_DIRECT).open(path) {
-        Ok(file) => Ok(RealFile::new(file, true)),
-        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-            // The file system refuses O_DIRECT (tmpfs before Linux 6.6),
-            // after creating the file: it is ours (create_new), so remove
-            // it and create it cached.
-            let _ = fs::remove_file(path);
-            Ok(RealFile::new(options.open(path)?, false))
+impl RealDisk {
+    /// Create `path` (which must not exist) with permissions `mode` (less
+    /// the umask) for an uncached [`OpenMode`]: `O_DIRECT` where the file
+    /// system takes it, else cached.
+    fn create_uncached(&self, path: &Path, mode: u32) -> io::Result<RealFile> {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true).mode(mode);
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return Ok(RealFile::new(options.open(path)?, false));
         }
-        Err(error) => Err(error),
+        match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+            Ok(file) => Ok(RealFile::new(file, true)),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                // The file system refuses O_DIRECT (tmpfs before Linux
+                // 6.6), after creating the file: it is ours (create_new,
+                // which fails on an existing file before this check), so
+                // remove it and create it cached.
+                self.direct_refused.store(true, Ordering::Relaxed);
+                let _ = fs::remove_file(path);
+                Ok(RealFile::new(options.open(path)?, false))
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -115,7 +133,10 @@ impl Disk for RealDisk {
             OpenMode::ReadWrite => options.read(true).write(true),
             OpenMode::CreateOrOpen => options.read(true).write(true).create(true).mode(0o600),
             OpenMode::CreateNew => options.read(true).write(true).create_new(true).mode(0o600),
-            OpenMode::CreateNewUncached => return Ok(Box::new(create_uncached(path)?)),
+            OpenMode::CreateNewUncached => return Ok(Box::new(self.create_uncached(path, 0o600)?)),
+            OpenMode::CreateOutputUncached => {
+                return Ok(Box::new(self.create_uncached(path, 0o666)?));
+            }
         };
         Ok(Box::new(RealFile::new(options.open(path)?, false)))
     }
@@ -262,7 +283,7 @@ mod tests {
     #[test]
     fn uncached_writes_read_back_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = RealDisk;
+        let disk = RealDisk::default();
         for (i, len) in [
             0,
             1,
@@ -297,7 +318,9 @@ mod tests {
     fn a_write_o_direct_refuses_goes_through_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
-        let file = RealDisk.open(&path, OpenMode::CreateNewUncached).unwrap();
+        let file = RealDisk::default()
+            .open(&path, OpenMode::CreateNewUncached)
+            .unwrap();
         crate::env::write_all_at(file.as_ref(), b"not aligned", 3).unwrap();
         file.sync_data().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"\0\0\0not aligned");

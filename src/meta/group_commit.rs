@@ -92,6 +92,8 @@ impl<J, R> Drop for Lead<'_, J, R> {
             // The leader's own job, when a full batch ahead left it queued:
             // its caller is failing now, so nobody must apply it later.
             state.queue.retain(|(ticket, _, _)| *ticket != own);
+            // Nor wait for it (registered if it waited before it led).
+            state.waiting.remove(&own);
         }
         state.leading = false;
         // Jobs still queued need a leader: the oldest one's caller. (If

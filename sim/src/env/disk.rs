@@ -250,7 +250,7 @@ impl Disk for SimDisk {
             OpenMode::ReadWrite => options.read(true).write(true),
             OpenMode::CreateOrOpen => options.read(true).write(true).create(true),
             // The simulated disk has no page cache to bypass.
-            OpenMode::CreateNew | OpenMode::CreateNewUncached => {
+            OpenMode::CreateNew | OpenMode::CreateNewUncached | OpenMode::CreateOutputUncached => {
                 options.read(true).write(true).create_new(true)
             }
         };
