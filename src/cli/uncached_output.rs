@@ -173,7 +173,9 @@ mod tests {
     use dfs::env::{DirEntry, Disk};
     use tokio::io::AsyncWriteExt;
 
-    /// The real disk, whose files fail every write from `fail_from` on.
+    /// The real disk, whose files fail the write of one piece: the one
+    /// at `fail_from` (the writes before and after it succeed, so only
+    /// the remembered failure can stop `finish`).
     struct FailingWrites {
         disk: Arc<dyn Disk>,
         fail_from: u64,
@@ -190,7 +192,7 @@ mod tests {
             self.file.read_at(buf, offset)
         }
         fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-            if offset >= self.fail_from {
+            if (self.fail_from..self.fail_from + OUTPUT_WRITE_BYTES as u64).contains(&offset) {
                 return Err(io::Error::other("injected write failure"));
             }
             self.file.write_at(buf, offset)

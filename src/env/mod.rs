@@ -248,7 +248,8 @@ const UNCACHED_WRITE_BYTES: usize = 256 << 10;
 const BOUNCE_BUFFERS_KEPT: usize = 4;
 
 /// Write `bytes` as the whole content of `file`, a new file opened with
-/// [`OpenMode::CreateNewUncached`]: copied through an aligned buffer, in
+/// [`OpenMode::CreateNewUncached`] (or [`OpenMode::CreateOutputUncached`]):
+/// copied through an aligned buffer, in
 /// whole blocks of [`UNCACHED_BLOCK_BYTES`], the last one padded with
 /// zeros and the file then cut back to `bytes.len()`. Not durable until
 /// the caller's `sync_data` (which makes the length durable too).
@@ -258,8 +259,9 @@ const BOUNCE_BUFFERS_KEPT: usize = 4;
 /// kernel must allocate, track and write back, for nothing; on a VM whose
 /// host reclaims free guest memory, each new page-cache page costs a
 /// fault in the host too (`dd` wrote 1 GiB buffered in 2.5 s of CPU on
-/// this project's 2-core VM, direct in 0.13 s of CPU and 0.7 s). On a file system without
-/// `O_DIRECT` the same calls write through the cache, correctly.
+/// this project's 2-core VM, direct in 0.13 s of CPU and 0.7 s). On a
+/// file system without `O_DIRECT` the same calls write through the cache,
+/// correctly.
 pub fn write_uncached(file: &dyn DiskFile, bytes: &[u8]) -> io::Result<()> {
     write_uncached_at(file, bytes, 0)?;
     if !bytes.len().is_multiple_of(UNCACHED_BLOCK_BYTES) {
@@ -269,7 +271,7 @@ pub fn write_uncached(file: &dyn DiskFile, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Write `bytes` at `offset` (a multiple of [`UNCACHED_BLOCK_BYTES`]) of
-/// a file opened with [`OpenMode::CreateNewUncached`], the way
+/// a file opened with an uncached [`OpenMode`], the way
 /// [`write_uncached`] does, for a file written in pieces: every piece but
 /// the last must be whole blocks; the last one's padding is for the
 /// caller to cut off (`set_len`) once the file is complete.

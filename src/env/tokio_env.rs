@@ -30,11 +30,14 @@ pub fn tokio_env() -> Env {
 }
 
 /// Files and directories through `std::fs`. Files are created 0600 and
-/// directories 0700: a data dir holds keys and sealed chunks, nobody else's.
+/// directories 0700: a data dir holds keys and sealed chunks, nobody
+/// else's. (The one exception is a file made for the user,
+/// [`OpenMode::CreateOutputUncached`].)
 #[derive(Debug, Default)]
 struct RealDisk {
-    /// The file system refused `O_DIRECT` at an open: later uncached
-    /// files are opened cached at once (one data dir, one file system).
+    /// A file system refused `O_DIRECT` at an open: later uncached files
+    /// are opened cached at once (a node writes blobs into one data dir,
+    /// the CLI one output file).
     direct_refused: AtomicBool,
 }
 
@@ -73,7 +76,8 @@ impl DiskFile for RealFile {
             // A device or file system whose O_DIRECT wants another
             // alignment (a logical block above 4 KiB), or a short write
             // that left an unaligned offset: this file goes on through the
-            // page cache. An EINVAL once cached is the write's own.
+            // page cache. (A write that fails with EINVAL for its own
+            // reason fails again, cached, and that error is returned.)
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) && self.opened_direct => {
                 self.stop_direct()?;
                 self.file.write_at(buf, offset)
@@ -324,5 +328,34 @@ mod tests {
         crate::env::write_all_at(file.as_ref(), b"not aligned", 3).unwrap();
         file.sync_data().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"\0\0\0not aligned");
+    }
+
+    /// Writes in flight at once on one O_DIRECT file that O_DIRECT all
+    /// refuse: every one of them goes through the cache, not only the
+    /// first to find out.
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "real threads, real races")]
+    fn concurrent_refused_writes_all_go_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let path = dir.path().join(format!("blob-{round}"));
+            let file: Arc<dyn DiskFile> = Arc::from(
+                RealDisk::default()
+                    .open(&path, OpenMode::CreateNewUncached)
+                    .unwrap(),
+            );
+            let writers: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let file = file.clone();
+                    std::thread::spawn(move || {
+                        crate::env::write_all_at(file.as_ref(), &[b'a' + i; 3], 1 + 3 * i as u64)
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.join().unwrap().unwrap();
+            }
+            assert_eq!(fs::read(&path).unwrap(), b"\0aaabbbcccddd");
+        }
     }
 }

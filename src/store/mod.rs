@@ -595,6 +595,44 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "kept as it was");
     }
 
+    /// A table cut short (a copy that stopped half way, a file system
+    /// that lost its tail) is corrupt, not a disk failure: the start fails
+    /// with what to do, and the file is kept.
+    #[test]
+    fn a_truncated_table_fails_the_start_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = vec![0x99; 500];
+        let id = ChunkId::of(&blob);
+        store_with_small(dir.path(), 64 << 10)
+            .put(&id, &blob)
+            .unwrap();
+        let path = dir.path().join(SMALL_BLOBS_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        let key = ClusterKey::from_bytes([7; 32]);
+        // (Cut to nothing, it opens as a new, empty table: nothing was
+        // left to lose.)
+        for len in [
+            bytes.len() - 1,
+            bytes.len() - 4096,
+            bytes.len() / 2,
+            4096,
+            100,
+        ] {
+            let cut = &bytes[..len];
+            std::fs::write(&path, cut).unwrap();
+            let error = ChunkStore::open(tokio_env(), dir.path(), &key, 64 << 10).unwrap_err();
+            assert!(
+                matches!(error, StoreError::Table(_)),
+                "cut to {len}: {error:?}"
+            );
+            assert!(
+                error.to_string().contains("move it out of the data dir"),
+                "{error}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), cut, "kept as it was");
+        }
+    }
+
     /// A store whose limit is 0 makes no table (nor disk work for one)
     /// unless an earlier one left a table to read.
     #[test]

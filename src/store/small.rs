@@ -69,8 +69,14 @@ impl RedbErrors for StoreError {
     fn storage(error: redb::Error) -> Self {
         match error {
             // redb's own verdict on bytes it read (a bad magic number, a
-            // header that does not check), not the disk's.
-            redb::Error::Io(source) if source.kind() == io::ErrorKind::InvalidData => {
+            // header that does not check, a file shorter than its header
+            // says: cut short), not the disk's.
+            redb::Error::Io(source)
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
                 StoreError::Table(source.to_string())
             }
             redb::Error::Io(source) => {
