@@ -249,10 +249,10 @@ const BOUNCE_BUFFERS_KEPT: usize = 4;
 
 /// Write `bytes` as the whole content of `file`, a new file opened with
 /// [`OpenMode::CreateNewUncached`] (or [`OpenMode::CreateOutputUncached`]):
-/// copied through an aligned buffer, in
-/// whole blocks of [`UNCACHED_BLOCK_BYTES`], the last one padded with
-/// zeros and the file then cut back to `bytes.len()`. Not durable until
-/// the caller's `sync_data` (which makes the length durable too).
+/// copied through an aligned buffer, in whole blocks of
+/// [`UNCACHED_BLOCK_BYTES`], the last one padded with zeros and the file
+/// then cut back to `bytes.len()`. Not durable until the caller's
+/// `sync_data` (which makes the length durable too).
 ///
 /// Why bypass the page cache: a blob is written once and synced at once,
 /// and read back rarely soon, so caching it costs a copy into pages the

@@ -58,11 +58,18 @@ impl RealFile {
 
     /// Turn the file's writes back to cached ones (idempotent: writes in
     /// flight on other threads may all come here).
+    #[cfg(target_os = "linux")]
     fn stop_direct(&self) -> io::Result<()> {
         let flags = rustix::fs::fcntl_getfl(&self.file)?;
         if flags.contains(rustix::fs::OFlags::DIRECT) {
             rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
         }
+        Ok(())
+    }
+
+    /// Elsewhere no file is opened direct.
+    #[cfg(not(target_os = "linux"))]
+    fn stop_direct(&self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -96,6 +103,19 @@ impl DiskFile for RealFile {
     }
 }
 
+/// `options`, opening `O_DIRECT`.
+#[cfg(target_os = "linux")]
+fn with_o_direct(mut options: fs::OpenOptions) -> fs::OpenOptions {
+    options.custom_flags(libc::O_DIRECT);
+    options
+}
+
+/// (Not reached: only Linux opens files direct.)
+#[cfg(not(target_os = "linux"))]
+fn with_o_direct(options: fs::OpenOptions) -> fs::OpenOptions {
+    options
+}
+
 impl RealDisk {
     /// Create `path` (which must not exist) with permissions `mode` (less
     /// the umask) for an uncached [`OpenMode`]: `O_DIRECT` where the file
@@ -103,10 +123,11 @@ impl RealDisk {
     fn create_uncached(&self, path: &Path, mode: u32) -> io::Result<RealFile> {
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true).mode(mode);
-        if self.direct_refused.load(Ordering::Relaxed) {
+        // O_DIRECT is Linux's (macOS has F_NOCACHE, not used here).
+        if !cfg!(target_os = "linux") || self.direct_refused.load(Ordering::Relaxed) {
             return Ok(RealFile::new(options.open(path)?, false));
         }
-        match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+        match with_o_direct(options.clone()).open(path) {
             Ok(file) => Ok(RealFile::new(file, true)),
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
                 // The file system refuses O_DIRECT (tmpfs before Linux
