@@ -62,7 +62,8 @@ use crate::wire::Message;
 pub struct RepairStatus {
     /// Blobs held here that had fewer than R confirmed copies, as of the
     /// last complete pass of repair over this node's store (each holder of
-    /// a blob counts it).
+    /// a blob counts it). A copy counts when its owner holds it durably,
+    /// this node's own included.
     pub under_replicated: AtomicU64,
     pub under_replicated_bytes: AtomicU64,
     /// Copies sent to owners that lacked them, since start.
@@ -187,6 +188,35 @@ impl Cluster {
             }
         }
 
+        // This node answers for itself as the others do (`HasBlobs`): a
+        // copy it holds but not durably (in a distrusted small-blob table,
+        // or a file whose directory sync failed) is not one of the R.
+        let mine: Vec<ChunkId> = window
+            .iter()
+            .zip(&owners)
+            .filter(|(_, owners)| owners.contains(&self.me))
+            .map(|(id, _)| *id)
+            .collect();
+        let store = self.store.clone();
+        let checked = self
+            .blocking(move || {
+                mine.into_iter()
+                    .map(|id| store.holds_durably(&id).map(|held| (id, held)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        match checked {
+            Ok(checked) => holds.extend(
+                checked
+                    .into_iter()
+                    .filter(|(_, held)| *held)
+                    .map(|(id, _)| (self.me, id)),
+            ),
+            Err(error) => {
+                tracing::debug!(%error, "repair: cannot check which blobs this node holds durably")
+            }
+        }
+
         let mut under = 0u64;
         let mut under_bytes = 0u64;
         let mut copies_left = REPAIR_COPIES_PER_ROUND;
@@ -200,7 +230,7 @@ impl Cluster {
                 .collect();
             let confirmed = owners
                 .iter()
-                .filter(|o| **o == self.me || holds.contains(&(**o, *id)))
+                .filter(|o| holds.contains(&(**o, *id)))
                 .count();
             if confirmed < target {
                 under += 1;
