@@ -212,8 +212,9 @@ impl Cluster {
                     .filter(|(_, held)| *held)
                     .map(|(id, _)| (self.me, id)),
             ),
+            // None of them counts this round (as a peer that cannot answer).
             Err(error) => {
-                tracing::debug!(%error, "repair: cannot check which blobs this node holds durably")
+                tracing::warn!(%error, "repair: cannot check which blobs this node holds durably; counting none of its copies this round")
             }
         }
 
