@@ -10,62 +10,23 @@ use std::time::{Duration, Instant};
 use dfs::client::Client;
 use dfs::cluster::{Cluster, ReplicationCounters};
 use dfs::env::{Env, tokio_env};
-use dfs::keys::credentials::{Credentials, ProvisionedKey};
-use dfs::keys::{AccessKeyId, ClusterKey, Permission, SecretKey};
-use dfs::node::{NodeConfig, Server};
 use dfs::placement::Replication;
-use tokio::sync::oneshot;
 
-struct Running {
-    addr: String,
-    cluster: Arc<Cluster>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
+mod common;
 
+use common::in_process::{Running, credentials};
+
+/// A node replicating to one (R=1, W=1), with the default periods.
 async fn start(env: &Env, dir: &Path, listen: &str, bootstrap: Vec<String>) -> Running {
-    let server = Server::start(
-        env.clone(),
-        NodeConfig {
-            data_dir: dir.to_path_buf(),
-            listen: listen.into(),
-            bootstrap,
-            advertise: None,
-            cluster_key: ClusterKey::from_bytes([9; 32]),
-            swim: Default::default(),
-            replication: Replication::new(1, 1).unwrap(),
-            maintenance: Default::default(),
-            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
-            admin_credentials_file: None,
-            provisioned_keys: vec![ProvisionedKey {
-                name: "test".into(),
-                credentials: credentials(),
-                permission: Permission::admin(),
-            }],
-            small_blob_bytes_max: dfs::limits::SMALL_BLOB_BYTES_DEFAULT,
-        },
+    common::in_process::start(
+        env,
+        dir,
+        listen,
+        bootstrap,
+        Replication::new(1, 1).unwrap(),
+        Default::default(),
     )
     .await
-    .unwrap();
-    let addr = server.local_addr().to_string();
-    let cluster = server.node().cluster().clone();
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        cluster,
-        stop,
-        task,
-    }
-}
-
-fn credentials() -> Credentials {
-    Credentials {
-        id: AccessKeyId::parse("DFSTESTKEYAAAAAAAAAA").unwrap(),
-        secret: SecretKey::parse(&"t".repeat(40)).unwrap(),
-    }
 }
 
 async fn put_many(env: &Env, addr: &str, range: std::ops::Range<usize>) {
@@ -131,8 +92,7 @@ async fn a_node_catches_up_by_exchanging_only_what_differs() {
 
     // B goes down; 20 more versions are written; B comes back on its port.
     let b_addr = b.addr.clone();
-    b.stop.send(()).unwrap();
-    b.task.await.unwrap();
+    b.stop().await;
     put_many(&env, &a.addr, 300..320).await;
     let before = ReplicationCounters::get(&a.cluster.counters.sync_records_sent);
     let b = start(&env, &dir.path().join("b"), &b_addr, Vec::new()).await;
@@ -144,6 +104,6 @@ async fn a_node_catches_up_by_exchanging_only_what_differs() {
         (20..=40).contains(&second),
         "{second} records sent to repair 20 missing out of 320"
     );
-    let _ = a.stop.send(());
-    let _ = b.stop.send(());
+    a.stop().await;
+    b.stop().await;
 }

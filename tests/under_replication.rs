@@ -7,37 +7,23 @@
 //! runs repair, so nothing rewrites its copies while the test looks.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dfs::client::Client;
 use dfs::cluster::{Cluster, Maintenance};
 use dfs::env::{Env, tokio_env};
-use dfs::keys::credentials::{Credentials, ProvisionedKey};
-use dfs::keys::{AccessKeyId, ClusterKey, Permission, SecretKey};
-use dfs::node::{NodeConfig, Server};
 use dfs::placement::Replication;
 use dfs::wire::MemberState;
-use tokio::sync::oneshot;
 
 const NEVER: Duration = Duration::from_secs(3600);
 
-struct Running {
-    addr: String,
-    cluster: Arc<Cluster>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
+mod common;
 
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
-}
+use common::in_process::{Running, credentials};
 
-/// A node whose repair loop runs every `repair_interval`; its scrub never
-/// runs (a scrub would rewrite the distrusted copies itself).
+/// A node of a cluster with R=3, W=2 whose repair loop runs every
+/// `repair_interval`; its scrub never runs (a scrub would rewrite the
+/// distrusted copies itself).
 async fn start(
     env: &Env,
     dir: &Path,
@@ -45,52 +31,19 @@ async fn start(
     bootstrap: Vec<String>,
     repair_interval: Duration,
 ) -> Running {
-    let server = Server::start(
-        env.clone(),
-        NodeConfig {
-            data_dir: dir.to_path_buf(),
-            listen: listen.into(),
-            bootstrap,
-            advertise: None,
-            cluster_key: ClusterKey::from_bytes([9; 32]),
-            swim: Default::default(),
-            replication: Replication::new(3, 2).unwrap(),
-            maintenance: Maintenance {
-                repair_interval,
-                scrub_interval: NEVER,
-                ..Default::default()
-            },
-            disk_free_min_percent: dfs::health::DEFAULT_DISK_FREE_MIN_PERCENT,
-            admin_credentials_file: None,
-            provisioned_keys: vec![ProvisionedKey {
-                name: "test".into(),
-                credentials: credentials(),
-                permission: Permission::admin(),
-            }],
-            small_blob_bytes_max: dfs::limits::SMALL_BLOB_BYTES_DEFAULT,
+    common::in_process::start(
+        env,
+        dir,
+        listen,
+        bootstrap,
+        Replication::new(3, 2).unwrap(),
+        Maintenance {
+            repair_interval,
+            scrub_interval: NEVER,
+            ..Default::default()
         },
     )
     .await
-    .unwrap();
-    let addr = server.local_addr().to_string();
-    let cluster = server.node().cluster().clone();
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        cluster,
-        stop,
-        task,
-    }
-}
-
-fn credentials() -> Credentials {
-    Credentials {
-        id: AccessKeyId::parse("DFSTESTKEYAAAAAAAAAA").unwrap(),
-        secret: SecretKey::parse(&"t".repeat(40)).unwrap(),
-    }
 }
 
 /// Wait (at most 60 s) until `cluster`'s status satisfies `done`.

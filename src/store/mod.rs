@@ -567,6 +567,34 @@ mod tests {
         assert_eq!(store.list().unwrap(), vec![large_id]);
     }
 
+    /// The bytes of a small-blob table in `dir` holding one blob.
+    fn table_holding_a_blob(dir: &Path) -> Vec<u8> {
+        let blob = vec![0x88; 500];
+        store_with_small(dir, 64 << 10)
+            .put(&ChunkId::of(&blob), &blob)
+            .unwrap();
+        std::fs::read(dir.join(SMALL_BLOBS_FILE)).unwrap()
+    }
+
+    /// With `damaged` as its table, a store in `dir` fails to start as
+    /// corrupt, says what to do, and leaves the file as it was.
+    fn assert_start_refuses_damaged_table(dir: &Path, damaged: &[u8]) {
+        let path = dir.join(SMALL_BLOBS_FILE);
+        std::fs::write(&path, damaged).unwrap();
+        let key = ClusterKey::from_bytes([7; 32]);
+        let error = ChunkStore::open(tokio_env(), dir, &key, 64 << 10).unwrap_err();
+        let len = damaged.len();
+        assert!(
+            matches!(error, StoreError::Table(_)),
+            "{len} bytes: {error:?}"
+        );
+        assert!(
+            error.to_string().contains("move it out of the data dir"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), damaged, "kept as it was");
+    }
+
     /// A table redb cannot open (a rotten header) fails the start with
     /// what to do, and is left where it is: moving it aside on its own
     /// would drop its blobs (on every node at once, after a rollback to a
@@ -574,25 +602,11 @@ mod tests {
     #[test]
     fn an_unreadable_table_fails_the_start_and_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let blob = vec![0x88; 500];
-        let id = ChunkId::of(&blob);
-        store_with_small(dir.path(), 64 << 10)
-            .put(&id, &blob)
-            .unwrap();
-        let path = dir.path().join(SMALL_BLOBS_FILE);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let mut bytes = table_holding_a_blob(dir.path());
         for byte in &mut bytes[..4096] {
             *byte ^= 0x5A;
         }
-        std::fs::write(&path, &bytes).unwrap();
-        let key = ClusterKey::from_bytes([7; 32]);
-        let error = ChunkStore::open(tokio_env(), dir.path(), &key, 64 << 10).unwrap_err();
-        assert!(matches!(error, StoreError::Table(_)), "{error}");
-        assert!(
-            error.to_string().contains("move it out of the data dir"),
-            "{error}"
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), bytes, "kept as it was");
+        assert_start_refuses_damaged_table(dir.path(), &bytes);
     }
 
     /// A table cut short (a copy that stopped half way, a file system
@@ -601,14 +615,7 @@ mod tests {
     #[test]
     fn a_truncated_table_fails_the_start_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let blob = vec![0x99; 500];
-        let id = ChunkId::of(&blob);
-        store_with_small(dir.path(), 64 << 10)
-            .put(&id, &blob)
-            .unwrap();
-        let path = dir.path().join(SMALL_BLOBS_FILE);
-        let bytes = std::fs::read(&path).unwrap();
-        let key = ClusterKey::from_bytes([7; 32]);
+        let bytes = table_holding_a_blob(dir.path());
         // (Cut to nothing, it opens as a new, empty table: nothing was
         // left to lose.)
         for len in [
@@ -618,18 +625,7 @@ mod tests {
             4096,
             100,
         ] {
-            let cut = &bytes[..len];
-            std::fs::write(&path, cut).unwrap();
-            let error = ChunkStore::open(tokio_env(), dir.path(), &key, 64 << 10).unwrap_err();
-            assert!(
-                matches!(error, StoreError::Table(_)),
-                "cut to {len}: {error:?}"
-            );
-            assert!(
-                error.to_string().contains("move it out of the data dir"),
-                "{error}"
-            );
-            assert_eq!(std::fs::read(&path).unwrap(), cut, "kept as it was");
+            assert_start_refuses_damaged_table(dir.path(), &bytes[..len]);
         }
     }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod in_process;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_dfs-node");
 
 /// Start `dfs-node serve --data-dir DIR ARGS...` and wait for its
