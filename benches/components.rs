@@ -49,6 +49,7 @@ fn hashing_and_sealing(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(chunk.len() as u64));
     group.bench_function("sha256", |b| b.iter(|| ChunkId::of(&chunk)));
     group.bench_function("seal", |b| b.iter(|| sealer.seal(&id, &chunk)));
+    group.bench_function("check_tag", |b| b.iter(|| sealer.check(&id, &sealed)));
     group.bench_function("open", |b| {
         b.iter(|| sealer.open(&id, sealed.clone()).unwrap())
     });

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
+use dfs::cas::ChunkId;
 use dfs::env::{Env, tokio_env};
 use dfs::keys::credentials::{Credentials, ProvisionedKey};
 use dfs::keys::{AccessKeyId, ClusterKey, NodeId, Permission, SecretKey};
 use dfs::node::{NodeConfig, Server};
 use dfs::peer::PeerIdentity;
 use dfs::secure::{Credential, SecureError, SecureStream, connect};
-use dfs::wire::{Envelope, Message};
+use dfs::wire::{Envelope, ErrorCode, Message};
 
 struct Running {
     env: Env,
@@ -75,6 +76,11 @@ async fn start_node_with(env: Env, replication: dfs::placement::Replication) -> 
 }
 
 /// Handshake as a fresh node; returns the stream and our node id.
+/// `plaintext` sealed as the node's peers send it.
+fn sealed(node: &Running, plaintext: &[u8]) -> dfs::store::SealedBlob {
+    dfs::store::Sealer::new(&node.key).seal_blob(ChunkId::of(plaintext), plaintext)
+}
+
 async fn connect_as_peer(node: &Running) -> (SecureStream, NodeId) {
     let keypair = dfs::keys::StaticKeypair::generate(&node.env);
     let stream = node.env.net.connect(&node.addr).await.unwrap();
@@ -203,6 +209,70 @@ async fn call(secure: &mut SecureStream, request_id: u64, message: Message) -> M
         if envelope.request_id == request_id && envelope.message.is_reply() {
             return envelope.message;
         }
+    }
+}
+
+/// Peers send blobs sealed, as stored: a node stores only bytes whose tag
+/// checks for the id they are sent as (plaintext, a blob sealed for
+/// another id, one with a byte changed, and one sealed under another
+/// cluster's key are refused and not stored), and serves them back sealed.
+#[tokio::test]
+async fn a_peer_blob_is_stored_only_if_sealed_for_its_id() {
+    let node = start_node().await;
+    let (mut secure, me) = connect_as_peer(&node).await;
+    secure.send(&hello(me)).await.unwrap();
+    secure.expect().await.unwrap();
+    let plaintext = b"a blob sent by a peer".to_vec();
+    let blob = sealed(&node, &plaintext);
+    let id = *blob.id();
+    let mut changed = blob.bytes().to_vec();
+    changed[7] ^= 1;
+    let other = sealed(&node, b"another blob");
+    let foreign =
+        dfs::store::Sealer::new(&ClusterKey::from_bytes([9; 32])).seal_blob(id, &plaintext);
+    let wrong: [(&str, bytes::Bytes); 4] = [
+        ("plaintext", plaintext.clone().into()),
+        ("a byte changed", changed.into()),
+        ("sealed for another id", other.into_bytes()),
+        ("another cluster's key", foreign.into_bytes()),
+    ];
+    for (request_id, (what, sealed)) in (10..).zip(wrong) {
+        let reply = call(&mut secure, request_id, Message::StoreBlob { id, sealed }).await;
+        assert!(
+            matches!(
+                reply,
+                Message::Error {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{what}: {reply:?}"
+        );
+        let reply = call(&mut secure, request_id + 100, Message::FetchBlob { id }).await;
+        assert!(
+            matches!(
+                reply,
+                Message::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                }
+            ),
+            "{what} was stored: {reply:?}"
+        );
+    }
+    let reply = call(
+        &mut secure,
+        20,
+        Message::StoreBlob {
+            id,
+            sealed: blob.bytes().clone(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, Message::BlobStored), "{reply:?}");
+    match call(&mut secure, 21, Message::FetchBlob { id }).await {
+        Message::BlobData { sealed } => assert_eq!(&sealed, blob.bytes()),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -351,7 +421,6 @@ impl dfs::env::Executor for Stalling {
 /// request waiting for one is dropped with its connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_sent_to_a_stalled_disk_by_reconnecting_peers_pile_up_only_to_a_bound() {
-    use dfs::cas::ChunkId;
     use dfs::limits::DISK_WRITES_IN_FLIGHT;
 
     let disk = std::sync::Arc::new(StallingDisk::default());
@@ -367,13 +436,13 @@ async fn blobs_sent_to_a_stalled_disk_by_reconnecting_peers_pile_up_only_to_a_bo
         secure.send(&hello(me)).await.unwrap();
         secure.expect().await.unwrap();
         for b in 0..blobs_each {
-            let bytes = bytes::Bytes::from(vec![(c * blobs_each + b) as u8; 64 * 1024]);
+            let blob = sealed(&node, &[(c * blobs_each + b) as u8; 64 * 1024]);
             secure
                 .send(&Envelope {
                     request_id: 1 + b as u64,
                     message: Message::StoreBlob {
-                        id: ChunkId::of(&bytes),
-                        bytes,
+                        id: *blob.id(),
+                        sealed: blob.into_bytes(),
                     },
                 })
                 .await
@@ -397,13 +466,13 @@ async fn blobs_sent_to_a_stalled_disk_by_reconnecting_peers_pile_up_only_to_a_bo
     let (mut secure, me) = connect_as_peer(&node).await;
     secure.send(&hello(me)).await.unwrap();
     secure.expect().await.unwrap();
-    let bytes = bytes::Bytes::from_static(b"after the stall");
+    let blob = sealed(&node, b"after the stall");
     let reply = call(
         &mut secure,
         100,
         Message::StoreBlob {
-            id: ChunkId::of(&bytes),
-            bytes,
+            id: *blob.id(),
+            sealed: blob.into_bytes(),
         },
     )
     .await;

@@ -9,7 +9,7 @@ use super::{Cluster, ClusterError, ReplicationCounters};
 use crate::cas::ChunkId;
 use crate::peer::{PeerError, PeerIdentity};
 use crate::placement;
-use crate::store::StoreError;
+use crate::store::{SealedBlob, StoreError};
 use crate::wire::{ErrorCode, Message};
 
 /// Members not seen alive that one read asks at once (see `fetch_blob`).
@@ -62,12 +62,18 @@ impl Cluster {
     /// nodes of its ranking, and when one of them fails, the next in line
     /// stands in. Succeeds once W hold it durably; all attempts finish (or
     /// time out) before this returns, so no copy is left half-sent.
+    ///
+    /// The blob is sealed here, once: every owner receives the sealed
+    /// bytes, checks their tag (not the hash: a third of the CPU of hashing
+    /// and sealing again) and stores them as they are.
     pub async fn store_blob(
         self: &Arc<Self>,
         id: ChunkId,
         bytes: Bytes,
     ) -> Result<Stored, ClusterError> {
         let asked_at_ms = self.elapsed_ms();
+        let blob = self.store.sealer().seal_blob(id, &bytes);
+        drop(bytes);
         let ranked = self.ranked(&id);
         let replicas = self.replication.replicas.min(ranked.len());
         let needed = self.quorum();
@@ -77,7 +83,7 @@ impl Cluster {
         let mut failures = Vec::new();
         for _ in 0..replicas {
             if let Some((rank, target)) = candidates.next() {
-                attempts.spawn(self.clone().store_on(target, rank, id, bytes.clone()));
+                attempts.spawn(self.clone().store_on(target, rank, blob.clone()));
             }
         }
         while let Some(joined) = attempts.join_next().await {
@@ -99,7 +105,7 @@ impl Cluster {
                     tracing::debug!(blob = %id, peer = %target.node.short(), %error, "storing a copy failed; trying the next node");
                     failures.push(format!("{}: {error}", target.node.short()));
                     if let Some((rank, next)) = candidates.next() {
-                        attempts.spawn(self.clone().store_on(next, rank, id, bytes.clone()));
+                        attempts.spawn(self.clone().store_on(next, rank, blob.clone()));
                     }
                 }
             }
@@ -123,18 +129,18 @@ impl Cluster {
         self: Arc<Self>,
         target: PeerIdentity,
         rank: usize,
-        id: ChunkId,
-        bytes: Bytes,
+        blob: SealedBlob,
     ) -> (PeerIdentity, usize, Result<(), String>) {
         let result = if target.node == self.me {
-            self.put_locally(id, bytes)
+            let store = self.store.clone();
+            self.put_locally(move || store.put(&blob))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         } else {
             let store = || Message::StoreBlob {
-                id,
-                bytes: bytes.clone(),
+                id: *blob.id(),
+                sealed: blob.bytes().clone(),
             };
             match self.request(&target, store).await {
                 Ok(Message::BlobStored) => Ok(()),
@@ -227,11 +233,16 @@ impl Cluster {
 
     async fn fetch_from(&self, peer: &PeerIdentity, id: ChunkId) -> Result<Vec<u8>, FetchFailure> {
         match self.request(peer, || Message::FetchBlob { id }).await {
-            // Never trust a peer's bytes: they must hash to what we asked for.
-            Ok(Message::BlobData { bytes }) if ChunkId::of(&bytes) == id => Ok(bytes),
-            Ok(Message::BlobData { .. }) => {
-                tracing::error!(blob = %id, peer = %peer.node.short(), "a peer sent bytes that do not match their hash");
-                Err(FetchFailure::Corrupt)
+            // Never trust a peer's bytes: they must be sealed for what we
+            // asked for.
+            Ok(Message::BlobData { sealed }) => {
+                match self.store.sealer().open(&id, sealed.into()) {
+                    Ok(plaintext) => Ok(plaintext),
+                    Err(_) => {
+                        tracing::error!(blob = %id, peer = %peer.node.short(), "a peer sent a blob not sealed for its id");
+                        Err(FetchFailure::Corrupt)
+                    }
+                }
             }
             Ok(other) => Err(FetchFailure::Unreachable(format!(
                 "answered {}",
@@ -255,12 +266,11 @@ impl Cluster {
         if targets.is_empty() {
             return;
         }
-        let bytes = Bytes::copy_from_slice(bytes);
+        let blob = self.store.sealer().seal_blob(id, bytes);
         let cluster = self.clone();
         tokio::spawn(async move {
             for target in targets {
-                let (target, _, result) =
-                    cluster.clone().store_on(target, 0, id, bytes.clone()).await;
+                let (target, _, result) = cluster.clone().store_on(target, 0, blob.clone()).await;
                 match result {
                     Ok(()) => {
                         ReplicationCounters::bump(&cluster.counters.read_repairs, 1);

@@ -37,7 +37,6 @@ mod service;
 mod status;
 mod sync;
 
-use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +52,6 @@ pub use service::ClusterService;
 pub use status::MemberReport;
 pub use sync::{SyncReport, SyncTask};
 
-use crate::cas::ChunkId;
 use crate::env::Env;
 use crate::keys::NodeId;
 use crate::meta::{Hlc, IndexState, VersionId, VersionIndex};
@@ -403,10 +401,14 @@ impl Cluster {
     /// The wait for a permit is bounded too, so a peer's handler (which
     /// holds one of its connection's few slots) gives up and answers, and
     /// the connection keeps reading.
+    ///
+    /// `put` is the store's call (checks included), run on the blocking
+    /// pool while the permit is held.
     async fn put_locally(
         &self,
-        id: ChunkId,
-        bytes: Bytes,
+        put: impl FnOnce() -> Result<crate::store::PutOutcome, crate::store::StoreError>
+        + Send
+        + 'static,
     ) -> Result<crate::store::PutOutcome, crate::store::StoreError> {
         use crate::limits::DISK_WRITE_WAIT_MAX;
         let permit = tokio::time::timeout(
@@ -416,9 +418,8 @@ impl Cluster {
         .await
         .map_err(|_| crate::store::StoreError::Busy(DISK_WRITE_WAIT_MAX))?
         .expect("the disk write semaphore is never closed");
-        let store = self.store.clone();
         self.blocking(move || {
-            let outcome = store.put(&id, &bytes);
+            let outcome = put();
             drop(permit);
             outcome
         })

@@ -47,8 +47,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-
 use super::{Cluster, ReplicationCounters};
 use crate::cas::{ChunkId, ContentId, Manifest};
 use crate::keys::NodeId;
@@ -241,12 +239,11 @@ impl Cluster {
             if !missing.is_empty() && copies_left > 0 {
                 let store = self.store.clone();
                 let blob = *id;
-                let Ok(bytes) = self.blocking(move || store.get(&blob)).await else {
+                let Ok(blob) = self.blocking(move || store.get_sealed(&blob)).await else {
                     // Corrupt or gone: the read quarantined it; other
                     // holders will repair the owners.
                     continue;
                 };
-                let bytes = Bytes::from(bytes);
                 for owner in missing.iter().copied() {
                     if copies_left == 0 {
                         break;
@@ -255,7 +252,7 @@ impl Cluster {
                     let Some(peer) = alive.iter().find(|p| p.node == *owner).cloned() else {
                         continue;
                     };
-                    let (_, _, result) = self.clone().store_on(peer, 0, *id, bytes.clone()).await;
+                    let (_, _, result) = self.clone().store_on(peer, 0, blob.clone()).await;
                     match result {
                         Ok(()) => {
                             pushed.push(*owner);

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use super::{Cluster, ReplicationCounters};
-use crate::cas::ChunkId;
 use crate::keys::NodeId;
 use crate::limits::{REPAIR_BATCH, SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD, VERIFY_BATCH};
 use crate::meta::digest;
@@ -33,7 +32,7 @@ fn store_error(error: StoreError) -> Message {
         StoreError::NotFound(_) => ErrorCode::NotFound,
         StoreError::Corrupt(_) => ErrorCode::Corrupt,
         StoreError::DiskFull { .. } => ErrorCode::DiskFull,
-        StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
+        StoreError::TooLarge(_) | StoreError::NotSealedFor(_) => ErrorCode::InvalidRequest,
         StoreError::Io { .. } | StoreError::Table(_) => ErrorCode::Internal,
         StoreError::Busy(_) => ErrorCode::Unavailable,
     };
@@ -47,22 +46,28 @@ fn error_with(code: ErrorCode, cause: impl std::fmt::Display) -> Message {
 impl Cluster {
     async fn serve(self: Arc<Self>, from: NodeId, request: Message) -> Message {
         match request {
-            Message::StoreBlob { id, bytes } => {
+            Message::StoreBlob { id, sealed } => {
                 // The sender is authenticated but may still be wrong (a
-                // bug, bad memory): never store bytes under another id.
-                if ChunkId::of(&bytes) != id {
-                    tracing::error!(peer = %from.short(), blob = %id, "a peer sent a blob whose bytes do not match its id");
-                    return error(ErrorCode::InvalidRequest, "the bytes do not hash to the id");
-                }
-                match self.put_locally(id, bytes).await {
+                // bug, bad memory): never store bytes not sealed for `id`.
+                let store = self.store.clone();
+                match self
+                    .put_locally(move || store.put_checked(id, sealed))
+                    .await
+                {
                     Ok(_) => Message::BlobStored,
+                    Err(e @ StoreError::NotSealedFor(_)) => {
+                        tracing::error!(peer = %from.short(), blob = %id, "a peer sent a blob not sealed for its id");
+                        store_error(e)
+                    }
                     Err(e) => store_error(e),
                 }
             }
             Message::FetchBlob { id } => {
                 let store = self.store.clone();
-                match self.blocking(move || store.get(&id)).await {
-                    Ok(bytes) => Message::BlobData { bytes },
+                match self.blocking(move || store.get_sealed(&id)).await {
+                    Ok(blob) => Message::BlobData {
+                        sealed: blob.into_bytes(),
+                    },
                     Err(e) => store_error(e),
                 }
             }

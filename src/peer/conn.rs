@@ -430,7 +430,7 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
                 Message::BlobData {
-                    bytes: vec![7; 64 * 1024],
+                    sealed: vec![7; 64 * 1024].into(),
                 }
             })
         }

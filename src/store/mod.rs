@@ -22,16 +22,20 @@
 //!
 //! A get returns plaintext only after the AEAD tag checks; a blob that
 //! fails twice in a row is quarantined and reported as
-//! [`StoreError::Corrupt`]. Plaintext never reaches the disk.
+//! [`StoreError::Corrupt`]. Plaintext never reaches the disk. A put takes
+//! a [`SealedBlob`]: sealed here by the node that hashed its plaintext,
+//! or received from a peer and its tag checked, and the sealed bytes go
+//! to the disk as they are (nodes send each other blobs sealed, see
+//! `cluster::blobs`). [`ChunkStore::get_sealed`] reads one back, tag
+//! checked, without decrypting it, to send it on.
 //!
 //! Why the tag is the check at rest, and not a second SHA-256: the id is
 //! associated data, so a tag that checks proves these bytes are the ones a
 //! holder of the cluster key sealed for this id (the store seals only
 //! plaintext whose hash its caller computed or verified). Bit rot, a torn
 //! write, a blob moved to another id's path and a forgery all fail the tag.
-//! Whoever receives the bytes next hashes them anyway (a client before any
-//! byte reaches the user, a peer before it stores or serves them), so a
-//! hash here would be a third pass over every byte read for nothing.
+//! A client hashes every chunk it reads anyway, before any byte reaches
+//! the user.
 //!
 //! All methods are synchronous: async callers run them through
 //! [`Env::blocking`](crate::env::Env::blocking).
@@ -46,7 +50,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use seal::{SEAL_OVERHEAD_BYTES, SealError, Sealer};
+use bytes::Bytes;
+
+pub use seal::{SEAL_OVERHEAD_BYTES, SealError, SealedBlob, Sealer};
 pub use small::FILE_NAME as SMALL_BLOBS_FILE;
 
 use files::BlobFiles;
@@ -71,6 +77,9 @@ pub enum StoreError {
     TooLarge(usize),
     #[error("the disk is busy: no write slot freed within {0:?}; try again")]
     Busy(std::time::Duration),
+    /// A peer sent bytes whose tag does not check for the id it named.
+    #[error("the bytes sent as blob {0} are not sealed for it under this cluster's key")]
+    NotSealedFor(ChunkId),
     /// redb failed other than on I/O (an undecodable page: corruption).
     #[error("the small-blob table failed: {0}")]
     Table(String),
@@ -180,6 +189,11 @@ impl ChunkStore {
         self.small.as_ref().is_some_and(|small| !small.is_trusted())
     }
 
+    /// Seals blobs for this node's cluster key (and checks sealed ones).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// Where the sealed blob `id` lives when it is a file.
     pub fn blob_path(&self, id: &ChunkId) -> PathBuf {
         self.files.path(id)
@@ -218,7 +232,7 @@ impl ChunkStore {
         if !self.holds_durably(id)? {
             return Ok(false);
         }
-        match self.get(id) {
+        match self.get_sealed(id) {
             Ok(_) => Ok(true),
             Err(StoreError::NotFound(_) | StoreError::Corrupt(_)) => Ok(false),
             Err(error) => Err(error),
@@ -230,28 +244,28 @@ impl ChunkStore {
     /// put could not (a directory entry synced, a table value written
     /// again).
     pub fn scrub(&self, id: &ChunkId) -> Result<(), StoreError> {
-        let plaintext = self.get(id)?;
+        let blob = self.get_sealed(id)?;
         if !self.holds_durably(id)? {
             if self.files.exists(id)? {
                 self.files.make_entry_durable(id)?;
             } else if self.in_table(id)? {
                 // In the table only, and its commit failed or the table is
                 // distrusted: written again (a file, if distrusted).
-                self.write(id, &plaintext)?;
+                self.write(&blob)?;
             }
             crate::marks::hit("scrub_made_a_blob_durable");
         }
         Ok(())
     }
 
-    /// Store `plaintext` (whose SHA-256 is `id`) sealed and durably.
-    /// Returns once the blob survives a crash. An id already present is not
-    /// rewritten, unless its copy is not known durable.
-    pub fn put(&self, id: &ChunkId, plaintext: &[u8]) -> Result<PutOutcome, StoreError> {
-        if plaintext.len() > BLOB_BYTES_MAX {
-            return Err(StoreError::TooLarge(plaintext.len()));
+    /// Store `blob` durably. Returns once it survives a crash. An id
+    /// already present is not rewritten, unless its copy is not known
+    /// durable.
+    pub fn put(&self, blob: &SealedBlob) -> Result<PutOutcome, StoreError> {
+        if blob.plaintext_len() > BLOB_BYTES_MAX {
+            return Err(StoreError::TooLarge(blob.plaintext_len()));
         }
-        debug_assert_eq!(ChunkId::of(plaintext), *id, "caller passed a wrong id");
+        let id = blob.id();
         let present = {
             let mut put_again = self.put_again.lock().unwrap();
             let present = self.contains(id)?;
@@ -274,7 +288,7 @@ impl ChunkStore {
                 return Ok(PutOutcome::AlreadyPresent);
             }
         }
-        self.write(id, plaintext)?;
+        self.write(blob)?;
         Ok(if present {
             PutOutcome::AlreadyPresent
         } else {
@@ -284,21 +298,21 @@ impl ChunkStore {
 
     /// Write blob `id` durably: into the table if it is small enough and
     /// the table trusted, else as a file.
-    fn write(&self, id: &ChunkId, plaintext: &[u8]) -> Result<(), StoreError> {
+    fn write(&self, blob: &SealedBlob) -> Result<(), StoreError> {
         if let Some(small) = &self.small
             && self.small_bytes_max > 0
-            && plaintext.len() <= self.small_bytes_max
+            && blob.plaintext_len() <= self.small_bytes_max
             && small.is_trusted()
             && self.room_for_the_table()
         {
-            match small.insert(id, self.sealer.seal(id, plaintext)) {
+            match small.insert(blob.id(), blob.bytes().to_vec()) {
                 Ok(_) => return Ok(()),
                 // Distrusted meanwhile: a file, then.
                 Err(StoreError::Table(_)) => {}
                 Err(error) => return Err(error),
             }
         }
-        self.files.write(id, &self.sealer.seal(id, plaintext))
+        self.files.write(blob.id(), blob.bytes())
     }
 
     /// Whether the disk has more than a reserve free. Below it a small
@@ -320,9 +334,29 @@ impl ChunkStore {
     /// fails again, the blob is moved to `quarantine/` and
     /// [`StoreError::Corrupt`] returned: the caller fetches another replica.
     pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        self.read_checked(id, |sealer, id, sealed| sealer.open(id, sealed).ok())
+    }
+
+    /// Read blob `id` and check its tag, without decrypting it: to send it
+    /// to a peer (which stores it as it is), or to write it again. Fails
+    /// as [`ChunkStore::get`] does.
+    pub fn get_sealed(&self, id: &ChunkId) -> Result<SealedBlob, StoreError> {
+        self.read_checked(id, |sealer, id, sealed| {
+            sealer.checked(*id, sealed.into()).ok()
+        })
+    }
+
+    /// Read blob `id` and pass it through `check` (`None`: it failed),
+    /// from the table or its file, reading it again once and then
+    /// quarantining it if it fails.
+    fn read_checked<T>(
+        &self,
+        id: &ChunkId,
+        check: impl Fn(&Sealer, &ChunkId, Vec<u8>) -> Option<T>,
+    ) -> Result<T, StoreError> {
         if let Some(small) = &self.small {
-            match self.get_from_table(small, id) {
-                Ok(Some(plaintext)) => return Ok(plaintext),
+            match self.get_from_table(small, id, &check) {
+                Ok(Some(checked)) => return Ok(checked),
                 Ok(None) => {}
                 // A file copy, if any, is the same blob (written again
                 // after the table was distrusted): try it.
@@ -330,16 +364,16 @@ impl ChunkStore {
                 Err(error) => return Err(error),
             }
         }
-        match self.read_verified(id)? {
-            Some(plaintext) => return Ok(plaintext),
+        match self.read_verified(id, &check)? {
+            Some(checked) => return Ok(checked),
             None => tracing::warn!(blob = %id, "blob failed verification; reading it again"),
         }
-        match self.read_verified(id)? {
-            Some(plaintext) => {
+        match self.read_verified(id, &check)? {
+            Some(checked) => {
                 self.counters
                     .transient_read_faults
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(plaintext)
+                Ok(checked)
             }
             None => {
                 self.quarantine(id)?;
@@ -355,16 +389,17 @@ impl ChunkStore {
     /// The second read comes from the file (through the OS), not from
     /// redb's page cache, which would hand back the same bad bytes: only
     /// bytes that fail twice, the second time read anew, are quarantined.
-    fn get_from_table(
+    fn get_from_table<T>(
         &self,
         small: &SmallBlobs,
         id: &ChunkId,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+        check: &impl Fn(&Sealer, &ChunkId, Vec<u8>) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
         let Some(sealed) = small.get(id)? else {
             return Ok(None);
         };
-        if let Ok(plaintext) = self.sealer.open(id, sealed) {
-            return Ok(Some(plaintext));
+        if let Some(checked) = check(&self.sealer, id, sealed) {
+            return Ok(Some(checked));
         }
         tracing::warn!(blob = %id, "blob failed verification; reading it again from the disk");
         small.reread_from_disk()?;
@@ -372,27 +407,48 @@ impl ChunkStore {
             // Deleted meanwhile.
             return Ok(None);
         };
-        match self.sealer.open(id, sealed.clone()) {
-            Ok(plaintext) => {
+        match check(&self.sealer, id, sealed.clone()) {
+            Some(checked) => {
                 self.counters
                     .transient_read_faults
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(Some(plaintext))
+                Ok(Some(checked))
             }
-            Err(_) => {
+            None => {
                 self.quarantine_value(small, id, sealed)?;
                 Err(StoreError::Corrupt(*id))
             }
         }
     }
 
-    /// Blob file `id`, verified. `Ok(None)`: the bytes are there but do
-    /// not verify.
-    fn read_verified(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+    /// [`ChunkStore::put`] of `sealed`, received as blob `id`, once its
+    /// tag checks ([`StoreError::NotSealedFor`] if not). The check runs
+    /// here, on the caller's blocking thread, not on the async runtime.
+    pub fn put_checked(&self, id: ChunkId, sealed: Bytes) -> Result<PutOutcome, StoreError> {
+        let blob = self
+            .sealer
+            .checked(id, sealed)
+            .map_err(|_| StoreError::NotSealedFor(id))?;
+        self.put(&blob)
+    }
+
+    /// [`ChunkStore::put`] of `plaintext`, sealed here.
+    #[cfg(test)]
+    fn put_plaintext(&self, id: &ChunkId, plaintext: &[u8]) -> Result<PutOutcome, StoreError> {
+        self.put(&self.sealer.seal_blob(*id, plaintext))
+    }
+
+    /// Blob file `id`, through `check`. `Ok(None)`: the bytes are there
+    /// but do not verify.
+    fn read_verified<T>(
+        &self,
+        id: &ChunkId,
+        check: &impl Fn(&Sealer, &ChunkId, Vec<u8>) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
         Ok(self
             .files
             .read(id)?
-            .and_then(|sealed| self.sealer.open(id, sealed).ok()))
+            .and_then(|sealed| check(&self.sealer, id, sealed)))
     }
 
     /// Move a blob file that failed verification out of the way.
@@ -534,10 +590,16 @@ mod tests {
         let (small_id, large_id) = (ChunkId::of(&small), ChunkId::of(&large));
         {
             let store = store_with_small(dir.path(), 64 << 10);
-            assert_eq!(store.put(&small_id, &small).unwrap(), PutOutcome::Written);
-            assert_eq!(store.put(&large_id, &large).unwrap(), PutOutcome::Written);
             assert_eq!(
-                store.put(&small_id, &small).unwrap(),
+                store.put_plaintext(&small_id, &small).unwrap(),
+                PutOutcome::Written
+            );
+            assert_eq!(
+                store.put_plaintext(&large_id, &large).unwrap(),
+                PutOutcome::Written
+            );
+            assert_eq!(
+                store.put_plaintext(&small_id, &small).unwrap(),
                 PutOutcome::AlreadyPresent
             );
             assert!(!store.blob_path(&small_id).exists(), "no file for it");
@@ -571,7 +633,7 @@ mod tests {
     fn table_holding_a_blob(dir: &Path) -> Vec<u8> {
         let blob = vec![0x88; 500];
         store_with_small(dir, 64 << 10)
-            .put(&ChunkId::of(&blob), &blob)
+            .put_plaintext(&ChunkId::of(&blob), &blob)
             .unwrap();
         std::fs::read(dir.join(SMALL_BLOBS_FILE)).unwrap()
     }
@@ -636,7 +698,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blob = vec![0x55; 100];
         let id = ChunkId::of(&blob);
-        store(dir.path()).put(&id, &blob).unwrap();
+        store(dir.path()).put_plaintext(&id, &blob).unwrap();
         assert!(!dir.path().join(SMALL_BLOBS_FILE).exists());
         assert!(store(dir.path()).blob_path(&id).exists());
     }
@@ -652,7 +714,7 @@ mod tests {
         let (old_id, new_id) = (ChunkId::of(&old), ChunkId::of(&new));
         {
             let store = store_with_small(dir.path(), 64 << 10);
-            store.put(&old_id, &old).unwrap();
+            store.put_plaintext(&old_id, &old).unwrap();
             assert!(store.holds_durably(&old_id).unwrap());
             store.small.as_ref().unwrap().distrust_for_test();
             assert!(store.small_blob_table_distrusted());
@@ -666,12 +728,15 @@ mod tests {
         assert!(store.small_blob_table_distrusted(), "across a restart");
         assert!(!store.holds_durably(&old_id).unwrap());
         assert_eq!(
-            store.put(&old_id, &old).unwrap(),
+            store.put_plaintext(&old_id, &old).unwrap(),
             PutOutcome::AlreadyPresent
         );
         assert!(store.blob_path(&old_id).exists(), "written again as a file");
         assert!(store.holds_durably(&old_id).unwrap());
-        assert_eq!(store.put(&new_id, &new).unwrap(), PutOutcome::Written);
+        assert_eq!(
+            store.put_plaintext(&new_id, &new).unwrap(),
+            PutOutcome::Written
+        );
         assert!(store.blob_path(&new_id).exists());
         assert_eq!(store.list().unwrap().len(), 2);
     }
@@ -683,10 +748,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blob = vec![0x33; 1000];
         let id = ChunkId::of(&blob);
-        store(dir.path()).put(&id, &blob).unwrap();
+        store(dir.path()).put_plaintext(&id, &blob).unwrap();
         let store = store_with_small(dir.path(), 64 << 10);
         assert_eq!(store.get(&id).unwrap(), blob);
-        assert_eq!(store.put(&id, &blob).unwrap(), PutOutcome::AlreadyPresent);
+        assert_eq!(
+            store.put_plaintext(&id, &blob).unwrap(),
+            PutOutcome::AlreadyPresent
+        );
         // Both copies, as after a rollback and an upgrade.
         let small = store.small.as_ref().unwrap();
         small.insert(&id, store.sealer.seal(&id, &blob)).unwrap();
@@ -705,7 +773,7 @@ mod tests {
         let store = store_with_small(dir.path(), 64 << 10);
         let blob = vec![0x44; 2000];
         let id = ChunkId::of(&blob);
-        store.put(&id, &blob).unwrap();
+        store.put_plaintext(&id, &blob).unwrap();
         let small = store.small.as_ref().unwrap();
         let mut sealed = small.get(&id).unwrap().unwrap();
         sealed[1000] ^= 0x01;
@@ -724,7 +792,10 @@ mod tests {
             1
         );
         assert_eq!(store.usage().blobs, 0);
-        assert_eq!(store.put(&id, &blob).unwrap(), PutOutcome::Written);
+        assert_eq!(
+            store.put_plaintext(&id, &blob).unwrap(),
+            PutOutcome::Written
+        );
         assert_eq!(store.get(&id).unwrap(), blob);
     }
 
@@ -735,7 +806,7 @@ mod tests {
         let chunk = b"a chunk of a put in flight";
         let id = ChunkId::of(chunk);
         let absent = ChunkId::of(b"never stored");
-        store.put(&id, chunk).unwrap();
+        store.put_plaintext(&id, chunk).unwrap();
         // A round took the set (empty) before the put: the blob is fair game.
         assert!(store.take_put_again().is_empty());
         assert_eq!(store.keep(&[id, absent]).unwrap(), vec![true, false]);
@@ -756,7 +827,7 @@ mod tests {
         let store = store(dir.path());
         let chunk = vec![0x5A; 10_000];
         let id = ChunkId::of(&chunk);
-        store.put(&id, &chunk).unwrap();
+        store.put_plaintext(&id, &chunk).unwrap();
         assert!(store.verify(&id).unwrap());
         let path = store.blob_path(&id);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -772,7 +843,7 @@ mod tests {
             "the rotten copy is quarantined"
         );
         // A good copy put back is held again; the scrub then finds it sound.
-        store.put(&id, &chunk).unwrap();
+        store.put_plaintext(&id, &chunk).unwrap();
         store.scrub(&id).unwrap();
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(store.scrub(&id), Err(StoreError::Corrupt(_))));
@@ -805,7 +876,7 @@ mod table_space {
             for i in 0..count {
                 let mut blob = vec![0u8; size];
                 blob[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                store.put(&ChunkId::of(&blob), &blob).unwrap();
+                store.put_plaintext(&ChunkId::of(&blob), &blob).unwrap();
             }
             let sealed = ((size + SEAL_OVERHEAD_BYTES) * count) as f64;
             let table = std::fs::metadata(dir.path().join(SMALL_BLOBS_FILE))

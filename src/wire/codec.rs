@@ -12,8 +12,9 @@ use super::frame::{FRAME_HEADER_BYTES, encode_frame_header};
 /// and `Forbidden`). Version 6: records carry `etag` and `null_version`
 /// (S3). Version 7: `StatusReport` says readiness, disk space, uptime,
 /// version and repair copies, and peers answer `Status` too; chunked puts
-/// (`PutBaseOf`, `PutChunkedStart`, `PutChunk`, `PutReuse`).
-pub const PROTOCOL_VERSION: u8 = 7;
+/// (`PutBaseOf`, `PutChunkedStart`, `PutChunk`, `PutReuse`). Version 8:
+/// `StoreBlob` and `BlobData` carry blobs sealed, as stored, not plaintext.
+pub const PROTOCOL_VERSION: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

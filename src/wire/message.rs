@@ -213,24 +213,27 @@ pub enum Message {
     /// Keepalive request; answered by `Pong`.
     Ping,
     Pong,
-    /// Store a blob (chunk or manifest) durably; the receiver checks that
-    /// `bytes` hash to `id`. Answered by `BlobStored` once durable.
+    /// Store a blob (chunk or manifest) durably, sent sealed (as at rest,
+    /// `store::seal`: every node seals a blob into the same bytes); the
+    /// receiver checks the tag for `id` and stores the bytes as they are.
+    /// Answered by `BlobStored` once durable.
     StoreBlob {
         id: ChunkId,
         /// Shared, not copied, when one blob is sent to several owners (the
         /// wire form is the same byte string as a `serde_bytes` vector's).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
-        bytes: Bytes,
+        sealed: Bytes,
     },
     BlobStored,
-    /// Read a blob; answered by `BlobData` (verified by the sender and
-    /// again by the receiver) or `Error` (`NotFound`, `Corrupt`).
+    /// Read a blob; answered by `BlobData`, sealed (its tag checked by the
+    /// sender, and by the receiver as it opens it), or `Error`
+    /// (`NotFound`, `Corrupt`).
     FetchBlob {
         id: ChunkId,
     },
     BlobData {
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+        sealed: Bytes,
     },
     /// Merge version records and prune floors into the index, durably;
     /// answered by `RecordsApplied`.

@@ -83,8 +83,8 @@
 //! |---|---|
 //! | `Swim{bytes}` (request id 0) | a SWIM datagram in foca's postcard encoding, at most [`SWIM_PACKET_BYTES_MAX`](crate::limits::SWIM_PACKET_BYTES_MAX); its header's sender must be the connection's node |
 //! | `Ping` -> `Pong` | keepalive, every [`PEER_KEEPALIVE_INTERVAL`](crate::limits::PEER_KEEPALIVE_INTERVAL); no `Pong` within the request timeout ends the connection |
-//! | `StoreBlob{id, bytes}` -> `BlobStored` | store a chunk or manifest durably; the receiver checks that the bytes hash to `id` |
-//! | `FetchBlob{id}` -> `BlobData{bytes}` | read a blob; the receiver of the data verifies the hash again |
+//! | `StoreBlob{id, sealed}` -> `BlobStored` | store a chunk or manifest durably, sent sealed as at rest; the receiver checks its tag for `id` and stores the bytes as they are |
+//! | `FetchBlob{id}` -> `BlobData{sealed}` | read a blob, sent sealed; its tag is checked by the sender before it sends and by the receiver as it opens it |
 //! | `ApplyRecords{records, floors}` -> `RecordsApplied{below_floor}` | merge version records and prune floors into the index, durably; lists the records a floor kept out |
 //! | `SyncDigests{digests, after, keys_digest}` -> `SyncKeys{buckets, keys, floors, truncated, keys_differ}` | anti-entropy: 256 bucket digests in, the responder's keys (after `after`) and floors of the differing buckets out; and whether its access key records differ |
 //! | `FetchRecords{keys}` -> `Records{records}` | anti-entropy: the records for these keys |
@@ -372,7 +372,7 @@ mod tests {
                 "store_blob",
                 Message::StoreBlob {
                     id: ChunkId([0x44; 32]),
-                    bytes: bytes::Bytes::from_static(b"hello"),
+                    sealed: bytes::Bytes::from_static(b"hello"),
                 },
             ),
             ("blob_stored", Message::BlobStored),
@@ -385,7 +385,7 @@ mod tests {
             (
                 "blob_data",
                 Message::BlobData {
-                    bytes: b"hello".to_vec(),
+                    sealed: bytes::Bytes::from_static(b"hello"),
                 },
             ),
             (

@@ -50,7 +50,12 @@ fn attempts(now_ms: u64, me: NodeId, seed: u64) -> Vec<Message> {
         },
         removed: true,
     };
+    // Sealed as a node would seal it (the intruder learnt the cluster's
+    // data key, say), so only the refusal of a client key as a peer can
+    // keep it out.
     let blob = b"an intruder's blob".to_vec();
+    let sealed = dfs::store::Sealer::new(&crate::workload::cluster_key(seed))
+        .seal_blob(ChunkId::of(&blob), &blob);
     vec![
         Message::ApplyRecords {
             records: Vec::new(),
@@ -60,8 +65,8 @@ fn attempts(now_ms: u64, me: NodeId, seed: u64) -> Vec<Message> {
             keys: vec![removal],
         },
         Message::StoreBlob {
-            id: ChunkId::of(&blob),
-            bytes: blob.into(),
+            id: *sealed.id(),
+            sealed: sealed.into_bytes(),
         },
         Message::KeepBlobs {
             ids: vec![ChunkId([7; 32])],

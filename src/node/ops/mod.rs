@@ -65,7 +65,9 @@ impl From<StoreError> for OpError {
             StoreError::Corrupt(_) => ErrorCode::Corrupt,
             StoreError::DiskFull { .. } => ErrorCode::DiskFull,
             StoreError::TooLarge(_) => ErrorCode::InvalidRequest,
-            StoreError::Io { .. } | StoreError::Table(_) => ErrorCode::Internal,
+            StoreError::Io { .. } | StoreError::Table(_) | StoreError::NotSealedFor(_) => {
+                ErrorCode::Internal
+            }
             StoreError::Busy(_) => ErrorCode::Unavailable,
         };
         // A client's mistake is the client's to hear, not the log's.
@@ -79,7 +81,10 @@ impl From<StoreError> for OpError {
             StoreError::DiskFull { .. } => {
                 tracing::error!(%error, "request failed: the disk is full; free space, or add disk or nodes")
             }
-            StoreError::Corrupt(_) | StoreError::Io { .. } | StoreError::Table(_) => {
+            StoreError::Corrupt(_)
+            | StoreError::Io { .. }
+            | StoreError::Table(_)
+            | StoreError::NotSealedFor(_) => {
                 tracing::error!(%error, "request failed in the chunk store; check the disk (dmesg, smartctl)")
             }
         }
