@@ -181,17 +181,19 @@ fn main() {
     let PrimitiveCost {
         sha,
         aead,
+        tag_check,
         fastcdc: cdc,
     } = machine.seconds_per_gib();
     let cost = |readings, floor_node, floor_client| {
         CpuCost::between(3, size, readings, floor_node, floor_client)
     };
-    // A put: the coordinator decrypts, hashes, seals its copy and encrypts
-    // the chunk to each of the two other owners, which decrypt, hash and
-    // seal theirs. A get through an owner: it opens its copy and encrypts.
+    // A put: the coordinator decrypts, hashes, seals the chunk and
+    // encrypts the sealed chunk to each of the two other owners, which
+    // decrypt it and check its tag. A get through an owner: it opens its
+    // copy and encrypts.
     let put_cost = cost(
         (cpu_before_put, cpu_after_put),
-        3.0 * (2.0 * aead + sha) + 2.0 * aead,
+        4.0 * aead + sha + 2.0 * (aead + tag_check),
         cdc + sha + aead,
     );
     let get_cost = cost((cpu_after_put, cpu_after_get), 2.0 * aead, aead + sha);

@@ -98,6 +98,7 @@ fn main() {
         sha,
         aead,
         fastcdc: cdc,
+        ..
     } = machine.seconds_per_gib();
     let cost = |readings, floor_node, floor_client| {
         CpuCost::between(1, size, readings, floor_node, floor_client)

@@ -94,6 +94,8 @@ pub type CpuReading = (f64, f64);
 pub struct PrimitiveCost {
     pub sha: f64,
     pub aead: f64,
+    /// Checking a sealed blob's tag without decrypting it (`Sealer::check`).
+    pub tag_check: f64,
     pub fastcdc: f64,
 }
 
@@ -103,6 +105,7 @@ impl MachineLimits {
         PrimitiveCost {
             sha: per_gib(self.sha),
             aead: per_gib(self.aead),
+            tag_check: per_gib(self.tag_check),
             fastcdc: per_gib(self.fastcdc),
         }
     }
@@ -170,6 +173,7 @@ pub struct MachineLimits {
     /// Single-core MiB/s.
     pub sha: f64,
     pub aead: f64,
+    pub tag_check: f64,
     pub fastcdc: f64,
     pub memcpy: f64,
     /// 1 / (1/sha + 1/aead): one core hashing and sealing every byte once.
@@ -191,6 +195,7 @@ impl MachineLimits {
         Self {
             sha: self.sha.max(other.sha),
             aead: self.aead.max(other.aead),
+            tag_check: self.tag_check.max(other.tag_check),
             fastcdc: self.fastcdc.max(other.fastcdc),
             memcpy: self.memcpy.max(other.memcpy),
             serial: self.serial.max(other.serial),
@@ -232,6 +237,20 @@ pub fn machine_limits(scratch: &Path) -> MachineLimits {
             );
         }
     });
+    let sealer = dfs::store::Sealer::new(&dfs::keys::ClusterKey::from_bytes([7; 32]));
+    let sealed: Vec<_> = buffer
+        .chunks(1 << 20)
+        .map(|piece| {
+            let id = dfs::cas::ChunkId::of(piece);
+            (id, sealer.seal(&id, piece))
+        })
+        .collect();
+    let tag_check = rate(&mut buffer, |_| {
+        for (id, blob) in &sealed {
+            sealer.check(id, blob).unwrap();
+        }
+    });
+    drop(sealed);
     let fastcdc = rate(&mut buffer, |b| {
         let mut chunker = dfs::cas::Chunker::default();
         for piece in b.chunks(256 << 10) {
@@ -254,6 +273,7 @@ pub fn machine_limits(scratch: &Path) -> MachineLimits {
     let parallel_syncs_per_s = parallel_syncs_per_s(scratch, 16, std::time::Duration::from_secs(2));
     println!(
         "machine (one core, as the node does it): sha256 {sha:.0} MiB/s, chacha20poly1305 {aead:.0} MiB/s, \
+tag check {tag_check:.0} MiB/s, \
 hash+seal (serial limit) {serial:.0} MiB/s, fastcdc {fastcdc:.0} MiB/s, memcpy {memcpy:.0} MiB/s; \
 disk: write+fdatasync 4 KiB {fsync_4k_ms:.2} ms, 1 MiB {fsync_1m_ms:.2} ms, directory fsync {dir_fsync_ms:.2} ms (medians); \
 16 writers at once: {parallel_syncs_per_s:.0} new 4 KiB files synced/s"
@@ -261,6 +281,7 @@ disk: write+fdatasync 4 KiB {fsync_4k_ms:.2} ms, 1 MiB {fsync_1m_ms:.2} ms, dire
     MachineLimits {
         sha,
         aead,
+        tag_check,
         fastcdc,
         memcpy,
         serial,
