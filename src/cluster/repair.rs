@@ -216,8 +216,22 @@ impl Cluster {
             }
         }
 
-        let mut under = 0u64;
-        let mut under_bytes = 0u64;
+        // Blobs with fewer than `target` durable copies, and their bytes
+        // (one blocking call for all of them).
+        let under_ids: Vec<ChunkId> = window
+            .iter()
+            .zip(&owners)
+            .filter(|(id, owners)| {
+                owners
+                    .iter()
+                    .filter(|o| holds.contains(&(**o, **id)))
+                    .count()
+                    < target
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let under = under_ids.len() as u64;
+        let under_bytes = self.blob_lens(under_ids).await;
         let mut copies_left = REPAIR_COPIES_PER_ROUND;
         // Each drop reads the blob back on every owner first: bounded too.
         let mut drops_left = REPAIR_COPIES_PER_ROUND;
@@ -227,14 +241,6 @@ impl Cluster {
                 .iter()
                 .filter(|o| **o != self.me && !unknown.contains(o) && !holds.contains(&(**o, *id)))
                 .collect();
-            let confirmed = owners
-                .iter()
-                .filter(|o| holds.contains(&(**o, *id)))
-                .count();
-            if confirmed < target {
-                under += 1;
-                under_bytes += self.blob_len(*id).await;
-            }
             let mut pushed: Vec<NodeId> = Vec::new();
             if !missing.is_empty() && copies_left > 0 {
                 let store = self.store.clone();
@@ -359,11 +365,19 @@ impl Cluster {
         }
     }
 
-    async fn blob_len(&self, id: ChunkId) -> u64 {
+    /// The plaintext bytes of `ids` together, as far as this node can tell
+    /// from its own copies (a blob it holds no copy of counts 0).
+    async fn blob_lens(&self, ids: Vec<ChunkId>) -> u64 {
+        if ids.is_empty() {
+            return 0;
+        }
         let store = self.store.clone();
-        self.blocking(move || store.plaintext_len(&id))
-            .await
-            .unwrap_or(0)
+        self.blocking(move || {
+            ids.iter()
+                .map(|id| store.plaintext_len(id).unwrap_or(0))
+                .sum()
+        })
+        .await
     }
 
     /// Delete blobs no retained version references (see the module docs).
