@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use super::{Cluster, ClusterError, ReplicationCounters};
+use super::{Cluster, ClusterError, LocalPut, ReplicationCounters};
 use crate::cas::ChunkId;
 use crate::peer::{PeerError, PeerIdentity};
 use crate::placement;
@@ -132,8 +132,7 @@ impl Cluster {
         blob: SealedBlob,
     ) -> (PeerIdentity, usize, Result<(), String>) {
         let result = if target.node == self.me {
-            let store = self.store.clone();
-            self.put_locally(move || store.put(&blob))
+            self.put_locally(LocalPut::Sealed(blob))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -37,6 +37,7 @@ mod service;
 mod status;
 mod sync;
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,12 +53,13 @@ pub use service::ClusterService;
 pub use status::MemberReport;
 pub use sync::{SyncReport, SyncTask};
 
+use crate::cas::ChunkId;
 use crate::env::Env;
 use crate::keys::NodeId;
 use crate::meta::{Hlc, IndexState, VersionId, VersionIndex};
 use crate::peer::{MemberView, PeerConnection, PeerError, PeerIdentity, Peers};
 use crate::placement::Replication;
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, PutOutcome, SEAL_OVERHEAD_BYTES, SealedBlob, StoreError};
 use crate::wire::Message;
 
 /// Tries of one peer request whose connection failed under it.
@@ -159,6 +161,14 @@ impl ReplicationCounters {
     pub(crate) fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
     }
+}
+
+/// A blob to store on this node ([`Cluster::put_locally`]).
+enum LocalPut {
+    /// Sealed here.
+    Sealed(SealedBlob),
+    /// As a peer sent it: stored only if its tag checks for `id`.
+    FromPeer { id: ChunkId, sealed: Bytes },
 }
 
 /// One node's view of the cluster, and its replicated operations.
@@ -402,24 +412,66 @@ impl Cluster {
     /// holds one of its connection's few slots) gives up and answers, and
     /// the connection keeps reading.
     ///
-    /// `put` is the store's call (checks included), run on the blocking
-    /// pool while the permit is held.
-    async fn put_locally(
-        &self,
-        put: impl FnOnce() -> Result<crate::store::PutOutcome, crate::store::StoreError>
-        + Send
-        + 'static,
-    ) -> Result<crate::store::PutOutcome, crate::store::StoreError> {
+    /// A blob bound for the small-blob table is queued for the store's next
+    /// batch ([`ChunkStore::queue_put`]); any other is put on the blocking
+    /// pool. A peer's blob has its tag checked first: here if it is small,
+    /// on the blocking pool with the put if not.
+    async fn put_locally(&self, put: LocalPut) -> Result<PutOutcome, StoreError> {
         use crate::limits::DISK_WRITE_WAIT_MAX;
         let permit = tokio::time::timeout(
             DISK_WRITE_WAIT_MAX,
             self.disk_writes.clone().acquire_owned(),
         )
         .await
-        .map_err(|_| crate::store::StoreError::Busy(DISK_WRITE_WAIT_MAX))?
+        .map_err(|_| StoreError::Busy(DISK_WRITE_WAIT_MAX))?
         .expect("the disk write semaphore is never closed");
+        let store = self.store.clone();
+        let blob = match put {
+            LocalPut::Sealed(blob) => blob,
+            // One the table would take (8 KiB by default: a check of
+            // about 2 µs, here rather than on another thread).
+            LocalPut::FromPeer { id, sealed }
+                if sealed.len() <= store.small_blob_bytes_max() + SEAL_OVERHEAD_BYTES =>
+            {
+                store
+                    .sealer()
+                    .checked(id, sealed)
+                    .map_err(|_| StoreError::NotSealedFor(id))?
+            }
+            LocalPut::FromPeer { id, sealed } => {
+                return self
+                    .blocking(move || {
+                        let outcome = store.put_checked(id, sealed);
+                        drop(permit);
+                        outcome
+                    })
+                    .await;
+            }
+        };
+        if store.goes_to_table(&blob) {
+            let (sender, outcome) = tokio::sync::oneshot::channel();
+            let start = store.queue_put(
+                blob,
+                Box::new(move |result| {
+                    drop(permit);
+                    let _ = sender.send(result);
+                }),
+            );
+            if start {
+                let store = store.clone();
+                // `Env::blocking` submits the job at once (unlike the async
+                // `Cluster::blocking`): it runs whether or not anyone waits.
+                drop(self.env.blocking(move || store.run_queued_puts()));
+            }
+            return outcome.await.unwrap_or_else(|_| {
+                Err(StoreError::Io {
+                    context: "putting a small blob".into(),
+                    source: std::io::Error::other("the batch that held it failed"),
+                })
+            });
+        }
         self.blocking(move || {
-            let outcome = put();
+            let outcome = store.put(&blob);
             drop(permit);
             outcome
         })

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Cluster, ReplicationCounters};
+use super::{Cluster, LocalPut, ReplicationCounters};
 use crate::keys::NodeId;
 use crate::limits::{REPAIR_BATCH, SYNC_BATCH_BYTES, SYNC_ENTRY_OVERHEAD, VERIFY_BATCH};
 use crate::meta::digest;
@@ -49,11 +49,7 @@ impl Cluster {
             Message::StoreBlob { id, sealed } => {
                 // The sender is authenticated but may still be wrong (a
                 // bug, bad memory): never store bytes not sealed for `id`.
-                let store = self.store.clone();
-                match self
-                    .put_locally(move || store.put_checked(id, sealed))
-                    .await
-                {
+                match self.put_locally(LocalPut::FromPeer { id, sealed }).await {
                     Ok(_) => Message::BlobStored,
                     Err(e @ StoreError::NotSealedFor(_)) => {
                         tracing::error!(peer = %from.short(), blob = %id, "a peer sent a blob not sealed for its id");

@@ -75,8 +75,8 @@ impl<J, R> std::fmt::Debug for GroupCommit<J, R> {
 struct Lead<'a, J, R> {
     group: &'a GroupCommit<J, R>,
     tickets: Vec<u64>,
-    /// The leader's own ticket: its own panic reaches it anyway.
-    own: u64,
+    /// The leader's own tickets: its own panic reaches it anyway.
+    own: std::ops::Range<u64>,
     done: bool,
 }
 
@@ -84,16 +84,21 @@ impl<J, R> Drop for Lead<'_, J, R> {
     fn drop(&mut self) {
         let mut state = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         if !self.done {
-            let own = self.own;
-            for ticket in self.tickets.iter().copied().filter(|t| *t != own) {
+            let own = self.own.clone();
+            for ticket in self.tickets.iter().copied().filter(|t| !own.contains(t)) {
                 state.abandoned.insert(ticket);
                 state.wake(ticket);
             }
-            // The leader's own job, when a full batch ahead left it queued:
-            // its caller is failing now, so nobody must apply it later.
-            state.queue.retain(|(ticket, _, _)| *ticket != own);
-            // Nor wait for it (registered if it waited before it led).
-            state.waiting.remove(&own);
+            // The leader's own jobs, when a full batch ahead left them
+            // queued: its caller is failing now, so nobody must apply them
+            // later.
+            state.queue.retain(|(ticket, _, _)| !own.contains(ticket));
+            // Nor wait for them (registered if it waited before it led),
+            // nor keep what earlier batches returned for them.
+            for ticket in own {
+                state.waiting.remove(&ticket);
+                state.results.remove(&ticket);
+            }
         }
         state.leading = false;
         // Jobs still queued need a leader: the oldest one's caller. (If
@@ -119,18 +124,45 @@ impl<J, R> GroupCommit<J, R> {
     /// arrival order and returns one result per job, in the same order,
     /// once they are durable. Returns this job's result.
     pub fn submit(&self, job: J, weight: usize, run: impl Fn(Vec<J>) -> Vec<R>) -> R {
+        self.submit_all(vec![(job, weight)], run)
+            .pop()
+            .expect("one result per job")
+    }
+
+    /// [`GroupCommit::submit`] of several jobs (each with its weight) at
+    /// once, queued together in this order: one wait for all of them, and
+    /// their results in the same order.
+    pub fn submit_all(&self, jobs: Vec<(J, usize)>, run: impl Fn(Vec<J>) -> Vec<R>) -> Vec<R> {
         let mut state = self.state.lock().expect("group commit poisoned");
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push((ticket, weight, job));
+        let first = state.next_ticket;
+        for (job, weight) in jobs {
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.queue.push((ticket, weight, job));
+        }
+        let own = first..state.next_ticket;
         let mut condvar: Option<Arc<Condvar>> = None;
         loop {
-            if let Some(result) = state.results.remove(&ticket) {
-                state.waiting.remove(&ticket);
-                return result;
+            if own
+                .clone()
+                .all(|ticket| state.results.contains_key(&ticket))
+            {
+                return own
+                    .map(|ticket| {
+                        state.waiting.remove(&ticket);
+                        state.results.remove(&ticket).expect("checked above")
+                    })
+                    .collect();
             }
-            if state.abandoned.remove(&ticket) {
-                state.waiting.remove(&ticket);
+            if own.clone().any(|ticket| state.abandoned.contains(&ticket)) {
+                // Jobs of this caller a later batch would run: nobody must
+                // apply them now.
+                state.queue.retain(|(ticket, _, _)| !own.contains(ticket));
+                for ticket in own.clone() {
+                    state.abandoned.remove(&ticket);
+                    state.waiting.remove(&ticket);
+                    state.results.remove(&ticket);
+                }
                 // Not while holding the lock: that would poison it for
                 // every later caller.
                 drop(state);
@@ -139,7 +171,9 @@ impl<J, R> GroupCommit<J, R> {
             if state.leading {
                 let condvar = condvar.get_or_insert_with(|| {
                     let condvar = Arc::new(Condvar::new());
-                    state.waiting.insert(ticket, condvar.clone());
+                    for ticket in own.clone() {
+                        state.waiting.insert(ticket, condvar.clone());
+                    }
                     condvar
                 });
                 state = condvar.wait(state).expect("group commit poisoned");
@@ -162,7 +196,7 @@ impl<J, R> GroupCommit<J, R> {
             let mut lead = Lead {
                 group: self,
                 tickets,
-                own: ticket,
+                own: own.clone(),
                 done: false,
             };
             let results = run(jobs);
@@ -245,6 +279,46 @@ mod tests {
         assert!(commits < 16, "{commits} commits for 16 jobs: no grouping");
     }
 
+    /// Several jobs of one caller, among other callers' jobs and across
+    /// batches cut short by `BATCH_MAX`: each result comes back to its
+    /// job, in order, and every job ran once.
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "real threads make real contention"
+    )]
+    fn a_caller_submits_many_jobs_at_once() {
+        let group = Arc::new(GroupCommit::default());
+        let ran = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4u64)
+            .map(|caller| {
+                let group = group.clone();
+                let ran = ran.clone();
+                std::thread::spawn(move || {
+                    let jobs: Vec<(u64, usize)> =
+                        (0..300u64).map(|j| (caller * 1000 + j, 1)).collect();
+                    let results = group.submit_all(jobs, |batch| {
+                        assert!(batch.len() <= BATCH_MAX);
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        ran.fetch_add(batch.len() as u64, Ordering::SeqCst);
+                        batch.iter().map(|j| j * 2).collect()
+                    });
+                    let expected: Vec<u64> = (0..300u64).map(|j| (caller * 1000 + j) * 2).collect();
+                    assert_eq!(results, expected);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 1200);
+        assert!(
+            group
+                .submit_all(Vec::new(), |batch: Vec<u64>| batch)
+                .is_empty()
+        );
+    }
+
     #[test]
     fn a_panicking_batch_fails_its_callers_and_frees_the_lead() {
         let group = Arc::new(GroupCommit::<u64, u64>::default());
@@ -253,5 +327,20 @@ mod tests {
         }));
         assert!(failed.is_err());
         assert_eq!(group.submit(2, 1, |jobs| jobs), 2);
+        // Jobs of a caller whose batch panicked, more than one batch of
+        // them: none is left queued for the next caller's batch to run.
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.submit_all((0..BATCH_MAX as u64 + 5).map(|j| (j, 1)).collect(), |_| {
+                panic!("disk on fire")
+            })
+        }));
+        assert!(failed.is_err());
+        assert_eq!(
+            group.submit(3, 1, |jobs| {
+                assert_eq!(jobs, vec![3]);
+                jobs
+            }),
+            3
+        );
     }
 }

@@ -418,14 +418,28 @@ impl SmallBlobs {
     /// [`StoreError::Table`] once the table is distrusted: the caller
     /// writes a file.
     pub fn insert(&self, id: &ChunkId, sealed: Vec<u8>) -> Result<Replaced, StoreError> {
+        self.insert_all(vec![(*id, sealed)])
+            .pop()
+            .expect("one result per blob")
+    }
+
+    /// [`SmallBlobs::insert`] of several blobs with one wait: they are
+    /// queued together, so one commit usually takes them all.
+    pub fn insert_all(&self, blobs: Vec<(ChunkId, Vec<u8>)>) -> Vec<Result<Replaced, StoreError>> {
         if !self.is_trusted() {
-            return Err(StoreError::Table("the table is distrusted".into()));
+            return blobs
+                .iter()
+                .map(|_| Err(StoreError::Table("the table is distrusted".into())))
+                .collect();
         }
-        let weight = sealed.len();
-        self.changes
-            .submit(Change::Insert { id: *id, sealed }, weight, |batch| {
-                self.commit(batch)
+        let changes = blobs
+            .into_iter()
+            .map(|(id, sealed)| {
+                let weight = sealed.len();
+                (Change::Insert { id, sealed }, weight)
             })
+            .collect();
+        self.changes.submit_all(changes, |batch| self.commit(batch))
     }
 
     /// Remove `id` durably. Returns the bytes of the value it removed.
