@@ -72,10 +72,25 @@ impl Cluster {
                 .map(|r| r.vid)
                 .chain(floors.iter().map(|f| f.floor)),
         );
-        let index = self.index.clone();
-        self.blocking(move || index.merge(&records, &floors))
-            .await
-            .map_err(|e| ClusterError::Local(e.to_string()))
+        let (sender, merged) = tokio::sync::oneshot::channel();
+        let start = self.index.queue_merge(
+            records,
+            floors,
+            Box::new(move |outcome| {
+                let _ = sender.send(outcome);
+            }),
+        );
+        if start {
+            let index = self.index.clone();
+            // Submitted at once; it runs whether or not anyone waits.
+            drop(self.env.blocking(move || index.run_queued_merges()));
+        }
+        match merged.await {
+            Ok(outcome) => outcome.map_err(|e| ClusterError::Local(e.to_string())),
+            Err(_) => Err(ClusterError::Local(
+                "the index merge batch that held these records failed".into(),
+            )),
+        }
     }
 
     /// Make records and floors durable in the index of this node and of

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::digest::{SYNC_BUCKETS, bucket_of, floor_hash, record_hash};
-use super::group_commit::GroupCommit;
+use super::group_commit::{Done, GroupCommit, Queued};
 use super::record::{LegacyRecord, VERSION_KEY_BYTES};
 use super::redb_file::{RedbErrors, RedbFile};
 use super::{
@@ -170,6 +170,15 @@ pub enum ListFrom {
     PastPrefix(String),
 }
 
+/// A merge's weight for the group commit: about its bytes.
+fn merge_weight(records: &[VersionRecord], floors: &[Floor]) -> usize {
+    records
+        .iter()
+        .map(|r| r.name.len() + 128)
+        .chain(floors.iter().map(|f| f.name.len() + 64))
+        .sum()
+}
+
 /// The persisted version index. Every mutation is one redb transaction,
 /// committed durably (fsync) before the method returns.
 #[derive(Debug)]
@@ -177,6 +186,9 @@ pub struct VersionIndex {
     file: RedbFile<IndexError>,
     /// Concurrent merges share one transaction and one disk sync.
     merges: GroupCommit<(Vec<VersionRecord>, Vec<Floor>), Result<MergeOutcome, IndexError>>,
+    /// Merges of async callers, waiting for a blocking run to submit them
+    /// ([`VersionIndex::queue_merge`]).
+    queued: Queued<(Vec<VersionRecord>, Vec<Floor>), Result<MergeOutcome, IndexError>>,
     /// The anti-entropy digests of the committed index, kept up to date by
     /// every merge (XOR is incremental): a sync round reads 256 numbers
     /// instead of hashing the whole index. `None`: not known (at open, or
@@ -201,6 +213,7 @@ impl VersionIndex {
         Ok(Self {
             file,
             merges: GroupCommit::default(),
+            queued: Queued::default(),
             digests: Mutex::new(None),
             commits: Default::default(),
         })
@@ -357,15 +370,42 @@ impl VersionIndex {
         records: &[VersionRecord],
         floors: &[Floor],
     ) -> Result<MergeOutcome, IndexError> {
-        let weight = records
-            .iter()
-            .map(|r| r.name.len() + 128)
-            .chain(floors.iter().map(|f| f.name.len() + 64))
-            .sum();
+        let weight = merge_weight(records, floors);
         self.merges
             .submit((records.to_vec(), floors.to_vec()), weight, |batch| {
                 self.merge_batch(batch)
             })
+    }
+
+    /// [`VersionIndex::merge`] for an async caller: queued for the next
+    /// batch (`meta::group_commit::Queued`: the caller is woken once,
+    /// instead of holding a blocking thread while the group commit runs);
+    /// `done` gets the outcome, once durable, on the thread of the run.
+    /// Returns whether the caller must start
+    /// [`VersionIndex::run_queued_merges`] on a blocking thread.
+    pub fn queue_merge(
+        &self,
+        records: Vec<VersionRecord>,
+        floors: Vec<Floor>,
+        done: Done<Result<MergeOutcome, IndexError>>,
+    ) -> bool {
+        self.queued.push((records, floors), done)
+    }
+
+    /// Submit the queued merges to the group commit, a batch at a time,
+    /// until none is left. Blocking.
+    pub fn run_queued_merges(&self) {
+        self.queued.run(|merges| {
+            let jobs = merges
+                .into_iter()
+                .map(|(records, floors)| {
+                    let weight = merge_weight(&records, &floors);
+                    ((records, floors), weight)
+                })
+                .collect();
+            self.merges
+                .submit_all(jobs, |batch| self.merge_batch(batch))
+        });
     }
 
     /// Merges and the commits that made them durable since open: how well

@@ -55,6 +55,7 @@ use bytes::Bytes;
 pub use seal::{SEAL_OVERHEAD_BYTES, SealError, SealedBlob, Sealer};
 pub use small::FILE_NAME as SMALL_BLOBS_FILE;
 
+use crate::meta::group_commit::{Done, Queued};
 use files::BlobFiles;
 use small::SmallBlobs;
 
@@ -115,26 +116,7 @@ fn written(present: bool) -> PutOutcome {
 }
 
 /// What receives a queued put's outcome ([`ChunkStore::queue_put`]).
-pub type PutDone = Box<dyn FnOnce(Result<PutOutcome, StoreError>) + Send>;
-
-/// Puts waiting for [`ChunkStore::run_queued_puts`].
-#[derive(Default)]
-struct QueuedPuts {
-    jobs: std::collections::VecDeque<(SealedBlob, PutDone)>,
-    /// A run is going on (or was asked for): it takes what is queued.
-    running: bool,
-}
-
-impl std::fmt::Debug for QueuedPuts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "QueuedPuts({} queued, running: {})",
-            self.jobs.len(),
-            self.running
-        )
-    }
-}
+pub type PutDone = Done<Result<PutOutcome, StoreError>>;
 
 /// Space used by the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,7 +150,8 @@ pub struct ChunkStore {
     /// such a put against [`ChunkStore::delete_unless_put_again`]. Bounded
     /// by the puts between two collector rounds.
     put_again: Mutex<BTreeSet<ChunkId>>,
-    queued: Mutex<QueuedPuts>,
+    /// Small-blob puts of async callers ([`ChunkStore::queue_put`]).
+    queued: Queued<SealedBlob, Result<PutOutcome, StoreError>>,
     pub counters: StoreCounters,
 }
 
@@ -191,7 +174,7 @@ impl ChunkStore {
             files: BlobFiles::open(env, data_dir)?,
             sealer: Sealer::new(cluster_key),
             put_again: Mutex::new(BTreeSet::new()),
-            queued: Mutex::new(QueuedPuts::default()),
+            queued: Queued::default(),
             counters: StoreCounters::default(),
         })
     }
@@ -351,60 +334,29 @@ impl ChunkStore {
     }
 
     /// Queue a put of `blob` (one that [`ChunkStore::goes_to_table`]) for
-    /// the next batch; `done` gets its outcome, once durable, on the thread
-    /// that runs the batch. Returns whether the caller must start
-    /// [`ChunkStore::run_queued_puts`] on a blocking thread: when no run is
-    /// going on (a run empties the queue before it ends).
-    ///
-    /// Why a queue of its own before the table's group commit: an async
-    /// caller (a put's own copy, a peer's `StoreBlob`) hands its blob over
-    /// and is woken once, instead of taking a blocking thread that then
-    /// waits on the group commit. Three of those handoffs and waits per
-    /// node were about 20 of the 53 thread switches a small put cost a
-    /// 3-node cluster. The queue is bounded by its callers: each holds one
+    /// the next batch (`meta::group_commit::Queued`); `done` gets its
+    /// outcome, once durable, on the thread that runs the batch. Returns
+    /// whether the caller must start [`ChunkStore::run_queued_puts`] on a
+    /// blocking thread. The queue is bounded by its callers: each holds one
     /// of the node's disk write permits, released in `done`.
     pub fn queue_put(&self, blob: SealedBlob, done: PutDone) -> bool {
-        let mut queued = self.queued.lock().unwrap();
-        queued.jobs.push_back((blob, done));
-        !std::mem::replace(&mut queued.running, true)
+        self.queued.push(blob, done)
     }
 
     /// Run the queued puts a batch at a time (their presence checks, then
     /// one group commit of what they insert) until the queue is empty.
     /// Blocking.
     pub fn run_queued_puts(&self) {
-        // A panic (a bug) fails the batch's callers (their `done` is
-        // dropped) and lets the next put start a run again.
-        struct Running<'a>(&'a Mutex<QueuedPuts>);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
-                }
-            }
-        }
-        let _running = Running(&self.queued);
-        loop {
-            let batch: Vec<(SealedBlob, PutDone)> = {
-                let mut queued = self.queued.lock().unwrap();
-                if queued.jobs.is_empty() {
-                    queued.running = false;
-                    return;
-                }
-                let take = queued.jobs.len().min(crate::meta::group_commit::BATCH_MAX);
-                queued.jobs.drain(..take).collect()
-            };
-            self.put_batch(batch);
-        }
+        self.queued.run(|batch| self.put_batch(batch));
     }
 
     /// [`ChunkStore::put`] of each blob, their table inserts submitted
     /// together.
-    fn put_batch(&self, batch: Vec<(SealedBlob, PutDone)>) {
+    fn put_batch(&self, batch: Vec<SealedBlob>) -> Vec<Result<PutOutcome, StoreError>> {
         let mut outcomes: Vec<Option<Result<PutOutcome, StoreError>>> = Vec::new();
         let mut inserts: Vec<(usize, bool)> = Vec::new();
         let room = self.room_for_the_table();
-        for (at, (blob, _)) in batch.iter().enumerate() {
+        for (at, blob) in batch.iter().enumerate() {
             outcomes.push(match self.needs_write(blob) {
                 Ok(None) => Some(Ok(PutOutcome::AlreadyPresent)),
                 Ok(Some(present)) if room && self.goes_to_table(blob) => {
@@ -423,12 +375,12 @@ impl ChunkStore {
             let blobs = inserts
                 .iter()
                 .map(|(at, _)| {
-                    let blob = &batch[*at].0;
+                    let blob = &batch[*at];
                     (*blob.id(), blob.bytes().to_vec())
                 })
                 .collect();
             for ((at, present), inserted) in inserts.into_iter().zip(small.insert_all(blobs)) {
-                let blob = &batch[at].0;
+                let blob = &batch[at];
                 outcomes[at] = Some(match inserted {
                     Ok(_) => Ok(written(present)),
                     // Distrusted meanwhile: a file, then.
@@ -440,9 +392,10 @@ impl ChunkStore {
                 });
             }
         }
-        for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
-            done(outcome.expect("every put of the batch has its outcome"));
-        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every put of the batch has its outcome"))
+            .collect()
     }
 
     /// Write blob `id` durably: into the table if it is small enough and
