@@ -177,6 +177,14 @@ pub const PEER_HANDLERS_PER_CONNECTION: usize = 8;
 /// are cancelled with their request) holding nothing but their buffer.
 pub const DISK_WRITES_IN_FLIGHT: usize = 32;
 
+/// Index merges of async callers (a put's record, a peer's
+/// `ApplyRecords`, an anti-entropy pull) queued or being committed at
+/// once: a queued merge runs to its end even when its caller is gone, so
+/// this bounds what peers that keep reconnecting can pile up on a stalled
+/// disk. A merge waits for a slot at most [`DISK_WRITE_WAIT_MAX`], then
+/// fails (the write it belongs to is not acknowledged by this node).
+pub const INDEX_MERGES_IN_FLIGHT: usize = 256;
+
 /// How long a blob write waits for one of those slots before it fails as
 /// busy: well inside [`PEER_REQUEST_TIMEOUT`], so a peer gets an answer,
 /// and the connection whose handler waited goes back to reading before

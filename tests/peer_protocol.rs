@@ -276,6 +276,56 @@ async fn a_peer_blob_is_stored_only_if_sealed_for_its_id() {
     }
 }
 
+/// A manifest whose tag checks but whose bytes are not the ones its id
+/// names (sealed wrong by a node's bug or memory error) is refused as
+/// corrupt, not served: a valid manifest, of another content, stored
+/// under this id by a peer.
+#[tokio::test]
+async fn a_manifest_sealed_wrong_is_refused_not_served() {
+    use dfs::cas::{ContentId, Manifest};
+    use dfs::wire::GetTarget;
+    let node = start_node().await;
+    let (mut secure, me) = connect_as_peer(&node).await;
+    secure.send(&hello(me)).await.unwrap();
+    secure.expect().await.unwrap();
+    let named = ChunkId::of(b"the manifest this id names");
+    let other = Manifest::default().encode();
+    let sealed = dfs::store::Sealer::new(&node.key).seal(&named, &other);
+    let reply = call(
+        &mut secure,
+        1,
+        Message::StoreBlob {
+            id: named,
+            sealed: sealed.into(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, Message::BlobStored), "{reply:?}");
+    let mut client = connect_as_client(&node, &admin_credentials())
+        .await
+        .unwrap();
+    let reply = call(
+        &mut client,
+        2,
+        Message::Get {
+            target: GetTarget::Content(ContentId(named.0)),
+            version: None,
+            quorum: false,
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            reply,
+            Message::Error {
+                code: ErrorCode::Corrupt,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}
+
 /// README, Versions: a record or floor more than the maximum clock offset
 /// ahead of the node's clock is refused (the sender counts no
 /// acknowledgement); one within the offset is merged.

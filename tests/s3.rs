@@ -489,3 +489,71 @@ fn s3cmd_puts_gets_and_lists() {
         );
     }
 }
+
+/// README, Integrity: an S3 client does not hash what it reads, so the
+/// node does. A chunk whose seal checks but whose bytes are not the ones
+/// its id names (sealed wrong by a node's bug or a memory error between
+/// its hash and its seal, on every replica) makes the GET fail; its
+/// bytes are never served.
+#[test]
+fn a_chunk_sealed_wrong_is_not_served_over_s3() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path());
+    let key = admin_key(root.path());
+    let original = root.path().join("object.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|b| (b * 13 % 251) as u8).collect();
+    std::fs::write(&original, &bytes).unwrap();
+    run(
+        aws(&nodes[0], &key).args(["s3", "mb", "s3://wrong"]),
+        "aws s3 mb",
+    );
+    run(
+        aws(&nodes[0], &key).args(["s3", "cp", original.to_str().unwrap(), "s3://wrong/object"]),
+        "aws s3 cp up",
+    );
+    // The object is one chunk (a file on each node; its manifest is in the
+    // small-blob table). Seal other bytes under its id, on every node.
+    let cluster_key = dfs::keys::ClusterKey::load(
+        &dfs::env::tokio_env(),
+        &root.path().join("n0").join("cluster.key"),
+    )
+    .unwrap();
+    let sealer = dfs::store::Sealer::new(&cluster_key);
+    let garbage = vec![0xA5u8; bytes.len()];
+    let mut replaced = 0;
+    for node in 0..3 {
+        let chunks = root.path().join(format!("n{node}")).join("chunks");
+        for prefix in std::fs::read_dir(&chunks).unwrap() {
+            for file in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                let mut id = [0u8; 32];
+                hex::decode_to_slice(&name, &mut id).unwrap();
+                let id = dfs::cas::ChunkId(id);
+                assert_eq!(
+                    id,
+                    dfs::cas::ChunkId::of(&bytes),
+                    "only the object's chunk is a file"
+                );
+                std::fs::write(&path, sealer.seal(&id, &garbage)).unwrap();
+                replaced += 1;
+            }
+        }
+    }
+    assert_eq!(replaced, 3, "one copy on each node");
+    let fetched = root.path().join("fetched.bin");
+    let output = aws(&nodes[1], &key)
+        .args(["s3", "cp", "s3://wrong/object", fetched.to_str().unwrap()])
+        .output()
+        .expect("aws runs");
+    assert!(
+        !output.status.success(),
+        "the GET of a chunk sealed wrong succeeded"
+    );
+    if let Ok(got) = std::fs::read(&fetched) {
+        assert!(
+            !got.windows(64).any(|w| w == &garbage[..64]),
+            "bytes of a chunk sealed wrong reached the client"
+        );
+    }
+}

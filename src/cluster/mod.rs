@@ -198,6 +198,8 @@ pub struct Cluster {
     /// Bounds blob writes submitted to the disk (see
     /// [`DISK_WRITES_IN_FLIGHT`](crate::limits::DISK_WRITES_IN_FLIGHT)).
     disk_writes: Arc<tokio::sync::Semaphore>,
+    /// Slots for index merges ([`crate::limits::INDEX_MERGES_IN_FLIGHT`]).
+    index_merges: Arc<tokio::sync::Semaphore>,
     /// The access keys this node knows (see [`Keyring`]).
     pub keyring: Arc<Keyring>,
     /// The last (members, needed) the GC was held back with, logged once.
@@ -242,6 +244,9 @@ impl Cluster {
             deferred_contents: Mutex::new(BTreeMap::new()),
             disk_writes: Arc::new(tokio::sync::Semaphore::new(
                 crate::limits::DISK_WRITES_IN_FLIGHT,
+            )),
+            index_merges: Arc::new(tokio::sync::Semaphore::new(
+                crate::limits::INDEX_MERGES_IN_FLIGHT,
             )),
             keyring,
             gc_held_logged: AtomicU64::new(0),

@@ -72,11 +72,26 @@ impl Cluster {
                 .map(|r| r.vid)
                 .chain(floors.iter().map(|f| f.floor)),
         );
+        use crate::limits::DISK_WRITE_WAIT_MAX;
+        // The slot goes with the queued merge, which outlives a dropped
+        // caller.
+        let slot = tokio::time::timeout(
+            DISK_WRITE_WAIT_MAX,
+            self.index_merges.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            ClusterError::Local(format!(
+                "the index is busy: no merge slot freed within {DISK_WRITE_WAIT_MAX:?}"
+            ))
+        })?
+        .expect("the merge semaphore is never closed");
         let (sender, merged) = tokio::sync::oneshot::channel();
         let start = self.index.queue_merge(
             records,
             floors,
             Box::new(move |outcome| {
+                drop(slot);
                 let _ = sender.send(outcome);
             }),
         );

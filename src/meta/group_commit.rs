@@ -39,6 +39,9 @@ struct State<J, R> {
     /// Tickets of a batch whose leader panicked: their callers panic too
     /// rather than wait for good.
     abandoned: BTreeSet<u64>,
+    /// Tickets whose caller left (its batch panicked) while another leader
+    /// ran them: their results are dropped, not kept for nobody.
+    forsaken: BTreeSet<u64>,
     /// The condvar each waiting caller sleeps on, by ticket (at most one
     /// per caller in `submit`).
     waiting: BTreeMap<u64, Arc<Condvar>>,
@@ -56,6 +59,7 @@ impl<J, R> Default for GroupCommit<J, R> {
                 leading: false,
                 results: BTreeMap::new(),
                 abandoned: BTreeSet::new(),
+                forsaken: BTreeSet::new(),
                 waiting: BTreeMap::new(),
                 commits: 0,
                 jobs: 0,
@@ -159,9 +163,21 @@ impl<J, R> GroupCommit<J, R> {
                 // apply them now.
                 state.queue.retain(|(ticket, _, _)| !own.contains(ticket));
                 for ticket in own.clone() {
-                    state.abandoned.remove(&ticket);
+                    let abandoned = state.abandoned.remove(&ticket);
+                    let resolved = state.results.remove(&ticket).is_some();
                     state.waiting.remove(&ticket);
-                    state.results.remove(&ticket);
+                    if !abandoned && !resolved {
+                        // Neither queued any more nor done: in another
+                        // leader's batch now.
+                        state.forsaken.insert(ticket);
+                    }
+                }
+                // The failed leader woke this caller as the oldest queued
+                // one: the lead passes on to the next queued job's caller.
+                if !state.leading
+                    && let Some(&(next, _, _)) = state.queue.first()
+                {
+                    state.wake(next);
                 }
                 // Not while holding the lock: that would poison it for
                 // every later caller.
@@ -209,6 +225,9 @@ impl<J, R> GroupCommit<J, R> {
             state.commits += 1;
             state.jobs += results.len() as u64;
             for (ticket, result) in lead.tickets.iter().zip(results) {
+                if state.forsaken.remove(ticket) {
+                    continue;
+                }
                 state.results.insert(*ticket, result);
                 state.wake(*ticket);
             }
@@ -234,8 +253,11 @@ pub type Done<R> = Box<dyn FnOnce(R) + Send>;
 /// of taking a thread of the blocking pool that then waits on the group
 /// commit. On a 3-node cluster, those handoffs and waits were about 20 of
 /// the 53 thread switches a small put cost. One run at a time drains the
-/// queue, a batch (up to [`BATCH_MAX`] jobs) at a time, and ends when it
-/// finds the queue empty; the caller that finds no run going starts one.
+/// queue, a batch (up to [`BATCH_MAX`] jobs and, past the first,
+/// [`BATCH_WEIGHT_MAX`]) at a time, and ends when it finds the queue empty;
+/// the caller that finds no run going starts one. The weight limit keeps
+/// a put's small merge from waiting behind a whole queue of bulk
+/// anti-entropy merges.
 ///
 /// The queue is bounded by its callers: each job is some caller's, and the
 /// callers are bounded (connection slots, disk write permits).
@@ -244,7 +266,8 @@ pub struct Queued<J, R> {
 }
 
 struct QueuedState<J, R> {
-    jobs: std::collections::VecDeque<(J, Done<R>)>,
+    /// Job, weight, and where its result goes.
+    jobs: std::collections::VecDeque<(J, usize, Done<R>)>,
     /// A run is going on (or was asked for): it takes what is queued.
     running: bool,
 }
@@ -267,38 +290,57 @@ impl<J, R> std::fmt::Debug for Queued<J, R> {
 }
 
 impl<J, R> Queued<J, R> {
-    /// Queue `job`; `done` gets its result on the thread of the run that
-    /// takes it. Returns whether the caller must start [`Queued::run`] on a
-    /// blocking thread (no run is going on).
-    pub fn push(&self, job: J, done: Done<R>) -> bool {
+    /// Queue `job` (of `weight`, as for [`GroupCommit::submit`]); `done`
+    /// gets its result on the thread of the run that takes it. Returns
+    /// whether the caller must start [`Queued::run`] on a blocking thread
+    /// (no run is going on).
+    pub fn push(&self, job: J, weight: usize, done: Done<R>) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.jobs.push_back((job, done));
+        state.jobs.push_back((job, weight, done));
         !std::mem::replace(&mut state.running, true)
     }
 
     /// Take the queued jobs a batch at a time, through `process` (one
-    /// result per job, in order), until none is left. Blocking. A panic
-    /// in `process` (a bug) fails its batch's callers (their `done` is
-    /// dropped) and lets the next push start a run again.
-    pub fn run(&self, process: impl Fn(Vec<J>) -> Vec<R>) {
+    /// result per job (given with its weight), in order), until none is
+    /// left. Blocking. A panic in `process` (a bug) fails every queued
+    /// caller: their `done` is dropped (so permits they hold are freed, and
+    /// they learn it at once), and the next push starts a run again.
+    pub fn run(&self, process: impl Fn(Vec<(J, usize)>) -> Vec<R>) {
         struct Running<'a, J, R>(&'a Mutex<QueuedState<J, R>>);
         impl<J, R> Drop for Running<'_, J, R> {
             fn drop(&mut self) {
                 if std::thread::panicking() {
-                    self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+                    let failed: Vec<_> = {
+                        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                        state.running = false;
+                        state.jobs.drain(..).collect()
+                    };
+                    drop(failed);
                 }
             }
         }
         let _running = Running(&self.state);
         loop {
-            let (jobs, dones): (Vec<J>, Vec<Done<R>>) = {
+            let (jobs, dones): (Vec<(J, usize)>, Vec<Done<R>>) = {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if state.jobs.is_empty() {
                     state.running = false;
                     return;
                 }
-                let take = state.jobs.len().min(BATCH_MAX);
-                state.jobs.drain(..take).unzip()
+                let mut take = 0;
+                let mut weight = 0usize;
+                for (_, job_weight, _) in &state.jobs {
+                    if take == BATCH_MAX || (take > 0 && weight + job_weight > BATCH_WEIGHT_MAX) {
+                        break;
+                    }
+                    take += 1;
+                    weight += job_weight;
+                }
+                state
+                    .jobs
+                    .drain(..take)
+                    .map(|(job, weight, done)| ((job, weight), done))
+                    .unzip()
             };
             let results = process(jobs);
             assert_eq!(results.len(), dones.len(), "one result per job");
@@ -416,37 +458,118 @@ mod tests {
             Box::new(move |result| got.lock().unwrap().push(result))
         };
         assert!(
-            queue.push(1, done(&got)),
+            queue.push(1, 1, done(&got)),
             "no run going: the first push starts one"
         );
         for job in 2..=300 {
-            assert!(!queue.push(job, done(&got)), "a run was asked for already");
+            assert!(
+                !queue.push(job, 1, done(&got)),
+                "a run was asked for already"
+            );
         }
-        let batches = AtomicU64::new(0);
+        // Two heavy jobs: each past the first of a batch starts a new one.
+        for job in [301, 302] {
+            assert!(!queue.push(job, BATCH_WEIGHT_MAX, done(&got)));
+        }
+        let batches = StdMutex::new(Vec::new());
         queue.run(|jobs| {
-            assert!(jobs.len() <= BATCH_MAX);
-            batches.fetch_add(1, Ordering::SeqCst);
-            jobs.iter().map(|j| j * 10).collect()
+            batches.lock().unwrap().push(jobs.len());
+            jobs.iter().map(|(j, _)| j * 10).collect()
         });
-        assert_eq!(batches.load(Ordering::SeqCst), 2);
+        assert_eq!(*batches.lock().unwrap(), vec![256, 44, 1, 1]);
         assert_eq!(
             *got.lock().unwrap(),
-            (1..=300).map(|j| j * 10).collect::<Vec<_>>()
+            (1..=302).map(|j| j * 10).collect::<Vec<_>>()
         );
         assert!(
-            queue.push(7, done(&got)),
+            queue.push(7, 1, done(&got)),
             "the run ended: the next push starts one"
         );
+        // A panicking batch fails every queued caller at once (its `done`
+        // dropped: here, a sender whose receiver then sees it closed).
+        let (sender, receiver) = std::sync::mpsc::channel::<u64>();
+        assert!(!queue.push(9, 1, Box::new(move |result| sender.send(result).unwrap())));
         let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             queue.run(|_| panic!("disk on fire"))
         }));
         assert!(failed.is_err());
+        assert!(receiver.recv().is_err(), "a queued caller was left waiting");
         assert!(
-            queue.push(8, done(&got)),
+            queue.push(8, 1, done(&got)),
             "a panicked run must not block the queue"
         );
-        queue.run(|jobs| jobs);
+        queue.run(|jobs| jobs.into_iter().map(|(j, _)| j).collect());
         assert_eq!(got.lock().unwrap().last(), Some(&8));
+    }
+
+    /// A batch that panics holding part of one caller's jobs: that caller
+    /// fails, and the callers queued behind it still get a leader (they
+    /// waited for good before: the lead was passed to the failed caller,
+    /// which left without passing it on).
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "real threads make real contention"
+    )]
+    fn callers_behind_a_failed_caller_still_get_a_leader() {
+        let group = Arc::new(GroupCommit::<u64, u64>::default());
+        let queued = |group: &GroupCommit<u64, u64>| group.state.lock().unwrap().queue.len();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Mutex::new(released);
+        let spawn = |jobs: Vec<u64>, panics: bool| {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    group.submit_all(jobs.into_iter().map(|j| (j, 1)).collect(), |batch| {
+                        if panics {
+                            panic!("disk on fire");
+                        }
+                        batch
+                    })
+                }))
+                .is_ok()
+            })
+        };
+        // The first caller leads and holds its batch until the others queue.
+        let group_for_leader = group.clone();
+        let leader = std::thread::spawn(move || {
+            group_for_leader.submit(0, 1, |batch| {
+                released.lock().unwrap().recv().unwrap();
+                batch
+            })
+        });
+        while !group.state.lock().unwrap().leading {
+            std::thread::yield_now();
+        }
+        let failing = spawn(vec![1], true);
+        while queued(&group) < 1 {
+            std::thread::yield_now();
+        }
+        let split = spawn((100..100 + BATCH_MAX as u64 + 1).collect(), false);
+        while queued(&group) < 2 + BATCH_MAX {
+            std::thread::yield_now();
+        }
+        let behind = spawn(vec![7], false);
+        while queued(&group) < 3 + BATCH_MAX {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert_eq!(leader.join().unwrap(), 0);
+        assert!(!failing.join().unwrap(), "its batch panicked");
+        assert!(
+            !split.join().unwrap(),
+            "part of its jobs were in the panicked batch"
+        );
+        // Bounded: a hang fails the test instead of stalling it.
+        let deadline = std::time::Duration::from_secs(10);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(behind.join().unwrap()));
+        assert_eq!(
+            receiver.recv_timeout(deadline),
+            Ok(true),
+            "the caller queued behind a failed one never got its result"
+        );
+        assert!(group.state.lock().unwrap().results.is_empty());
     }
 
     #[test]

@@ -389,22 +389,16 @@ impl VersionIndex {
         floors: Vec<Floor>,
         done: Done<Result<MergeOutcome, IndexError>>,
     ) -> bool {
-        self.queued.push((records, floors), done)
+        let weight = merge_weight(&records, &floors);
+        self.queued.push((records, floors), weight, done)
     }
 
     /// Submit the queued merges to the group commit, a batch at a time,
     /// until none is left. Blocking.
     pub fn run_queued_merges(&self) {
         self.queued.run(|merges| {
-            let jobs = merges
-                .into_iter()
-                .map(|(records, floors)| {
-                    let weight = merge_weight(&records, &floors);
-                    ((records, floors), weight)
-                })
-                .collect();
             self.merges
-                .submit_all(jobs, |batch| self.merge_batch(batch))
+                .submit_all(merges, |batch| self.merge_batch(batch))
         });
     }
 

@@ -327,7 +327,15 @@ impl ChunkStore {
 
     /// Whether a put of `blob` would go into the small-blob table: what
     /// [`ChunkStore::queue_put`] takes.
+    /// (A statvfs on the way: microseconds.) Below the free-space
+    /// reserve, small blobs are written as files, each on a blocking
+    /// thread of its own rather than one after another in a queued run.
     pub fn goes_to_table(&self, blob: &SealedBlob) -> bool {
+        self.fits_table(blob) && self.room_for_the_table()
+    }
+
+    /// Whether the table takes `blob`, space aside.
+    fn fits_table(&self, blob: &SealedBlob) -> bool {
         self.small.as_ref().is_some_and(SmallBlobs::is_trusted)
             && self.small_bytes_max > 0
             && blob.plaintext_len() <= self.small_bytes_max
@@ -340,14 +348,16 @@ impl ChunkStore {
     /// blocking thread. The queue is bounded by its callers: each holds one
     /// of the node's disk write permits, released in `done`.
     pub fn queue_put(&self, blob: SealedBlob, done: PutDone) -> bool {
-        self.queued.push(blob, done)
+        let weight = blob.bytes().len();
+        self.queued.push(blob, weight, done)
     }
 
     /// Run the queued puts a batch at a time (their presence checks, then
     /// one group commit of what they insert) until the queue is empty.
     /// Blocking.
     pub fn run_queued_puts(&self) {
-        self.queued.run(|batch| self.put_batch(batch));
+        self.queued
+            .run(|batch| self.put_batch(batch.into_iter().map(|(blob, _)| blob).collect()));
     }
 
     /// [`ChunkStore::put`] of each blob, their table inserts submitted
@@ -359,7 +369,7 @@ impl ChunkStore {
         for (at, blob) in batch.iter().enumerate() {
             outcomes.push(match self.needs_write(blob) {
                 Ok(None) => Some(Ok(PutOutcome::AlreadyPresent)),
-                Ok(Some(present)) if room && self.goes_to_table(blob) => {
+                Ok(Some(present)) if room && self.fits_table(blob) => {
                     inserts.push((at, present));
                     None
                 }

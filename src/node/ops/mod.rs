@@ -81,10 +81,10 @@ impl From<StoreError> for OpError {
             StoreError::DiskFull { .. } => {
                 tracing::error!(%error, "request failed: the disk is full; free space, or add disk or nodes")
             }
-            StoreError::Corrupt(_)
-            | StoreError::Io { .. }
-            | StoreError::Table(_)
-            | StoreError::NotSealedFor(_) => {
+            StoreError::NotSealedFor(_) => {
+                tracing::error!(%error, "request failed: bytes not sealed for their id reached the store")
+            }
+            StoreError::Corrupt(_) | StoreError::Io { .. } | StoreError::Table(_) => {
                 tracing::error!(%error, "request failed in the chunk store; check the disk (dmesg, smartctl)")
             }
         }

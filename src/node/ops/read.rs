@@ -3,7 +3,12 @@
 //! [`Node::open`] resolves the version and fetches its manifest; the
 //! [`ObjectReader`] then fetches only the chunks that cover the range asked
 //! for, at most [`GET_CHUNKS_PREFETCH`] ahead of the reader, each verified
-//! against its id by the store that gives it. Chunks fetched ahead, beyond
+//! by the store that gives it (the seal's tag). A reader whose client does
+//! not hash what it gets (S3) asks for [`ObjectReader::hash_chunks`]: each
+//! chunk is then hashed against its id here too, so bytes that were sealed
+//! wrong (a node's bug or memory error between its hash and its seal)
+//! are refused, never served. The native client hashes every chunk
+//! itself. Chunks fetched ahead, beyond
 //! the one sent next, take their size from the node's read-ahead budget
 //! ([`READ_AHEAD_BYTES_MAX`](crate::limits::READ_AHEAD_BYTES_MAX)): the bound on
 //! what all reads hold at once.
@@ -51,6 +56,8 @@ pub struct ObjectReader {
     prefetched: VecDeque<(FetchJob, Piece, Option<OwnedSemaphorePermit>)>,
     read_ahead: Arc<Semaphore>,
     started: bool,
+    /// Hash every chunk against its id ([`ObjectReader::hash_chunks`]).
+    hash_chunks: bool,
 }
 
 impl std::fmt::Debug for ObjectReader {
@@ -78,6 +85,12 @@ impl ObjectReader {
 
     /// The next bytes in order, `None` after the last. After an error the
     /// read is over (the caller tells its client; nothing more follows).
+    /// Hash each chunk against its id before it is returned: for a reader
+    /// whose client will not (S3). Costs one SHA-256 pass over what is read.
+    pub fn hash_chunks(&mut self) {
+        self.hash_chunks = true;
+    }
+
     pub async fn next(&mut self) -> Option<Result<Bytes, OpError>> {
         self.started = true;
         while self.prefetched.len() < GET_CHUNKS_PREFETCH {
@@ -94,11 +107,16 @@ impl ObjectReader {
             };
             self.pieces.pop_front();
             let cluster = self.cluster.clone();
+            let hash = self.hash_chunks;
             // Aborted with the reader (a client gone, a failed chunk).
-            let job =
-                AbortOnDropHandle::new(tokio::spawn(
-                    async move { cluster.fetch_blob(piece.id).await },
-                ));
+            let job = AbortOnDropHandle::new(tokio::spawn(async move {
+                let bytes = cluster.fetch_blob(piece.id).await?;
+                if hash && ChunkId::of(&bytes) != piece.id {
+                    tracing::error!(chunk = %piece.id, "a chunk's tag checks but its bytes do not hash to its id: it was sealed wrong; refused");
+                    return Err(ClusterError::Corrupt(piece.id.to_string()));
+                }
+                Ok(bytes)
+            }));
             self.prefetched.push_back((job, piece, permit));
         }
         let (job, piece, _permit) = self.prefetched.pop_front()?;
@@ -202,6 +220,14 @@ impl Node {
             }
             Err(error) => return Err(error.into()),
         };
+        // The manifest is small: checked here for every reader.
+        if ContentId::of(&manifest_bytes) != content {
+            tracing::error!(%content, "a manifest's tag checks but its bytes do not hash to its id: it was sealed wrong; refused");
+            return Err(OpError::new(
+                ErrorCode::Corrupt,
+                format!("manifest {content} does not match its content id"),
+            ));
+        }
         let manifest = Manifest::decode(&manifest_bytes).map_err(|error| {
             OpError::new(ErrorCode::Corrupt, format!("manifest {content}: {error}"))
         })?;
@@ -215,6 +241,7 @@ impl Node {
             prefetched: VecDeque::new(),
             read_ahead: self.read_ahead.clone(),
             started: false,
+            hash_chunks: false,
         };
         reader.set_range(0..reader.size());
         Ok(reader)
