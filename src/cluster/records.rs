@@ -73,6 +73,11 @@ impl Cluster {
                 .chain(floors.iter().map(|f| f.floor)),
         );
         use crate::limits::DISK_WRITE_WAIT_MAX;
+        if records.is_empty() && floors.is_empty() {
+            // Nothing to make durable (an anti-entropy pull that found
+            // nothing, a peer's records all refused).
+            return Ok(MergeOutcome::default());
+        }
         // The slot goes with the queued merge, which outlives a dropped
         // caller.
         let slot = tokio::time::timeout(

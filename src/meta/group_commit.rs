@@ -90,8 +90,11 @@ impl<J, R> Drop for Lead<'_, J, R> {
         if !self.done {
             let own = self.own.clone();
             for ticket in self.tickets.iter().copied().filter(|t| !own.contains(t)) {
-                state.abandoned.insert(ticket);
-                state.wake(ticket);
+                // A ticket whose caller already left has nobody to tell.
+                if !state.forsaken.remove(&ticket) {
+                    state.abandoned.insert(ticket);
+                    state.wake(ticket);
+                }
             }
             // The leader's own jobs, when a full batch ahead left them
             // queued: its caller is failing now, so nobody must apply them
@@ -161,12 +164,19 @@ impl<J, R> GroupCommit<J, R> {
             if own.clone().any(|ticket| state.abandoned.contains(&ticket)) {
                 // Jobs of this caller a later batch would run: nobody must
                 // apply them now.
-                state.queue.retain(|(ticket, _, _)| !own.contains(ticket));
+                let mut dequeued = BTreeSet::new();
+                state.queue.retain(|(ticket, _, _)| {
+                    let mine = own.contains(ticket);
+                    if mine {
+                        dequeued.insert(*ticket);
+                    }
+                    !mine
+                });
                 for ticket in own.clone() {
                     let abandoned = state.abandoned.remove(&ticket);
                     let resolved = state.results.remove(&ticket).is_some();
                     state.waiting.remove(&ticket);
-                    if !abandoned && !resolved {
+                    if !abandoned && !resolved && !dequeued.contains(&ticket) {
                         // Neither queued any more nor done: in another
                         // leader's batch now.
                         state.forsaken.insert(ticket);
@@ -259,8 +269,10 @@ pub type Done<R> = Box<dyn FnOnce(R) + Send>;
 /// a put's small merge from waiting behind a whole queue of bulk
 /// anti-entropy merges.
 ///
-/// The queue is bounded by its callers: each job is some caller's, and the
-/// callers are bounded (connection slots, disk write permits).
+/// A queued job runs to its end even if its caller is gone: callers bound
+/// the queue by holding a slot (a semaphore permit) in each job's `done`
+/// until it runs (the store's disk write permits, the cluster's merge
+/// slots).
 pub struct Queued<J, R> {
     state: Mutex<QueuedState<J, R>>,
 }
@@ -569,7 +581,13 @@ mod tests {
             Ok(true),
             "the caller queued behind a failed one never got its result"
         );
-        assert!(group.state.lock().unwrap().results.is_empty());
+        let state = group.state.lock().unwrap();
+        assert!(state.results.is_empty(), "results kept for nobody");
+        assert!(
+            state.forsaken.is_empty(),
+            "tickets forsaken that no batch holds"
+        );
+        assert!(state.abandoned.is_empty() && state.waiting.is_empty());
     }
 
     #[test]

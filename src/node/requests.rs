@@ -147,7 +147,9 @@ impl Node {
                 version,
                 quorum,
             } => match self.open(target, version.into(), quorum).await {
-                Ok(reader) => {
+                Ok(mut reader) => {
+                    // The native client hashes every chunk it receives.
+                    reader.client_hashes_chunks();
                     let (sent, outcome) = match self.send_object(stream, id, reader).await? {
                         Ok(sent) => (sent, Outcome::Ok),
                         // Begun, then failed: a chunk out of reach or corrupt

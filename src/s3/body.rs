@@ -207,11 +207,7 @@ const RESPONSE_PIECES_AHEAD: usize = 2;
 /// A response body reading `reader` as the client takes it. The task that
 /// feeds it is aborted when the body is dropped (a client gone), and with
 /// it the reader's prefetches.
-///
-/// S3 clients do not hash what they read: the reader hashes every chunk
-/// against its id before it is sent ([`ObjectReader::hash_chunks`]).
 pub fn response_body(mut reader: ObjectReader) -> StreamingBlob {
-    reader.hash_chunks();
     let (tx, rx) = mpsc::channel(RESPONSE_PIECES_AHEAD);
     let feeder = AbortOnDropHandle::new(tokio::spawn(async move {
         while let Some(piece) = reader.next().await {

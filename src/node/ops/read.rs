@@ -3,12 +3,13 @@
 //! [`Node::open`] resolves the version and fetches its manifest; the
 //! [`ObjectReader`] then fetches only the chunks that cover the range asked
 //! for, at most [`GET_CHUNKS_PREFETCH`] ahead of the reader, each verified
-//! by the store that gives it (the seal's tag). A reader whose client does
-//! not hash what it gets (S3) asks for [`ObjectReader::hash_chunks`]: each
-//! chunk is then hashed against its id here too, so bytes that were sealed
-//! wrong (a node's bug or memory error between its hash and its seal)
-//! are refused, never served. The native client hashes every chunk
-//! itself. Chunks fetched ahead, beyond
+//! by the store that gives it (the seal's tag), and hashed against its id
+//! here too, so bytes that were sealed wrong (a node's bug or memory error
+//! between its hash and its seal) are refused, never served or copied: S3
+//! clients do not hash what they get, and a copy (UploadPartCopy) would
+//! give the bytes new, matching ids. Only the native `Get`, whose client
+//! hashes every chunk itself, turns this off
+//! ([`ObjectReader::client_hashes_chunks`]). Chunks fetched ahead, beyond
 //! the one sent next, take their size from the node's read-ahead budget
 //! ([`READ_AHEAD_BYTES_MAX`](crate::limits::READ_AHEAD_BYTES_MAX)): the bound on
 //! what all reads hold at once.
@@ -56,7 +57,7 @@ pub struct ObjectReader {
     prefetched: VecDeque<(FetchJob, Piece, Option<OwnedSemaphorePermit>)>,
     read_ahead: Arc<Semaphore>,
     started: bool,
-    /// Hash every chunk against its id ([`ObjectReader::hash_chunks`]).
+    /// Hash every chunk against its id (all but the native `Get`).
     hash_chunks: bool,
 }
 
@@ -85,10 +86,11 @@ impl ObjectReader {
 
     /// The next bytes in order, `None` after the last. After an error the
     /// read is over (the caller tells its client; nothing more follows).
-    /// Hash each chunk against its id before it is returned: for a reader
-    /// whose client will not (S3). Costs one SHA-256 pass over what is read.
-    pub fn hash_chunks(&mut self) {
-        self.hash_chunks = true;
+    /// Skip hashing the chunks here: the reader's client hashes each one
+    /// against its id before it uses a byte (the native client). Saves one
+    /// SHA-256 pass over what is read.
+    pub fn client_hashes_chunks(&mut self) {
+        self.hash_chunks = false;
     }
 
     pub async fn next(&mut self) -> Option<Result<Bytes, OpError>> {
@@ -241,7 +243,7 @@ impl Node {
             prefetched: VecDeque::new(),
             read_ahead: self.read_ahead.clone(),
             started: false,
-            hash_chunks: false,
+            hash_chunks: true,
         };
         reader.set_range(0..reader.size());
         Ok(reader)
