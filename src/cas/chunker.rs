@@ -75,11 +75,12 @@ impl Chunker {
         );
         if self.buffer.capacity() - self.buffer.len() < data.len() {
             // A fresh buffer for the bytes not yet cut: twice what they
-            // need, up to the most they can be (bytes' own growth would
-            // double past it, to 8 MiB, and the cut point would walk
-            // through all of it).
+            // need, up to what the next look needs (`look_at`, at most
+            // `max`, plus this push). Most chunks are cut at the first
+            // look, so a put's buffer is usually half a maximum chunk.
+            // (bytes' own growth would double past it, to 8 MiB.)
             let wanted = self.buffer.len() + data.len();
-            let capacity = (2 * wanted).min(self.max + data.len()).max(wanted);
+            let capacity = (2 * wanted).min(self.look_at + data.len()).max(wanted);
             let mut fresh = BytesMut::with_capacity(capacity);
             fresh.extend_from_slice(&self.buffer);
             self.buffer = fresh;

@@ -8,6 +8,7 @@ use dfs::node::ops::{Body, ObjectReader};
 use futures::StreamExt;
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::{Checksum, StreamingBlob};
+use s3s::stream::ByteStream;
 use s3s::{S3Error, S3Result, TrailingHeaders, s3_error};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
@@ -176,6 +177,12 @@ impl Body for BlobBody {
         self.verify().map_err(|error| Box::new(error) as BoxError)?;
         Ok(None)
     }
+
+    fn len_hint(&self) -> Option<u64> {
+        let blob = self.blob.as_ref()?;
+        let len = blob.remaining_length().exact()?;
+        u64::try_from(len).ok()
+    }
 }
 
 /// A body of bytes already in memory (a bucket's settings file).
@@ -210,7 +217,9 @@ const RESPONSE_PIECES_AHEAD: usize = 2;
 pub fn response_body(mut reader: ObjectReader) -> StreamingBlob {
     let (tx, rx) = mpsc::channel(RESPONSE_PIECES_AHEAD);
     let feeder = AbortOnDropHandle::new(tokio::spawn(async move {
-        while let Some(piece) = reader.next().await {
+        // Each piece keeps its chunk's share of the node's read memory
+        // until hyper has written it: the budget bounds this queue too.
+        while let Some(piece) = reader.next_held().await {
             let failed = piece.is_err();
             let piece = piece.map_err(|error| std::io::Error::other(error.message));
             // A client that stops reading gives up its read (and the

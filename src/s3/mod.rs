@@ -42,7 +42,7 @@ mod sweep;
 mod versions;
 
 /// Most S3 connections served at once. Memory is bounded apart from this
-/// (large uploads by `LARGE_PUTS_IN_FLIGHT`, a read by its prefetch), so
+/// (large uploads by `LARGE_PUTS_IN_FLIGHT`, reads by `READ_AHEAD_BYTES_MAX`), so
 /// this bounds sockets and tasks: twice the native protocol's, for S3
 /// clients keep pools of idle connections (boto3: 10 each).
 pub const CONNECTIONS_MAX: usize = 128;

@@ -156,6 +156,14 @@ pub trait Body: Send {
 
     /// The next bytes; `None` at the end of the body.
     fn next(&mut self) -> impl Future<Output = Result<Option<Bytes>, Self::Error>> + Send;
+
+    /// How many bytes the body will have, when the frontend knows before
+    /// reading any (an HTTP Content-Length). A put that will be large
+    /// then waits for its slot before it takes a byte in, rather than
+    /// holding its first bytes while it waits.
+    fn len_hint(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a put failed: its body broke, or the put was refused.

@@ -74,7 +74,13 @@ impl Node {
         // work outlives its request.
         let mut in_flight: VecDeque<StoreJob> = VecDeque::new();
         let mut received = 0usize;
-        let mut large_slot = None;
+        // A body known to be large waits for its slot before it is read:
+        // uploads queued behind the slots (S3 multipart sends ten parts at
+        // once) then hold no bytes of theirs meanwhile.
+        let mut large_slot = match body.len_hint() {
+            Some(len) if len > LARGE_PUT_BYTES as u64 => Some(self.large_put_slot().await?),
+            _ => None,
+        };
         // The first chunk of a body that has ended, held back: if no other
         // follows, it is stored beside the manifest.
         let mut only_chunk = None;

@@ -9,10 +9,15 @@
 //! clients do not hash what they get, and a copy (UploadPartCopy) would
 //! give the bytes new, matching ids. Only the native `Get`, whose client
 //! hashes every chunk itself, turns this off
-//! ([`ObjectReader::client_hashes_chunks`]). Chunks fetched ahead, beyond
-//! the one sent next, take their size from the node's read-ahead budget
-//! ([`READ_AHEAD_BYTES_MAX`](crate::limits::READ_AHEAD_BYTES_MAX)): the bound on
-//! what all reads hold at once.
+//! ([`ObjectReader::client_hashes_chunks`]).
+//!
+//! Memory: every read may hold one chunk of its own, so it always moves;
+//! each other chunk it fetches takes its size from the node's read-ahead
+//! budget ([`READ_AHEAD_BYTES_MAX`](crate::limits::READ_AHEAD_BYTES_MAX)),
+//! the bound on what all reads hold at once beyond one chunk each. A chunk
+//! holds its share until [`ObjectReader::next`] returns it, or, through
+//! [`ObjectReader::next_held`] (an HTTP response queues what it sends),
+//! until the last of its bytes is dropped.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -24,7 +29,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::{OpError, VersionPick};
 use crate::cas::{ChunkId, ContentId, Manifest};
 use crate::cluster::{Cluster, ClusterError};
-use crate::limits::GET_CHUNKS_PREFETCH;
+use crate::limits::{GET_CHUNKS_PREFETCH, READ_AHEAD_BYTES_MAX};
 use crate::meta::VersionRecord;
 use crate::node::Node;
 use crate::wire::{ErrorCode, GetTarget};
@@ -52,10 +57,10 @@ pub struct ObjectReader {
     pub manifest_bytes: Vec<u8>,
     cluster: Arc<Cluster>,
     pieces: VecDeque<Piece>,
-    /// Chunks being fetched, in order, each with its share of the budget
-    /// (none for the first: a read always moves).
-    prefetched: VecDeque<(FetchJob, Piece, Option<OwnedSemaphorePermit>)>,
-    read_ahead: Arc<Semaphore>,
+    /// Chunks being fetched, in order, each with what it holds: the
+    /// read's own slot or its share of the budget.
+    prefetched: VecDeque<(FetchJob, Piece, OwnedSemaphorePermit)>,
+    slots: ReadSlots,
     started: bool,
     /// Hash every chunk against its id (all but the native `Get`).
     hash_chunks: bool,
@@ -94,18 +99,34 @@ impl ObjectReader {
     }
 
     pub async fn next(&mut self) -> Option<Result<Bytes, OpError>> {
+        self.next_with_hold()
+            .await
+            .map(|piece| piece.map(|(bytes, _hold)| bytes))
+    }
+
+    /// [`ObjectReader::next`], but the bytes keep the chunk's share of the
+    /// read's memory until the last of them is dropped: for a caller that
+    /// queues them (an HTTP response), so the budget bounds its queue too.
+    pub async fn next_held(&mut self) -> Option<Result<Bytes, OpError>> {
+        self.next_with_hold().await.map(|piece| {
+            piece.map(|(bytes, hold)| {
+                let len = bytes.len();
+                Bytes::from_owner(Held { bytes, _hold: hold }).slice(..len)
+            })
+        })
+    }
+
+    async fn next_with_hold(&mut self) -> Option<Result<(Bytes, OwnedSemaphorePermit), OpError>> {
         self.started = true;
         while self.prefetched.len() < GET_CHUNKS_PREFETCH {
             let Some(piece) = self.pieces.front().copied() else {
                 break;
             };
-            let permit = if self.prefetched.is_empty() {
-                None
-            } else {
-                match self.read_ahead.clone().try_acquire_many_owned(piece.len) {
-                    Ok(permit) => Some(permit),
-                    Err(_) => break,
-                }
+            // With nothing fetched, the read waits for room; else it
+            // sends what it has first.
+            let wait = self.prefetched.is_empty();
+            let Some(permit) = self.slots.hold(piece.len, wait).await else {
+                break;
             };
             self.pieces.pop_front();
             let cluster = self.cluster.clone();
@@ -121,14 +142,17 @@ impl ObjectReader {
             }));
             self.prefetched.push_back((job, piece, permit));
         }
-        let (job, piece, _permit) = self.prefetched.pop_front()?;
+        let (job, piece, permit) = self.prefetched.pop_front()?;
         let fetched = job
             .await
             .unwrap_or_else(|e| Err(ClusterError::Local(format!("a fetch task failed: {e}"))));
         match fetched {
             Ok(bytes) if piece.skip + piece.take <= bytes.len() => {
                 let bytes = Bytes::from(bytes);
-                Some(Ok(bytes.slice(piece.skip..piece.skip + piece.take)))
+                Some(Ok((
+                    bytes.slice(piece.skip..piece.skip + piece.take),
+                    permit,
+                )))
             }
             Ok(bytes) => {
                 self.end();
@@ -241,12 +265,65 @@ impl Node {
             cluster: self.cluster.clone(),
             pieces: VecDeque::new(),
             prefetched: VecDeque::new(),
-            read_ahead: self.read_ahead.clone(),
+            slots: ReadSlots::new(self.read_ahead.clone()),
             started: false,
             hash_chunks: true,
         };
         reader.set_range(0..reader.size());
         Ok(reader)
+    }
+}
+
+/// What one read may hold in memory: one chunk of its own, so it always
+/// moves, and shares of the node's read-ahead budget for the others.
+struct ReadSlots {
+    own: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
+}
+
+impl ReadSlots {
+    fn new(budget: Arc<Semaphore>) -> Self {
+        Self {
+            own: Arc::new(Semaphore::new(1)),
+            budget,
+        }
+    }
+
+    /// The slot a chunk of `len` bytes is held in: the read's own when
+    /// free, else its share of the budget. When neither is free: with
+    /// `wait`, the first that frees (the read's own once the chunk in it
+    /// is dropped), else `None`.
+    async fn hold(&self, len: u32, wait: bool) -> Option<OwnedSemaphorePermit> {
+        // A chunk is at most CHUNK_MAX_BYTES, far below the budget; the cap
+        // only keeps a wait from asking more than the budget has.
+        let share = len.min(READ_AHEAD_BYTES_MAX as u32);
+        if let Ok(own) = self.own.clone().try_acquire_owned() {
+            return Some(own);
+        }
+        if let Ok(budget) = self.budget.clone().try_acquire_many_owned(share) {
+            return Some(budget);
+        }
+        if !wait {
+            return None;
+        }
+        // Both semaphores live as long as their holders and are never
+        // closed.
+        tokio::select! {
+            own = self.own.clone().acquire_owned() => own.ok(),
+            budget = self.budget.clone().acquire_many_owned(share) => budget.ok(),
+        }
+    }
+}
+
+/// A chunk's bytes with the slot they hold ([`ObjectReader::next_held`]).
+struct Held {
+    bytes: Bytes,
+    _hold: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -289,6 +366,7 @@ fn removed(name: &str, pick: &VersionPick, record: &VersionRecord) -> OpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn manifest(lens: &[u32]) -> Manifest {
         let mut manifest = Manifest::default();
@@ -305,6 +383,45 @@ mod tests {
             .into_iter()
             .map(|p| (p.id.0[0], p.skip, p.take))
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_holds_one_chunk_of_its_own_and_the_rest_from_the_budget() {
+        let budget = Arc::new(Semaphore::new(8));
+        let read = ReadSlots::new(budget.clone());
+        let first = read.hold(5, false).await.expect("the read's own slot");
+        assert_eq!(budget.available_permits(), 8, "its own chunk is free");
+        let second = read.hold(5, false).await.expect("a share of the budget");
+        assert_eq!(budget.available_permits(), 3);
+        assert!(
+            read.hold(5, false).await.is_none(),
+            "no room: use what it has"
+        );
+        // Another read always moves: one chunk of its own.
+        let other = ReadSlots::new(budget.clone());
+        let _theirs = other.hold(5, false).await.expect("its own slot");
+        // A read with nothing fetched waits, until its own chunk is dropped
+        // (its client took it) or the budget has room.
+        let mut waiting = Box::pin(read.hold(5, true));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(first);
+        let third = waiting.await.expect("the slot its first chunk freed");
+        assert_eq!(budget.available_permits(), 3);
+        // Bytes handed on keep their share until the last of them goes.
+        let held = Bytes::from_owner(Held {
+            bytes: Bytes::from_static(b"chunk"),
+            _hold: second,
+        });
+        let tail = held.slice(2..);
+        drop(held);
+        assert_eq!(budget.available_permits(), 3);
+        drop(tail);
+        assert_eq!(budget.available_permits(), 8);
+        drop(third);
     }
 
     #[test]
